@@ -1,0 +1,83 @@
+"""The one engine interface: batched ``generate(requests) -> results``.
+
+Modules (executor, verifier, generator), LLM-backed tools and planners all talk to engines
+through :class:`Engine`. A request is chat ``messages`` (or a raw ``prompt``) plus sampling
+settings; a result carries the text, the finish reason, and token ids + log-probs when the
+backend provides them. Sampling settings are always honoured or rejected loudly by an engine,
+never silently dropped (the reference code ignored them).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol, Sequence, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["ChatMessage", "SamplingParams", "GenerationRequest", "GenerationResult", "Engine"]
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class SamplingParams(BaseModel):
+    """Sampling settings. ``temperature=0`` means greedy decoding."""
+
+    model_config = ConfigDict(frozen=True)
+
+    temperature: float = Field(default=0.0, ge=0.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(default=512, ge=1)
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    n: int = Field(default=1, ge=1)
+    logprobs: bool = False
+    """ask for token ids and their log-probs (engines that cannot provide them raise)"""
+
+
+class GenerationRequest(BaseModel):
+    """Exactly one of ``messages`` or ``prompt``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    messages: tuple[ChatMessage, ...] | None = None
+    prompt: str | None = None
+    sampling: SamplingParams = Field(default_factory=SamplingParams)
+
+    @model_validator(mode="after")
+    def _one_input(self) -> "GenerationRequest":
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("a GenerationRequest needs exactly one of `messages` or `prompt`")
+        return self
+
+    @classmethod
+    def chat(cls, user: str, system: str | None = None, **sampling: object) -> "GenerationRequest":
+        msgs = ([ChatMessage(role="system", content=system)] if system else []) + [
+            ChatMessage(role="user", content=user)
+        ]
+        return cls(messages=tuple(msgs), sampling=SamplingParams(**sampling))  # type: ignore[arg-type]
+
+
+class GenerationResult(BaseModel):
+    """One completion (a request with ``n>1`` yields ``n`` results, in order)."""
+
+    text: str
+    finish_reason: str | None = None
+    token_ids: list[int] | None = None
+    logprobs: list[float] | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    error: str | None = None
+    """set when this request failed after retries; ``text`` is then empty"""
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """A text generator. ``generate`` returns ``len(requests) * n`` results, request-major."""
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]: ...
+
+    def close(self) -> None: ...

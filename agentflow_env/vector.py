@@ -1,0 +1,181 @@
+"""``AgentFlowVectorEnv``: N episodes per step, each stage batched across them.
+
+A serial loop over N single envs pays every module call and tool call one at a time; here each
+``step`` parses all N actions, makes one batched executor call, runs all tool calls concurrently
+(searches batched into one retrieval), one batched verifier call and one batched generator call
+for the episodes that end. All N episodes share one :class:`~agentflow_env.flow.AgentFlow`
+(one sandbox pool, one search index), so the results equal N independent ``AgentFlowEnv``s with
+the same seeds and deterministic engines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium.error import ResetNeeded
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from agentflow_env.env import Family, build_flow
+from agentflow_env.flow import Episode
+from agentflow_env.spaces import text_space
+from agentflow_env.tasks.base import Task
+
+__all__ = ["AgentFlowVectorEnv"]
+
+
+class AgentFlowVectorEnv(VectorEnv):
+    """Stage-batched vector env over ``num_envs`` AgentFlow episodes.
+
+    Observations are a tuple of N strings; actions a sequence of N strings; rewards,
+    terminations and truncations numpy arrays; infos in gymnasium's vector format (each key
+    with a boolean ``_key`` mask).
+
+    Autoreset (``metadata["autoreset_mode"]``): ``NEXT_STEP`` (default, gymnasium 1.x) resets a
+    finished sub-env on the following ``step`` and ignores that step's action; ``SAME_STEP``
+    resets immediately and puts the final observation in ``info["final_obs"]``; ``DISABLED``
+    leaves finished sub-envs done (their actions are ignored, info ``skipped``) until
+    ``reset(options={"reset_mask": mask})``. Rollout collectors use ``DISABLED``.
+
+    Reset options: ``tasks`` (a sequence of N Task/dict/None: None samples as usual; G copies of
+    one task make a GRPO group), ``task_indices`` (N ints or None), ``reset_mask`` (N bools).
+    Any other keyword argument goes to :func:`agentflow_env.env.build_flow`.
+    """
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        family: Family = "search",
+        *,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        render_mode: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.num_envs = num_envs
+        self.family = family
+        self.render_mode = render_mode
+        self.autoreset_mode = AutoresetMode(autoreset_mode)
+        self.metadata = {"autoreset_mode": self.autoreset_mode, "render_modes": ["ansi"]}
+        self.flow, self.tasks = build_flow(family, **kwargs)
+        space = text_space(self.flow.max_observation_chars)
+        self.single_observation_space = space
+        self.single_action_space = text_space(max(self.flow.max_observation_chars, 100_000))
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._rngs = [seeding.np_random(None)[0] for _ in range(num_envs)]
+        self._episodes: list[Episode | None] = [None] * num_envs
+        self._needs_reset = np.zeros(num_envs, dtype=bool)
+
+    # ----------------------------------------------------------------------------- reset
+    def reset(self, *, seed: int | Sequence[int | None] | None = None,
+              options: dict[str, Any] | None = None) -> tuple[tuple[str, ...], dict[str, Any]]:
+        options = dict(options or {})
+        seeds = self._seed_list(seed)
+        mask = options.pop("reset_mask", None)
+        if mask is None:
+            mask = np.ones(self.num_envs, dtype=bool)
+        elif not (isinstance(mask, np.ndarray) and mask.dtype == np.bool_ and mask.shape == (self.num_envs,)):
+            raise TypeError(f"options['reset_mask'] must be a bool numpy array of shape ({self.num_envs},)")
+        per_env = self._per_env_tasks(options)
+        indices = [i for i in range(self.num_envs) if mask[i]]
+        for i in indices:
+            if seeds[i] is not None:
+                self._rngs[i], _ = seeding.np_random(seeds[i])
+        infos: dict[str, Any] = {}
+        for i, info in self._start(indices, per_env).items():
+            infos = self._add_info(infos, info, i)
+        return self._observations(), infos
+
+    def _seed_list(self, seed: int | Sequence[int | None] | None) -> list[int | None]:
+        if seed is None:
+            return [None] * self.num_envs
+        if isinstance(seed, (int, np.integer)):
+            return [int(seed) + i for i in range(self.num_envs)]
+        seeds = list(seed)
+        if len(seeds) != self.num_envs:
+            raise ValueError(f"got {len(seeds)} seeds for num_envs={self.num_envs}")
+        return seeds
+
+    def _per_env_tasks(self, options: Mapping[str, Any]) -> list[Task | None]:
+        unknown = set(options) - {"tasks", "task_indices"}
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; use tasks, task_indices, reset_mask")
+        chosen: list[Task | None] = [None] * self.num_envs
+        if "tasks" in options:
+            tasks = list(options["tasks"])
+            if len(tasks) != self.num_envs:
+                raise ValueError(f"options['tasks'] has {len(tasks)} entries for num_envs={self.num_envs}")
+            chosen = [t if t is None or isinstance(t, Task) else Task.model_validate(t) for t in tasks]
+        if "task_indices" in options:
+            idx = list(options["task_indices"])
+            if len(idx) != self.num_envs:
+                raise ValueError(f"options['task_indices'] has {len(idx)} entries for num_envs={self.num_envs}")
+            for i, k in enumerate(idx):
+                if k is not None:
+                    if not 0 <= int(k) < len(self.tasks):
+                        raise IndexError(f"task index {k} out of range: the task set has {len(self.tasks)} tasks")
+                    chosen[i] = self.tasks[int(k)]
+        return chosen
+
+    def _start(self, indices: Sequence[int], per_env: Sequence[Task | None]) -> dict[int, dict[str, Any]]:
+        """Start new episodes in sub-envs ``indices`` (one batched query-analysis call)."""
+        tasks = []
+        for i in indices:
+            task = per_env[i]
+            # Same draw as AgentFlowEnv.reset: one integer from this sub-env's generator.
+            tasks.append(task if task is not None else self.tasks[int(self._rngs[i].integers(len(self.tasks)))])
+        infos: dict[int, dict[str, Any]] = {}
+        for i, (episode, info) in zip(indices, self.flow.start(tasks) if tasks else [], strict=True):
+            self._episodes[i] = episode
+            self._needs_reset[i] = False
+            infos[i] = info
+        return infos
+
+    def _observations(self) -> tuple[str, ...]:
+        return tuple(self.flow.observation(ep) if ep is not None else "" for ep in self._episodes)
+
+    # ------------------------------------------------------------------------------ step
+    def step(self, actions: Sequence[str]) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if any(ep is None for ep in self._episodes):
+            raise ResetNeeded("call reset() before step()")
+        actions = list(actions)
+        if len(actions) != self.num_envs:
+            raise ValueError(f"got {len(actions)} actions for num_envs={self.num_envs}")
+        rewards = np.zeros(self.num_envs, dtype=np.float64)
+        terminations = np.zeros(self.num_envs, dtype=np.bool_)
+        truncations = np.zeros(self.num_envs, dtype=np.bool_)
+        env_infos: dict[int, dict[str, Any]] = {}
+        # NEXT_STEP: sub-envs that ended on the previous step reset now; their action is ignored.
+        next_step = self.autoreset_mode == AutoresetMode.NEXT_STEP
+        to_reset = [i for i in range(self.num_envs) if self._needs_reset[i]] if next_step else []
+        env_infos.update(self._start(to_reset, [None] * self.num_envs))
+        stepping = [i for i in range(self.num_envs) if i not in to_reset]
+        results = self.flow.step([self._episodes[i] for i in stepping],  # type: ignore[misc]
+                                 [actions[i] for i in stepping])
+        ended = []
+        for i, (reward, term, trunc, info) in zip(stepping, results, strict=True):
+            rewards[i], terminations[i], truncations[i] = reward, term, trunc
+            env_infos[i] = info
+            if term or trunc:
+                ended.append(i)
+                self._needs_reset[i] = True
+        if ended and self.autoreset_mode == AutoresetMode.SAME_STEP:
+            finals = {i: (self.flow.observation(self._episodes[i]), env_infos[i]) for i in ended}  # type: ignore[arg-type]
+            env_infos.update(self._start(ended, [None] * self.num_envs))
+            for i, (obs, info) in finals.items():
+                env_infos[i] = {**env_infos[i], "final_obs": obs, "final_info": info}
+        infos: dict[str, Any] = {}
+        for i in sorted(env_infos):
+            infos = self._add_info(infos, env_infos[i], i)
+        return self._observations(), rewards, terminations, truncations, infos
+
+    def render(self) -> tuple[str, ...] | None:
+        return self._observations() if self.render_mode == "ansi" else None
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self.flow.close()

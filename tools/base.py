@@ -1,0 +1,125 @@
+"""Tool protocol, tool cards and tool results.
+
+Every tool the planner can call is an object with a :class:`ToolCard` (what the planner reads about
+it) and an ``execute(**inputs) -> ToolResult`` method. ``execute`` never raises for bad input: it
+returns ``ToolResult(ok=False, error=...)`` so an episode can show the error to the policy.
+
+This module is the bottom of the import graph: ``tools`` never imports ``agentflow_env`` or
+``learners``. LLM-backed tools take any object satisfying :class:`TextGenerator`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ToolCard",
+    "ToolDemo",
+    "ToolResult",
+    "Tool",
+    "TextGenerator",
+    "normalize_tool_name",
+]
+
+
+class ToolDemo(BaseModel):
+    """One example call shown to the planner."""
+
+    model_config = ConfigDict(frozen=True)
+
+    command: str
+    """the literal tool input, e.g. ``"capital of France"`` or a Python snippet"""
+    description: str = ""
+    """what the example does"""
+
+
+class ToolCard(BaseModel):
+    """What the planner (and the executor) read about a tool.
+
+    Mirrors the metadata of the paper's tools: name, description, input and output types,
+    demo commands, limitations and best practices.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    """the name the planner writes after ``Tool Name:`` (e.g. ``Search_Tool``)"""
+    description: str
+    input_types: dict[str, str] = Field(default_factory=dict)
+    """input name -> type and meaning, e.g. ``{"query": "str - the search query"}``"""
+    output_type: str = "str"
+    primary_input: str = "query"
+    """the input that a direct-mode command (the planner's ``Command:`` or sub-goal) fills"""
+    demo_commands: tuple[ToolDemo, ...] = ()
+    limitations: tuple[str, ...] = ()
+    best_practices: tuple[str, ...] = ()
+
+    def render(self) -> str:
+        """The card as prompt text (stable across runs: observations must be deterministic)."""
+        lines = [f"Tool: {self.name}", f"  Description: {self.description}"]
+        if self.input_types:
+            inputs = "; ".join(f"{k}: {v}" for k, v in self.input_types.items())
+            lines.append(f"  Inputs: {inputs}")
+        lines.append(f"  Output: {self.output_type}")
+        for demo in self.demo_commands:
+            suffix = f"  ({demo.description})" if demo.description else ""
+            lines.append(f"  Example command: {demo.command}{suffix}")
+        for item in self.limitations:
+            lines.append(f"  Limitation: {item}")
+        for item in self.best_practices:
+            lines.append(f"  Best practice: {item}")
+        return "\n".join(lines)
+
+
+class ToolResult(BaseModel):
+    """Outcome of one tool call. ``ok=False`` carries a human-readable ``error``."""
+
+    ok: bool
+    output: str = ""
+    """the text the planner sees (already truncated by the tool where it has a limit)"""
+    error: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    """structured extras (search hits, sandbox stdout/stderr/variables, timings)"""
+
+    @classmethod
+    def failure(cls, error: str, **data: Any) -> "ToolResult":
+        return cls(ok=False, output="", error=error, data=data)
+
+    def as_text(self) -> str:
+        """What goes into memory and the next observation."""
+        if self.ok:
+            return self.output
+        return f"Error: {self.error}" + (f"\n{self.output}" if self.output else "")
+
+
+@runtime_checkable
+class Tool(Protocol):
+    """A callable tool. Implementations must not raise from ``execute`` for bad input."""
+
+    card: ToolCard
+
+    def execute(self, **inputs: Any) -> ToolResult: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class TextGenerator(Protocol):
+    """Anything that turns a batch of requests into a batch of results with a ``.text``.
+
+    ``agentflow_env.llm`` engines satisfy it; tools only rely on this shape so that ``tools``
+    never imports the engines.
+    """
+
+    def generate(self, requests: Sequence[Any]) -> Sequence[Any]: ...
+
+
+_NAME_JUNK = re.compile(r"[\s_\-`*\"']+")
+
+
+def normalize_tool_name(name: str) -> str:
+    """Key used to match tool names: case, spaces, underscores, dashes and quotes ignored."""
+    return _NAME_JUNK.sub("", name).lower()
