@@ -136,6 +136,16 @@ class AgentFlowVectorEnv(VectorEnv):
             infos[i] = info
         return infos
 
+    @property
+    def current_tasks(self) -> tuple[Task | None, ...]:
+        """The task of each sub-env's current episode (None before the first reset)."""
+        return tuple(ep.task if ep is not None else None for ep in self._episodes)
+
+    @property
+    def episodes_done(self) -> np.ndarray:
+        """Which sub-envs' current episodes have ended (and wait for a reset)."""
+        return self._needs_reset.copy()
+
     def _observations(self) -> tuple[str, ...]:
         return tuple(self.flow.observation(ep) if ep is not None else "" for ep in self._episodes)
 
