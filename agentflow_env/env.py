@@ -227,7 +227,7 @@ class AgentFlowEnv(gym.Env[str, str]):
     * v0: initial release.
     """
 
-    metadata = {"render_modes": ["ansi", "human"], "render_fps": 1}
+    metadata = {"render_modes": ["ansi"], "render_fps": 1}
 
     def __init__(self, family: Family = "search", *, render_mode: str | None = None, **kwargs: Any) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -275,8 +275,6 @@ class AgentFlowEnv(gym.Env[str, str]):
         if self._episode.done:
             raise gym.error.ResetNeeded("the episode has ended: call reset()")
         [(reward, terminated, truncated, info)] = self.flow.step([self._episode], [action])
-        if self.render_mode == "human":
-            logger.info("%s", self.render())
         return self.flow.observation(self._episode), reward, terminated, truncated, info
 
     def render(self) -> str | None:  # type: ignore[override]
