@@ -1,0 +1,275 @@
+"""Episodes/s of (a) a serial loop over N single envs, (b) gymnasium's SyncVectorEnv and (c)
+AgentFlowVectorEnv, with LLM executor/verifier/generator engines, side by side in one run.
+
+Engines: (i) the tiny local transformers model (``hf:``), (ii) a ``callable`` engine sleeping a
+fixed 50 ms per call (a remote, latency-bound server). The planner is the scripted oracle, so the
+measured time is the environment's: modules, tools, memory, parsing. Also measures the env's own
+overhead per step beyond the tool's cost in offline modes.
+
+    python benchmarks/vector_throughput.py [--quick] [--out benchmarks/results/vector_throughput.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+from rich.console import Console
+from rich.table import Table
+
+import agentflow_env  # noqa: F401 - registers the ids
+from agentflow_env import AgentFlowEnv, AgentFlowVectorEnv
+from agentflow_env.llm.base import GenerationRequest, GenerationResult
+from agentflow_env.llm.callable_engine import CallableEngine
+from agentflow_env.planners import OraclePlanner
+from agentflow_env.tasks.suite import make_suite
+
+console = Console()
+_SUGGESTED = re.compile(r"Planner's suggested command: (.*)")
+
+
+class CountingEngine:
+    """Counts engine calls (one batched ``generate`` = one call) and requests."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.calls, self.requests = inner, 0, 0
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        self.calls += 1
+        self.requests += len(requests)
+        return self.inner.generate(requests)
+
+    def close(self) -> None:
+        pass
+
+
+def latency_engine(latency_s: float) -> CallableEngine:
+    """A remote-server stand-in: one round trip of ``latency_s`` per call, whatever the batch.
+
+    Replies are well-formed so the flow does real work: the executor repeats the planner's
+    suggested command, the verifier continues, the generator answers.
+    """
+
+    def reply(prompt: str) -> str:
+        if "executor" in prompt:
+            match = _SUGGESTED.search(prompt)
+            return f'Command: execution = tool.execute(query={(match.group(1) if match else "x")!r})'
+        if "verifier" in prompt:
+            return "Analysis: more evidence may help.\nConclusion: CONTINUE"
+        return "<answer>unknown</answer>"
+
+    def batch(requests: Sequence[GenerationRequest]) -> list[str]:
+        time.sleep(latency_s)
+        return [reply(r.messages[-1].content if r.messages else r.prompt or "") for r in requests]
+
+    return CallableEngine(batch, batched=True, name=f"sleep{int(latency_s * 1000)}ms")
+
+
+def _env_kwargs(engine: Any, suite: Any, max_turns: int) -> dict[str, Any]:
+    return {"tasks": list(suite.tasks), "documents": list(suite.documents), "max_turns": max_turns,
+            "executor": "llm", "verifier": "llm", "generator": "llm", "engine": engine,
+            "prompt_style": "compact"}
+
+
+def run_serial(make_env: Callable[[], AgentFlowEnv], n: int) -> float:
+    """(a) one trajectory at a time, N of them (the reference system's worker loop)."""
+    envs = [make_env() for _ in range(n)]
+    start = time.perf_counter()
+    for i, env in enumerate(envs):
+        planner = OraclePlanner(verbose=False)
+        obs, _ = env.reset(options={"task_index": i})
+        planner.reset(env.unwrapped.task)
+        done = False
+        while not done:
+            obs, _, term, trunc, _ = env.step(planner.act(obs))
+            done = term or trunc
+    elapsed = time.perf_counter() - start
+    for env in envs:
+        env.close()
+    return elapsed
+
+
+def run_sync(make_env: Callable[[], AgentFlowEnv], n: int) -> float:
+    """(b) gymnasium's SyncVectorEnv over N single envs, stepped until N episodes have ended.
+
+    Sub-envs autoreset (NextStep) and keep working, as in a user's training loop; each still
+    calls its modules one request at a time.
+    """
+    envs = SyncVectorEnv([make_env] * n)
+    start = time.perf_counter()
+    obs, _ = envs.reset(seed=0)
+    planners = [OraclePlanner(verbose=False) for _ in range(n)]
+    for planner, env in zip(planners, envs.envs, strict=True):
+        planner.reset(env.unwrapped.task)
+    completed, resetting = 0, np.zeros(n, dtype=bool)
+    while completed < n:
+        actions = ["" if resetting[i] else planners[i].act(obs[i]) for i in range(n)]
+        obs, _, term, trunc, _ = envs.step(actions)
+        for i in range(n):
+            if resetting[i]:  # this step was the autoreset: a new task
+                planners[i].reset(envs.envs[i].unwrapped.task)
+                resetting[i] = False
+            elif term[i] or trunc[i]:
+                completed += 1
+                resetting[i] = True
+    elapsed = time.perf_counter() - start
+    envs.close()
+    return elapsed * n / completed
+
+
+def run_vector(make_vec: Callable[[int], AgentFlowVectorEnv], n: int) -> float:
+    """(c) AgentFlowVectorEnv: every stage once per step for all N episodes."""
+    envs = make_vec(n)
+    start = time.perf_counter()
+    obs, _ = envs.reset(options={"task_indices": list(range(n))})
+    planners = [OraclePlanner(verbose=False) for _ in range(n)]
+    for planner, task in zip(planners, envs.current_tasks, strict=True):
+        planner.reset(task)
+    done = np.zeros(n, dtype=bool)
+    while not done.all():
+        actions = ["" if done[i] else planners[i].act(obs[i]) for i in range(n)]
+        obs, _, term, trunc, _ = envs.step(actions)
+        done |= term | trunc
+    elapsed = time.perf_counter() - start
+    envs.close()
+    return elapsed
+
+
+def throughput_rows(engine_name: str, engine: Any, sizes: Sequence[int], suite: Any, max_turns: int) -> list[dict[str, Any]]:
+    rows = []
+    for n in sizes:
+        row: dict[str, Any] = {"engine": engine_name, "N": n}
+        for label, runner in (("serial", run_serial), ("sync", run_sync), ("vector", run_vector)):
+            counter = CountingEngine(engine)
+            kwargs = _env_kwargs(counter, suite, max_turns)
+            if label == "vector":
+                elapsed = runner(lambda k: AgentFlowVectorEnv(k, autoreset_mode=AutoresetMode.DISABLED, **kwargs), n)
+            else:
+                elapsed = runner(lambda: AgentFlowEnv(**kwargs), n)
+            row[f"{label}_eps"] = n / elapsed
+            row[f"{label}_calls"] = counter.calls
+        row["vector_over_serial"] = row["vector_eps"] / row["serial_eps"]
+        rows.append(row)
+        console.log(f"{engine_name} N={n}: vector/serial = {row['vector_over_serial']:.1f}x")
+    return rows
+
+
+class TimedTool:
+    """Wraps a tool and sums the time spent inside its own execute/batch_execute."""
+
+    def __init__(self, tool: Any) -> None:
+        self.tool, self.card, self.seconds = tool, tool.card, 0.0
+
+    def execute(self, **inputs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return self.tool.execute(**inputs)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def close(self) -> None:
+        self.tool.close()
+
+
+def offline_overhead(family: str, episodes: int) -> dict[str, Any]:
+    """Env time per step beyond the tool's own execute time (direct/planner/planner modes)."""
+    env = gym.make(f"AgentFlow-{family.capitalize()}-v0", num_tasks=max(episodes, 20))
+    flow = env.unwrapped.flow
+    timed = {name: TimedTool(tool) for name, tool in flow.tools.items()}
+    flow.tools = timed
+    planner = OraclePlanner()
+    steps, step_s = 0, 0.0
+    for i in range(episodes):
+        obs, _ = env.reset(options={"task_index": i})
+        planner.reset(env.unwrapped.task)
+        done = False
+        while not done:
+            action = planner.act(obs)
+            start = time.perf_counter()
+            obs, _, term, trunc, _ = env.step(action)
+            step_s += time.perf_counter() - start
+            steps += 1
+            done = term or trunc
+    tool_s = sum(t.seconds for t in timed.values())
+    env.close()
+    return {"family": family, "steps": steps, "step_ms": 1000 * step_s / steps, "tool_ms": 1000 * tool_s / steps,
+            "overhead_ms": 1000 * (step_s - tool_s) / steps, "overhead_frac": (step_s - tool_s) / step_s}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="N in {1, 4, 16} and fewer episodes")
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--max-turns", type=int, default=3)
+    parser.add_argument("--skip-hf", action="store_true", help="skip the tiny local model engine")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/vector_throughput.json"))
+    args = parser.parse_args(argv)
+    sizes = [1, 4, 16] if args.quick else [1, 4, 16, 64]
+    suite = make_suite("search", seed=0, num_tasks=max(sizes), hops=(1, 2))
+    rows = throughput_rows("callable-50ms", latency_engine(args.latency_ms / 1000), sizes, suite, args.max_turns)
+    if not args.skip_hf:
+        from agentflow_env.llm.hf_engine import HFEngine
+        from agentflow_env.llm.tiny import make_tiny_chat_model
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = make_tiny_chat_model(Path(tmp) / "tiny", steps=150)
+            hf = HFEngine(str(path), max_batch_size=64, seed=0)
+            # Short completions keep the serial baseline affordable; the ratio is what matters.
+            rows += throughput_rows("hf-tiny", _capped(hf, 24), sizes, suite, args.max_turns)
+    overhead = [offline_overhead(f, 10 if args.quick else 40) for f in ("search", "math")]
+    _print(rows, overhead)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": _machine(), "throughput": rows, "offline_overhead": overhead}, indent=2))
+    console.print(f"wrote {args.out}")
+    return 0
+
+
+def _capped(engine: Any, max_tokens: int) -> Any:
+    class Capped:
+        def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+            capped = [r.model_copy(update={"sampling": r.sampling.model_copy(update={"max_tokens": max_tokens})})
+                      for r in requests]
+            return engine.generate(capped)
+
+        def close(self) -> None:
+            engine.close()
+
+    return Capped()
+
+
+def _machine() -> dict[str, Any]:
+    import os
+
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+
+
+def _print(rows: list[dict[str, Any]], overhead: list[dict[str, Any]]) -> None:
+    table = Table(title="episodes/s (module calls) - serial loop vs SyncVectorEnv vs AgentFlowVectorEnv")
+    for col in ("engine", "N", "serial", "sync", "vector", "vector/serial"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r["engine"], str(r["N"]), f"{r['serial_eps']:.2f} ({r['serial_calls']})",
+                      f"{r['sync_eps']:.2f} ({r['sync_calls']})", f"{r['vector_eps']:.2f} ({r['vector_calls']})",
+                      f"{r['vector_over_serial']:.1f}x")
+    console.print(table)
+    table = Table(title="offline modes: env overhead per step beyond the tool's own time")
+    for col in ("family", "steps", "step ms", "tool ms", "overhead ms", "overhead %"):
+        table.add_column(col, justify="right")
+    for o in overhead:
+        table.add_row(o["family"], str(o["steps"]), f"{o['step_ms']:.2f}", f"{o['tool_ms']:.2f}",
+                      f"{o['overhead_ms']:.3f}", f"{100 * o['overhead_frac']:.1f}%")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
