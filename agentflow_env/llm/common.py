@@ -1,0 +1,81 @@
+"""Typed engine errors and the small helpers every engine shares.
+
+Error policy (all engines):
+- configuration problems (bad spec, missing optional dependency, wrong credentials, unknown
+  model, a setting the backend cannot honour such as ``logprobs``) raise a typed
+  :class:`EngineError` subclass at once: retrying cannot fix them;
+- a single request that still fails after the engine's bounded retries (a timeout, a 5xx) does
+  not raise: its results carry ``error=...`` and empty text, so one bad request cannot sink a
+  batch and callers see the failure explicitly (``GenerationResult.error``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from agentflow_env.llm.base import GenerationRequest, GenerationResult
+
+__all__ = [
+    "EngineAuthError",
+    "EngineConfigError",
+    "EngineDependencyError",
+    "EngineError",
+    "LogprobsUnavailableError",
+    "ModelNotFoundError",
+    "error_results",
+    "expected_count",
+    "find_stop",
+    "truncate_at_stop",
+]
+
+
+class EngineError(RuntimeError):
+    """Base class of every error an engine raises on purpose."""
+
+
+class EngineConfigError(EngineError, ValueError):
+    """A bad engine spec or constructor argument; the message says which forms are valid."""
+
+
+class EngineDependencyError(EngineError, ImportError):
+    """An optional dependency (e.g. vllm) is not installed."""
+
+
+class EngineAuthError(EngineError):
+    """The server rejected the credentials (HTTP 401/403)."""
+
+
+class ModelNotFoundError(EngineError):
+    """The server does not serve the requested model (HTTP 404, or a 400 naming the model)."""
+
+
+class LogprobsUnavailableError(EngineError):
+    """``logprobs=True`` was requested but the backend returned none (it cannot, or ignored it)."""
+
+
+def find_stop(text: str, stops: Sequence[str]) -> int | None:
+    """Index of the earliest occurrence of any stop string in ``text``, or ``None``."""
+    hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    return min(hits) if hits else None
+
+
+def truncate_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """Cut ``text`` before its first stop string (OpenAI semantics: the stop is not included).
+
+    Returns the text and whether a stop string was found.
+    """
+    i = find_stop(text, stops)
+    return (text, False) if i is None else (text[:i], True)
+
+
+def error_results(request: GenerationRequest, message: str) -> list[GenerationResult]:
+    """``n`` failed results for one request (empty text, ``error`` set)."""
+    return [
+        GenerationResult(text="", finish_reason="error", error=message)
+        for _ in range(request.sampling.n)
+    ]
+
+
+def expected_count(requests: Sequence[GenerationRequest]) -> int:
+    """How many results ``generate(requests)`` must return (the sum of every request's ``n``)."""
+    return sum(r.sampling.n for r in requests)

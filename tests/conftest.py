@@ -1,0 +1,38 @@
+"""Shared fixtures (imported by every test: keep this file small and its imports cheap)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_BENCHMARKS = REPO_ROOT.parent / "shared" / "benchmarks" / "agentflow"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Qwen2 chat model (local BPE tokenizer, ChatML template), briefly trained so that it
+    writes planner-like steps and stops on ``<|im_end|>``. Built once per session (seconds)."""
+    import torch
+
+    from agentflow_env.llm.tiny import make_tiny_chat_model
+
+    # One thread: on a shared 2-core machine, two OpenMP threads competing with other processes
+    # made this ~15x slower (measured 196 s vs 13 s under load).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return make_tiny_chat_model(
+            tmp_path_factory.mktemp("tiny-model") / "model", steps=150, seed=0
+        )
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def shared_benchmarks_dir() -> Path:
+    """``<repo>/../shared/benchmarks/agentflow`` (the paper's 10 evaluation files), or skip."""
+    if not SHARED_BENCHMARKS.is_dir():
+        pytest.skip(f"../shared/benchmarks/agentflow not found: {SHARED_BENCHMARKS} does not exist")
+    return SHARED_BENCHMARKS
