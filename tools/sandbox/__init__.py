@@ -1,0 +1,15 @@
+"""Sandbox internals of :mod:`tools.python_coder`.
+
+- :mod:`.models`: limits and the structured execution result (pydantic);
+- :mod:`.launcher`: bubblewrap command line / plain process, and what isolation is available;
+- :mod:`.worker`, :mod:`.confine`, :mod:`.runner`: the fork server and what runs in each child
+  (these three run inside the sandbox and import only the standard library and pyseccomp);
+- :mod:`.pool`: host-side worker processes and the thread-safe pool;
+- :mod:`.local`, :mod:`.e2b_backend`: the two backends behind ``PythonCoderTool``.
+"""
+
+from tools.sandbox.models import (E2BConfigError, ExceptionInfo, ExecutionResult, ExitReason,
+                                  SandboxError, SandboxLimits, SandboxUnavailableError)
+
+__all__ = ["E2BConfigError", "ExceptionInfo", "ExecutionResult", "ExitReason", "SandboxError",
+           "SandboxLimits", "SandboxUnavailableError"]
