@@ -110,8 +110,11 @@ def _build_tools(names: Sequence[str | Tool], documents: Sequence[Mapping[str, A
 
             built.append(WikipediaSearchTool(**kwargs))
         elif spec == "Base_Generator_Tool":
+            from agentflow_env.llm.base import GenerationRequest
             from tools.generator import BaseGeneratorTool
 
+            # The tool builds plain dicts (tools never import agentflow_env); engines want requests.
+            kwargs.setdefault("request_factory", GenerationRequest.model_validate)
             built.append(BaseGeneratorTool(**kwargs))
         else:
             raise ValueError(f"unknown tool {spec!r}: use Search_Tool, Python_Coder_Tool, "

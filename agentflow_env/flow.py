@@ -241,6 +241,7 @@ class AgentFlow:
         if len(action_text) > self.max_action_chars:
             action_text = action_text[: self.max_action_chars] + " ...[truncated]"
         error = action.error or exec_error or (result.error if result is not None and not result.ok else None)
+        kind = "parse" if action.error else "executor" if exec_error else "tool" if error else None
         if action.error:
             shown = f"Error: could not parse the action: {action.error}"
         elif exec_error:
@@ -255,7 +256,8 @@ class AgentFlow:
             shown = shown[: self.max_result_chars] + " ...[truncated]"
         command = _command_text(inputs)
         step = Step(turn=ep.turn, action_text=action_text, tool_name=action.tool_name,
-                    sub_goal=action.sub_goal, command=command, result=shown, error=error)
+                    sub_goal=action.sub_goal, command=command, result=shown, error=error,
+                    error_kind=kind)
         ep.memory.add(step)
         ep.observation += prompts.step_block(action_text, shown)
         return step
@@ -269,6 +271,7 @@ class AgentFlow:
             "tool_input": step.command,
             "tool_result": step.result,
             "error": step.error,
+            "error_kind": step.error_kind,
             "verifier": decision.decision,
             "verifier_analysis": decision.analysis,
             "verifier_error": decision.error,

@@ -6,6 +6,8 @@ code kept memory across episodes, leaking one query's steps into the next).
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 __all__ = ["Step", "Memory"]
@@ -26,6 +28,7 @@ class Step(BaseModel):
     """the text shown to the planner (tool output, or the error)"""
     error: str | None = None
     """parse / executor / tool error of this turn, if any"""
+    error_kind: Literal["parse", "executor", "tool"] | None = None
     verifier: str | None = None
     """verifier decision after this turn (``STOP``/``CONTINUE``), when a verifier ran"""
     timings: dict[str, float] = Field(default_factory=dict)

@@ -29,6 +29,8 @@ class TurnRecord(BaseModel):
     tool_input: str | None = None
     tool_result: str = ""
     error: str | None = None
+    error_kind: str | None = None
+    """``parse``, ``executor`` (the tool did not run) or ``tool``"""
     verifier: str | None = None
     reward: float = 0.0
 
@@ -70,6 +72,7 @@ class TrajectoryBuilder:
             tool_input=info.get("tool_input"),
             tool_result=info.get("tool_result", ""),
             error=info.get("error"),
+            error_kind=info.get("error_kind"),
             verifier=info.get("verifier"),
             reward=float(reward),
         ))

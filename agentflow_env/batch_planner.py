@@ -1,0 +1,228 @@
+"""Planners as batched policies: one call per vector-env step for all live episodes.
+
+Evaluation (and any rollout loop over :class:`~agentflow_env.vector.AgentFlowVectorEnv`) drives
+the planner through one interface, :class:`BatchPlanner`:
+
+- :class:`ScriptedBatchPlanner` runs one scripted planner (:mod:`agentflow_env.planners`) per
+  episode, seeded by the episode index, so results do not depend on how episodes are batched;
+- :class:`EngineBatchPlanner` sends every live observation to an engine in **one**
+  ``generate`` call per step, with per-request seeds derived from (seed, episode, turn).
+
+Planner failures (a scripted planner raising, an engine error) never stop a run: the episode's
+action becomes empty (the env records a parse error and consumes the turn) and the failure is
+counted in :attr:`BatchPlanner.errors` per episode index.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
+
+from agentflow_env.llm.base import Engine, GenerationRequest, GenerationResult, SamplingParams
+from agentflow_env.tasks.base import Task
+
+__all__ = [
+    "PLANNER_STOP",
+    "BatchPlanner",
+    "CountingEngine",
+    "EngineBatchPlanner",
+    "PlannerSpecError",
+    "ScriptedBatchPlanner",
+    "make_batch_planner",
+]
+
+logger = logging.getLogger(__name__)
+
+SCRIPTED_PREFIX = "scripted:"
+PLANNER_STOP = ("\nResult:", "\n### Step")
+"""an engine planner writes one step; text after these would be its own invented tool output"""
+
+
+class PlannerSpecError(ValueError):
+    """A planner spec that names no known scripted planner or engine."""
+
+
+class BatchPlanner(Protocol):
+    """What an evaluation loop needs from a planner."""
+
+    errors: Counter[int]
+    """planner failures per episode index"""
+
+    @property
+    def tokens(self) -> tuple[int | None, int | None]:
+        """(prompt, completion) tokens so far; None when never reported."""
+
+    def start(self, slot: int, task: Task, episode: int) -> None:
+        """Sub-env ``slot`` begins episode number ``episode`` on ``task``."""
+
+    def act(self, slots: Sequence[int], observations: Sequence[str], episodes: Sequence[int],
+            turns: Sequence[int]) -> list[str]:
+        """One action per live sub-env (``turns`` are 1-based)."""
+
+    def close(self) -> None:
+        """Release what the planner owns."""
+
+
+class CountingEngine:
+    """Wraps an engine and adds up the token counts its results report (None: never reported)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        results = self.engine.generate(requests)
+        for r in results:
+            if r.prompt_tokens is not None:
+                self.prompt_tokens = (self.prompt_tokens or 0) + r.prompt_tokens
+            if r.completion_tokens is not None:
+                self.completion_tokens = (self.completion_tokens or 0) + r.completion_tokens
+        return results
+
+    @property
+    def tokens(self) -> tuple[int | None, int | None]:
+        return self.prompt_tokens, self.completion_tokens
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+class ScriptedBatchPlanner:
+    """A fresh scripted planner per episode; ``seed + episode`` for planners taking a seed."""
+
+    def __init__(self, name: str, seed: int = 0) -> None:
+        from agentflow_env.planners import SCRIPTED_PLANNERS
+
+        if name not in SCRIPTED_PLANNERS:
+            raise PlannerSpecError(f"unknown scripted planner {name!r}; valid names: "
+                                   f"{', '.join(sorted(SCRIPTED_PLANNERS))}")
+        self.name, self.seed = name, seed
+        self._params = set(inspect.signature(SCRIPTED_PLANNERS[name]).parameters)
+        self._kwargs: dict[str, Any] = {}
+        self._active: dict[int, Any] = {}
+        self.errors: Counter[int] = Counter()
+
+    @property
+    def tokens(self) -> tuple[int | None, int | None]:
+        return (None, None)
+
+    def bind_tools(self, tool_names: Sequence[str]) -> None:
+        """Tell planners that take tool names which tools the env has."""
+        searches = [t for t in tool_names if t.endswith("Search_Tool")]
+        if "tool_names" in self._params and tool_names:
+            self._kwargs["tool_names"] = list(tool_names)
+        if "tool_name" in self._params and searches:
+            self._kwargs["tool_name"] = searches[0]
+
+    def start(self, slot: int, task: Task, episode: int) -> None:
+        from agentflow_env.planners import get_scripted_planner
+
+        seed = {"seed": self.seed + episode} if "seed" in self._params else {}
+        planner = get_scripted_planner(self.name, **self._kwargs, **seed)
+        planner.reset(task)
+        self._active[slot] = planner
+
+    def act(self, slots: Sequence[int], observations: Sequence[str], episodes: Sequence[int],
+            turns: Sequence[int]) -> list[str]:
+        actions = []
+        for slot, obs, episode in zip(slots, observations, episodes, strict=True):
+            try:
+                actions.append(str(self._active[slot].act(obs)))
+            except Exception as exc:  # counted and logged; the env records the empty action
+                logger.warning("scripted planner %s failed: %s: %s", self.name, type(exc).__name__, exc)
+                self.errors[episode] += 1
+                actions.append("")
+        return actions
+
+    def close(self) -> None:
+        self._active.clear()
+
+
+class EngineBatchPlanner:
+    """An engine as the planner: one ``generate`` call per step for every live sub-env.
+
+    Args:
+        engine: the engine (closed by :meth:`close` only when ``owns_engine``).
+        temperature, max_tokens, seed: sampling settings; request seeds are
+            ``seed * 1_000_003 + episode * 1_009 + turn``.
+        input_mode: ``"chat"`` sends the observation as one user message, ``"prompt"`` as a raw
+            completion prompt (for models trained on raw observations).
+        stop: stop strings (default :data:`PLANNER_STOP`).
+    """
+
+    def __init__(self, engine: Engine, *, temperature: float = 0.0, max_tokens: int = 1024, seed: int = 0,
+                 input_mode: Literal["chat", "prompt"] = "chat", stop: Sequence[str] = PLANNER_STOP,
+                 owns_engine: bool = False) -> None:
+        if input_mode not in ("chat", "prompt"):
+            raise ValueError(f"input_mode must be 'chat' or 'prompt', got {input_mode!r}")
+        self.engine = CountingEngine(engine)
+        self.sampling = SamplingParams(temperature=temperature, max_tokens=max_tokens, stop=tuple(stop))
+        self.seed, self.input_mode, self.owns_engine = seed, input_mode, owns_engine
+        self.errors: Counter[int] = Counter()
+
+    @property
+    def tokens(self) -> tuple[int | None, int | None]:
+        return self.engine.tokens
+
+    def start(self, slot: int, task: Task, episode: int) -> None:
+        """Nothing to do: the observation is the planner's whole prompt."""
+
+    def _request(self, observation: str, episode: int, turn: int) -> GenerationRequest:
+        sampling = self.sampling.model_copy(update={"seed": self.seed * 1_000_003 + episode * 1_009 + turn})
+        if self.input_mode == "prompt":
+            return GenerationRequest(prompt=observation, sampling=sampling)
+        return GenerationRequest.chat(observation, **sampling.model_dump())
+
+    def act(self, slots: Sequence[int], observations: Sequence[str], episodes: Sequence[int],
+            turns: Sequence[int]) -> list[str]:
+        requests = [self._request(o, e, t) for o, e, t in zip(observations, episodes, turns, strict=True)]
+        try:
+            results = self.engine.generate(requests)
+        except Exception as exc:  # every episode of the batch loses this turn, visibly
+            logger.warning("planner engine raised %s: %s", type(exc).__name__, exc)
+            self.errors.update(episodes)
+            return [""] * len(requests)
+        if len(results) != len(requests):
+            logger.warning("planner engine returned %d results for %d requests", len(results), len(requests))
+            self.errors.update(episodes)
+            return [""] * len(requests)
+        for result, episode in zip(results, episodes, strict=True):
+            if result.error:
+                logger.warning("planner engine failed on episode %d: %s", episode, result.error)
+                self.errors[episode] += 1
+        return ["" if r.error else r.text for r in results]
+
+    def close(self) -> None:
+        if self.owns_engine:
+            self.engine.close()
+
+
+def make_batch_planner(spec: str | Engine, *, seed: int = 0, temperature: float = 0.0,
+                       max_tokens: int = 1024, input_mode: Literal["chat", "prompt"] = "chat") -> BatchPlanner:
+    """``scripted:NAME``, an engine spec (``openai:MODEL@URL``, ``hf:PATH``, ``vllm:NAME``,
+    ``python:module:function``) or an engine object.
+
+    Raises:
+        PlannerSpecError: an unknown scripted planner or an engine spec that cannot be built.
+    """
+    if isinstance(spec, str) and spec.startswith(SCRIPTED_PREFIX):
+        return ScriptedBatchPlanner(spec[len(SCRIPTED_PREFIX):], seed)
+    if isinstance(spec, str):
+        from agentflow_env.llm import make_engine
+
+        if ":" not in spec:
+            raise PlannerSpecError(f"{spec!r} is not a planner spec: use scripted:NAME (oracle, "
+                                   "random-tool, search-then-answer) or an engine spec (openai:MODEL@URL, "
+                                   "hf:PATH_OR_NAME, vllm:NAME, python:module:function)")
+        try:
+            engine = make_engine(spec)
+        except Exception as exc:  # any construction failure means the spec is unusable
+            raise PlannerSpecError(f"{spec!r}: {type(exc).__name__}: {exc}") from exc
+        return EngineBatchPlanner(engine, seed=seed, temperature=temperature, max_tokens=max_tokens,
+                                  input_mode=input_mode, owns_engine=True)
+    return EngineBatchPlanner(spec, seed=seed, temperature=temperature, max_tokens=max_tokens,
+                              input_mode=input_mode)

@@ -1,0 +1,416 @@
+"""``python -m agentflow_env.evaluate``: every shared benchmark file, engine planners, the judge,
+LLM modules, batching, and clear errors for bad arguments.
+
+The module-level functions below are real policies/engines reached through ``python:`` engine
+specs (``python:tests.agentflow_env.test_evaluate:NAME``), exactly as a user would plug one in.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentflow_env.batch_planner import PLANNER_STOP
+from agentflow_env.evaluate import EvalConfig, choose_tools, infer_kind, main, run, wilson_interval
+from agentflow_env.llm.base import GenerationRequest, GenerationResult
+from agentflow_env.llm.callable_engine import CallableEngine
+from agentflow_env.tasks.base import Task
+from agentflow_env.trajectory import read_jsonl
+from tests.conftest import REPO_ROOT
+
+THIS = "python:tests.agentflow_env.test_evaluate"
+SHARED_KINDS = {
+    "2wiki.json": "search", "aime24.json": "math", "amc23.json": "math", "bamboogle.json": "search",
+    "gaia.json": "agentic", "gameof24.json": "math", "gpqa.json": "science", "hotpotqa.json": "search",
+    "medqa.json": "science", "musique.json": "search",
+}
+ITEMS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
+CODES = {name: f"code-{7 * k + 3}" for k, name in enumerate(ITEMS)}
+NUM_ITEMS = len(ITEMS)
+
+
+# ------------------------------------------------------------------ policies and engines for specs
+def _text(request: GenerationRequest) -> str:
+    return request.messages[-1].content if request.messages else str(request.prompt)
+
+
+def _item(text: str) -> str:
+    return re.search(r"item (\w+)\?", text).group(1)  # type: ignore[union-attr]
+
+
+def search_planner(request: GenerationRequest) -> str:
+    """Search the item's code, then answer the code the last result states for that item."""
+    obs = _text(request)
+    item = _item(obs)
+    found = re.findall(rf"code of item {item} is (code-\d+)", obs.split("### Step")[-2] if "Result:" in obs else "")
+    if found:
+        return f"Justification: found it\nTool Name: Finish\n<answer>{found[0]}</answer>\nResult: junk"
+    return f"Sub-Goal: find the code\nTool Name: Search_Tool\nCommand: code of item {item}"
+
+
+def generator_tool_planner(request: GenerationRequest) -> str:
+    """Ask Base_Generator_Tool (the module engine answers), leave stopping to the LLM verifier."""
+    return f"Sub-Goal: ask the model\nTool Name: Base_Generator_Tool\nCommand: code of item {_item(_text(request))}?"
+
+
+def module_engine(request: GenerationRequest) -> GenerationResult:
+    """Paper-mode modules and Base_Generator_Tool, speaking their prompts' formats."""
+    text = _text(request)
+    if text.startswith("You are the executor"):
+        command = re.search(r"Sub-Goal: ask the model", text) and re.search(r"code of item \w+\?", text)
+        out = f'Command: execution = tool.execute(query="{command.group(0)}")' if command else "no idea"
+    elif text.startswith("You are the verifier"):
+        out = "The code is known.\nConclusion: STOP" if "code-" in text else "Conclusion: CONTINUE"
+    elif text.startswith("You are the answer generator"):
+        codes = re.findall(r"code-\d+", text)
+        out = f"<answer>{codes[-1]}</answer>"
+    elif text.startswith("Analyze the query"):
+        out = "The query asks for an item's code."
+    else:  # Base_Generator_Tool: the planner's question as written
+        out = f"The code is {CODES[_item(text)]}."
+    return GenerationResult(text=out, prompt_tokens=len(text.split()), completion_tokens=len(out.split()))
+
+
+def half_right_planner(request: GenerationRequest) -> str:
+    """Answers at once: right for every other item, a wrong code for the rest."""
+    item = _item(_text(request))
+    answer = CODES[item] if ITEMS.index(item) % 2 == 0 else "code-0"
+    return f"Tool Name: Finish\n<answer>{answer}</answer>"
+
+
+def exact_judge(request: GenerationRequest) -> GenerationResult:
+    text = _text(request)
+    ref = re.search(r"^Reference answer: (.*)$", text, re.MULTILINE).group(1)  # type: ignore[union-attr]
+    resp = re.search(r"^Response: (.*)$", text, re.MULTILINE).group(1)  # type: ignore[union-attr]
+    verdict = "CORRECT" if ref.strip().lower() == resp.strip().lower() else "INCORRECT"
+    return GenerationResult(text=f"Compared.\nVerdict: {verdict}", prompt_tokens=50, completion_tokens=3)
+
+
+def rambling_judge(request: GenerationRequest) -> str:
+    return "Both answers look plausible to me."
+
+
+# ----------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def item_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A JSONL task file (exact-match answers, kind 'search') and a JSONL corpus for Search_Tool."""
+    root = tmp_path_factory.mktemp("items")
+    tasks = root / "items.jsonl"
+    corpus = root / "corpus.jsonl"
+    tasks.write_text("".join(json.dumps({"id": f"i{k}", "question": f"What is the code of item {name}?",
+                                         "answer": CODES[name]}) + "\n" for k, name in enumerate(ITEMS)))
+    corpus.write_text("".join(json.dumps({"id": str(k), "title": f"Item {name}",
+                                          "text": f"The code of item {name} is {CODES[name]}."}) + "\n"
+                              for k, name in enumerate(ITEMS)))
+    return tasks, corpus
+
+
+def _strict_json(path: Path) -> dict[str, Any]:
+    def reject(constant: str) -> None:
+        raise AssertionError(f"non-standard JSON constant {constant} in {path}")
+
+    return json.loads(path.read_text(), parse_constant=reject)
+
+
+def _cli(tmp_path: Path, *argv: str) -> tuple[dict[str, Any], list[Any]]:
+    out, traj = tmp_path / "results.json", tmp_path / "traj.jsonl"
+    assert main([*argv, "--out", str(out), "--trajectories", str(traj)]) == 0
+    # records are streamed in completion order; each knows its episode index
+    return _strict_json(out), sorted(read_jsonl(traj), key=lambda r: r.metadata["episode_index"])
+
+
+# ------------------------------------------------------------------------- shared benchmark files
+@pytest.mark.parametrize("name", sorted(SHARED_KINDS))
+def test_every_shared_file_with_the_oracle(name: str, shared_benchmarks_dir: Path, tmp_path: Path) -> None:
+    """Loader, tools, env and rule scorer agree: the oracle (which answers the gold) scores 1.0."""
+    from agentflow_env.tasks.loaders import load_tasks
+
+    path = shared_benchmarks_dir / name
+    report, records = _cli(tmp_path, "--data", str(path), "--planner", "scripted:oracle",
+                           "--episodes", "3", "--concurrency", "2")
+    summary = report["summary"]
+    assert summary["episodes"] == summary["scored"] == 3 and len(report["episodes"]) == 3
+    assert summary["accuracy"] == 1.0 and sum(summary["errors"].values()) == 0
+    assert [r.task_id for r in records] == [t.id for t in load_tasks(path)[:3]]
+    assert all(r.score == 1.0 and r.terminated for r in records)
+    assert report["kind"] == SHARED_KINDS[name]
+    if SHARED_KINDS[name] == "search":
+        assert report["tools"] == [] and any("Search_Tool left out" in n for n in report["notes"])
+    else:
+        assert report["tools"] == ["Python_Coder_Tool"]
+
+
+def test_counts_match_the_file_size(shared_benchmarks_dir: Path, tmp_path: Path) -> None:
+    report, records = _cli(tmp_path, "--data", str(shared_benchmarks_dir / "aime24.json"),
+                           "--planner", "scripted:oracle", "--concurrency", "4")
+    assert report["summary"]["episodes"] == len(records) == 30
+    assert [row["index"] for row in report["episodes"]] == list(range(30))
+    report, _ = _cli(tmp_path, "--data", str(shared_benchmarks_dir / "amc23.json"),
+                     "--planner", "scripted:oracle", "--episodes", "1000", "--shuffle")
+    assert report["summary"]["episodes"] == 40
+    assert len({row["task_id"] for row in report["episodes"]}) == 40
+
+
+def test_baselines_on_a_science_file(shared_benchmarks_dir: Path, tmp_path: Path) -> None:
+    data = str(shared_benchmarks_dir / "gpqa.json")
+    report, _ = _cli(tmp_path, "--data", data, "--planner", "scripted:random-tool", "--episodes", "4",
+                     "--max-turns", "3")
+    summary = report["summary"]
+    turns = sum(row["turns"] for row in report["episodes"])
+    # every turn but the finishing ones calls Python_Coder_Tool (the only tool here)
+    assert summary["episodes"] == 4
+    assert summary["tool_calls"].get("Python_Coder_Tool", 0) == turns - summary["terminated"] > 0
+    # search-then-answer has no Search_Tool here: each search is an unknown-tool parse error.
+    report, records = _cli(tmp_path, "--data", data, "--planner", "scripted:search-then-answer",
+                           "--episodes", "4")
+    assert report["summary"]["errors"]["parse"] == 4
+    assert all("unknown tool" in (r.turns[0].error or "") for r in records)
+
+
+def test_real_subprocess(shared_benchmarks_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    cmd = [sys.executable, "-m", "agentflow_env.evaluate", "--data", str(shared_benchmarks_dir / "gameof24.json"),
+           "--planner", "scripted:oracle", "--episodes", "2", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "accuracy" in proc.stdout and "calls: Python_Coder_Tool" in proc.stdout
+    assert _strict_json(out)["summary"]["accuracy"] == 1.0
+    bad = subprocess.run([sys.executable, "-m", "agentflow_env.evaluate", "--env", "AgentFlow-Nope-v0"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert bad.returncode == 2 and "unknown env id 'AgentFlow-Nope-v0'" in bad.stderr
+
+
+# ------------------------------------------------------------------------------- engine planners
+def test_engine_planner_spec_with_a_search_corpus(item_data: tuple[Path, Path], tmp_path: Path) -> None:
+    tasks, corpus = item_data
+    report, records = _cli(tmp_path, "--data", str(tasks), "--corpus", str(corpus),
+                           "--planner", f"{THIS}:search_planner", "--episodes", "5", "--concurrency", "3")
+    summary = report["summary"]
+    assert report["tools"] == ["Search_Tool"] and report["notes"] == []
+    assert summary["accuracy"] == 1.0 and summary["tool_calls"] == {"Search_Tool": 5}
+    assert summary["mean_turns"] == 2.0 and sum(summary["errors"].values()) == 0
+    # the planner's invented "Result:" line was cut by the planner's stop strings
+    assert all("Result: junk" not in r.turns[-1].action for r in records)
+
+
+def test_one_generate_call_per_step_with_the_sampling_settings(item_data: tuple[Path, Path]) -> None:
+    tasks, corpus = item_data
+    batches: list[list[GenerationRequest]] = []
+
+    def batch_fn(requests: Sequence[GenerationRequest]) -> list[str]:
+        batches.append(list(requests))
+        return [search_planner(r) for r in requests]
+
+    report = run(EvalConfig(data=str(tasks), corpus=str(corpus), planner=CallableEngine(batch_fn, batched=True),
+                            episodes=7, concurrency=3, temperature=0.5, max_tokens=77, seed=3))
+    turns = sum(row["turns"] for row in report["episodes"])
+    assert sum(len(b) for b in batches) == turns == 14
+    assert len(batches[0]) == 3 and max(len(b) for b in batches) == 3
+    assert len(batches) < turns  # batched: fewer calls than planner turns
+    requests = [r for b in batches for r in b]
+    assert {(r.sampling.temperature, r.sampling.max_tokens, r.sampling.stop) for r in requests} == {
+        (0.5, 77, PLANNER_STOP)}
+    assert len({r.sampling.seed for r in requests}) == len(requests)  # one seed per (episode, turn)
+
+
+def test_raw_prompt_planner_input(item_data: tuple[Path, Path]) -> None:
+    tasks, corpus = item_data
+    seen: list[GenerationRequest] = []
+
+    def fn(request: GenerationRequest) -> str:
+        seen.append(request)
+        return search_planner(request)
+
+    report = run(EvalConfig(data=str(tasks), corpus=str(corpus), planner=CallableEngine(fn), episodes=1,
+                            planner_input="prompt"))
+    assert report["summary"]["accuracy"] == 1.0 and len(seen) == 2
+    assert all(r.messages is None and (r.prompt or "").endswith("### Step 2\n" if i else "### Step 1\n")
+               for i, r in enumerate(seen))
+
+
+def test_results_do_not_depend_on_concurrency(item_data: tuple[Path, Path]) -> None:
+    tasks, corpus = item_data
+
+    def rows(concurrency: int) -> list[dict[str, Any]]:
+        report = run(EvalConfig(data=str(tasks), corpus=str(corpus), planner="scripted:random-tool",
+                                episodes=NUM_ITEMS, concurrency=concurrency, seed=5, max_turns=4))
+        return [{k: v for k, v in row.items()} for row in report["episodes"]]
+
+    serial = rows(1)
+    assert serial == rows(3)
+    assert len({row["turns"] for row in serial}) > 1  # the random planner really varied
+
+
+def test_trajectories_are_streamed_as_episodes_finish(item_data: tuple[Path, Path], tmp_path: Path) -> None:
+    tasks, corpus = item_data
+    calls = 0
+
+    def interrupted(requests: Sequence[GenerationRequest]) -> list[str]:
+        nonlocal calls
+        calls += 1
+        if calls == 3:  # after two steps of two sub-envs: two finished episodes
+            raise KeyboardInterrupt
+        return [search_planner(r) for r in requests]
+
+    traj = tmp_path / "traj.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        run(EvalConfig(data=str(tasks), corpus=str(corpus), planner=CallableEngine(interrupted, batched=True),
+                       episodes=6, concurrency=2, trajectories=str(traj)))
+    assert sorted(r.task_id for r in read_jsonl(traj)) == ["i0", "i1"]
+
+
+def test_planner_engine_failures_are_counted(item_data: tuple[Path, Path]) -> None:
+    tasks, _ = item_data
+    engine = CallableEngine(lambda r: GenerationResult(text="", error="HTTP 503 after 3 retries"))
+    report = run(EvalConfig(data=str(tasks), planner=engine, episodes=2, max_turns=2))
+    errors = report["summary"]["errors"]
+    assert errors["planner"] == 4 and errors["parse"] == 4  # each empty action is also a parse error
+    assert errors["generator"] == 2 and report["summary"]["truncated"] == 2
+
+
+@pytest.mark.slow
+def test_tiny_transformers_model_as_planner(tiny_model_dir: Path, item_data: tuple[Path, Path],
+                                            tmp_path: Path) -> None:
+    tasks, corpus = item_data
+    report, records = _cli(tmp_path, "--data", str(tasks), "--corpus", str(corpus),
+                           "--planner", f"hf:{tiny_model_dir}", "--episodes", "2", "--concurrency", "2",
+                           "--max-turns", "2", "--max-tokens", "24")
+    tokens = report["summary"]["tokens"]["planner"]
+    assert report["summary"]["episodes"] == 2 and all(r.num_turns >= 1 for r in records)
+    assert tokens["prompt"] > 0 and tokens["completion"] > 0
+
+
+# --------------------------------------------------------------------------------- judge, modules
+def test_judge_scores_episodes(item_data: tuple[Path, Path], tmp_path: Path) -> None:
+    tasks, _ = item_data
+    report, records = _cli(tmp_path, "--data", str(tasks), "--planner", f"{THIS}:half_right_planner",
+                           "--episodes", "4", "--judge", f"{THIS}:exact_judge")
+    summary = report["summary"]
+    assert summary["accuracy"] == 0.5 and summary["scored"] == 4 and summary["errors"]["score"] == 0
+    assert [r.score for r in records] == [1.0, 0.0, 1.0, 0.0]
+    assert summary["tokens"]["judge"] == {"prompt": 200, "completion": 12}
+
+
+def test_judge_failure_is_an_error_not_a_zero(item_data: tuple[Path, Path], tmp_path: Path) -> None:
+    tasks, _ = item_data
+    report, records = _cli(tmp_path, "--data", str(tasks), "--planner", "scripted:oracle",
+                           "--episodes", "3", "--judge", f"{THIS}:rambling_judge")
+    summary = report["summary"]
+    assert summary["scored"] == 0 and summary["accuracy"] is None and summary["accuracy_ci95"] is None
+    assert summary["errors"]["score"] == 3
+    for row, record in zip(report["episodes"], records, strict=True):
+        assert row["score"] is None and row["score_error"].startswith("JudgeError: unparseable")
+        assert record.score is None and record.score_error == row["score_error"]
+    report, _ = _cli(tmp_path, "--data", str(tasks), "--planner", "scripted:oracle", "--episodes", "3",
+                     "--judge", f"{THIS}:rambling_judge", "--judge-fallback")
+    summary = report["summary"]
+    assert summary["errors"]["judge_fallback"] == 3 and summary["errors"]["score"] == 0
+    assert summary["scored"] == 3 and summary["accuracy"] == 1.0
+
+
+def test_llm_modules_and_base_generator_tool(item_data: tuple[Path, Path], tmp_path: Path) -> None:
+    tasks, _ = item_data
+    report, records = _cli(tmp_path, "--data", str(tasks), "--planner", f"{THIS}:generator_tool_planner",
+                           "--executor", "llm", "--verifier", "llm", "--generator", "llm", "--query-analysis",
+                           "--module-engine", f"{THIS}:module_engine", "--episodes", "4", "--concurrency", "2")
+    summary = report["summary"]
+    assert report["tools"] == ["Base_Generator_Tool"] and any("Search_Tool" in n for n in report["notes"])
+    assert summary["accuracy"] == 1.0 and summary["mean_turns"] == 1.0 and summary["terminated"] == 4
+    assert summary["tool_calls"] == {"Base_Generator_Tool": 4} and sum(summary["errors"].values()) == 0
+    assert records[0].turns[0].tool_result == "The code is code-3."
+    assert records[0].turns[0].verifier == "STOP"
+    assert summary["tokens"]["modules"]["prompt"] > 0 and summary["tokens"]["planner"]["prompt"] is None
+
+
+def test_module_failures_are_counted_by_kind(item_data: tuple[Path, Path]) -> None:
+    tasks, corpus = item_data
+    failing = CallableEngine(lambda r: GenerationResult(text="", error="HTTP 500 after 3 retries"))
+    report = run(EvalConfig(data=str(tasks), corpus=str(corpus), planner=f"{THIS}:search_planner",
+                            executor="llm", verifier="llm", query_analysis=True, module_engine=failing,
+                            episodes=2, max_turns=2))
+    errors = report["summary"]["errors"]
+    # each turn: the executor fails (no tool call, so the planner searches again) and the verifier
+    # fails (continue); at the turn limit the planner generator has no <answer>
+    assert errors["query_analysis"] == 2 and errors["executor"] == 4 and errors["verifier"] == 4
+    assert errors["generator"] == 2 and errors["tool"] == errors["parse"] == 0
+    assert report["summary"]["tool_calls"] == {}  # no call reached the tool
+
+
+def test_generated_tasks_without_data(tmp_path: Path) -> None:
+    report, records = _cli(tmp_path, "--env", "AgentFlow-Math-v0", "--planner", "scripted:oracle",
+                           "--episodes", "3")
+    assert report["summary"]["episodes"] == 3 and report["summary"]["accuracy"] == 1.0
+    assert report["tools"] == ["Python_Coder_Tool"] and len(records) == 3
+
+
+# --------------------------------------------------------------------------------- bad arguments
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--env", "Nope-v0"], "unknown env id 'Nope-v0'"),
+        (["--env", "CartPole-v1"], "is not an AgentFlow environment"),
+        (["--data", "/no/such/file.json"], "no such file"),
+        (["--data", "hf:nobody/nothing"], "--data 'hf:nobody/nothing': DatasetUnavailableError"),
+        (["--planner", "gpt4"], "bad engine spec 'gpt4'"),
+        (["--planner", "scripted:genius"], "unknown scripted planner; valid: scripted:oracle"),
+        (["--planner", "magic:model"], "unknown engine kind 'magic'"),
+        (["--planner", "python:no_such_module:fn"], "cannot import 'no_such_module'"),
+        (["--judge", "judge-me"], "--judge: bad engine spec"),
+        (["--verifier", "llm"], "--verifier llm needs --module-engine"),
+        (["--tools", "Search_Tool"], "Search_Tool needs a corpus"),
+        (["--tools", "Base_Generator_Tool"], "Base_Generator_Tool need --module-engine"),
+        (["--query-analysis"], "--query-analysis and Base_Generator_Tool need --module-engine"),
+        (["--tools", "Laser_Tool"], "unknown tool 'Laser_Tool'"),
+        (["--episodes", "0"], "--episodes must be >= 1"),
+        (["--corpus", "/no/corpus.jsonl"], "--corpus '/no/corpus.jsonl': no such file"),
+    ],
+)
+def test_bad_arguments_get_clear_errors(argv: list[str], message: str, item_data: tuple[Path, Path],
+                                        capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # no network attempt if `datasets` is installed
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tasks, _ = item_data
+    args = ["--data", str(tasks), *argv] if "--data" not in argv else argv
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_malformed_data_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q?", "answer": "a"}\nnot json\n')
+    assert main(["--data", str(bad)]) == 2
+    assert "line 2 is not JSON" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------- helpers
+def test_wilson_interval() -> None:
+    low, high = wilson_interval(5, 10)
+    assert (round(low, 4), round(high, 4)) == (0.2366, 0.7634)
+    assert wilson_interval(0, 10)[0] == 0.0 and round(wilson_interval(0, 10)[1], 4) == 0.2775
+    assert wilson_interval(10, 10)[1] == pytest.approx(1.0) and wilson_interval(10, 10)[0] > 0.69
+    assert all(math.isnan(x) for x in wilson_interval(0, 0))
+
+
+def test_kind_and_tool_choice() -> None:
+    def tasks(scorer: str, source: str = "x.json", choices: tuple[str, ...] | None = None) -> list[Task]:
+        return [Task(id="a", question="q", answer="A", scorer=scorer, source=source, choices=choices)]  # type: ignore[arg-type]
+
+    assert infer_kind(tasks("math")) == infer_kind(tasks("game24")) == "math"
+    assert infer_kind(tasks("mc", choices=("x", "y"))) == "science"
+    assert infer_kind(tasks("exact", source="gaia.json")) == "agentic"
+    assert infer_kind(tasks("f1")) == "search"
+    assert choose_tools("agentic", None, None, False) == (
+        ["Python_Coder_Tool"], ["Search_Tool left out: no corpus for this data (pass --corpus PATH.jsonl)"])
+    assert choose_tools("search", None, "c.jsonl", True) == (["Search_Tool", "Base_Generator_Tool"], [])
+    names, notes = choose_tools("search", None, None, False)
+    assert names == [] and notes[-1] == "no tools: the planner answers closed-book"
+    assert choose_tools("math", ["Python_Coder_Tool"], None, False) == (["Python_Coder_Tool"], [])
