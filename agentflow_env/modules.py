@@ -52,14 +52,6 @@ class ExecutorOutput:
     raw: str | None = None
     """the LLM's text (LLM mode)"""
 
-    @property
-    def command(self) -> str | None:
-        if not self.inputs:
-            return None
-        if len(self.inputs) == 1:
-            return str(next(iter(self.inputs.values())))
-        return ", ".join(f"{k}={v!r}" for k, v in self.inputs.items())
-
 
 class Executor:
     """Turns a planner step into tool inputs."""

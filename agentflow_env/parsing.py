@@ -94,8 +94,9 @@ def _split_fields(text: str) -> dict[str, str]:
         key = _FIELDS[re.sub(r"[ \t_\-]", "", match.group(1).lower())]
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
         value = text[match.end() : end]
-        if key != "command":
-            value = _ANSWER.sub("", value) if key != "tool_name" else value
+        # An <answer> tag is its own thing, not part of a field (code in a fence is left alone).
+        if key != "tool_name" and not (key == "command" and "```" in value):
+            value = _ANSWER.sub("", value)
         if key not in fields:
             fields[key] = value
     return fields
