@@ -1,0 +1,193 @@
+"""One Flow-GRPO update vs TRL's GRPOTrainer loss on the same tiny model and the same batch.
+
+A real rollout of the tiny preset (16 queries x 8 trajectories on AgentFlow-Search-v0) is
+collected once and saved; then each variant runs in its own fresh process (so peak memory is
+its own) and performs one full update (forward, backward, clip, optimizer step) over every
+planner turn of that batch:
+
+- ``flow_grpo (packed)``: learners.flow_grpo as the tiny preset runs it: the turns of a
+  trajectory scored in one sequence, output layer only at action tokens;
+- ``flow_grpo (per turn)``: the same with ``pack_turns=False`` (one sequence per turn);
+- ``trl GRPOTrainer``: TRL's ``GRPOTrainer._compute_loss`` (its GRPO loss with per-turn samples
+  left-padded prompt + right-padded completion, as TRL lays them out), same micro-batch size.
+
+Throughput is action (trained) tokens per second of update; peak memory is the process's peak
+RSS growth over the loaded model during two updates (warm-up + timed). TRL is a benchmark-only dependency (``pip install trl``).
+
+    python -m benchmarks.update_throughput [--quick] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+VARIANTS = ("flow_grpo_packed", "flow_grpo_per_turn", "trl_grpo")
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def collect_batch(path: Path, queries: int, group: int) -> None:
+    from learners.envs import make_vector_env
+    from learners.flow_grpo.advantages import compute_advantages
+    from learners.flow_grpo.config import make_config
+    from learners.flow_grpo.trainer import load_policy
+    from learners.policy import SamplingSettings
+    from learners.rollout import collect_groups
+
+    cfg = make_config("tiny")
+    policy = load_policy(cfg)
+    envs = make_vector_env(cfg.env, queries * group)
+    try:
+        batch = collect_groups(envs, policy, list(envs.tasks[:queries]), group, SamplingSettings(1.0, 1.0, 64),
+                               np.random.default_rng(0))
+    finally:
+        envs.close()
+    adv = compute_advantages("flow_grpo", batch.advantage_inputs())
+    # Zero-advantage turns are kept: both sides process the identical batch.
+    path.write_bytes(pickle.dumps({"samples": batch.samples, "advantages": adv}))
+
+
+def run_flow_grpo(data: dict[str, Any], pack: bool, micro: int) -> dict[str, float]:
+    from learners.flow_grpo.config import make_config
+    from learners.flow_grpo.trainer import FlowGRPOTrainer
+
+    cfg = make_config("tiny", overrides={"algo.pack_turns": pack, "algo.mini_batches": 1,
+                                         "algo.micro_batch_size": micro, "env.num_tasks": 120,
+                                         "env.eval_tasks": 10, "rollout.queries_per_step": 1,
+                                         "rollout.group_size": 2, "output_dir": tempfile.mkdtemp()})
+    trainer = FlowGRPOTrainer(cfg)
+    samples, adv = data["samples"], data["advantages"]
+    base = _rss_mb()  # after model + env set-up; the peak below includes the updates' activations
+    trainer.update(samples, adv, np.random.default_rng(0))  # warm-up (allocator, kernels)
+    t0 = time.perf_counter()
+    trainer.update(samples, adv, np.random.default_rng(0))
+    seconds = time.perf_counter() - t0
+    trainer.close()
+    tokens = sum(len(s.response_ids) for s in samples)
+    return {"seconds": seconds, "action_tokens": tokens, "peak_rss_growth_mb": _rss_mb() - base}
+
+
+def run_trl(data: dict[str, Any], micro: int) -> dict[str, float]:
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from learners.flow_grpo.config import make_config
+    from learners.flow_grpo.trainer import load_policy
+
+    policy = load_policy(make_config("tiny"))
+    tok, model = policy.tokenizer, policy.model
+    args = GRPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=8, num_generations=8,
+                      max_completion_length=64, beta=0.0, loss_type="bnpo", report_to="none", use_cpu=True,
+                      learning_rate=5e-4, epsilon=0.2, logging_steps=1000, save_strategy="no")
+    trainer = GRPOTrainer(model=model, reward_funcs=lambda completions, **_: [0.0] * len(completions), args=args,
+                          train_dataset=Dataset.from_dict({"prompt": ["x"] * 8}), processing_class=tok)
+    trainer.current_gradient_accumulation_steps = 1  # normally set inside Trainer.train()
+    optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-4)
+    samples, adv = data["samples"], data["advantages"]
+
+    def step() -> None:
+        model.train()
+        optim.zero_grad(set_to_none=True)
+        for start in range(0, len(samples), micro):
+            part = samples[start:start + micro]
+            trainer._compute_loss(model, _trl_inputs(part, adv[start:start + micro], tok.pad_token_id)).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optim.step()
+
+    base = _rss_mb()
+    step()  # warm-up
+    t0 = time.perf_counter()
+    step()
+    seconds = time.perf_counter() - t0
+    tokens = sum(len(s.response_ids) for s in samples)
+    return {"seconds": seconds, "action_tokens": tokens, "peak_rss_growth_mb": _rss_mb() - base}
+
+
+def _trl_inputs(samples: list[Any], adv: np.ndarray, pad: int) -> dict[str, torch.Tensor]:
+    p_len = max(len(s.prompt_ids) for s in samples)
+    c_len = max(len(s.response_ids) for s in samples)
+    prompt = torch.full((len(samples), p_len), pad)
+    pmask = torch.zeros_like(prompt)
+    comp = torch.full((len(samples), c_len), pad)
+    cmask = torch.zeros_like(comp)
+    old = torch.zeros((len(samples), c_len))
+    for r, s in enumerate(samples):
+        prompt[r, p_len - len(s.prompt_ids):] = torch.tensor(s.prompt_ids)
+        pmask[r, p_len - len(s.prompt_ids):] = 1
+        comp[r, :len(s.response_ids)] = torch.tensor(s.response_ids)
+        cmask[r, :len(s.response_ids)] = 1
+        old[r, :len(s.logprobs)] = torch.tensor(s.logprobs)
+    return {"prompt_ids": prompt, "prompt_mask": pmask, "completion_ids": comp, "completion_mask": cmask,
+            "advantages": torch.as_tensor(adv, dtype=torch.float32), "old_per_token_logps": old,
+            "num_items_in_batch": cmask.sum()}
+
+
+def child(variant: str, data_path: str, micro: int) -> None:
+    torch.set_num_threads(1)
+    data = pickle.loads(Path(data_path).read_bytes())
+    if variant == "trl_grpo":
+        out = run_trl(data, micro)
+    else:
+        out = run_flow_grpo(data, variant == "flow_grpo_packed", micro)
+    print(json.dumps(out))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="4 queries x 8, one repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--micro-batch-size", type=int, default=64)
+    parser.add_argument("--out", default="benchmarks/results/update_throughput.json")
+    parser.add_argument("--child", nargs=2, metavar=("VARIANT", "DATA"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args.child[0], args.child[1], args.micro_batch_size)
+        return 0
+    queries, repeats = (4, 1) if args.quick else (16, args.repeats)
+    data_path = Path(tempfile.mkdtemp()) / "batch.pkl"
+    collect_batch(data_path, queries, 8)
+    rows = []
+    for variant in VARIANTS:
+        runs = []
+        for _ in range(repeats):
+            done = subprocess.run([sys.executable, "-m", "benchmarks.update_throughput", "--child", variant,
+                                   str(data_path), "--micro-batch-size", str(args.micro_batch_size)],
+                                  capture_output=True, text=True, timeout=1800, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"{variant} failed:\n{done.stderr[-2000:]}")
+            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        best = min(runs, key=lambda r: r["seconds"])
+        rows.append({"variant": variant, "seconds": best["seconds"], "action_tokens": best["action_tokens"],
+                     "tokens_per_s": best["action_tokens"] / best["seconds"],
+                     "peak_rss_growth_mb": max(r["peak_rss_growth_mb"] for r in runs), "runs": runs})
+    table = Table(title=f"one update over {queries}x8 trajectories (tiny model, CPU, 1 thread)")
+    for col in ("variant", "update s", "action tokens/s", "peak RSS growth MB"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r["variant"], f"{r['seconds']:.2f}", f"{r['tokens_per_s']:,.0f}", f"{r['peak_rss_growth_mb']:.0f}")
+    Console().print(table)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"quick": args.quick, "queries": queries, "group_size": 8, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

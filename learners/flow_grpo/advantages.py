@@ -1,0 +1,157 @@
+"""Advantage estimators for multi-turn group rollouts.
+
+Inputs are trajectory-level outcomes and, for every per-turn sample, the trajectory it belongs
+to and its turn index. Every estimator returns one advantage per turn sample (every token of that
+turn's response gets it). Another estimator is one small function registered with
+:func:`register_estimator`.
+
+Group statistics use the sample standard deviation (Bessel-corrected, ``torch.std``'s default),
+as the authors' verl-based code does, plus ``eps`` in the denominator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "ESTIMATORS",
+    "AdvantageInputs",
+    "IncompleteGroupError",
+    "compute_advantages",
+    "flow_grpo",
+    "flow_grpo_turn_norm",
+    "last_turn",
+    "register_estimator",
+    "zero_variance_groups",
+]
+
+
+class IncompleteGroupError(ValueError):
+    """A group does not hold exactly ``group_size`` finished trajectories."""
+
+
+@dataclass(frozen=True)
+class AdvantageInputs:
+    """One step's rollout, reduced to what advantage estimation needs.
+
+    ``rewards[j]`` and ``group_ids[j]`` belong to trajectory ``j``; ``sample_traj[k]`` and
+    ``sample_turn[k]`` (0-based) locate turn sample ``k``.
+    """
+
+    rewards: np.ndarray
+    group_ids: np.ndarray
+    sample_traj: np.ndarray
+    sample_turn: np.ndarray
+    group_size: int
+
+    def validate(self) -> None:
+        """Reject incomplete groups, NaN rewards and turn samples that do not line up."""
+        n = len(self.rewards)
+        if len(self.group_ids) != n:
+            raise ValueError(f"{n} rewards but {len(self.group_ids)} group ids")
+        if len(self.sample_traj) != len(self.sample_turn):
+            raise ValueError("sample_traj and sample_turn differ in length")
+        if self.group_size < 2:
+            raise IncompleteGroupError(f"group_size={self.group_size}: a group needs >= 2 trajectories")
+        if not np.all(np.isfinite(self.rewards)):
+            bad = np.flatnonzero(~np.isfinite(self.rewards)).tolist()
+            raise ValueError(f"trajectories {bad} have non-finite rewards; score them before training")
+        groups, counts = np.unique(self.group_ids, return_counts=True)
+        wrong = {int(g): int(c) for g, c in zip(groups, counts) if c != self.group_size}
+        if wrong:
+            raise IncompleteGroupError(
+                f"groups {wrong} (group id: trajectories) do not have group_size={self.group_size} "
+                "trajectories; drop or resample the whole group")
+        if len(self.sample_traj) and (self.sample_traj.min() < 0 or self.sample_traj.max() >= n):
+            raise ValueError("sample_traj refers to a trajectory that does not exist")
+        turns = np.bincount(self.sample_traj, minlength=n)
+        if np.any(turns == 0):
+            raise IncompleteGroupError(
+                f"trajectories {np.flatnonzero(turns == 0).tolist()} have no turn samples")
+
+
+Estimator = Callable[..., np.ndarray]
+ESTIMATORS: dict[str, Estimator] = {}
+
+
+def register_estimator(name: str) -> Callable[[Estimator], Estimator]:
+    """Decorator: make ``fn(inputs, *, scale_by_std, eps) -> per-sample advantages`` selectable."""
+
+    def deco(fn: Estimator) -> Estimator:
+        ESTIMATORS[name] = fn
+        return fn
+
+    return deco
+
+
+def _normalize(values: np.ndarray, keys: np.ndarray, scale_by_std: bool, eps: float) -> np.ndarray:
+    """(value - mean of its key's values) [/ (sample std + eps)], per key."""
+    out = np.zeros(len(values), dtype=np.float64)
+    for key in np.unique(keys):
+        idx = keys == key
+        v = values[idx].astype(np.float64)
+        centered = v - v.mean()
+        if scale_by_std:
+            std = v.std(ddof=1) if len(v) > 1 else 0.0
+            centered = centered / (std + eps)
+        out[idx] = centered
+    return out
+
+
+def _trajectory_normalized(inputs: AdvantageInputs, scale_by_std: bool, eps: float) -> np.ndarray:
+    return _normalize(np.asarray(inputs.rewards, dtype=np.float64), np.asarray(inputs.group_ids),
+                      scale_by_std, eps)
+
+
+@register_estimator("flow_grpo")
+def flow_grpo(inputs: AdvantageInputs, *, scale_by_std: bool = True, eps: float = 1e-6) -> np.ndarray:
+    """The paper: normalize outcomes over the G trajectories of a group, broadcast to every turn."""
+    per_traj = _trajectory_normalized(inputs, scale_by_std, eps)
+    return per_traj[inputs.sample_traj]
+
+
+@register_estimator("flow_grpo_turn_norm")
+def flow_grpo_turn_norm(inputs: AdvantageInputs, *, scale_by_std: bool = True,
+                        eps: float = 1e-6) -> np.ndarray:
+    """The authors' code: every turn carries its trajectory's outcome; normalize over all turns
+    of the group (long trajectories weigh more in the mean and std)."""
+    rewards = np.asarray(inputs.rewards, dtype=np.float64)[inputs.sample_traj]
+    groups = np.asarray(inputs.group_ids)[inputs.sample_traj]
+    return _normalize(rewards, groups, scale_by_std, eps)
+
+
+@register_estimator("last_turn")
+def last_turn(inputs: AdvantageInputs, *, scale_by_std: bool = True, eps: float = 1e-6) -> np.ndarray:
+    """Credit only the final turn of each trajectory (group-normalized); earlier turns get 0."""
+    per_traj = _trajectory_normalized(inputs, scale_by_std, eps)
+    n = len(inputs.rewards)
+    final = np.full(n, -1, dtype=np.int64)
+    np.maximum.at(final, inputs.sample_traj, inputs.sample_turn)
+    is_last = inputs.sample_turn == final[inputs.sample_traj]
+    return np.where(is_last, per_traj[inputs.sample_traj], 0.0)
+
+
+def compute_advantages(name: str, inputs: AdvantageInputs, *, scale_by_std: bool = True,
+                       eps: float = 1e-6) -> np.ndarray:
+    """Validate the batch (complete groups only) and run the named estimator."""
+    if name not in ESTIMATORS:
+        raise KeyError(f"unknown advantage estimator {name!r}; registered: {sorted(ESTIMATORS)}")
+    inputs.validate()
+    out = np.asarray(ESTIMATORS[name](inputs, scale_by_std=scale_by_std, eps=eps), dtype=np.float64)
+    if out.shape != (len(inputs.sample_traj),):
+        raise ValueError(f"estimator {name!r} returned shape {out.shape}, expected "
+                         f"({len(inputs.sample_traj)},): one advantage per turn sample")
+    return out
+
+
+def zero_variance_groups(rewards: np.ndarray, group_ids: np.ndarray, tol: float = 1e-12) -> set[int]:
+    """Groups whose trajectories all got the same reward (no policy-gradient signal)."""
+    out = set()
+    for g in np.unique(group_ids):
+        r = rewards[group_ids == g]
+        if float(r.max() - r.min()) <= tol:
+            out.add(int(g))
+    return out

@@ -1,0 +1,400 @@
+"""Flow-GRPO configuration: nested dataclasses, one documented line per field, two presets.
+
+Every field's docstring (the string literal under it) becomes its ``--help`` text in
+``python -m learners.flow_grpo``. Values come, in order of precedence, from the command line,
+a ``--config`` file (JSON or TOML, nested like the dataclasses), then the preset
+(``tiny``, the offline CPU default, or ``paper``, the authors' training values).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import json
+import textwrap
+import typing
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import tomllib
+
+__all__ = [
+    "ASSETS_DIR",
+    "PRESETS",
+    "AlgoConfig",
+    "ConfigError",
+    "EnvConfig",
+    "FlowGRPOConfig",
+    "ModelConfig",
+    "RolloutConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "field_docs",
+    "load_config_file",
+    "make_config",
+    "resolve_model_path",
+]
+
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+"""where shipped checkpoints live (``asset:NAME`` model paths resolve here)"""
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message says how to fix it."""
+
+
+@dataclass
+class ModelConfig:
+    """The trainable planner."""
+
+    name_or_path: str = "asset:tiny-warmstart"
+    """model to train: a local directory, a Hugging Face id, or asset:NAME for a shipped checkpoint"""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """parameter dtype (bfloat16 on GPUs for large models; float32 on CPU)"""
+    device: str = "auto"
+    """torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:1, ..."""
+    chat_template: bool = False
+    """wrap each observation in the tokenizer's chat template (instruct models); False = raw prompt"""
+    gradient_checkpointing: bool = False
+    """recompute activations in the backward pass to save memory"""
+    lora_rank: int = 0
+    """LoRA rank (needs peft); 0 trains all parameters"""
+    lora_alpha: int = 32
+    """LoRA scaling numerator"""
+    lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    """module names LoRA adapts"""
+
+
+@dataclass
+class EnvConfig:
+    """The environment the planner acts in."""
+
+    env_id: str = "AgentFlow-Search-v0"
+    """gymnasium id of the training environment"""
+    max_turns: int = 4
+    """planner turns per episode in training and evaluation rollouts (3-hop questions need 4)"""
+    prompt_style: Literal["full", "compact"] = "compact"
+    """planner prompt: full (tool cards + format) or compact (query + tool names, for tiny models)"""
+    tasks: str | None = None
+    """path to a task file (authors' JSON or JSONL); None uses the env's generated task set"""
+    num_tasks: int = 3100
+    """generated tasks (train + held-out) when `tasks` is None; the warm start's demos used the
+    first 3000 minus the 600-task split's held-out ones, so the last 100 here are unseen by it"""
+    task_seed: int = 0
+    """seed of the generated task world (the warm start was trained on this world)"""
+    task_kwargs: dict[str, Any] = field(default_factory=lambda: {"hops": [1, 3]})
+    """extra arguments of the task generator, e.g. {"hops": [1, 3]}"""
+    eval_tasks: int = 100
+    """held-out tasks (the last ones of the task set) never used for training"""
+    executor: Literal["direct", "llm"] = "direct"
+    """executor mode: direct (offline) or llm (the paper's LLM executor, needs engine)"""
+    verifier: Literal["planner", "llm"] = "planner"
+    """verifier mode: planner (stops when the planner finishes) or llm"""
+    generator: Literal["planner", "llm"] = "planner"
+    """generator mode: planner (answer from the finishing step) or llm"""
+    engine: str | None = None
+    """engine spec for LLM modules, e.g. openai:Qwen2.5-7B-Instruct@http://127.0.0.1:8000/v1"""
+    tools: tuple[str, ...] | None = None
+    """tool names; None uses the family's default tools"""
+    tool_kwargs: dict[str, Any] = field(default_factory=lambda: {"Search_Tool": {"top_k": 1}})
+    """per-tool constructor arguments, e.g. {"Search_Tool": {"top_k": 1}}"""
+
+
+@dataclass
+class RolloutConfig:
+    """How groups of trajectories are sampled."""
+
+    queries_per_step: int = 32
+    """queries (groups) per training step"""
+    group_size: int = 8
+    """trajectories sampled per query; advantages are normalized within the group"""
+    temperature: float = 1.0
+    """sampling temperature of training rollouts (log-probs use the same temperature)"""
+    top_p: float = 1.0
+    """nucleus sampling; below 1.0 the sampled distribution differs from the trained one"""
+    max_new_tokens: int = 64
+    """maximum tokens of one planner action"""
+    max_prompt_tokens: int = 1024
+    """longest planner prompt; longer trajectories are cut at the turn that exceeds it"""
+    backend: Literal["transformers", "vllm"] = "transformers"
+    """generation backend: transformers generate (CPU/GPU) or vLLM in-process (GPU)"""
+    vllm_gpu_memory_utilization: float = 0.4
+    """fraction of GPU memory vLLM may take (the trainer needs the rest)"""
+
+
+@dataclass
+class AlgoConfig:
+    """Advantages, loss and optimizer."""
+
+    estimator: str = "flow_grpo"
+    """advantage estimator: flow_grpo, flow_grpo_turn_norm, last_turn (or a registered one)"""
+    scale_by_std: bool = True
+    """divide advantages by the group's reward std (False: only subtract the group mean)"""
+    skip_zero_variance_groups: bool = True
+    """drop groups whose trajectories all got the same reward (they carry no policy gradient)"""
+    clip_low: float = 0.2
+    """lower clip range: ratios below 1 - clip_low stop contributing gradient"""
+    clip_high: float = 0.2
+    """upper clip range: ratios above 1 + clip_high stop contributing gradient"""
+    kl_coef: float = 0.0
+    """weight of the k3 KL estimate to the frozen reference policy (a loss term); 0 disables"""
+    entropy_coef: float = 0.0
+    """weight of the entropy bonus"""
+    loss_agg: Literal["token-mean", "seq-mean"] = "token-mean"
+    """loss aggregation: mean over all action tokens, or mean over turns of per-turn token means"""
+    lr: float = 5e-4
+    """AdamW learning rate"""
+    weight_decay: float = 0.0
+    """AdamW weight decay"""
+    max_grad_norm: float = 1.0
+    """gradient clipping norm (global L2)"""
+    epochs: int = 1
+    """passes over each rollout batch"""
+    mini_batches: int = 2
+    """optimizer steps per epoch (the batch's trajectories are split into this many parts)"""
+    micro_batch_size: int = 64
+    """sequences per forward/backward pass (gradients accumulate over micro-batches)"""
+    pack_turns: bool = True
+    """score all turns of a trajectory in one sequence when its prompts are append-only"""
+
+
+@dataclass
+class TrainConfig:
+    """Loop, evaluation, logging, checkpoints, distribution."""
+
+    total_steps: int = 60
+    """training steps (one rollout + update each)"""
+    eval_every: int = 20
+    """evaluate on held-out tasks every this many steps (0: only before and after)"""
+    eval_temperature: float = 1.0
+    """sampling temperature of evaluation (0 = greedy; 1.0 = the policy as trained, the tiny default)"""
+    checkpoint_every: int = 10
+    """write a checkpoint every this many steps (and at the end); 0: only at the end"""
+    save_trajectories: bool = True
+    """append every rollout trajectory to trajectories.jsonl"""
+    progress: bool = True
+    """show a rich progress bar"""
+    distributed: Literal["auto", "none", "ddp", "fsdp"] = "auto"
+    """auto: DDP when launched by torchrun, else none (fsdp: not implemented yet, rejected)"""
+    num_threads: int = 1
+    """torch intra-op threads; 1 is fastest on a shared 2-core CPU (0 leaves torch's default)"""
+
+
+@dataclass
+class FlowGRPOConfig:
+    """Everything one Flow-GRPO run needs."""
+
+    preset: str = "tiny"
+    """name of the preset these values started from"""
+    seed: int = 0
+    """seed of every random generator in the run (sampling, batching, task order)"""
+    output_dir: str = "runs/flow_grpo"
+    """TensorBoard events, checkpoints and trajectories go here"""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> FlowGRPOConfig:
+        """Raise :class:`ConfigError` (with a fixing hint) for inconsistent values."""
+        _validate(self)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------------------------- checks
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _validate(cfg: FlowGRPOConfig) -> None:
+    from learners.flow_grpo.advantages import ESTIMATORS  # registry, filled on import
+
+    r, a, t, e, m = cfg.rollout, cfg.algo, cfg.train, cfg.env, cfg.model
+    _check(r.group_size >= 2, f"rollout.group_size={r.group_size}: advantages are normalized within "
+           "a group, so it needs at least 2 trajectories; set --rollout.group-size 2 or more")
+    _check(r.queries_per_step >= 1, "rollout.queries_per_step must be >= 1")
+    _check(r.temperature > 0, f"rollout.temperature={r.temperature}: training rollouts must sample "
+           "(greedy groups are identical and carry no signal); use e.g. 0.7 or 1.0")
+    _check(0 < r.top_p <= 1, f"rollout.top_p={r.top_p} must be in (0, 1]")
+    _check(r.max_new_tokens >= 1 and r.max_prompt_tokens >= 1, "rollout.max_new_tokens and "
+           "rollout.max_prompt_tokens must be >= 1")
+    _check(0 < r.vllm_gpu_memory_utilization < 1, "rollout.vllm_gpu_memory_utilization must be in (0, 1)")
+    _check(a.estimator in ESTIMATORS, f"algo.estimator={a.estimator!r} is unknown; choose one of "
+           f"{sorted(ESTIMATORS)} or register one with learners.flow_grpo.advantages.register_estimator")
+    _check(0 <= a.clip_low < 1, f"algo.clip_low={a.clip_low} must be in [0, 1) (ratio floor 1 - clip_low)")
+    _check(a.clip_high >= 0, f"algo.clip_high={a.clip_high} must be >= 0")
+    _check(a.kl_coef >= 0 and a.entropy_coef >= 0, "algo.kl_coef and algo.entropy_coef must be >= 0")
+    _check(a.lr > 0, f"algo.lr={a.lr} must be > 0")
+    _check(a.max_grad_norm > 0, "algo.max_grad_norm must be > 0 (use a large value to disable clipping)")
+    _check(a.epochs >= 1 and a.mini_batches >= 1 and a.micro_batch_size >= 1,
+           "algo.epochs, algo.mini_batches and algo.micro_batch_size must be >= 1")
+    _check(a.mini_batches <= r.queries_per_step * r.group_size,
+           f"algo.mini_batches={a.mini_batches} exceeds the {r.queries_per_step * r.group_size} "
+           "trajectories of one step; lower it or raise rollout.queries_per_step")
+    _check(e.max_turns >= 1, "env.max_turns must be >= 1")
+    _check(e.eval_tasks >= 0, "env.eval_tasks must be >= 0")
+    if e.tasks is None:
+        _check(e.num_tasks > e.eval_tasks, f"env.num_tasks={e.num_tasks} leaves no training tasks after "
+               f"env.eval_tasks={e.eval_tasks} held-out ones; raise num_tasks or lower eval_tasks")
+    llm_modes = [n for n in ("executor", "verifier", "generator") if getattr(e, n) == "llm"]
+    _check(not llm_modes or e.engine is not None, f"env.{llm_modes[0] if llm_modes else ''}='llm' needs "
+           "an engine: set --env.engine (e.g. openai:MODEL@http://127.0.0.1:8000/v1)")
+    _check(t.total_steps >= 0 and t.eval_every >= 0 and t.checkpoint_every >= 0,
+           "train.total_steps, train.eval_every and train.checkpoint_every must be >= 0")
+    _check(t.eval_temperature >= 0, "train.eval_temperature must be >= 0 (0 = greedy)")
+    _check(m.lora_rank >= 0, "model.lora_rank must be >= 0 (0 disables LoRA)")
+    _check(t.distributed != "fsdp", "train.distributed='fsdp' is not implemented yet (ranks take different "
+           "numbers of turns, so FSDP's all-gathers around generation would deadlock); use ddp")
+    _check(not (m.dtype == "float16" and m.device == "cpu"),
+           "model.dtype=float16 is not supported on CPU; use float32 or bfloat16")
+
+
+# -------------------------------------------------------------------------------------- presets
+def tiny() -> FlowGRPOConfig:
+    """Offline CPU default: the shipped 0.8M-parameter warm start on generated Search tasks."""
+    # The dataclass defaults are this preset. 3-hop questions need 3 searches + 1 finishing
+    # step; one passage per search keeps prompts short enough for a 0.8M-parameter model
+    # (NOTES.md: BM25 top-1 finds the right document here).
+    return FlowGRPOConfig(preset="tiny", output_dir="runs/flow_grpo_tiny")
+
+
+def paper() -> FlowGRPOConfig:
+    """The authors' training values (Qwen2.5-7B-Instruct planner, LLM modules through an engine)."""
+    cfg = FlowGRPOConfig(preset="paper", output_dir="runs/flow_grpo_paper")
+    cfg.model = ModelConfig(name_or_path="Qwen/Qwen2.5-7B-Instruct", dtype="bfloat16", chat_template=True,
+                            gradient_checkpointing=True)
+    cfg.env = EnvConfig(max_turns=3, prompt_style="full", tool_kwargs={}, num_tasks=600, executor="llm", verifier="llm", generator="llm",
+                        engine="openai:Qwen2.5-7B-Instruct@http://127.0.0.1:8000/v1",
+                        # Offline, Search_Tool over the task corpus stands in for the paper's
+                        # Google/Wikipedia search; add Wikipedia_Search_Tool with a local dump.
+                        tools=("Base_Generator_Tool", "Python_Coder_Tool", "Search_Tool"))
+    cfg.rollout = RolloutConfig(queries_per_step=32, group_size=8, temperature=0.7, max_new_tokens=2048,
+                                max_prompt_tokens=18432, backend="vllm")
+    cfg.algo = AlgoConfig(lr=1e-6, kl_coef=0.001, clip_low=0.2, clip_high=0.3, entropy_coef=0.0,
+                          mini_batches=1, micro_batch_size=4, pack_turns=False)
+    cfg.train = TrainConfig(total_steps=500, eval_every=25, eval_temperature=0.0, checkpoint_every=25,
+                            distributed="auto", num_threads=0)
+    return cfg
+
+
+PRESETS: dict[str, typing.Callable[[], FlowGRPOConfig]] = {"tiny": tiny, "paper": paper}
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """``asset:NAME`` -> the shipped checkpoint directory; anything else unchanged."""
+    if name_or_path.startswith("asset:"):
+        return str(ASSETS_DIR / name_or_path.removeprefix("asset:"))
+    return name_or_path
+
+
+# ----------------------------------------------------------------------------- docs and parsing
+@cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name -> the docstring written under it (cleanrl-style attribute docs)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, nxt in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)):
+            docs[node.target.id] = nxt.value.value.strip()
+    return docs
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def coerce(value: Any, hint: Any, name: str) -> Any:
+    """Convert a file/CLI value to the field's type, or raise ConfigError naming the field."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return coerce(value, inner[0], name)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{name}={value!r} is not one of {list(args)}")
+        return value
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if hint is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if hint is float:
+            return float(value)
+        if hint is str:
+            return str(value)
+        if origin is tuple:
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(v).strip() for v in items if str(v).strip())
+        if origin is dict or hint is dict:
+            return json.loads(value) if isinstance(value, str) else dict(value)
+    except (TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{name}={value!r} is not a valid {getattr(hint, '__name__', hint)}: {exc}") from exc
+    raise ConfigError(f"{name}: unsupported field type {hint}")
+
+
+def apply_overrides(cfg: Any, values: dict[str, Any], prefix: str = "") -> Any:
+    """Set nested fields from a (possibly nested, possibly dotted) dict; unknown keys raise."""
+    hints = _hints(type(cfg))
+    names = {f.name for f in dataclasses.fields(cfg)}
+    for key, value in values.items():
+        head, _, rest = key.replace("-", "_").partition(".")
+        full = f"{prefix}{head}"
+        if head not in names:
+            raise ConfigError(f"unknown config field {full!r}; known: {sorted(names)}")
+        current = getattr(cfg, head)
+        if dataclasses.is_dataclass(current):
+            sub = {rest: value} if rest else value
+            if not isinstance(sub, dict):
+                raise ConfigError(f"{full} is a section; give its fields, e.g. {full}.<field>=...")
+            apply_overrides(current, sub, prefix=f"{full}.")
+        elif rest:
+            raise ConfigError(f"{full} is not a section")
+        else:
+            setattr(cfg, head, coerce(value, hints[head], full))
+    return cfg
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or TOML config file into a nested dict."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    text = p.read_text()
+    try:
+        return tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot parse {p}: {exc}") from exc
+
+
+def make_config(preset: str = "tiny", file: str | Path | None = None,
+                overrides: dict[str, Any] | None = None) -> FlowGRPOConfig:
+    """Preset -> config file -> overrides, then validate."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    cfg = PRESETS[preset]()
+    if file is not None:
+        values = load_config_file(file)
+        values.pop("preset", None)
+        apply_overrides(cfg, values)
+    apply_overrides(cfg, dict(overrides or {}))
+    return cfg.validate()

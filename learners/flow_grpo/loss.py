@@ -1,0 +1,125 @@
+"""The Flow-GRPO loss: token-level clipped ratio, k3 KL to a frozen reference, entropy bonus.
+
+All tensors are flat over the action tokens of a (micro-)batch. Aggregation is expressed as
+per-token weights computed once for the whole optimizer batch (:func:`aggregation_weights`), so
+the loss of a micro-batch is ``sum(weight * per_token_loss)`` and gradient accumulation over
+micro-batches gives exactly the full-batch loss, whatever the micro-batch split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+__all__ = [
+    "LossAgg",
+    "LossOutput",
+    "aggregation_weights",
+    "entropy_from_logits",
+    "k3_kl",
+    "policy_loss",
+    "token_logprobs",
+]
+
+LossAgg = Literal["token-mean", "seq-mean"]
+
+
+def aggregation_weights(sample_index: torch.Tensor, mode: LossAgg) -> torch.Tensor:
+    """Per-token weights summing to 1 over the batch.
+
+    ``token-mean``: every action token weighs 1/T. ``seq-mean``: each turn sample (one
+    response) weighs 1/S, split evenly over its tokens (the mean of per-sample token means).
+    ``sample_index`` holds, for each token, the id of the turn sample it belongs to.
+    """
+    n = sample_index.numel()
+    if n == 0:
+        raise ValueError("no action tokens in the batch")
+    if mode == "token-mean":
+        return torch.full((n,), 1.0 / n, dtype=torch.float64)
+    if mode == "seq-mean":
+        _, inverse, counts = torch.unique(sample_index, return_inverse=True, return_counts=True)
+        return (1.0 / (len(counts) * counts.to(torch.float64)))[inverse]
+    raise ValueError(f"loss aggregation must be 'token-mean' or 'seq-mean', got {mode!r}")
+
+
+def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Low-variance KL(pi || ref) estimate per token: r - log r - 1 with r = ref / pi (>= 0)."""
+    log_r = torch.clamp(ref_logp - logp, -20.0, 20.0)  # exp overflow guard, as verl does
+    return torch.exp(log_r) - log_r - 1.0
+
+
+def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log softmax(logits / temperature) gathered at ``ids`` (logits [..., V], ids [...])."""
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    return logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+
+
+def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Entropy of softmax(logits / temperature) over the last dimension."""
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+@dataclass
+class LossOutput:
+    """The differentiable loss and its parts, each aggregated with the same weights."""
+
+    loss: torch.Tensor
+    pg_loss: float
+    kl: float
+    clip_frac: float
+    entropy: float
+    ratio_mean: float
+
+
+def policy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    weights: torch.Tensor,
+    *,
+    clip_low: float,
+    clip_high: float,
+    ref_logp: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+    entropy: torch.Tensor | None = None,
+    entropy_coef: float = 0.0,
+) -> LossOutput:
+    """Clipped surrogate + ``kl_coef`` * k3 KL - ``entropy_coef`` * entropy, per token, weighted.
+
+    Per token: ``ratio = exp(logp - old_logp)``, ``pg = max(-A ratio, -A clip(ratio, 1 - clip_low,
+    1 + clip_high))``. ``clip_frac`` is the weighted share of tokens where the clipped branch is
+    active (it then gives no gradient). Stats are weighted sums, so they add over micro-batches.
+    """
+    shapes = {t.shape for t in (logp, old_logp, advantages, weights)}
+    if len(shapes) != 1 or logp.dim() != 1:
+        raise ValueError(f"logp, old_logp, advantages and weights must be 1-D and equal in shape, got {shapes}")
+    if kl_coef > 0 and ref_logp is None:
+        raise ValueError("kl_coef > 0 needs ref_logp (log-probs of the frozen reference policy)")
+    if entropy_coef > 0 and entropy is None:
+        raise ValueError("entropy_coef > 0 needs per-token entropy")
+    w = weights.to(logp.dtype)
+    adv = advantages.to(logp.dtype)
+    ratio = torch.exp(torch.clamp(logp - old_logp, -20.0, 20.0))
+    unclipped = -adv * ratio
+    clipped = -adv * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
+    pg = torch.maximum(unclipped, clipped)
+    per_token = pg
+    kl_value = 0.0
+    if ref_logp is not None:
+        kl = k3_kl(logp, ref_logp)
+        kl_value = float((w * kl.detach()).sum())
+        if kl_coef > 0:
+            per_token = per_token + kl_coef * kl
+    ent_value = 0.0
+    if entropy is not None:
+        ent_value = float((w * entropy.detach()).sum())
+        if entropy_coef > 0:
+            per_token = per_token - entropy_coef * entropy
+    loss = (w * per_token).sum()
+    with torch.no_grad():
+        clip_frac = float((w * (clipped > unclipped).to(w.dtype)).sum())
+        return LossOutput(loss=loss, pg_loss=float((w * pg).sum()), kl=kl_value, clip_frac=clip_frac,
+                          entropy=ent_value, ratio_mean=float((w * ratio).sum()))

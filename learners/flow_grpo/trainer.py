@@ -1,0 +1,355 @@
+"""The Flow-GRPO loop: rollout -> advantages -> micro-batched update -> weight sync -> evaluation.
+
+Read top to bottom: :meth:`FlowGRPOTrainer.train` runs steps; a step collects complete groups
+(:func:`learners.rollout.collect_groups`), computes per-turn advantages with the configured
+estimator, drops zero-variance groups, and runs ``algo.epochs`` x ``algo.mini_batches``
+optimizer steps, each accumulating gradients over micro-batches of packed sequences, all-reducing
+them across ranks and clipping them. Rank 0 writes TensorBoard scalars, trajectories (JSONL) and
+atomic checkpoints; ``resume`` restores model, optimizer, random state and step exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from learners.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from learners.distributed import Dist, init_distributed
+from learners.envs import make_vector_env, split_tasks
+from learners.flow_grpo.advantages import compute_advantages, zero_variance_groups
+from learners.flow_grpo.config import FlowGRPOConfig, resolve_model_path
+from learners.flow_grpo.loss import aggregation_weights, policy_loss
+from learners.packing import ScoringSequence, pack_samples
+from learners.policy import Policy, SamplingSettings
+from learners.rollout import RolloutBatch, TurnSample, collect, collect_groups
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FlowGRPOTrainer", "load_policy"]
+
+EVAL_CHUNK = 64
+_LOSS_STATS = ["train/clip_frac", "train/entropy", "train/kl", "train/loss", "train/pg_loss", "train/ratio"]
+
+
+def load_policy(cfg: FlowGRPOConfig) -> Policy:
+    """The planner the config names (``asset:`` paths resolve to shipped checkpoints)."""
+    m = cfg.model
+    path = resolve_model_path(m.name_or_path)
+    if m.name_or_path.startswith("asset:") and not Path(path).is_dir():
+        raise FileNotFoundError(f"shipped checkpoint {path} is missing; rebuild it with "
+                                "`python -m learners.sft --preset tiny`")
+    return Policy.from_pretrained(path, dtype=m.dtype, device=m.device, chat_template=m.chat_template,
+                                  lora_rank=m.lora_rank, lora_alpha=m.lora_alpha,
+                                  lora_target_modules=m.lora_target_modules,
+                                  gradient_checkpointing=m.gradient_checkpointing)
+
+
+class FlowGRPOTrainer:
+    """Owns the policy, reference, optimizer, envs, logger and the step counter."""
+
+    def __init__(self, cfg: FlowGRPOConfig, policy: Policy | None = None, dist: Dist | None = None) -> None:
+        self.cfg = cfg.validate()
+        self.dist = dist or init_distributed(cfg.train.distributed)
+        if cfg.train.num_threads > 0:
+            torch.set_num_threads(cfg.train.num_threads)
+        self.out = Path(cfg.output_dir)
+        self.policy = policy or load_policy(cfg)
+        if cfg.rollout.backend == "vllm":
+            self.policy.use_vllm(resolve_model_path(cfg.model.name_or_path), dtype=cfg.model.dtype,
+                                 gpu_memory_utilization=cfg.rollout.vllm_gpu_memory_utilization, seed=cfg.seed)
+        self.ref: Policy | None = None
+        if cfg.algo.kl_coef > 0 and not self.policy.is_lora:
+            self.ref = self.policy.frozen_copy()
+        self.dist.broadcast_params(self.policy.model)
+        self.scorer = self.policy.scorer
+        self.params = [p for p in self.policy.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.algo.lr, weight_decay=cfg.algo.weight_decay)
+        # One generator shared (same seed) by all ranks: they draw the same queries and seeds.
+        self.rng = np.random.default_rng(cfg.seed)
+        self.step = 0
+        self.history: dict[str, list[list[float]]] = {"eval": []}
+        """eval: [step, held-out success, training seconds so far (rollout + update, no eval)]"""
+        self.train_seconds = 0.0
+        B, G, W = cfg.rollout.queries_per_step, cfg.rollout.group_size, self.dist.world_size
+        self.local_queries = len(range(self.dist.rank, B, W))
+        if self.local_queries == 0:
+            raise ValueError(f"rollout.queries_per_step={B} < {W} ranks: every rank needs at least one query")
+        self.envs = make_vector_env(cfg.env, self.local_queries * G)
+        self.train_tasks, self.eval_tasks = split_tasks(list(self.envs.tasks), cfg.env.eval_tasks)
+        self._eval_envs: Any = None
+        self.writer: Any = None
+
+    # ------------------------------------------------------------------------------- loop
+    def train(self, resume: bool = False) -> dict[str, float]:
+        """Run to ``train.total_steps``; returns ``{"eval_before", "eval_after"}``."""
+        cfg = self.cfg
+        if resume:
+            self.resume()
+        if self.dist.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+            self.writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step if resume else None)
+        if not self.history["eval"] and self.eval_tasks:
+            self._log_eval(self.evaluate())
+        with self._progress() as progress:
+            task = progress.add_task("flow-grpo", total=cfg.train.total_steps, completed=self.step, info="")
+            while self.step < cfg.train.total_steps:
+                t_step = time.perf_counter()
+                stats = self.train_step()
+                self.train_seconds += time.perf_counter() - t_step
+                self.step += 1
+                self._log(stats)
+                last = self.step == cfg.train.total_steps
+                if cfg.train.eval_every and self.step % cfg.train.eval_every == 0 and not last:
+                    self._log_eval(self.evaluate())
+                if cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0 and not last:
+                    self.save()
+                progress.update(task, completed=self.step, info=self._progress_info(stats))
+        if self.eval_tasks and (not self.history["eval"] or self.history["eval"][-1][0] != self.step):
+            self._log_eval(self.evaluate())
+        self.save()
+        prints = self.dist.fingerprints(self.policy.model)
+        if self.dist.is_main:
+            self.policy.save(self.out / "final_model")
+            same = all(p == prints[0] for p in prints)
+            (self.out / "ranks.json").write_text(json.dumps({"world_size": self.dist.world_size, "step": self.step,
+                                                             "identical": same, "fingerprints": prints}))
+            if not same:
+                logger.error("parameters differ across ranks: %s", prints)
+            if self.writer is not None:
+                self.writer.close()
+        evals = [e[1] for e in self.history["eval"]]
+        return {"eval_before": evals[0] if evals else float("nan"),
+                "eval_after": evals[-1] if evals else float("nan")}
+
+    def train_step(self) -> dict[str, float]:
+        """One rollout + update. Returns the step's scalars (reduced across ranks)."""
+        cfg, t0 = self.cfg, time.perf_counter()
+        B, G = cfg.rollout.queries_per_step, cfg.rollout.group_size
+        queries = self.rng.choice(len(self.train_tasks), size=B, replace=len(self.train_tasks) < B)
+        step_seed = int(self.rng.integers(2**31))
+        local = queries[self.dist.rank::self.dist.world_size]
+        roll_rng = np.random.default_rng([step_seed, self.dist.rank])
+        settings = SamplingSettings(cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.max_new_tokens)
+        batch = collect_groups(self.envs, self.policy, [self.train_tasks[q] for q in local], G, settings,
+                               roll_rng, max_prompt_tokens=cfg.rollout.max_prompt_tokens)
+        t_roll = time.perf_counter()
+        advantages = compute_advantages(cfg.algo.estimator, batch.advantage_inputs(),
+                                        scale_by_std=cfg.algo.scale_by_std)
+        skip = zero_variance_groups(batch.rewards, batch.group_ids) if cfg.algo.skip_zero_variance_groups else set()
+        keep = [k for k, s in enumerate(batch.samples) if s.group not in skip]
+        update = self.update([batch.samples[k] for k in keep], advantages[keep], roll_rng)
+        self.policy.sync_generator()
+        t_end = time.perf_counter()
+        self._write_trajectories(batch)
+        stats = self._reduce_rollout_stats(batch, len(skip))
+        stats.update(update)
+        stats["time/rollout_s"] = t_roll - t0
+        stats["time/update_s"] = t_end - t_roll
+        stats["time/generated_tokens_per_s"] = stats.pop("_gen_tokens") / max(t_roll - t0, 1e-9)
+        return stats
+
+    # ----------------------------------------------------------------------------- update
+    def update(self, samples: list[TurnSample], advantages: np.ndarray, rng: np.random.Generator) -> dict[str, float]:
+        """``epochs`` x ``mini_batches`` optimizer steps over the kept samples."""
+        a = self.cfg.algo
+        trajs = sorted({s.traj for s in samples})
+        totals: dict[str, float] = defaultdict(float)
+        n_opt, tokens, seconds = 0, 0, 0.0
+        for _ in range(a.epochs):
+            order = rng.permutation(len(trajs)) if trajs else np.array([], dtype=np.int64)
+            for part in np.array_split(order, a.mini_batches):
+                chosen = {trajs[i] for i in part}
+                idx = [k for k, s in enumerate(samples) if s.traj in chosen]
+                t0 = time.perf_counter()
+                result = self._optimizer_step([samples[k] for k in idx], advantages[idx])
+                seconds += time.perf_counter() - t0
+                if result is None:
+                    continue
+                n_opt += 1
+                tokens += int(result.pop("_tokens"))
+                for key, value in result.items():
+                    totals[key] += value
+        stats = {k: v / n_opt for k, v in totals.items()} if n_opt else {}
+        stats["train/optimizer_steps"] = float(n_opt)
+        stats["time/tokens_per_s"] = tokens / seconds if seconds > 0 else 0.0
+        return stats
+
+    def _optimizer_step(self, samples: list[TurnSample], advantages: np.ndarray) -> dict[str, float] | None:
+        """Accumulate over micro-batches, all-reduce, clip, step. None when no rank has data."""
+        a, temp = self.cfg.algo, self.cfg.rollout.temperature
+        seqs = pack_samples(samples, pack=a.pack_turns)
+        local_tokens = sum(s.num_targets for s in seqs)
+        local_samples = len({t for s in seqs for t in s.token_sample})
+        global_tokens, global_samples = self.dist.all_reduce_sum([local_tokens, local_samples])
+        if global_tokens == 0:
+            return None
+        self.optimizer.zero_grad(set_to_none=True)
+        stats: dict[str, float] = defaultdict(float)
+        if local_tokens:
+            sample_index = torch.tensor([t for s in seqs for t in s.token_sample])
+            weights = aggregation_weights(sample_index, a.loss_agg)
+            # Local weights sum to 1; rescale so all ranks together sum to 1.
+            weights *= (local_tokens / global_tokens) if a.loss_agg == "token-mean" else (local_samples / global_samples)
+            seqs_order = sorted(range(len(seqs)), key=lambda i: len(seqs[i].ids))  # less padding
+            offsets = np.cumsum([0] + [s.num_targets for s in seqs])
+            self.policy.model.train()
+            for start in range(0, len(seqs_order), a.micro_batch_size):
+                micro = [seqs[i] for i in seqs_order[start:start + a.micro_batch_size]]
+                w = torch.cat([weights[offsets[i]:offsets[i + 1]] for i in seqs_order[start:start + a.micro_batch_size]])
+                self._micro_step(micro, w, advantages, temp, stats)
+        self.dist.all_reduce_grads(self.params)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, a.max_grad_norm)
+        self.optimizer.step()
+        keys = _LOSS_STATS  # a fixed list: a rank without data must still join the all-reduce
+        reduced = self.dist.all_reduce_sum([stats.get(k, 0.0) for k in keys])
+        out = dict(zip(keys, reduced))
+        out["train/grad_norm"] = float(grad_norm)
+        out["_tokens"] = global_tokens
+        return out
+
+    def _micro_step(self, micro: list[ScoringSequence], weights: torch.Tensor, advantages: np.ndarray,
+                    temperature: float, stats: dict[str, float]) -> None:
+        a = self.cfg.algo
+        ids = [s.ids for s in micro]
+        masks = [s.target_mask for s in micro]
+        sample_idx = [t for s in micro for t in s.token_sample]
+        old = torch.tensor([x for s in micro for x in s.old_logprobs], dtype=torch.float32)
+        adv = torch.as_tensor(advantages[sample_idx], dtype=torch.float32)
+        ref_logp = None
+        if a.kl_coef > 0:
+            with torch.no_grad():
+                if self.ref is not None:
+                    ref_logp, _ = self.ref.score(ids, masks, temperature=temperature)
+                else:  # LoRA: the reference is the base model with adapters switched off
+                    with self.policy.model.disable_adapter():
+                        ref_logp, _ = self.policy.score(ids, masks, temperature=temperature)
+        logp, ent = self.policy.score(ids, masks, temperature=temperature, with_entropy=True, module=self.scorer)
+        dev = logp.device
+        out = policy_loss(logp, old.to(dev), adv.to(dev), weights.to(dev), clip_low=a.clip_low,
+                          clip_high=a.clip_high, ref_logp=ref_logp, kl_coef=a.kl_coef, entropy=ent,
+                          entropy_coef=a.entropy_coef)
+        out.loss.backward()
+        stats["train/loss"] += float(out.loss.detach())
+        stats["train/pg_loss"] += out.pg_loss
+        stats["train/kl"] += out.kl
+        stats["train/clip_frac"] += out.clip_frac
+        stats["train/entropy"] += out.entropy
+        stats["train/ratio"] += out.ratio_mean
+
+    # ------------------------------------------------------------------------- evaluation
+    def evaluate(self) -> float:
+        """Held-out success (greedy by default), split across ranks."""
+        cfg = self.cfg
+        mine = self.eval_tasks[self.dist.rank::self.dist.world_size]
+        total, count = 0.0, 0
+        if mine:
+            if self._eval_envs is None:
+                self._eval_envs = make_vector_env(cfg.env, min(EVAL_CHUNK, len(mine)))
+            rng = np.random.default_rng([self.cfg.seed, 7919, self.step, self.dist.rank])
+            settings = SamplingSettings(cfg.train.eval_temperature, 1.0, cfg.rollout.max_new_tokens)
+            for start in range(0, len(mine), EVAL_CHUNK):
+                chunk = mine[start:start + EVAL_CHUNK]
+                batch = collect(self._eval_envs, self.policy, chunk, list(range(len(chunk))), settings, rng,
+                                max_prompt_tokens=cfg.rollout.max_prompt_tokens)
+                total += float(batch.rewards.sum())
+                count += len(chunk)
+        total, count = self.dist.all_reduce_sum([total, count])
+        return total / max(count, 1)
+
+    # ---------------------------------------------------------------------------- logging
+    def _log(self, stats: dict[str, float]) -> None:
+        if self.writer is None:
+            return
+        for key, value in stats.items():
+            self.writer.add_scalar(key, value, self.step)
+        self.writer.flush()
+
+    def _log_eval(self, success: float) -> None:
+        self.history["eval"].append([self.step, success, self.train_seconds])
+        logger.info("step %d eval/success %.3f", self.step, success)
+        if self.writer is not None:
+            self.writer.add_scalar("eval/success", success, self.step)
+            self.writer.flush()
+
+    def _reduce_rollout_stats(self, batch: RolloutBatch, skipped: int) -> dict[str, float]:
+        local = batch.stats()
+        n = len(batch.trajectories)
+        # Every rank must all-reduce the same keys in the same order.
+        keys = sorted(k for k in local if not k.startswith("rollout/tool_calls/"))
+        tools = sorted(self.envs.flow.tools)  # the same list on every rank
+        values = [local[k] * n for k in keys] + [sum(tr.tool_calls.get(t, 0) for tr in batch.trajectories)
+                                                  for t in tools]
+        values += [n, skipped, batch.generated_tokens]
+        reduced = self.dist.all_reduce_sum(values)
+        total_n = max(reduced[-3], 1)
+        out = {k: v / total_n for k, v in zip(keys, reduced)}
+        out.update({f"rollout/tool_calls/{t}": v / total_n for t, v in zip(tools, reduced[len(keys):])})
+        out["rollout/zero_variance_groups"] = reduced[-2] / self.cfg.rollout.queries_per_step
+        out["_gen_tokens"] = reduced[-1]
+        return out
+
+    def _write_trajectories(self, batch: RolloutBatch) -> None:
+        if not self.cfg.train.save_trajectories:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        name = "trajectories.jsonl" if self.dist.is_main else f"trajectories-rank{self.dist.rank}.jsonl"
+        with open(self.out / name, "a") as fh:
+            fh.writelines(json.dumps({"step": self.step, "rank": self.dist.rank, **t.to_json()}) + "\n" for t in batch.trajectories)
+
+    def _progress(self) -> Any:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.fields[info]}"),
+                        disable=not (self.cfg.train.progress and self.dist.is_main))
+
+    def _progress_info(self, stats: dict[str, float]) -> str:
+        last_eval = self.history["eval"][-1][1] if self.history["eval"] else float("nan")
+        return (f"success {stats.get('rollout/success', 0):.2f}  loss {stats.get('train/loss', 0):+.4f}  "
+                f"eval {last_eval:.2f}")
+
+    # ------------------------------------------------------------------------ checkpoints
+    def save(self) -> None:
+        """Atomic checkpoint on rank 0 (all ranks hold identical parameters)."""
+        if self.dist.is_main:
+            save_checkpoint(self.out / "checkpoints", self.step, model=self.policy.model, optimizer=self.optimizer,
+                            state={"rng": self.rng.bit_generator.state, "history": self.history,
+                                   "train_seconds": self.train_seconds,
+                                   "config": self.cfg.to_dict()})
+        self.dist.barrier()
+
+    def resume(self) -> bool:
+        """Restore the newest checkpoint under ``output_dir``; False when there is none."""
+        path = latest_checkpoint(self.out / "checkpoints")
+        if path is None:
+            logger.warning("no checkpoint under %s: starting from scratch", self.out / "checkpoints")
+            return False
+        state = load_checkpoint(path, model=self.policy.model, optimizer=self.optimizer)
+        self.step = int(state["step"])
+        self.rng.bit_generator.state = state["rng"]
+        self.history = state["history"]
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.policy.sync_generator()
+        logger.info("resumed from %s at step %d", path, self.step)
+        return True
+
+    def close(self) -> None:
+        self.envs.close()
+        if self._eval_envs is not None:
+            self._eval_envs.close()

@@ -1,0 +1,66 @@
+"""Policy options: LoRA (peft) trains only adapters and saves merged weights; bad input is typed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from learners.policy import Policy, SamplingSettings, resolve_device
+
+
+def test_lora_trains_adapters_only_and_saves_merged(tiny_model_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("peft")
+    pol = Policy.from_pretrained(tiny_model_dir, device="cpu", lora_rank=4,
+                                 lora_target_modules=("q_proj", "v_proj"), gradient_checkpointing=True)
+    assert pol.is_lora and 0 < pol.num_parameters(trainable_only=True) < pol.num_parameters() // 5
+    ctx = pol.text_ids("Query: hi\n### Step 1\n")
+    out = pol.generate([ctx], SamplingSettings(temperature=1.0, max_new_tokens=6, seed=0))[0]
+    seq, mask = ctx + out.token_ids, [False] * len(ctx) + [True] * len(out.token_ids)
+    pol.model.train()
+    logp, _ = pol.score([seq], [mask])
+    (-logp.sum()).backward()
+    grads = {n: p.grad for n, p in pol.model.named_parameters() if p.requires_grad}
+    assert grads and all("lora_" in n for n in grads)
+    with torch.no_grad():
+        for n, p in pol.model.named_parameters():
+            if "lora_B" in n:
+                p.add_(0.05)
+        with pol.model.disable_adapter():
+            base, _ = pol.score([seq], [mask])
+        adapted, _ = pol.score([seq], [mask])
+    assert not torch.allclose(base, adapted)
+    saved = Policy.from_pretrained(pol.save(tmp_path / "merged"), device="cpu")
+    assert not saved.is_lora
+    with torch.no_grad():
+        merged, _ = saved.score([seq], [mask])
+    assert torch.allclose(merged, adapted, atol=1e-4)
+
+
+def test_chat_template_prompt(tiny_model_dir: Path) -> None:
+    pol = Policy.from_pretrained(tiny_model_dir, device="cpu", chat_template=True)
+    text = pol.tokenizer.decode(pol.prompt_ids("hello"))
+    assert text == "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_bad_input_is_rejected(tiny_model_dir: Path) -> None:
+    pol = Policy.from_pretrained(tiny_model_dir, device="cpu")
+    with pytest.raises(ValueError, match="token 0"):
+        pol.score([[1, 2]], [[True, True]])
+    with pytest.raises(ValueError, match="mask of"):
+        pol.score([[1, 2, 3]], [[False, True]])
+    with pytest.raises(ValueError, match="at least one token"):
+        pol.generate([[]], SamplingSettings())
+    with pytest.raises(ValueError, match="dtype"):
+        Policy.from_pretrained(tiny_model_dir, dtype="int8")
+    assert resolve_device("cpu").type == "cpu"
+
+
+def test_vllm_backend_needs_a_gpu() -> None:
+    from learners.policy import VLLMGenerator
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present; the vLLM path is exercised elsewhere")
+    with pytest.raises((ImportError, RuntimeError), match="vllm|CUDA"):
+        VLLMGenerator("unused")
