@@ -127,6 +127,9 @@ def _bwrap_argv(bwrap: str, tmpfs_mb: int) -> list[str]:
             argv += ["--ro-bind", path, path]
     for path in _ETC_FILES:
         argv += ["--ro-bind-try", path, path]
+    # The private /tmp goes first: binds that follow may live under the host's /tmp (a venv
+    # in a CI checkout there), and a tmpfs mounted after them would hide them.
+    argv += ["--size", str(tmpfs_mb * 1024 * 1024), "--tmpfs", _SANDBOX_TMP]
     made: set[str] = {"/", "/usr", "/tmp", "/proc", "/dev", "/opt"}
     for root in python_roots():
         for parent in _ancestors(root):
@@ -138,7 +141,6 @@ def _bwrap_argv(bwrap: str, tmpfs_mb: int) -> list[str]:
         made.add(root)
     argv += ["--ro-bind", _WORKER_DIR, _MOUNTED_WORKER_DIR,
              "--proc", "/proc", "--dev", "/dev",
-             "--size", str(tmpfs_mb * 1024 * 1024), "--tmpfs", _SANDBOX_TMP,
              "--clearenv"]
     for key, value in SANDBOX_ENV.items():
         argv += ["--setenv", key, value]
