@@ -39,7 +39,6 @@ FAMILY_TOOLS: dict[str, tuple[str, ...]] = {
     "agentic": ("Search_Tool", "Python_Coder_Tool"),
     "science": ("Python_Coder_Tool",),
 }
-DEFAULT_NUM_TASKS = {"search": 500, "math": 500, "agentic": 300, "science": 300}
 TaskSource = Sequence[Task] | Sequence[Mapping[str, Any]] | str | Path
 
 
@@ -72,8 +71,7 @@ def _load_tasks(family: str, tasks: TaskSource | None, seed: int, num_tasks: int
     if tasks is None:
         from agentflow_env.tasks.suite import make_suite
 
-
-        suite = make_suite(family, seed=seed, num_tasks=num_tasks or DEFAULT_NUM_TASKS[family],  # type: ignore[arg-type]
+        suite = make_suite(family, seed=seed, num_tasks=num_tasks,  # type: ignore[arg-type]
                            **dict(task_kwargs or {}))
         return list(suite.tasks), [dict(d) for d in suite.documents]
     if isinstance(tasks, (str, Path)) or (tasks and not isinstance(tasks[0], Task)):

@@ -38,7 +38,7 @@ console = Console()
 _SUGGESTED = re.compile(r"Planner's suggested command: (.*)")
 
 
-class CountingEngine:
+class CallCountingEngine:
     """Counts engine calls (one batched ``generate`` = one call) and requests."""
 
     def __init__(self, inner: Any) -> None:
@@ -150,7 +150,7 @@ def throughput_rows(engine_name: str, engine: Any, sizes: Sequence[int], suite: 
     for n in sizes:
         row: dict[str, Any] = {"engine": engine_name, "N": n}
         for label, runner in (("serial", run_serial), ("sync", run_sync), ("vector", run_vector)):
-            counter = CountingEngine(engine)
+            counter = CallCountingEngine(engine)
             kwargs = _env_kwargs(counter, suite, max_turns)
             if label == "vector":
                 elapsed = runner(lambda k: AgentFlowVectorEnv(k, autoreset_mode=AutoresetMode.DISABLED, **kwargs), n)
