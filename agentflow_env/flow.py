@@ -204,33 +204,50 @@ class AgentFlow:
         by_tool: dict[str, list[int]] = {}
         for i in inputs:
             by_tool.setdefault(str(parsed[i].tool_name), []).append(i)
-        futures: dict[cf.Future[Any], list[int]] = {}
+        calls: list[tuple[Tool, Callable[..., Any], tuple[Any, ...], list[int]]] = []
         for name, idx in by_tool.items():
             tool = self.tools[name]
             batch = getattr(tool, "batch_execute", None)
             primary = tool.card.primary_input
             if batch is not None and len(idx) > 1 and all(set(inputs[i]) == {primary} for i in idx):
-                futures[self._pool.submit(batch, [inputs[i][primary] for i in idx])] = idx
+                calls.append((tool, batch, ([inputs[i][primary] for i in idx],), idx))
             else:
-                for i in idx:
-                    futures[self._pool.submit(_safe_execute, tool, inputs[i])] = [i]
+                calls.extend((tool, _safe_execute, (tool, inputs[i]), [i]) for i in idx)
+        # Pool calls are submitted first so they run while the inline ones use this thread.
+        futures = {self._pool.submit(fn, *args): idx for tool, fn, args, idx in calls
+                   if not getattr(tool, "runs_inline", False)}
         results: dict[int, ToolResult] = {}
+        for tool, fn, args, idx in calls:
+            if getattr(tool, "runs_inline", False):
+                try:
+                    self._store(results, idx, fn(*args))
+                except Exception as exc:  # a tool broke its contract by raising: contain it to its episodes
+                    self._store_error(results, idx, exc)
         deadline = time.monotonic() + self.tool_timeout_s
         for fut, idx in futures.items():
             try:
-                value = fut.result(timeout=max(0.0, deadline - time.monotonic()))
-                value = value if isinstance(value, list) else [value]
-                for i, res in zip(idx, value, strict=True):
-                    results[i] = res if isinstance(res, ToolResult) else ToolResult.failure(
-                        f"tool returned {type(res).__name__}, not ToolResult")
+                self._store(results, idx, fut.result(timeout=max(0.0, deadline - time.monotonic())))
             except cf.TimeoutError:
                 for i in idx:
                     results[i] = ToolResult.failure(f"tool call timed out after {self.tool_timeout_s:g} s")
             except Exception as exc:  # a tool broke its contract by raising: contain it to its episodes
-                logger.warning("tool raised %s: %s", type(exc).__name__, exc)
-                for i in idx:
-                    results[i] = ToolResult.failure(f"tool raised {type(exc).__name__}: {exc}")
+                self._store_error(results, idx, exc)
         return results
+
+    @staticmethod
+    def _store(results: dict[int, ToolResult], idx: list[int], value: Any) -> None:
+        values = value if isinstance(value, list) else [value]
+        if len(values) != len(idx):
+            raise ValueError(f"tool returned {len(values)} results for {len(idx)} calls")
+        for i, res in zip(idx, values):
+            results[i] = res if isinstance(res, ToolResult) else ToolResult.failure(
+                f"tool returned {type(res).__name__}, not ToolResult")
+
+    @staticmethod
+    def _store_error(results: dict[int, ToolResult], idx: list[int], exc: Exception) -> None:
+        logger.warning("tool raised %s: %s", type(exc).__name__, exc)
+        for i in idx:
+            results[i] = ToolResult.failure(f"tool raised {type(exc).__name__}: {exc}")
 
     def _record(self, ep: Episode, action: PlannerAction, inputs: dict[str, Any] | None,
                 result: ToolResult | None, exec_error: str | None) -> Step:

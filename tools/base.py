@@ -97,7 +97,17 @@ class ToolResult(BaseModel):
 
 @runtime_checkable
 class Tool(Protocol):
-    """A callable tool. Implementations must not raise from ``execute`` for bad input."""
+    """A callable tool. Implementations must not raise from ``execute`` for bad input.
+
+    Optional attributes the environment reads with a default:
+
+    - ``runs_inline: bool = False``: the tool is in-process, makes no external call and its cost
+      is bounded by its input limits (e.g. BM25 over a local index with a capped query length).
+      The environment then runs it on the stepping thread instead of its tool pool: no thread
+      handoff, which is most of a step's cost when the tool itself takes ~0.1 ms. Such a call
+      cannot be timed out, so never set it on anything that waits on a process or the network.
+    - ``batch_execute(list) -> list[ToolResult]``: one call for several episodes' primary inputs.
+    """
 
     card: ToolCard
 

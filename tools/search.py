@@ -25,7 +25,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping, Sequence, TypeVar
 
 from tools.base import ToolCard, ToolDemo, ToolResult
 from tools.retrieval import (
@@ -294,6 +294,9 @@ class SearchTool(_LocalIndexMixin, BaseSearchTool):
 
     Exactly one of ``documents``, ``corpus_path``, ``index_dir`` must be given.
     """
+
+    runs_inline: ClassVar[bool] = True
+    """in-process BM25 with capped query length: bounded cost, no external call (see tools.base.Tool)"""
 
     card = ToolCard(
         name="Search_Tool",

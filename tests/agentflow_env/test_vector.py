@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
 from agentflow_env import AgentFlowEnv, AgentFlowVectorEnv
+from tools.base import ToolResult
 from tests.agentflow_env.helpers import LookupTool, finish_action, lookup_action, lookup_env_kwargs, numbered_tasks
 
 
@@ -139,6 +142,36 @@ def test_slow_tool_affects_only_its_episode() -> None:
     assert [infos["tool_result"][i] for i in (1, 2, 3)] == ["code-1", "code-2", "code-3"]
     _, rewards, terms, _, _ = envs.step([finish_action("code-0")] + [finish_action(f"code-{i}") for i in (1, 2, 3)])
     assert terms.all() and rewards.tolist() == [1.0] * 4
+
+
+class _ThreadRecordingTool(LookupTool):
+    """A lookup tool that records which thread ran each call."""
+
+    def __init__(self, table: dict[str, str], name: str, inline: bool) -> None:
+        super().__init__(table)
+        self.card = self.card.model_copy(update={"name": name})
+        self.runs_inline = inline
+        self.threads: list[int] = []
+
+    def execute(self, query: str = "", **extra: Any) -> ToolResult:
+        self.threads.append(threading.get_ident())
+        return super().execute(query, **extra)
+
+
+def test_inline_tools_run_on_the_stepping_thread_and_pool_tools_do_not() -> None:
+    table = {f"item {i}": f"code-{i}" for i in range(4)}
+    inline, pooled = _ThreadRecordingTool(table, "Inline_Tool", True), _ThreadRecordingTool(table, "Pool_Tool", False)
+    envs = AgentFlowVectorEnv(4, **lookup_env_kwargs(tools=[inline, pooled]))
+    envs.reset(options={"task_indices": [0, 1, 2, 3]})
+    act = [lookup_action(f"item {i}").replace("Lookup_Tool", name)
+           for i, name in enumerate(["Inline_Tool", "Pool_Tool", "Inline_Tool", "Pool_Tool"])]
+    act[2] = act[2].replace("item 2", "boom")  # an inline tool that raises only fails its own episode
+    _, _, _, _, infos = envs.step(act)
+    assert [infos["tool_result"][i] for i in (0, 1, 3)] == ["code-0", "code-1", "code-3"]
+    assert infos["error_kind"][2] == "tool" and "RuntimeError: tool exploded" in infos["error"][2]
+    assert set(inline.threads) == {threading.get_ident()}
+    assert pooled.threads and threading.get_ident() not in pooled.threads
+    envs.close()
 
 
 def _make_single():
