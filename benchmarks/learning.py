@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,10 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
+
+if __package__ in (None, ""):  # run as a script (python benchmarks/x.py): make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import machine_info
 
 TARGET_GAIN = 0.20
 TARGET_MINUTES = 10.0
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     plot(results, png)
     report = {"quick": args.quick, "results": results, "summary": summary, "target_gain": TARGET_GAIN,
               "target_minutes": TARGET_MINUTES, "target_met": met, "plot": str(png),
-              "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform()}}
+              "machine": machine_info(torch_threads=torch.get_num_threads())}
     out.write_text(json.dumps(report, indent=2))
     console.print(f"target (flow_grpo >= +{100 * TARGET_GAIN:.0f} points within {TARGET_MINUTES:.0f} min): "
                   f"{'met' if met else 'NOT met'}; wrote {out} and {png}")

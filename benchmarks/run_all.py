@@ -1,26 +1,34 @@
 """Run every benchmark in benchmarks/, print one combined table, write JSON.
 
 Each benchmark runs as its own process (``--quick`` in CI), writes its JSON under
-``--results-dir``, and contributes its headline numbers and targets to the combined table.
+``--results-dir``, and contributes its headline numbers and targets to the combined table. The
+table's caption and the combined JSON name the machine each result was measured on (the
+``machine`` its JSON recorded). ``--summarize-only`` runs nothing and rebuilds both from the
+JSONs already saved (e.g. for the README).
 
     python -m benchmarks [--quick] [--only search_throughput,sandbox_latency] [--results-dir DIR]
+    python -m benchmarks --summarize-only
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from statistics import fmean
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+if __package__ in (None, ""):  # run as a script (python benchmarks/run_all.py): make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import machine_info
 
 ROOT = Path(__file__).resolve().parent
 Row = tuple[str, str, str, str]  # metric, value, target, met
@@ -52,17 +60,44 @@ def _vector(d: dict[str, Any]) -> list[Row]:
         rows.append((f"{r['engine']} N={r['N']} vector/serial episodes/s", f"{r['vector_over_serial']:.1f}x",
                      f">= {target:g}x" if target else "", _ok(r["vector_over_serial"] >= target) if target else ""))
     for o in d["offline_overhead"]:
-        rows.append((f"offline env overhead per step ({o['family']})", f"{100 * o['overhead_frac']:.1f}% "
-                     f"({o['overhead_ms']:.2f} ms)", "<= 10%", _ok(o["overhead_frac"] <= 0.10)))
+        rows.append((f"offline env overhead per step ({o['family']})",
+                     f"{100 * o['overhead_frac']:.1f}% ({o['overhead_ms']:.2f} ms)", "<= 10%",
+                     _ok(o["overhead_frac"] <= 0.10)))
     return rows
 
 
-def _generic(d: dict[str, Any]) -> list[Row]:
-    summary = d.get("summary", {})
-    rows = [(k, f"{v:.4g}" if isinstance(v, float) else str(v), "", "") for k, v in summary.items()]
-    if "target_met" in d:
-        rows.append(("target met", str(d["target_met"]), str(d.get("target", "")), _ok(bool(d["target_met"]))))
-    return rows or [("(see JSON)", "", "", "")]
+def _learning(d: dict[str, Any]) -> list[Row]:
+    """Per method: mean +- std gain over seeds and mean success before -> after; then the target."""
+    results = d["results"]
+    rows: list[Row] = []
+    for method, s in d["summary"].items():
+        runs = [r for r in results if r["method"] == method]
+        n = int(s["n"])
+        span = (f" ({fmean(r['before'] for r in runs):.2f} -> {fmean(r['after'] for r in runs):.2f})"
+                if runs else "")
+        rows.append((f"{method} held-out gain ({n} seed{'' if n == 1 else 's'})",
+                     f"{s['mean_gain']:+.2f} ± {s['std_gain']:.2f}{span}", "", ""))
+    grpo = [r for r in results if r["method"] == "flow_grpo"]
+    gain, minutes = d["target_gain"], d["target_minutes"]
+    worst = (f"worst seed {min(r['gain'] for r in grpo):+.2f} in {max(r['train_minutes'] for r in grpo):.1f} min"
+             if grpo else "no flow_grpo run")
+    quick = " [quick run]" if d.get("quick") else ""
+    rows.append((f"target: flow_grpo +{100 * gain:.0f} points in {minutes:g} min (every seed){quick}", worst,
+                 f">= +{gain:.2f} in {minutes:g} min", _ok(bool(d["target_met"]))))
+    return rows
+
+
+def _update(d: dict[str, Any]) -> list[Row]:
+    """Per variant: update throughput and peak memory side by side; packed vs TRL speed."""
+    batch = f"{d['queries']}x{d['group_size']}"
+    rows: list[Row] = [(f"update {r['variant']} ({batch}): tokens/s | peak RSS growth",
+                        f"{r['tokens_per_s']:,.0f} | {r['peak_rss_growth_mb']:,.0f} MB", "", "")
+                       for r in d["rows"]]
+    speed = {r["variant"]: r["tokens_per_s"] for r in d["rows"]}
+    if speed.get("flow_grpo_packed") and speed.get("trl_grpo"):
+        rows.append(("flow_grpo_packed / trl_grpo tokens/s", f"{speed['flow_grpo_packed'] / speed['trl_grpo']:.1f}x",
+                     "", ""))
+    return rows
 
 
 def _ok(flag: bool) -> str:
@@ -74,13 +109,45 @@ BENCHMARKS: dict[str, tuple[str, Callable[[dict[str, Any]], list[Row]], list[str
     "search_throughput": ("search_throughput.py", _search, []),
     "sandbox_latency": ("sandbox_latency.py", _sandbox, []),
     "vector_throughput": ("vector_throughput.py", _vector, []),
-    "learning": ("learning.py", _generic, []),
-    "update_throughput": ("update_throughput.py", _generic, []),
+    "learning": ("learning.py", _learning, []),
+    "update_throughput": ("update_throughput.py", _update, []),
 }
 
 
+def summarize(name: str, data: Any) -> list[Row]:
+    """The benchmark's table rows; a JSON without the expected shape (half-written, older format)
+    gives one ``malformed`` row saying what is wrong instead of a traceback."""
+    return _summarize(name, data)[0]
+
+
+def _summarize(name: str, data: Any) -> tuple[list[Row], bool]:
+    """(rows, whether the data was malformed)."""
+    try:
+        if not isinstance(data, dict):
+            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+        return BENCHMARKS[name][1](data), False
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError) as exc:
+        detail = f"missing key {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+        return [(f"malformed {name}.json", detail[:200], "", "NO")], True
+
+
+def read_result(name: str, path: Path) -> dict[str, Any]:
+    """Summarize a benchmark's saved JSON: status, rows and the machine it was measured on."""
+    if not path.is_file():
+        return {"name": name, "status": "no results", "rows": [(f"({path} not found)", "", "", "")]}
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return {"name": name, "status": "malformed", "json": str(path),
+                "rows": [(f"malformed {name}.json", f"not JSON: {exc}"[:200], "", "NO")]}
+    rows, malformed = _summarize(name, data)
+    machine = data.get("machine") if isinstance(data, dict) and isinstance(data.get("machine"), dict) else None
+    return {"name": name, "status": "malformed" if malformed else "ok", "json": str(path), "rows": rows,
+            "machine": machine}
+
+
 def run_one(name: str, quick: bool, results_dir: Path, timeout_s: float) -> dict[str, Any]:
-    script, summarize, extra = BENCHMARKS[name]
+    script, _, extra = BENCHMARKS[name]
     path = ROOT / script
     out = results_dir / f"{name}.json"
     if not path.exists():
@@ -88,7 +155,7 @@ def run_one(name: str, quick: bool, results_dir: Path, timeout_s: float) -> dict
     cmd = [sys.executable, str(path), "--out", str(out), *(["--quick", *extra] if quick else [])]
     start = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, cwd=ROOT.parent, capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run(cmd, cwd=ROOT.parent, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
         return {"name": name, "status": f"timeout after {timeout_s:g} s", "rows": []}
     elapsed = time.perf_counter() - start
@@ -96,8 +163,47 @@ def run_one(name: str, quick: bool, results_dir: Path, timeout_s: float) -> dict
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         return {"name": name, "status": f"failed ({proc.returncode})", "seconds": elapsed,
                 "rows": [("error", " | ".join(tail)[:300], "", "NO")]}
-    data = json.loads(out.read_text())
-    return {"name": name, "status": "ok", "seconds": elapsed, "json": str(out), "rows": summarize(data)}
+    return {**read_result(name, out), "seconds": elapsed}
+
+
+def describe_machine(machine: dict[str, Any]) -> str:
+    """One line: CPU count and model, OS, Python (whatever of these the dict has)."""
+    parts = []
+    if machine.get("cpus") is not None:
+        model = f" ({machine['cpu_model']})" if machine.get("cpu_model") else ""
+        parts.append(f"{machine['cpus']} CPUs{model}")
+    parts += [str(machine[k]) for k in ("platform",) if machine.get(k)]
+    parts += [f"{label} {machine[k]}" for k, label in (("python", "Python"), ("torch", "torch")) if machine.get(k)]
+    return ", ".join(parts) or "unknown machine"
+
+
+def machine_caption(host: dict[str, Any], results: Sequence[dict[str, Any]]) -> str:
+    """Where the numbers were measured, from each result's ``machine`` (what its JSON recorded)."""
+    where: dict[str, list[str]] = {}
+    for res in results:
+        machine = res.get("machine")
+        # Load, time and per-benchmark extras differ run to run; the hardware and software do not.
+        key = (describe_machine({k: machine.get(k) for k in ("cpus", "cpu_model", "platform", "python")})
+               if machine else "machine not recorded")
+        where.setdefault(key, []).append(res["name"])
+    if len(where) <= 1:
+        return f"measured on {next(iter(where), describe_machine(host))}"
+    return "measured on: " + "; ".join(f"{', '.join(names)}: {desc}" for desc, names in where.items())
+
+
+def render_table(results: Sequence[dict[str, Any]], host: dict[str, Any], mode: str) -> Table:
+    """The combined table; the caption names the machine(s) the numbers come from."""
+    table = Table(title=f"agentflow-gym benchmarks ({mode})", caption=escape(machine_caption(host, results)),
+                  caption_justify="left")
+    for col in ("benchmark", "metric", "value", "target", "met"):
+        table.add_column(col)
+    for res in results:
+        rows = res["rows"] or [("", "", "", "")]
+        for i, (metric, value, target, met) in enumerate(rows):
+            label = f"{res['name']} [{res['status']}]" if i == 0 else ""
+            # Cells are data, not markup: "[ok]" or an error message must show as written.
+            table.add_row(*(escape(str(cell)) for cell in (label, metric, value, target, met)))
+    return table
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--results-dir", type=Path, default=ROOT / "results")
     parser.add_argument("--out", type=Path, default=None, help="combined JSON (default: RESULTS_DIR/all.json)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per benchmark")
+    parser.add_argument("--summarize-only", action="store_true",
+                        help="run nothing: rebuild the table and combined JSON from the JSONs in RESULTS_DIR")
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n] or list(BENCHMARKS)
     unknown = set(names) - set(BENCHMARKS)
@@ -116,21 +224,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     results = []
     for name in names:
+        if args.summarize_only:
+            results.append(read_result(name, args.results_dir / f"{name}.json"))
+            continue
         console.log(f"running {name} ...")
         results.append(run_one(name, args.quick, args.results_dir, args.timeout))
-    table = Table(title=f"agentflow-gym benchmarks ({'quick' if args.quick else 'full'}; "
-                        f"{os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()})")
-    for col in ("benchmark", "metric", "value", "target", "met"):
-        table.add_column(col)
-    for res in results:
-        rows = res["rows"] or [("", "", "", "")]
-        for i, (metric, value, target, met) in enumerate(rows):
-            label = f"{res['name']} [{res['status']}]" if i == 0 else ""
-            table.add_row(label, metric, value, target, met)
-    console.print(table)
+    host = machine_info()
+    for res in results:  # measured just now, here: a JSON without machine info still ran on this host
+        if res["status"] == "ok" and not args.summarize_only and not res.get("machine"):
+            res["machine"] = host
+    mode = "saved results" if args.summarize_only else "quick" if args.quick else "full"
+    console.print(render_table(results, host, mode))
     combined = args.out or args.results_dir / "all.json"
-    combined.write_text(json.dumps({"quick": args.quick, "machine": {"cpus": os.cpu_count(),
-                                    "platform": platform.platform()}, "benchmarks": results}, indent=2))
+    combined.write_text(json.dumps({"quick": args.quick, "mode": mode, "machine": host,
+                                    "measured_on": machine_caption(host, results), "benchmarks": results},
+                                   indent=2))
     console.print(f"wrote {combined}")
     return 0 if all(r["status"] in ("ok", "missing") for r in results) else 1
 

@@ -17,21 +17,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from tools.python_coder import PythonCoderTool
 from tools.sandbox.local import IsolationRequest
+
+if __package__ in (None, ""):  # run as a script (python benchmarks/x.py): make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import machine_info
 
 SNIPPET = "print(sum(range(1000)))"
 EXPECTED = "499500\n"
@@ -139,10 +142,8 @@ def run(quick: bool, pool_size: int, callers: int) -> dict:
     namespace = [r for r in rows if r["isolation"].startswith("bwrap") and r["callers"] == 1]
     return {
         "snippet": SNIPPET, "quick": quick, "pool_size": pool_size,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(), "bwrap": shutil.which("bwrap"),
-                    # other work on the machine inflates every number; recorded for context
-                    "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+        # other work on the machine inflates every number; the load is recorded for context
+        "machine": machine_info(bwrap=shutil.which("bwrap"), loadavg_before=load_before),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "target_median_ms": TARGET_MS,
         "target_met": bool(namespace) and namespace[0]["median_ms"] <= TARGET_MS,
@@ -162,7 +163,7 @@ def _print(report: dict, console: Console) -> None:
     machine = report["machine"]
     console.print(f"{machine['cpus']} CPUs; 1-min load average "
                   f"{machine['loadavg_before'][0]:.2f} before, "
-                  f"{machine['loadavg_after'][0]:.2f} after")
+                  f"{machine['loadavg'][0]:.2f} after")
     verdict = "met" if report["target_met"] else "NOT met (or no namespace isolation here)"
     console.print(f"target: median <= {TARGET_MS:g} ms with namespace isolation: {verdict}")
 

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +34,10 @@ from rich.table import Table
 
 from tools.retrieval import Backend, BM25Index, IndexSettings, Passage, numba_available
 from tools.search import SearchTool
+
+if __package__ in (None, ""):  # run as a script (python benchmarks/x.py): make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import machine_info
 
 TARGET_BATCHED_QPS = 1500.0
 _SYLLABLES = (
@@ -236,12 +239,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "target_batched_qps": TARGET_BATCHED_QPS,
         "best_tool_batched_qps": best_batched,
         "target_met": best_batched >= TARGET_BATCHED_QPS,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "numba": numba_available(),
-        },
+        "machine": machine_info(numba=numba_available()),
     }
     _print(console, report)
     out = Path(args.out)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import re
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +33,10 @@ from agentflow_env.llm.base import GenerationRequest, GenerationResult
 from agentflow_env.llm.callable_engine import CallableEngine
 from agentflow_env.planners import OraclePlanner
 from agentflow_env.tasks.suite import make_suite
+
+if __package__ in (None, ""):  # run as a script (python benchmarks/x.py): make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import machine_info
 
 console = Console()
 _SUGGESTED = re.compile(r"Planner's suggested command: (.*)")
@@ -229,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     overhead = [offline_overhead(f, 10 if args.quick else 40) for f in ("search", "math")]
     _print(rows, overhead)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": _machine(), "throughput": rows, "offline_overhead": overhead}, indent=2))
+    args.out.write_text(json.dumps({"machine": machine_info(), "throughput": rows, "offline_overhead": overhead}, indent=2))
     console.print(f"wrote {args.out}")
     return 0
 
@@ -245,12 +249,6 @@ def _capped(engine: Any, max_tokens: int) -> Any:
             engine.close()
 
     return Capped()
-
-
-def _machine() -> dict[str, Any]:
-    import os
-
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
 
 
 def _print(rows: list[dict[str, Any]], overhead: list[dict[str, Any]]) -> None:

@@ -1,0 +1,175 @@
+"""The combined benchmark table: summarizers on the saved results and on hand-made dicts
+(including malformed ones), the machine caption, and ``--summarize-only`` end to end."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from benchmarks.run_all import (
+    BENCHMARKS,
+    machine_caption,
+    main,
+    read_result,
+    render_table,
+    summarize,
+)
+
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+
+
+def _saved(name: str) -> dict[str, Any]:
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        pytest.skip(f"{path} not present (run python -m benchmarks --only {name})")
+    return json.loads(path.read_text())
+
+
+def _by_metric(rows: list[tuple[str, str, str, str]]) -> dict[str, tuple[str, str, str]]:
+    return {metric: (value, target, met) for metric, value, target, met in rows}
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+# ----------------------------------------------------------------------------------- learning
+def test_learning_rows_follow_the_saved_json() -> None:
+    data = _saved("learning")
+    rows = _by_metric(summarize("learning", data))
+    for method, s in data["summary"].items():
+        runs = [r for r in data["results"] if r["method"] == method]
+        n = s["n"]
+        value, _, _ = rows[f"{method} held-out gain ({n} seed{'' if n == 1 else 's'})"]
+        before, after = _mean([r["before"] for r in runs]), _mean([r["after"] for r in runs])
+        assert value == f"{s['mean_gain']:+.2f} ± {s['std_gain']:.2f} ({before:.2f} -> {after:.2f})"
+    [target_metric] = [m for m in rows if m.startswith("target: flow_grpo +20 points in 10 min")]
+    value, target, met = rows[target_metric]
+    assert target == ">= +0.20 in 10 min" and met == ("yes" if data["target_met"] else "NO")
+    assert ("[quick run]" in target_metric) == bool(data["quick"])
+
+
+def test_learning_hand_made_two_seeds_met() -> None:
+    runs = [{"method": "flow_grpo", "seed": 0, "before": 0.40, "after": 0.65, "gain": 0.25, "train_minutes": 8.0},
+            {"method": "flow_grpo", "seed": 1, "before": 0.50, "after": 0.65, "gain": 0.15, "train_minutes": 9.5}]
+    data = {"quick": False, "results": runs, "target_gain": 0.1, "target_minutes": 10.0, "target_met": True,
+            "summary": {"flow_grpo": {"mean_gain": 0.20, "std_gain": 0.05, "n": 2}}}
+    assert summarize("learning", data) == [
+        ("flow_grpo held-out gain (2 seeds)", "+0.20 ± 0.05 (0.45 -> 0.65)", "", ""),
+        ("target: flow_grpo +10 points in 10 min (every seed)", "worst seed +0.15 in 9.5 min",
+         ">= +0.10 in 10 min", "yes"),
+    ]
+
+
+def test_learning_without_a_flow_grpo_run_says_so() -> None:
+    data = {"quick": True, "results": [{"method": "sft_only", "before": 0.2, "after": 0.3, "gain": 0.1,
+                                        "train_minutes": 1.0}],
+            "summary": {"sft_only": {"mean_gain": 0.1, "std_gain": 0.0, "n": 1}},
+            "target_gain": 0.2, "target_minutes": 10.0, "target_met": False}
+    rows = summarize("learning", data)
+    assert rows[-1] == ("target: flow_grpo +20 points in 10 min (every seed) [quick run]", "no flow_grpo run",
+                        ">= +0.20 in 10 min", "NO")
+
+
+# ------------------------------------------------------------------------------------- update
+def test_update_rows_follow_the_saved_json() -> None:
+    data = _saved("update_throughput")
+    rows = _by_metric(summarize("update_throughput", data))
+    batch = f"{data['queries']}x{data['group_size']}"
+    for r in data["rows"]:
+        value, _, _ = rows[f"update {r['variant']} ({batch}): tokens/s | peak RSS growth"]
+        assert value == f"{r['tokens_per_s']:,.0f} | {r['peak_rss_growth_mb']:,.0f} MB"
+    speed = {r["variant"]: r["tokens_per_s"] for r in data["rows"]}
+    if {"flow_grpo_packed", "trl_grpo"} <= set(speed):
+        ratio = rows["flow_grpo_packed / trl_grpo tokens/s"][0]
+        assert ratio == f"{speed['flow_grpo_packed'] / speed['trl_grpo']:.1f}x"
+
+
+def test_update_hand_made_side_by_side() -> None:
+    data = {"queries": 4, "group_size": 8, "rows": [
+        {"variant": "flow_grpo_packed", "tokens_per_s": 3000.4, "peak_rss_growth_mb": 12.6},
+        {"variant": "trl_grpo", "tokens_per_s": 1000.0, "peak_rss_growth_mb": 1234.0}]}
+    assert summarize("update_throughput", data) == [
+        ("update flow_grpo_packed (4x8): tokens/s | peak RSS growth", "3,000 | 13 MB", "", ""),
+        ("update trl_grpo (4x8): tokens/s | peak RSS growth", "1,000 | 1,234 MB", "", ""),
+        ("flow_grpo_packed / trl_grpo tokens/s", "3.0x", "", ""),
+    ]
+    del data["rows"][1]  # no TRL run: no ratio row
+    assert len(summarize("update_throughput", data)) == 1
+
+
+# ---------------------------------------------------------------------------------- malformed
+@pytest.mark.parametrize(("name", "data", "detail"), [
+    ("learning", {}, "missing key 'results'"),
+    ("learning", {"results": [], "summary": {"flow_grpo": 0.3}}, "TypeError"),
+    ("learning", {"results": [], "summary": {}, "target_gain": "lots", "target_minutes": 10}, "ValueError"),
+    ("update_throughput", {"queries": 4, "group_size": 8, "rows": [{"variant": "x"}]}, "missing key 'tokens_per_s'"),
+    ("update_throughput", ["not", "an", "object"], "expected a JSON object, got list"),
+    ("search_throughput", {"rows": None}, "TypeError"),
+])
+def test_malformed_json_gives_one_clear_row(name: str, data: Any, detail: str) -> None:
+    [(metric, value, target, met)] = summarize(name, data)
+    assert target == ""
+    assert metric == f"malformed {name}.json" and detail in value and met == "NO"
+
+
+@pytest.mark.parametrize("name", sorted(BENCHMARKS))
+def test_every_saved_result_summarizes(name: str) -> None:
+    _saved(name)
+    res = read_result(name, RESULTS / f"{name}.json")
+    assert res["status"] == "ok" and res["rows"]
+    assert not any(metric.startswith("malformed") for metric, *_ in res["rows"])
+
+
+def test_read_result_of_missing_and_broken_files(tmp_path: Path) -> None:
+    assert read_result("learning", tmp_path / "learning.json")["status"] == "no results"
+    (tmp_path / "learning.json").write_text('{"results": [')
+    res = read_result("learning", tmp_path / "learning.json")
+    assert res["status"] == "malformed" and res["rows"][0][1].startswith("not JSON")
+
+
+# -------------------------------------------------------------------------------- table, machine
+MACHINE = {"cpus": 2, "cpu_model": "Test CPU", "platform": "Linux-x", "python": "3.11.7", "loadavg": [1.0]}
+
+
+def test_machine_caption_names_the_machine_once_or_per_benchmark() -> None:
+    same = [{"name": "a", "machine": MACHINE}, {"name": "b", "machine": {**MACHINE, "loadavg": [3.0]}}]
+    assert machine_caption(MACHINE, same) == "measured on 2 CPUs (Test CPU), Linux-x, Python 3.11.7"
+    mixed = [*same, {"name": "c", "machine": {"cpus": 8, "platform": "Linux-y"}}, {"name": "d"}]
+    assert machine_caption(MACHINE, mixed) == ("measured on: a, b: 2 CPUs (Test CPU), Linux-x, Python 3.11.7; "
+                                               "c: 8 CPUs, Linux-y; d: machine not recorded")
+
+
+def test_table_shows_cells_as_written_and_the_machine() -> None:
+    results = [{"name": "learning", "status": "ok", "machine": MACHINE,
+                "rows": [("[bold]not markup[/bold]", "+0.08", "", "NO")]}]
+    out = io.StringIO()
+    Console(file=out, width=200).print(render_table(results, MACHINE, "quick"))
+    text = out.getvalue()
+    assert "learning [ok]" in text and "[bold]not markup[/bold]" in text
+    assert "measured on 2 CPUs (Test CPU), Linux-x, Python 3.11.7" in text
+
+
+def test_summarize_only_writes_the_combined_json_with_the_machine(tmp_path: Path) -> None:
+    for name in BENCHMARKS:
+        _saved(name)
+        shutil.copy(RESULTS / f"{name}.json", tmp_path / f"{name}.json")
+    assert main(["--summarize-only", "--results-dir", str(tmp_path), "--out", str(tmp_path / "all.json")]) == 0
+    combined = json.loads((tmp_path / "all.json").read_text())
+    assert combined["mode"] == "saved results" and combined["measured_on"].startswith("measured on")
+    assert combined["machine"]["cpus"] == os.cpu_count() and "cpu_model" in combined["machine"]
+    assert [b["name"] for b in combined["benchmarks"]] == list(BENCHMARKS)
+    assert all(b["status"] == "ok" for b in combined["benchmarks"])
+
+    (tmp_path / "learning.json").write_text("{}")  # a broken result: a clear row and exit code 1
+    assert main(["--summarize-only", "--results-dir", str(tmp_path), "--only", "learning"]) == 1
+    [learning] = json.loads((tmp_path / "all.json").read_text())["benchmarks"]
+    assert learning["status"] == "malformed" and learning["rows"] == [
+        ["malformed learning.json", "missing key 'results'", "", "NO"]]
