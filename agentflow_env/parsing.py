@@ -17,6 +17,7 @@ to the policy and consume the turn.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from difflib import get_close_matches
@@ -42,6 +43,7 @@ _LABEL = re.compile(
     r"[ \t]*\**[ \t]*:[ \t]*\**",
     re.IGNORECASE | re.MULTILINE,
 )
+_LABEL_JUNK = re.compile(r"[ \t_\-]")
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
 _FENCE = re.compile(r"```[ \t]*(?:python|py)?[ \t]*\n(.*?)```", re.IGNORECASE | re.DOTALL)
 
@@ -91,7 +93,7 @@ def _split_fields(text: str) -> dict[str, str]:
         m for m in _LABEL.finditer(text) if not any(a < m.start() < b for a, b in fences)
     ]
     for i, match in enumerate(matches):
-        key = _FIELDS[re.sub(r"[ \t_\-]", "", match.group(1).lower())]
+        key = _FIELDS[_LABEL_JUNK.sub("", match.group(1).lower())]
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
         value = text[match.end() : end]
         # An <answer> tag is its own thing, not part of a field (code in a fence is left alone).
@@ -100,6 +102,12 @@ def _split_fields(text: str) -> dict[str, str]:
         if key not in fields:
             fields[key] = value
     return fields
+
+
+@functools.lru_cache(maxsize=64)
+def _tool_table(tool_names: tuple[str, ...]) -> dict[str, str]:
+    """Normalized name -> canonical name (cached: the same tool list comes with every step)."""
+    return {normalize_tool_name(n): n for n in (*tool_names, FINISH)}
 
 
 def _match_tool(written: str, tool_names: Sequence[str]) -> str | None:
@@ -112,7 +120,7 @@ def _match_tool(written: str, tool_names: Sequence[str]) -> str | None:
     key = normalize_tool_name(first)
     if not key:
         return None
-    table = {normalize_tool_name(n): n for n in (*tool_names, FINISH)}
+    table = _tool_table(tuple(tool_names))
     if key in table:
         return table[key]
     if key.endswith("tool") and key[:-4] in table:

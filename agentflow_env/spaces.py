@@ -1,12 +1,14 @@
 """Text spaces with an explicit charset.
 
 ``gymnasium.spaces.Text`` defaults to 62 alphanumerics, which rejects ordinary prose. We use the
-Basic Multilingual Plane minus NUL and surrogates (constructing it costs ~30 ms); observations are
+Basic Multilingual Plane minus NUL and surrogates (building its tables costs ~0.1 s, so it is done once per length); observations are
 sanitized so that they always belong to the space.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
 
 from gymnasium import spaces
@@ -17,8 +19,20 @@ TEXT_CHARSET: str = "".join(chr(i) for i in range(1, 0x10000) if not 0xD800 <= i
 _OUTSIDE = re.compile("[\x00\ud800-\udfff\U00010000-\U0010ffff]")
 
 
-def text_space(max_length: int) -> spaces.Text:
+@functools.lru_cache(maxsize=8)
+def _prototype(max_length: int) -> spaces.Text:
     return spaces.Text(max_length=max_length, min_length=0, charset=TEXT_CHARSET)
+
+
+def text_space(max_length: int) -> spaces.Text:
+    """A Text space over :data:`TEXT_CHARSET`.
+
+    Building the charset tables takes ~0.1 s, paid once per length: each call returns a shallow
+    copy of a cached space (the tables are never mutated) with its own, unseeded generator.
+    """
+    space = copy.copy(_prototype(max_length))
+    space._np_random = None  # never share a sampling generator between spaces
+    return space
 
 
 def sanitize_text(text: str, max_length: int | None = None) -> str:

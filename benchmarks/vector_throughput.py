@@ -91,7 +91,7 @@ def run_serial(make_env: Callable[[], AgentFlowEnv], n: int) -> float:
     start = time.perf_counter()
     for i, env in enumerate(envs):
         planner = OraclePlanner(verbose=False)
-        obs, _ = env.reset(options={"task_index": i})
+        obs, _ = env.reset(options={"task_index": max(i, 0)})
         planner.reset(env.unwrapped.task)
         done = False
         while not done:
@@ -173,6 +173,7 @@ class TimedTool:
 
     def __init__(self, tool: Any) -> None:
         self.tool, self.card, self.seconds = tool, tool.card, 0.0
+        self.runs_inline = getattr(tool, "runs_inline", False)  # keep the env's dispatch unchanged
 
     def execute(self, **inputs: Any) -> Any:
         start = time.perf_counter()
@@ -185,29 +186,49 @@ class TimedTool:
         self.tool.close()
 
 
-def offline_overhead(family: str, episodes: int) -> dict[str, Any]:
-    """Env time per step beyond the tool's own execute time (direct/planner/planner modes)."""
-    env = gym.make(f"AgentFlow-{family.capitalize()}-v0", num_tasks=max(episodes, 20))
+def offline_overhead(family: str, episodes: int, distractors: int = 0) -> dict[str, Any]:
+    """Env time per step beyond the tool's own execute time (direct/planner/planner modes).
+
+    ``distractors`` > 0 adds that many synthetic passages to the Search_Tool's corpus (the
+    generated world's 248 documents stay in it, so the oracle's episodes are unchanged): a search
+    over a realistic corpus size instead of a toy one, with the same env work per step.
+    """
+    kwargs: dict[str, Any] = {"num_tasks": max(episodes, 20)}
+    label = family
+    if distractors:
+        from benchmarks.search_throughput import make_corpus
+
+        world = make_suite(family, seed=0, num_tasks=kwargs["num_tasks"])
+        extra = [{"title": p.title, "text": p.text} for p in make_corpus(distractors, seed=1)]
+        kwargs["documents"] = [dict(d) for d in world.documents] + extra
+        label = f"{family} + {distractors:,} passages"
+    env = gym.make(f"AgentFlow-{family.capitalize()}-v0", **kwargs)
     flow = env.unwrapped.flow
     timed = {name: TimedTool(tool) for name, tool in flow.tools.items()}
     flow.tools = timed
     planner = OraclePlanner()
-    steps, step_s = 0, 0.0
-    for i in range(episodes):
-        obs, _ = env.reset(options={"task_index": i})
+    steps, step_s, successes = 0, 0.0, 0.0
+    for i in [-1, *range(episodes)]:  # episode -1 warms up (lazy imports, first-step checks), untimed
+        if i == 0:
+            steps, step_s, successes = 0, 0.0, 0.0
+            for t in timed.values():
+                t.seconds = 0.0
+        obs, _ = env.reset(options={"task_index": max(i, 0)})
         planner.reset(env.unwrapped.task)
         done = False
         while not done:
             action = planner.act(obs)
             start = time.perf_counter()
-            obs, _, term, trunc, _ = env.step(action)
+            obs, reward, term, trunc, _ = env.step(action)
             step_s += time.perf_counter() - start
             steps += 1
             done = term or trunc
+        successes += float(reward)
     tool_s = sum(t.seconds for t in timed.values())
     env.close()
-    return {"family": family, "steps": steps, "step_ms": 1000 * step_s / steps, "tool_ms": 1000 * tool_s / steps,
-            "overhead_ms": 1000 * (step_s - tool_s) / steps, "overhead_frac": (step_s - tool_s) / step_s}
+    return {"family": label, "steps": steps, "step_ms": 1000 * step_s / steps, "tool_ms": 1000 * tool_s / steps,
+            "overhead_ms": 1000 * (step_s - tool_s) / steps, "overhead_frac": (step_s - tool_s) / step_s,
+            "oracle_success": successes / episodes}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -215,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="N in {1, 4, 16} and fewer episodes")
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--max-turns", type=int, default=3)
+    parser.add_argument("--distractors", type=int, default=100_000,
+                        help="synthetic passages added to the search corpus for the realistic-size overhead row")
     parser.add_argument("--skip-hf", action="store_true", help="skip the tiny local model engine")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/vector_throughput.json"))
     args = parser.parse_args(argv)
@@ -230,7 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             hf = HFEngine(str(path), max_batch_size=64, seed=0)
             # Short completions keep the serial baseline affordable; the ratio is what matters.
             rows += throughput_rows("hf-tiny", _capped(hf, 24), sizes, suite, args.max_turns)
-    overhead = [offline_overhead(f, 10 if args.quick else 40) for f in ("search", "math")]
+    episodes = 20 if args.quick else 100
+    overhead = [offline_overhead(f, episodes) for f in ("search", "math")]
+    overhead.append(offline_overhead("search", episodes, distractors=args.distractors))
     _print(rows, overhead)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": machine_info(), "throughput": rows, "offline_overhead": overhead}, indent=2))
@@ -261,11 +286,11 @@ def _print(rows: list[dict[str, Any]], overhead: list[dict[str, Any]]) -> None:
                       f"{r['vector_over_serial']:.1f}x")
     console.print(table)
     table = Table(title="offline modes: env overhead per step beyond the tool's own time")
-    for col in ("family", "steps", "step ms", "tool ms", "overhead ms", "overhead %"):
+    for col in ("family", "steps", "step ms", "tool ms", "overhead ms", "overhead %", "oracle success"):
         table.add_column(col, justify="right")
     for o in overhead:
         table.add_row(o["family"], str(o["steps"]), f"{o['step_ms']:.2f}", f"{o['tool_ms']:.2f}",
-                      f"{o['overhead_ms']:.3f}", f"{100 * o['overhead_frac']:.1f}%")
+                      f"{o['overhead_ms']:.3f}", f"{100 * o['overhead_frac']:.1f}%", f"{o['oracle_success']:.2f}")
     console.print(table)
 
 

@@ -180,3 +180,16 @@ def test_fuzzed_actions_never_raise(env: AgentFlowEnv, actions: list[str]) -> No
         assert INFO_KEYS <= set(info)
         if terminated or truncated:
             break
+
+
+def test_text_spaces_share_tables_but_not_generators() -> None:
+    from agentflow_env.spaces import text_space
+
+    a, b = text_space(64), text_space(64)
+    assert a is not b and a.contains("prose, with punctuation: ok? ünïcode ✓") and not a.contains("x" * 65)
+    a.seed(1)
+    assert b._np_random is None, "seeding one space must not seed another"
+    first = a.sample()
+    a.seed(1)
+    assert a.sample() == first  # seeded sampling stays reproducible
+    assert text_space(8).max_length == 8 and a.max_length == 64
