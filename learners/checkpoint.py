@@ -3,6 +3,12 @@
 A checkpoint is a directory ``ckpt-<step>`` written under a temporary name and renamed when
 complete; ``latest.json`` (replaced atomically) names the newest one. A run killed at any
 moment leaves either the previous or the new checkpoint, never a half-written one.
+
+The files are the same whatever wrote them: ``model.pt`` is the model's full state dict and
+``optimizer.pt`` the optimizer's, in torch's own layout (state keyed by parameter index). Under
+FSDP, :func:`full_state` gathers both onto rank 0 first and :func:`load_checkpoint` broadcasts
+them from rank 0 back into the shards, so single-process, DDP and FSDP runs resume each other's
+checkpoints.
 """
 
 from __future__ import annotations
@@ -10,12 +16,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["latest_checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = ["full_state", "latest_checkpoint", "load_checkpoint", "save_checkpoint"]
 
 LATEST = "latest.json"
 
@@ -29,18 +36,74 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(root: str | Path, step: int, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    state: dict[str, Any], keep: int = 2) -> Path:
-    """Write ``root/ckpt-<step>`` atomically, point ``latest.json`` at it, keep the newest ``keep``."""
+def _param_names(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """The name of every optimizer parameter, in the optimizer's (= its state dict's index) order."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    try:
+        return [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+    except KeyError as exc:
+        raise ValueError("the optimizer holds a parameter that is not one of the model's") from exc
+
+
+def _by_index(named: Mapping[str, Any], names: list[str]) -> dict[str, Any]:
+    """A name-keyed optimizer state dict (torch.distributed's layout) -> torch.optim's index layout."""
+    index = {n: i for i, n in enumerate(names)}
+    groups = [{**g, "params": [index[n] for n in g["params"]]} for g in named["param_groups"]]
+    return {"state": {index[n]: v for n, v in named["state"].items()}, "param_groups": groups}
+
+
+def _by_name(indexed: Mapping[str, Any], names: list[str]) -> dict[str, Any]:
+    """torch.optim's index layout -> the name-keyed layout torch.distributed's helpers load."""
+    if sum(len(g["params"]) for g in indexed["param_groups"]) != len(names):
+        raise ValueError(f"the checkpoint's optimizer has {sum(len(g['params']) for g in indexed['param_groups'])} "
+                         f"parameters but this optimizer has {len(names)}")
+    groups = [{**g, "params": [names[i] for i in g["params"]]} for g in indexed["param_groups"]]
+    return {"state": {names[int(i)]: v for i, v in indexed["state"].items()}, "param_groups": groups}
+
+
+def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
+               sharded: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Full model and optimizer state dicts in the plain (single-process) layout.
+
+    ``sharded`` (FSDP): a collective every rank must call; rank 0 gets the full dicts on the
+    CPU, the other ranks get empty dicts. Otherwise the module's and optimizer's own dicts.
+    Without an optimizer its dict is empty.
+    """
+    if not sharded:
+        return model.state_dict(), optimizer.state_dict() if optimizer is not None else {}
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_state = get_model_state_dict(model, options=options)
+    if optimizer is None:
+        return dict(model_state), {}
+    optim_state = get_optimizer_state_dict(model, optimizer, options=options)
+    if dist.get_rank() != 0:
+        return {}, {}
+    return dict(model_state), _by_index(optim_state, _param_names(model, optimizer))
+
+
+def save_checkpoint(root: str | Path, step: int, *, model: torch.nn.Module | Mapping[str, Any],
+                    optimizer: torch.optim.Optimizer | Mapping[str, Any], state: dict[str, Any],
+                    keep: int = 2) -> Path:
+    """Write ``root/ckpt-<step>`` atomically, point ``latest.json`` at it, keep the newest ``keep``.
+
+    ``model`` and ``optimizer`` are the objects or their full state dicts (see :func:`full_state`).
+    """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"ckpt-{step:07d}"
     tmp = root / f".ckpt-{step:07d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    # state_dict clones keep tied weights consistent; torch.save handles shared storage.
-    torch.save(model.state_dict(), tmp / "model.pt")
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    # torch.save keeps tied weights' shared storage.
+    torch.save(model if isinstance(model, Mapping) else model.state_dict(), tmp / "model.pt")
+    torch.save(optimizer if isinstance(optimizer, Mapping) else optimizer.state_dict(), tmp / "optimizer.pt")
     _atomic_write_text(tmp / "state.json", json.dumps({"step": step, **state}))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -60,13 +123,40 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     return path if (path / "state.json").is_file() else None
 
 
-def load_checkpoint(path: str | Path, *, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
-    """Restore model (and optimizer) in place; return the saved state (with ``step``)."""
+def load_checkpoint(path: str | Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                    sharded: bool = False) -> dict[str, Any]:
+    """Restore model (and optimizer) in place; return the saved state (with ``step``).
+
+    ``sharded`` (FSDP): a collective every rank must call; rank 0 reads the files and the full
+    tensors are broadcast into every rank's shards.
+    """
     path = Path(path)
     if not (path / "state.json").is_file():
         raise FileNotFoundError(f"{path} is not a complete checkpoint (no state.json)")
-    model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
-    if optimizer is not None:
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
+    if sharded:
+        _load_sharded(path, model, optimizer)
+    else:
+        model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
+        if optimizer is not None:
+            optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
     return json.loads((path / "state.json").read_text())
+
+
+def _load_sharded(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    main = dist.get_rank() == 0
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    model_state = torch.load(path / "model.pt", map_location="cpu", weights_only=True) if main else {}
+    set_model_state_dict(model, model_state, options=options)
+    if optimizer is not None:
+        optim_state: dict[str, Any] = {}
+        if main:
+            indexed = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+            optim_state = _by_name(indexed, _param_names(model, optimizer))
+        set_optimizer_state_dict(model, optimizer, optim_state, options=options)

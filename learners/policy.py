@@ -8,6 +8,10 @@ Generation backends: :class:`HFGenerator` (transformers ``generate`` with a KV c
 CPU or GPU) and :class:`VLLMGenerator` (vLLM in-process on a GPU, weights synced after each
 update; written against vLLM's offline ``LLM`` API, imported lazily, not exercised here because
 this machine has no GPU).
+
+Under FSDP (:meth:`Policy.shard`) the weights are sharded across ranks: transformers generation
+must run inside :meth:`Policy.gathered` (entered by every rank at the same point), and the
+vLLM weight sync gathers one tensor at a time.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import nn
 
+from learners.distributed import FSDPShards, fsdp_shard, full_tensor, transformer_blocks
 from learners.flow_grpo.loss import entropy_from_logits
 
 logger = logging.getLogger(__name__)
@@ -129,6 +134,9 @@ class HFGenerator:
         kwargs: dict[str, Any] = dict(
             max_new_tokens=settings.max_new_tokens, do_sample=not greedy, eos_token_id=pol.eos_ids,
             pad_token_id=pol.pad_id, output_logits=True, return_dict_in_generate=True, use_cache=True,
+            # transformers turns synced_gpus on for FSDP modules (a per-token collective); ranks
+            # generate different numbers of times, and Policy.gathered() already holds full weights.
+            synced_gpus=False,
         )
         if not greedy:
             kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
@@ -202,7 +210,8 @@ class VLLMGenerator:
         worker = getattr(executor.driver_worker, "worker", executor.driver_worker)
         target = worker.model_runner.model
         state = model.state_dict()
-        target.load_weights((name, tensor) for name, tensor in state.items())
+        # FSDP: each sharded tensor is gathered in turn (every rank syncs, in the same order).
+        target.load_weights((name, full_tensor(tensor)) for name, tensor in state.items())
         if hasattr(self.llm, "reset_prefix_cache"):
             self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
 
@@ -225,7 +234,9 @@ class Policy:
         self.scorer = ActionScorer(self.causal_lm)
         self.generator: Generator = HFGenerator(self)
         self.generation_context: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
-        """entered around every generate call (e.g. to gather sharded weights)"""
+        """entered around every generate call (under FSDP: a check that the weights are gathered)"""
+        self.shards: FSDPShards | None = None
+        """the FSDP units after :meth:`shard`; None while every rank holds all weights"""
 
     # ---------------------------------------------------------------------------- building
     @classmethod
@@ -273,6 +284,39 @@ class Policy:
             p.requires_grad_(False)
         model.eval()
         return Policy(model, self.tokenizer, device=self.device, chat_template=self.chat_template)
+
+    def shard(self, world_size: int) -> FSDPShards:
+        """Shard the weights over ``world_size`` ranks with FSDP2 (a collective: every rank calls it).
+
+        One unit per transformer block and the :class:`ActionScorer` as the root; gradients are
+        summed across ranks. Call it after any ``use_vllm`` and before building the optimizer
+        (the parameters become sharded DTensors). Not for LoRA.
+        """
+        if self.is_lora:
+            raise ValueError("FSDP with LoRA adapters is not supported; use DDP (LoRA trains few parameters)")
+        if self.shards is not None:
+            raise RuntimeError("the policy is already sharded")
+        from torch.distributed.tensor import DTensor
+
+        self.shards = fsdp_shard(self.scorer, transformer_blocks(self.causal_lm), self.device, world_size)
+        with torch.no_grad():  # FSDP takes the module of the first forward as its root: the scorer
+            self.score([[self.pad_id, self.pad_id]], [[False, True]])
+        self.shards.reshard()  # else the root's parameters stay full ones and an optimizer would take those
+        if not all(isinstance(p, DTensor) for p in self.model.parameters()):
+            raise RuntimeError("FSDP left some parameters unsharded; the optimizer would update copies")
+        if isinstance(self.generator, HFGenerator):
+            self.generation_context = self.shards.require_gathered
+        return self.shards
+
+    def gathered(self) -> AbstractContextManager[None]:
+        """Full weights for transformers generation inside the block.
+
+        Under FSDP every rank must enter it at the same point (it all-gathers on entry); a no-op
+        when the weights are not sharded or generation runs in vLLM.
+        """
+        if self.shards is None or not isinstance(self.generator, HFGenerator):
+            return contextlib.nullcontext()
+        return self.shards.gathered()
 
     def use_vllm(self, model_path: str, **kwargs: Any) -> None:
         """Switch generation to an in-process vLLM engine (GPU)."""
@@ -338,14 +382,25 @@ class Policy:
         return logp, ent
 
     # ---------------------------------------------------------------------------- saving
-    def save(self, path: str | Path) -> Path:
-        """Save model (safetensors; LoRA adapters merged) and tokenizer to ``path``."""
+    def save(self, path: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+        """Save model (safetensors; LoRA adapters merged) and tokenizer to ``path``.
+
+        ``state_dict``: the full weights to write instead of the module's own (FSDP: gathered
+        by :func:`learners.checkpoint.full_state`, since a sharded module's are shards).
+        """
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
         model = self.model
         if self.is_lora:
             model = copy.deepcopy(self.model).merge_and_unload()
-        model.save_pretrained(str(out))
+        if state_dict is not None:
+            # Gathered tensors share no storage, so drop tied duplicates (lm_head tied to the
+            # embedding) as transformers does for the module's own weights: the same files.
+            first: dict[int, str] = {}
+            tied = {n for n, p in model.named_parameters(remove_duplicate=False) if first.setdefault(id(p), n) != n}
+            model.save_pretrained(str(out), state_dict={k: v for k, v in state_dict.items() if k not in tied})
+        else:
+            model.save_pretrained(str(out))
         self.tokenizer.save_pretrained(str(out))
         return out
 
