@@ -17,7 +17,9 @@ within 10 minutes on a 2-core CPU.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import json
+import multiprocessing as mp
 import sys
 import time
 from pathlib import Path
@@ -60,9 +62,21 @@ def run_sft_only(seed: int, minutes: float) -> dict[str, Any]:
 
     cfg = make_config("tiny", overrides={"seed": seed})
     policy = load_policy(cfg)
-    history = continue_sft(policy, cfg.env, minutes=minutes, seed=seed, eval_temperature=cfg.train.eval_temperature)
+    history = continue_sft(policy, cfg.env, minutes=minutes, seed=seed, eval_temperature=cfg.train.eval_temperature,
+                           eval_samples=cfg.train.eval_samples)
     return {"before": history[0]["eval_success"], "after": history[-1]["eval_success"],
             "curve": history, "train_minutes": minutes}
+
+
+def run_job(method: str, seed: int, out_dir: Path, overrides: dict[str, Any], sft_minutes: float) -> dict[str, Any]:
+    """One run in a worker process (one torch thread: two workers share a 2-core machine)."""
+    torch.set_num_threads(1)
+    if method == "sft_only":
+        r = run_sft_only(seed, sft_minutes)
+    else:
+        r = run_flow_grpo(method, seed, out_dir, overrides)
+    r.update(method=method, seed=seed, gain=r["after"] - r["before"])
+    return r
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
@@ -96,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--methods", default="flow_grpo,last_turn,sft_only")
     parser.add_argument("--total-steps", type=int, default=None, help="override the preset's steps")
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (one torch thread each)")
     parser.add_argument("--work-dir", default="runs/benchmark_learning")
     parser.add_argument("--out", default="benchmarks/results/learning.json")
     args = parser.parse_args(argv)
@@ -103,25 +118,27 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.methods.split(",")
     overrides: dict[str, Any] = {}
     if args.quick:
-        overrides.update({"train.total_steps": 6, "train.eval_every": 3})
+        overrides.update({"train.total_steps": 6, "train.eval_every": 3, "train.eval_samples": 1})
     if args.total_steps is not None:
         overrides["train.total_steps"] = args.total_steps
+    from learners.flow_grpo.config import make_config
+
     console = Console()
+    budget = float(make_config("tiny", overrides=overrides).train.max_minutes) or TARGET_MINUTES
+    jobs = [(method, seed) for seed in seeds for method in methods]
     results: list[dict[str, Any]] = []
-    for seed in seeds:
-        grpo_minutes = None
-        for method in methods:
-            console.print(f"[bold]{method}[/bold] seed {seed} ...")
-            if method == "sft_only":
-                minutes = grpo_minutes if grpo_minutes is not None else (1.0 if args.quick else TARGET_MINUTES)
-                r = run_sft_only(seed, minutes)
-            else:
-                r = run_flow_grpo(method, seed, Path(args.work_dir) / f"{method}-seed{seed}", overrides)
-                if method == "flow_grpo":
-                    grpo_minutes = r["train_minutes"]
-            r.update(method=method, seed=seed, gain=r["after"] - r["before"])
+    # Runs are independent (SFT-only gets the preset's time budget, the one Flow-GRPO stops at),
+    # so --jobs 2 uses both cores; each run keeps one torch thread.
+    with cf.ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(run_job, method, seed, Path(args.work_dir) / f"{method}-seed{seed}", overrides,
+                               1.0 if args.quick else budget): (method, seed) for method, seed in jobs}
+        for fut in cf.as_completed(futures):
+            r = fut.result()
             results.append(r)
-            console.print(f"  {r['before']:.2f} -> {r['after']:.2f} in {r['train_minutes']:.1f} min")
+            console.print(f"{r['method']} seed {r['seed']}: {r['before']:.2f} -> {r['after']:.2f} "
+                          f"in {r['train_minutes']:.1f} min")
+    order = {job: k for k, job in enumerate(jobs)}
+    results.sort(key=lambda r: order[(r["method"], r["seed"])])
     table = Table(title="held-out success, tiny preset (AgentFlow-Search-v0)")
     for col in ("method", "seed", "before", "after", "gain (points)", "train min"):
         table.add_column(col, justify="right")

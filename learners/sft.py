@@ -160,11 +160,12 @@ def evaluate(policy: Policy, envs: Any, tasks: list[Any], max_new_tokens: int = 
 
 def continue_sft(policy: Policy, env_cfg: EnvConfig, *, minutes: float, lr: float = 2e-4, batch_size: int = 16,
                  seed: int = 0, eval_points: int = 4, compact: bool = True,
-                 eval_temperature: float = 0.0) -> list[dict[str, float]]:
+                 eval_temperature: float = 0.0, eval_samples: int = 1) -> list[dict[str, float]]:
     """The SFT-only baseline: more supervised steps on oracle demos for a wall-clock budget.
 
     Returns held-out success at ``eval_points`` evenly spaced times (training time only), the
     first at 0 minutes. Used by ``benchmarks/learning.py`` against Flow-GRPO on equal time.
+    With sampled evaluation each held-out task is played ``eval_samples`` times.
     """
     probe = make_vector_env(env_cfg, 1)
     train_tasks, eval_tasks = split_tasks(list(probe.tasks), env_cfg.eval_tasks)
@@ -175,7 +176,8 @@ def continue_sft(policy: Policy, env_cfg: EnvConfig, *, minutes: float, lr: floa
     gen = torch.Generator().manual_seed(seed)
     marks = [minutes * 60 * k / max(eval_points - 1, 1) for k in range(eval_points)]
     def held_out() -> float:
-        return evaluate(policy, eval_envs, eval_tasks, temperature=eval_temperature)
+        repeats = eval_samples if eval_temperature > 0 else 1
+        return evaluate(policy, eval_envs, eval_tasks * repeats, temperature=eval_temperature)
 
     history = [{"minutes": 0.0, "step": 0, "eval_success": held_out()}]
     trained, step = 0.0, 0

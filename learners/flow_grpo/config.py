@@ -167,10 +167,14 @@ class TrainConfig:
 
     total_steps: int = 60
     """training steps (one rollout + update each)"""
+    max_minutes: float = 0.0
+    """stop early once this much training time (rollouts + updates, evaluation excluded) is spent; 0: no limit"""
     eval_every: int = 20
     """evaluate on held-out tasks every this many steps (0: only before and after)"""
     eval_temperature: float = 1.0
     """sampling temperature of evaluation (0 = greedy; 1.0 = the policy as trained, the tiny default)"""
+    eval_samples: int = 1
+    """episodes per held-out task when evaluation samples (greedy plays each task once)"""
     checkpoint_every: int = 10
     """write a checkpoint every this many steps (and at the end); 0: only at the end"""
     save_trajectories: bool = True
@@ -178,7 +182,7 @@ class TrainConfig:
     progress: bool = True
     """show a rich progress bar"""
     distributed: Literal["auto", "none", "ddp", "fsdp"] = "auto"
-    """auto: DDP when launched by torchrun, else none (fsdp: not implemented yet, rejected)"""
+    """auto: DDP when launched by torchrun, else none; fsdp: shard weights, gradients and AdamW state across ranks (FSDP2, for models too large to replicate)"""
     num_threads: int = 1
     """torch intra-op threads; 1 is fastest on a shared 2-core CPU (0 leaves torch's default)"""
 
@@ -249,10 +253,12 @@ def _validate(cfg: FlowGRPOConfig) -> None:
            "an engine: set --env.engine (e.g. openai:MODEL@http://127.0.0.1:8000/v1)")
     _check(t.total_steps >= 0 and t.eval_every >= 0 and t.checkpoint_every >= 0,
            "train.total_steps, train.eval_every and train.checkpoint_every must be >= 0")
+    _check(t.eval_samples >= 1, f"train.eval_samples={t.eval_samples} must be >= 1")
+    _check(t.max_minutes >= 0, f"train.max_minutes={t.max_minutes} must be >= 0 (0 = no time limit)")
     _check(t.eval_temperature >= 0, "train.eval_temperature must be >= 0 (0 = greedy)")
     _check(m.lora_rank >= 0, "model.lora_rank must be >= 0 (0 disables LoRA)")
-    _check(t.distributed != "fsdp", "train.distributed='fsdp' is not implemented yet (ranks take different "
-           "numbers of turns, so FSDP's all-gathers around generation would deadlock); use ddp")
+    _check(not (t.distributed == "fsdp" and m.lora_rank > 0), "train.distributed='fsdp' does not support LoRA "
+           "(model.lora_rank > 0): LoRA trains few parameters, so use --train.distributed ddp (or auto)")
     _check(not (m.dtype == "float16" and m.device == "cpu"),
            "model.dtype=float16 is not supported on CPU; use float32 or bfloat16")
 

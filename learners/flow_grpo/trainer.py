@@ -6,6 +6,9 @@ estimator, drops zero-variance groups, and runs ``algo.epochs`` x ``algo.mini_ba
 optimizer steps, each accumulating gradients over micro-batches of packed sequences, all-reducing
 them across ranks and clipping them. Rank 0 writes TensorBoard scalars, trajectories (JSONL) and
 atomic checkpoints; ``resume`` restores model, optimizer, random state and step exactly.
+With ``train.distributed='fsdp'`` the policy (and reference) are sharded; rollouts run inside
+``policy.gathered()`` and every rank runs the same number of micro-batches (see
+:mod:`learners.distributed` for why).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from learners.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from learners.checkpoint import full_state, latest_checkpoint, load_checkpoint, save_checkpoint
 from learners.distributed import Dist, init_distributed
 from learners.envs import make_vector_env, split_tasks
 from learners.flow_grpo.advantages import compute_advantages, zero_variance_groups
@@ -64,10 +67,14 @@ class FlowGRPOTrainer:
         if cfg.rollout.backend == "vllm":
             self.policy.use_vllm(resolve_model_path(cfg.model.name_or_path), dtype=cfg.model.dtype,
                                  gpu_memory_utilization=cfg.rollout.vllm_gpu_memory_utilization, seed=cfg.seed)
+        self.dist.broadcast_params(self.policy.model)
         self.ref: Policy | None = None
         if cfg.algo.kl_coef > 0 and not self.policy.is_lora:
             self.ref = self.policy.frozen_copy()
-        self.dist.broadcast_params(self.policy.model)
+        if self.dist.fsdp:  # before the optimizer: sharding replaces the parameters
+            self.policy.shard(self.dist.world_size)
+            if self.ref is not None:
+                self.ref.shard(self.dist.world_size)
         self.scorer = self.policy.scorer
         self.params = [p for p in self.policy.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.algo.lr, weight_decay=cfg.algo.weight_decay)
@@ -84,6 +91,8 @@ class FlowGRPOTrainer:
         self.envs = make_vector_env(cfg.env, self.local_queries * G)
         self.train_tasks, self.eval_tasks = split_tasks(list(self.envs.tasks), cfg.env.eval_tasks)
         self._eval_envs: Any = None
+        self.last_eval_episodes = 0
+        """episodes the latest evaluation played (all ranks)"""
         self.writer: Any = None
 
     # ------------------------------------------------------------------------------- loop
@@ -102,13 +111,13 @@ class FlowGRPOTrainer:
             self._log_eval(self.evaluate())
         with self._progress() as progress:
             task = progress.add_task("flow-grpo", total=cfg.train.total_steps, completed=self.step, info="")
-            while self.step < cfg.train.total_steps:
+            while self.step < cfg.train.total_steps and not self._time_up():
                 t_step = time.perf_counter()
                 stats = self.train_step()
                 self.train_seconds += time.perf_counter() - t_step
                 self.step += 1
                 self._log(stats)
-                last = self.step == cfg.train.total_steps
+                last = self.step == cfg.train.total_steps or self._time_up()
                 if cfg.train.eval_every and self.step % cfg.train.eval_every == 0 and not last:
                     self._log_eval(self.evaluate())
                 if cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0 and not last:
@@ -118,8 +127,9 @@ class FlowGRPOTrainer:
             self._log_eval(self.evaluate())
         self.save()
         prints = self.dist.fingerprints(self.policy.model)
+        final = full_state(self.policy.model, sharded=True)[0] if self.dist.fsdp else None
         if self.dist.is_main:
-            self.policy.save(self.out / "final_model")
+            self.policy.save(self.out / "final_model", state_dict=final)
             same = all(p == prints[0] for p in prints)
             (self.out / "ranks.json").write_text(json.dumps({"world_size": self.dist.world_size, "step": self.step,
                                                              "identical": same, "fingerprints": prints}))
@@ -131,6 +141,14 @@ class FlowGRPOTrainer:
         return {"eval_before": evals[0] if evals else float("nan"),
                 "eval_after": evals[-1] if evals else float("nan")}
 
+    def _time_up(self) -> bool:
+        """True once ``train.max_minutes`` of training time are spent (ranks agree: mean over ranks)."""
+        limit = self.cfg.train.max_minutes
+        if limit <= 0:
+            return False
+        (spent,) = self.dist.all_reduce_sum([self.train_seconds])
+        return spent / self.dist.world_size >= 60 * limit
+
     def train_step(self) -> dict[str, float]:
         """One rollout + update. Returns the step's scalars (reduced across ranks)."""
         cfg, t0 = self.cfg, time.perf_counter()
@@ -140,8 +158,9 @@ class FlowGRPOTrainer:
         local = queries[self.dist.rank::self.dist.world_size]
         roll_rng = np.random.default_rng([step_seed, self.dist.rank])
         settings = SamplingSettings(cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.max_new_tokens)
-        batch = collect_groups(self.envs, self.policy, [self.train_tasks[q] for q in local], G, settings,
-                               roll_rng, max_prompt_tokens=cfg.rollout.max_prompt_tokens)
+        with self.policy.gathered():  # FSDP: all ranks gather here, then generate freely
+            batch = collect_groups(self.envs, self.policy, [self.train_tasks[q] for q in local], G, settings,
+                                   roll_rng, max_prompt_tokens=cfg.rollout.max_prompt_tokens)
         t_roll = time.perf_counter()
         advantages = compute_advantages(cfg.algo.estimator, batch.advantage_inputs(),
                                         scale_by_std=cfg.algo.scale_by_std)
@@ -195,6 +214,7 @@ class FlowGRPOTrainer:
             return None
         self.optimizer.zero_grad(set_to_none=True)
         stats: dict[str, float] = defaultdict(float)
+        micros: list[tuple[list[ScoringSequence], torch.Tensor]] = []
         if local_tokens:
             sample_index = torch.tensor([t for s in seqs for t in s.token_sample])
             weights = aggregation_weights(sample_index, a.loss_agg)
@@ -202,12 +222,21 @@ class FlowGRPOTrainer:
             weights *= (local_tokens / global_tokens) if a.loss_agg == "token-mean" else (local_samples / global_samples)
             seqs_order = sorted(range(len(seqs)), key=lambda i: len(seqs[i].ids))  # less padding
             offsets = np.cumsum([0] + [s.num_targets for s in seqs])
-            self.policy.model.train()
             for start in range(0, len(seqs_order), a.micro_batch_size):
-                micro = [seqs[i] for i in seqs_order[start:start + a.micro_batch_size]]
-                w = torch.cat([weights[offsets[i]:offsets[i + 1]] for i in seqs_order[start:start + a.micro_batch_size]])
-                self._micro_step(micro, w, advantages, temp, stats)
-        self.dist.all_reduce_grads(self.params)
+                chunk = seqs_order[start:start + a.micro_batch_size]
+                micros.append(([seqs[i] for i in chunk], torch.cat([weights[offsets[i]:offsets[i + 1]] for i in chunk])))
+        n_micro = len(micros)
+        if self.dist.fsdp:  # FSDP collectives in every forward/backward: all ranks run as many
+            n_micro = int(self.dist.all_reduce_max([n_micro])[0])
+        self.policy.model.train()
+        for k in range(n_micro):
+            if k < len(micros):
+                self._micro_step(*micros[k], advantages, temp, stats)
+            else:  # zero weight: an exactly zero gradient, only there to match the other ranks
+                pad = ScoringSequence([self.policy.pad_id] * 2, [False, True], [0], [0.0])
+                self._micro_step([pad], torch.zeros(1, dtype=torch.float64), np.zeros(1), temp, stats)
+        self.dist.all_reduce_grads(self.params)  # DDP: sum over ranks (FSDP summed in backward)
+        # Global L2 norm: under FSDP the gradients are DTensor shards and the norm is reduced over ranks.
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, a.max_grad_norm)
         self.optimizer.step()
         keys = _LOSS_STATS  # a fixed list: a rank without data must still join the all-reduce
@@ -248,22 +277,27 @@ class FlowGRPOTrainer:
 
     # ------------------------------------------------------------------------- evaluation
     def evaluate(self) -> float:
-        """Held-out success (greedy by default), split across ranks."""
+        """Mean held-out success over ``eval_samples`` episodes per task, split across ranks."""
         cfg = self.cfg
-        mine = self.eval_tasks[self.dist.rank::self.dist.world_size]
+        # Each held-out task is played eval_samples times: sampled evaluation is noisy (one sample
+        # per task on 100 tasks has a standard error of ~5 points at 30% success).
+        samples = 1 if cfg.train.eval_temperature == 0 else cfg.train.eval_samples
+        mine = (self.eval_tasks * samples)[self.dist.rank::self.dist.world_size]
         total, count = 0.0, 0
-        if mine:
-            if self._eval_envs is None:
-                self._eval_envs = make_vector_env(cfg.env, min(EVAL_CHUNK, len(mine)))
-            rng = np.random.default_rng([self.cfg.seed, 7919, self.step, self.dist.rank])
-            settings = SamplingSettings(cfg.train.eval_temperature, 1.0, cfg.rollout.max_new_tokens)
-            for start in range(0, len(mine), EVAL_CHUNK):
-                chunk = mine[start:start + EVAL_CHUNK]
-                batch = collect(self._eval_envs, self.policy, chunk, list(range(len(chunk))), settings, rng,
-                                max_prompt_tokens=cfg.rollout.max_prompt_tokens)
-                total += float(batch.rewards.sum())
-                count += len(chunk)
+        with self.policy.gathered():  # FSDP: every rank gathers here, even one without tasks
+            if mine:
+                if self._eval_envs is None:
+                    self._eval_envs = make_vector_env(cfg.env, min(EVAL_CHUNK, len(mine)))
+                rng = np.random.default_rng([self.cfg.seed, 7919, self.step, self.dist.rank])
+                settings = SamplingSettings(cfg.train.eval_temperature, 1.0, cfg.rollout.max_new_tokens)
+                for start in range(0, len(mine), EVAL_CHUNK):
+                    chunk = mine[start:start + EVAL_CHUNK]
+                    batch = collect(self._eval_envs, self.policy, chunk, list(range(len(chunk))), settings, rng,
+                                    max_prompt_tokens=cfg.rollout.max_prompt_tokens)
+                    total += float(batch.rewards.sum())
+                    count += len(chunk)
         total, count = self.dist.all_reduce_sum([total, count])
+        self.last_eval_episodes = int(count)
         return total / max(count, 1)
 
     # ---------------------------------------------------------------------------- logging
@@ -326,9 +360,11 @@ class FlowGRPOTrainer:
 
     # ------------------------------------------------------------------------ checkpoints
     def save(self) -> None:
-        """Atomic checkpoint on rank 0 (all ranks hold identical parameters)."""
+        """Atomic checkpoint on rank 0 (DDP: all ranks hold identical parameters; FSDP: gathered)."""
+        # Under FSDP every rank joins the gathering; only rank 0 gets (and writes) the full state.
+        model, optim = full_state(self.policy.model, self.optimizer, sharded=self.dist.fsdp)
         if self.dist.is_main:
-            save_checkpoint(self.out / "checkpoints", self.step, model=self.policy.model, optimizer=self.optimizer,
+            save_checkpoint(self.out / "checkpoints", self.step, model=model, optimizer=optim,
                             state={"rng": self.rng.bit_generator.state, "history": self.history,
                                    "train_seconds": self.train_seconds,
                                    "config": self.cfg.to_dict()})
@@ -340,7 +376,7 @@ class FlowGRPOTrainer:
         if path is None:
             logger.warning("no checkpoint under %s: starting from scratch", self.out / "checkpoints")
             return False
-        state = load_checkpoint(path, model=self.policy.model, optimizer=self.optimizer)
+        state = load_checkpoint(path, model=self.policy.model, optimizer=self.optimizer, sharded=self.dist.fsdp)
         self.step = int(state["step"])
         self.rng.bit_generator.state = state["rng"]
         self.history = state["history"]

@@ -110,3 +110,28 @@ def test_two_gloo_ranks_keep_identical_parameters(tiny_model_dir: Path, tmp_path
     after = load_file(out / "final_model" / "model.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert (out / "trajectories.jsonl").is_file() and (out / "trajectories-rank1.jsonl").is_file()
+
+
+def test_time_budget_stops_early_and_sampled_eval_plays_each_task_eval_samples_times(tiny_model_dir: Path,
+                                                                                        tmp_path: Path) -> None:
+    from learners.flow_grpo.config import make_config
+    from learners.flow_grpo.trainer import FlowGRPOTrainer
+
+    overrides = {"model.name_or_path": str(tiny_model_dir), "output_dir": str(tmp_path / "run"),
+                 "train.total_steps": 5, "train.max_minutes": 1e-6, "train.eval_samples": 3,
+                 "train.eval_temperature": 1.0, "train.progress": False, "train.save_trajectories": False,
+                 "rollout.queries_per_step": 2, "rollout.group_size": 2, "rollout.max_new_tokens": 8,
+                 "env.num_tasks": 30, "env.eval_tasks": 2, "env.max_turns": 2, "algo.micro_batch_size": 2}
+    trainer = FlowGRPOTrainer(make_config("tiny", overrides=overrides))
+    try:
+        trainer.train()
+        assert trainer.step == 1, "a spent time budget must stop the run after the current step"
+        assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == "ckpt-0000001"
+        assert trainer.last_eval_episodes == 2 * 3  # 2 held-out tasks x 3 samples
+        assert [e[0] for e in trainer.history["eval"]] == [0, 1]
+    finally:
+        trainer.close()
+    with pytest.raises(ValueError, match="eval_samples"):
+        make_config("tiny", overrides={"train.eval_samples": 0})
+    with pytest.raises(ValueError, match="max_minutes"):
+        make_config("tiny", overrides={"train.max_minutes": -1})
