@@ -14,10 +14,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space
 
 from agentflow_env.env import Family, build_flow
 from agentflow_env.flow import Episode
@@ -65,8 +65,10 @@ class AgentFlowVectorEnv(VectorEnv):
         space = text_space(self.flow.max_observation_chars)
         self.single_observation_space = space
         self.single_action_space = text_space(max(self.flow.max_observation_chars, 100_000))
-        self.observation_space = batch_space(self.single_observation_space, num_envs)
-        self.action_space = batch_space(self.single_action_space, num_envs)
+        # gymnasium's batch_space deep-copies the Text space per sub-env (~10 MB of charset tables
+        # each: 2.5 GB at N=256); text_space's copies share the tables, which are never mutated.
+        self.observation_space = spaces.Tuple([text_space(self.flow.max_observation_chars) for _ in range(num_envs)])
+        self.action_space = spaces.Tuple([text_space(self.single_action_space.max_length) for _ in range(num_envs)])
         self._rngs = [seeding.np_random(None)[0] for _ in range(num_envs)]
         self._episodes: list[Episode | None] = [None] * num_envs
         self._needs_reset = np.zeros(num_envs, dtype=bool)
