@@ -23,9 +23,13 @@ each with its env family's tools (:data:`agentflow_env.env.FAMILY_TOOLS`). Searc
 ``--corpus PATH.jsonl``; without one it is left out and the table says so. ``--module-engine``
 adds ``Base_Generator_Tool``. Without ``--data`` the env's generated tasks and corpus are used.
 
-Accuracy is the mean score over scored episodes with a 95% Wilson interval. Episodes whose
-scorer failed (e.g. a judge error) are not scored and never counted as 0: they are counted as
-``score`` errors and carry their ``score_error`` in the per-episode rows.
+``--env-kwargs JSON`` sets env arguments without an option of their own (:class:`EnvOverrides`),
+e.g. the settings a planner was trained with: ``'{"prompt_style": "compact", "tool_kwargs":
+{"Search_Tool": {"top_k": 1}}}'``. They are merged last (``tool_kwargs`` per tool); keys with an
+option of their own and unknown keys are rejected by name.
+
+Accuracy: mean score over scored episodes, 95% Wilson interval; a failed scorer (e.g. a judge
+error) is a ``score`` error, never a 0 (:mod:`agentflow_env.eval_report`).
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 import time
 from collections import Counter, deque
@@ -43,6 +46,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentflow_env.batch_planner import (
     BatchPlanner,
@@ -51,18 +55,18 @@ from agentflow_env.batch_planner import (
     make_batch_planner,
 )
 from agentflow_env.env import FAMILY_TOOLS
+from agentflow_env.eval_report import episode_rows, print_report, summarize, wilson_interval
 from agentflow_env.llm.base import Engine, GenerationRequest
 from agentflow_env.registration import ENV_IDS
 from agentflow_env.tasks.base import Task
 from agentflow_env.trajectory import EpisodeRecord, TrajectoryBuilder, write_jsonl
 
-__all__ = ["EvalConfig", "EvaluateError", "choose_tools", "infer_kind", "main", "run", "wilson_interval"]
+__all__ = ["EnvOverrides", "EvalConfig", "EvaluateError", "choose_tools", "infer_kind", "main", "print_report",
+           "run", "wilson_interval"]
 
 logger = logging.getLogger(__name__)
 
 SCRIPTED_PREFIX = "scripted:"
-ERROR_KINDS = ("planner", "parse", "executor", "tool", "verifier", "generator", "score",
-               "query_analysis", "judge_fallback")
 _SEARCH_TOOLS = ("Search_Tool", "Wikipedia_Search_Tool")
 
 
@@ -108,20 +112,36 @@ class EvalConfig:
     """planner tokens per step"""
     planner_input: Literal["chat", "prompt"] = "chat"
     """``chat`` (observation as a user message) or ``prompt`` (raw completion)"""
+    env_kwargs: dict[str, Any] | None = None
+    """more env constructor arguments (:class:`EnvOverrides`), merged last"""
     out: str | None = None
     trajectories: str | None = None
 
 
-# ------------------------------------------------------------------------------------ statistics
-def wilson_interval(successes: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """95% Wilson score interval for ``successes`` out of ``n`` (fractional scores allowed)."""
-    if n <= 0:
-        return (math.nan, math.nan)
-    p = min(max(successes / n, 0.0), 1.0)
-    denom = 1.0 + z * z / n
-    center = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, center - half), min(1.0, center + half))
+# env constructor arguments the evaluator sets from an option of its own
+_OWN_OPTION = {"family": "--env", "tasks": "--data", "documents": "--corpus", "scorer": "--judge",
+               **{k: "--" + k.replace("_", "-") for k in ("tools", "max_turns", "executor", "verifier",
+                                                           "generator", "query_analysis", "seed")},
+               **dict.fromkeys(("engine", "executor_engine", "verifier_engine", "generator_engine"),
+                               "--module-engine")}
+
+
+class EnvOverrides(BaseModel):
+    """Env constructor arguments ``env_kwargs`` may set (see :func:`agentflow_env.env.build_flow`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    prompt_style: Literal["full", "compact"] | None = None
+    tool_kwargs: dict[str, dict[str, Any]] | None = None
+    """per-tool constructor arguments, e.g. ``{"Search_Tool": {"top_k": 1}}``"""
+    num_tasks: int | None = Field(None, ge=1)
+    """size of the generated task set (without ``--data``)"""
+    task_kwargs: dict[str, Any] | None = None
+    """task generator arguments (without ``--data``), e.g. ``{"hops": [1, 3]}``"""
+    max_observation_chars: int | None = Field(None, ge=1)
+    max_action_chars: int | None = Field(None, ge=1)
+    max_result_chars: int | None = Field(None, ge=1)
+    tool_timeout_s: float | None = Field(None, gt=0)
 
 
 # ---------------------------------------------------------------------------- engines, planner
@@ -270,7 +290,45 @@ class _Setup:
     env_kwargs: dict[str, Any]
 
 
+def _env_overrides(raw: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``env_kwargs`` validated by :class:`EnvOverrides`; every problem named with its key."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise EvaluateError(f"--env-kwargs must be a JSON object, got {type(raw).__name__}")
+    for key in raw:
+        if key in _OWN_OPTION:
+            raise EvaluateError(f"--env-kwargs {key!r} has an option of its own: use {_OWN_OPTION[key]}")
+        if key not in EnvOverrides.model_fields:
+            valid = ", ".join(EnvOverrides.model_fields)
+            raise EvaluateError(f"--env-kwargs: unknown key {key!r}; valid: {valid}")
+    try:
+        parsed = EnvOverrides.model_validate(dict(raw))
+    except ValidationError as exc:
+        problems = (f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e['input']!r})" for e in exc.errors())
+        raise EvaluateError(f"--env-kwargs: {'; '.join(problems)}") from exc
+    return parsed.model_dump(exclude_unset=True, exclude_none=True)
+
+
+def _apply_overrides(env_kwargs: dict[str, Any], overrides: dict[str, Any], tools: Sequence[str]) -> None:
+    """Merge validated ``env_kwargs`` last: ``tool_kwargs`` per tool, other keys replace."""
+    if "tasks" in env_kwargs and {"num_tasks", "task_kwargs"} & overrides.keys():
+        raise EvaluateError("--env-kwargs num_tasks / task_kwargs shape the generated task set: "
+                            "they do not apply with --data")
+    per_tool = overrides.get("tool_kwargs", {})
+    stray = [name for name in per_tool if name not in tools]
+    if stray:
+        no_corpus = "tasks" in env_kwargs and "Search_Tool" not in env_kwargs["tool_kwargs"]
+        hint = " (Search_Tool needs --corpus with --data)" if "Search_Tool" in stray and no_corpus else ""
+        raise EvaluateError(f"--env-kwargs tool_kwargs names {stray[0]!r}, not a tool of this run "
+                            f"({', '.join(tools) or 'no tools'}){hint}")
+    for name, kwargs in per_tool.items():
+        env_kwargs["tool_kwargs"][name] = {**env_kwargs["tool_kwargs"].get(name, {}), **kwargs}
+    env_kwargs.update({k: v for k, v in overrides.items() if k != "tool_kwargs"})
+
+
 def _setup(cfg: EvalConfig) -> _Setup:
+    overrides = _env_overrides(cfg.env_kwargs)
     family = _env_family(cfg.env)
     tasks = _load_data(cfg.data) if cfg.data is not None else None
     has_module = cfg.module_engine is not None
@@ -283,14 +341,21 @@ def _setup(cfg: EvalConfig) -> _Setup:
         tools = list(cfg.tools) if cfg.tools is not None else None
         if tools is None and has_module:
             tools = [*FAMILY_TOOLS[family], "Base_Generator_Tool"]
+    # both local search tools index the same JSONL corpus
+    tool_kwargs: dict[str, Any] = {n: {"corpus_path": cfg.corpus} for n in _SEARCH_TOOLS} if cfg.corpus else {}
+    env_kwargs: dict[str, Any] = {"tools": tools, "tool_kwargs": tool_kwargs, "max_turns": cfg.max_turns,
+                                  "seed": cfg.seed, "query_analysis": bool(cfg.query_analysis)}
+    if tasks is not None:
+        env_kwargs["tasks"] = tasks
+    elif cfg.episodes is not None:
+        env_kwargs["num_tasks"] = cfg.episodes
+    _apply_overrides(env_kwargs, overrides, tools if tools is not None else FAMILY_TOOLS[family])
     # engines last: everything cheap to check has been checked
     module = CountingEngine(_engine(cfg.module_engine, "--module-engine")) if cfg.module_engine else None
-    tool_kwargs: dict[str, dict[str, Any]] = {}
-    if cfg.corpus:  # both local search tools index the same JSONL corpus
-        tool_kwargs.update({name: {"corpus_path": cfg.corpus} for name in _SEARCH_TOOLS})
     if module is not None:
-        tool_kwargs["Base_Generator_Tool"] = {"engine": module,
-                                              "request_factory": GenerationRequest.model_validate}
+        tool_kwargs["Base_Generator_Tool"] = {  # settings from env_kwargs last
+            "engine": module, "request_factory": GenerationRequest.model_validate,
+            **tool_kwargs.get("Base_Generator_Tool", {})}
     judge = None
     if cfg.judge is not None:
         from agentflow_env.judge import LLMJudge
@@ -302,15 +367,8 @@ def _setup(cfg: EvalConfig) -> _Setup:
             if module is not None and isinstance(cfg.module_engine, str):
                 module.close()
             raise
-    env_kwargs: dict[str, Any] = {
-        "tools": tools, "tool_kwargs": tool_kwargs, "max_turns": cfg.max_turns, "executor": cfg.executor,
-        "verifier": cfg.verifier, "generator": cfg.generator, "engine": module, "scorer": judge,
-        "seed": cfg.seed, "query_analysis": bool(cfg.query_analysis),
-    }
-    if tasks is not None:
-        env_kwargs["tasks"] = tasks
-    elif cfg.episodes is not None:
-        env_kwargs["num_tasks"] = cfg.episodes
+    env_kwargs.update(executor=cfg.executor, verifier=cfg.verifier, generator=cfg.generator, engine=module,
+                      scorer=judge)
     return _Setup(kind, tasks, notes, module, judge, env_kwargs)
 
 
@@ -407,85 +465,12 @@ def _run_episodes(envs: Any, planner: BatchPlanner, tasks: Sequence[Task],
                 slots[i].started(_info_at(infos, i))  # type: ignore[union-attr]
 
 
-# -------------------------------------------------------------------------------------- summary
-def _summarize(records: Sequence[EpisodeRecord], setup: _Setup, planner: Any, wall_s: float) -> dict[str, Any]:
-    scored = [r.score for r in records if r.score is not None]
-    errors: Counter[str] = Counter()
-    tool_calls: Counter[str] = Counter()
-    for r in records:
-        errors.update(r.metadata.get("errors", {}))
-        tool_calls.update(t.tool_name for t in r.turns  # calls that reached the tool
-                          if t.tool_name and t.error_kind != "executor")
-    judge, module = setup.judge, setup.module_engine
-    if judge is not None:
-        errors["judge_fallback"] += len(judge.fallbacks)
-    n = len(records)
-    return {
-        "episodes": n,
-        "scored": len(scored),
-        "accuracy": sum(scored) / len(scored) if scored else None,
-        "accuracy_ci95": list(wilson_interval(float(sum(scored)), len(scored))) if scored else None,
-        "mean_turns": sum(r.num_turns for r in records) / n if n else None,
-        "terminated": sum(r.terminated for r in records),
-        "truncated": sum(r.truncated for r in records),
-        "tool_calls": dict(sorted(tool_calls.items())),
-        "errors": {kind: errors.get(kind, 0) for kind in ERROR_KINDS},
-        "tokens": {who: {"prompt": pair[0], "completion": pair[1]} for who, pair in (
-            ("planner", planner.tokens), ("modules", module.tokens if module else (None, None)),
-            ("judge", (judge.prompt_tokens or None, judge.completion_tokens or None) if judge else (None, None)))},
-        "wall_time_s": wall_s,
-        "episodes_per_s": n / wall_s if wall_s > 0 else None,
-    }
-
-
-def _episode_rows(records: Sequence[EpisodeRecord]) -> list[dict[str, Any]]:
-    return [{"index": r.metadata.get("episode_index"), "task_id": r.task_id, "score": r.score,
-             "score_error": r.score_error, "answer": r.answer, "ground_truth": r.ground_truth,
-             "turns": r.num_turns, "terminated": r.terminated, "truncated": r.truncated,
-             "errors": r.metadata.get("errors", {})} for r in records]
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
-def print_report(report: Mapping[str, Any], console: Any | None = None) -> None:
-    """Render a report as a rich table, followed by its notes."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console()
-    s, c = report["summary"], report["config"]
-    data = Path(c["data"]).name if c["data"] else "generated tasks"
-    table = Table(title=f"{c['env']} | {data} | planner {c['planner']}", title_justify="left")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    ci = s["accuracy_ci95"]
-    rows = [("episodes (scored)", f"{s['episodes']} ({s['scored']})"),
-            ("accuracy [95% Wilson]", f"{_fmt(s['accuracy'])} [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "n/a"),
-            ("mean turns", _fmt(s["mean_turns"], 2)),
-            ("terminated / truncated", f"{s['terminated']} / {s['truncated']}"),
-            ("tools", ", ".join(report["tools"]) or "none")]
-    rows += [(f"calls: {name}", str(count)) for name, count in s["tool_calls"].items()]
-    rows += [(f"errors: {kind}", str(count)) for kind, count in s["errors"].items()]
-    rows += [(f"tokens: {who} (prompt / completion)", f"{_fmt(t['prompt'])} / {_fmt(t['completion'])}")
-             for who, t in s["tokens"].items()]
-    rows += [("setup / run wall time (s)", f"{_fmt(report['setup_s'], 1)} / {_fmt(s['wall_time_s'], 1)}"),
-             ("episodes / s", _fmt(s["episodes_per_s"], 2))]
-    for name, value in rows:
-        table.add_row(name, value, style="red" if name.startswith("errors") and value != "0" else None)
-    console.print(table)
-    for note in report["notes"]:
-        console.print(f"[yellow]note:[/yellow] {note}")
-
-
 # ------------------------------------------------------------------------------------------ run
 def _build_envs(cfg: EvalConfig, setup: _Setup) -> Any:
     import gymnasium as gym
 
-    wanted = len(_select(setup.tasks, cfg)) if setup.tasks is not None else (cfg.episodes or cfg.concurrency)
+    sizes = [n for n in (cfg.episodes, setup.env_kwargs.get("num_tasks")) if n is not None]  # generated
+    wanted = len(_select(setup.tasks, cfg)) if setup.tasks is not None else min(sizes, default=cfg.concurrency)
     try:
         return gym.make_vec(cfg.env, num_envs=min(cfg.concurrency, wanted),
                             vectorization_mode="vector_entry_point",
@@ -541,11 +526,11 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
             if engine is not None and isinstance(spec, str):  # built here from a spec: ours to close
                 engine.close()
     records.sort(key=lambda r: r.metadata["episode_index"])
-    config = {k: v if isinstance(v, (str, int, float, bool, list, type(None))) else repr(v)
+    config = {k: v if isinstance(v, (str, int, float, bool, list, dict, type(None))) else repr(v)
               for k, v in asdict(cfg).items()}
-    report = {"config": config, "kind": setup.kind, "tools": tools, "notes": setup.notes,
-              "setup_s": setup_s, "summary": _summarize(records, setup, planner, wall),
-              "episodes": _episode_rows(records)}
+    report = {"config": config, "kind": setup.kind, "tools": tools, "notes": setup.notes, "setup_s": setup_s,
+              "summary": summarize(records, planner, setup.module_engine, setup.judge, wall),
+              "episodes": episode_rows(records)}
     if cfg.out:
         Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(report, indent=2, allow_nan=False, default=str)
@@ -554,6 +539,17 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ CLI
+def _json_object(text: str) -> dict[str, Any]:
+    """argparse type of ``--env-kwargs``: a JSON object (argparse reports a failure, exit code 2)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}") from exc
+    if isinstance(value, dict):
+        return value
+    raise argparse.ArgumentTypeError(f"must be a JSON object, got {type(value).__name__}: {text!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's arguments (each maps to an :class:`EvalConfig` field)."""
     d = EvalConfig()
@@ -584,6 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-tokens", type=int, default=d.max_tokens, help="planner max tokens per step")
     add("--planner-input", default=d.planner_input, choices=["chat", "prompt"],
         help="send the observation as a chat message or as a raw prompt")
+    add("--env-kwargs", type=_json_object, metavar="JSON", help="more env arguments as a JSON object, "
+        "merged last, e.g. '{\"prompt_style\": \"compact\"}'; keys: " + ", ".join(EnvOverrides.model_fields))
     add("--out", help="write the report as JSON here")
     add("--trajectories", help="write the episode records as JSONL here")
     return p

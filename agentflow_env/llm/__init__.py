@@ -5,6 +5,9 @@
 - :class:`VLLMEngine` (``vllm:NAME``): in-process vLLM on a GPU (unverified here);
 - :class:`CallableEngine`: any Python function (scripted planners, test doubles).
 
+:func:`serve_transformers` runs a local model behind a real OpenAI-compatible server
+(``transformers serve`` as a subprocess) for tests, examples and local benchmarks.
+
 :func:`make_engine` turns a spec string, an engine or a callable into an engine. Engine classes
 load lazily (``agentflow_env.llm.HFEngine`` imports transformers only when first touched).
 """
@@ -34,6 +37,13 @@ from agentflow_env.llm.spec import VALID_FORMS, EngineSpec, make_engine, parse_s
 if TYPE_CHECKING:
     from agentflow_env.llm.hf_engine import HFEngine
     from agentflow_env.llm.openai_engine import OpenAIEngine
+    from agentflow_env.llm.serve import (
+        ServeError,
+        ServeStartError,
+        ServeTimeoutError,
+        TransformersServer,
+        serve_transformers,
+    )
     from agentflow_env.llm.vllm_engine import VLLMEngine
 
 __all__ = [
@@ -53,15 +63,22 @@ __all__ = [
     "ModelNotFoundError",
     "OpenAIEngine",
     "SamplingParams",
+    "ServeError",
+    "ServeStartError",
+    "ServeTimeoutError",
+    "TransformersServer",
     "VLLMEngine",
     "make_engine",
     "parse_spec",
+    "serve_transformers",
 ]
 
 _LAZY = {
     "HFEngine": "agentflow_env.llm.hf_engine",
     "OpenAIEngine": "agentflow_env.llm.openai_engine",
     "VLLMEngine": "agentflow_env.llm.vllm_engine",
+    **dict.fromkeys(("ServeError", "ServeStartError", "ServeTimeoutError", "TransformersServer",
+                     "serve_transformers"), "agentflow_env.llm.serve"),
 }
 
 

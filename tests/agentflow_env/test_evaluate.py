@@ -19,7 +19,16 @@ from typing import Any
 import pytest
 
 from agentflow_env.batch_planner import PLANNER_STOP
-from agentflow_env.evaluate import EvalConfig, choose_tools, infer_kind, main, run, wilson_interval
+from agentflow_env.evaluate import (
+    EnvOverrides,
+    EvalConfig,
+    EvaluateError,
+    choose_tools,
+    infer_kind,
+    main,
+    run,
+    wilson_interval,
+)
 from agentflow_env.llm.base import GenerationRequest, GenerationResult
 from agentflow_env.llm.callable_engine import CallableEngine
 from agentflow_env.tasks.base import Task
@@ -351,6 +360,77 @@ def test_generated_tasks_without_data(tmp_path: Path) -> None:
     assert report["tools"] == ["Python_Coder_Tool"] and len(records) == 3
 
 
+# ------------------------------------------------------------------------------------ env kwargs
+COMPACT_TOP1 = {"prompt_style": "compact", "tool_kwargs": {"Search_Tool": {"top_k": 1}}}
+
+
+def test_env_kwargs_reach_the_env_merged_over_the_evaluators_own(item_data: tuple[Path, Path],
+                                                                  tmp_path: Path) -> None:
+    tasks, corpus = item_data
+
+    def evaluate(env_kwargs: dict[str, Any] | None) -> tuple[dict[str, Any], list[str], set[int]]:
+        seen: list[GenerationRequest] = []
+
+        def planner(request: GenerationRequest) -> str:
+            seen.append(request)
+            return search_planner(request)
+
+        traj = tmp_path / "traj.jsonl"
+        report = run(EvalConfig(data=str(tasks), corpus=str(corpus), planner=CallableEngine(planner),
+                                episodes=2, env_kwargs=env_kwargs, trajectories=str(traj)))
+        passages = {r.turns[0].tool_result.count("Doc ") for r in read_jsonl(traj)}
+        return report, [_text(r) for r in seen], passages
+
+    # defaults: the full prompt (tool cards, format) and Search_Tool's 3 passages per search
+    report, prompts, passages = evaluate(None)
+    assert passages == {3} and prompts[0].startswith("You are the planner")
+    assert report["config"]["env_kwargs"] is None
+    # the tiny planner's settings: compact prompt, one passage; our corpus_path is kept (merged per tool)
+    report, prompts, passages = evaluate(COMPACT_TOP1)
+    assert report["summary"]["accuracy"] == 1.0 and passages == {1}
+    assert prompts[0] == "Query: What is the code of item alpha?\nTools: Search_Tool, Finish\n\n### Step 1\n"
+    assert report["config"]["env_kwargs"] == COMPACT_TOP1  # recorded as given
+
+
+def test_env_kwargs_on_the_command_line(item_data: tuple[Path, Path], tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    tasks, corpus = item_data
+    report, records = _cli(tmp_path, "--data", str(tasks), "--corpus", str(corpus), "--planner",
+                           f"{THIS}:search_planner", "--episodes", "2", "--env-kwargs", json.dumps(COMPACT_TOP1))
+    assert report["config"]["env_kwargs"] == COMPACT_TOP1 and report["summary"]["accuracy"] == 1.0
+    assert all(r.turns[0].tool_result.count("Doc ") == 1 for r in records)
+    assert '"top_k": 1' in capsys.readouterr().out  # the table shows them
+    # generated tasks: num_tasks / task_kwargs shape the task set
+    report, _ = _cli(tmp_path, "--env", "AgentFlow-Math-v0", "--planner", "scripted:oracle",
+                     "--env-kwargs", '{"num_tasks": 3}')
+    assert report["summary"]["episodes"] == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{bad", "argument --env-kwargs: not valid JSON (Expecting property name"),
+        ('["prompt_style"]', "argument --env-kwargs: must be a JSON object, got list"),
+        ("", "argument --env-kwargs: not valid JSON"),
+    ],
+)
+def test_env_kwargs_that_are_not_a_json_object_are_argparse_errors(
+        text: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--env-kwargs", text])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: ") and message in err
+
+
+def test_env_kwargs_errors_from_the_python_api(item_data: tuple[Path, Path]) -> None:
+    tasks, _ = item_data
+    with pytest.raises(EvaluateError, match="must be a JSON object, got list"):
+        run(EvalConfig(data=str(tasks), env_kwargs=["prompt_style"]))  # type: ignore[arg-type]
+    with pytest.raises(EvaluateError, match=r"unknown key 'render_mode'; valid: prompt_style, tool_kwargs"):
+        run(EvalConfig(data=str(tasks), env_kwargs={"render_mode": "ansi"}))
+
+
 # --------------------------------------------------------------------------------- bad arguments
 @pytest.mark.parametrize(
     ("argv", "message"),
@@ -371,6 +451,23 @@ def test_generated_tasks_without_data(tmp_path: Path) -> None:
         (["--tools", "Laser_Tool"], "unknown tool 'Laser_Tool'"),
         (["--episodes", "0"], "--episodes must be >= 1"),
         (["--corpus", "/no/corpus.jsonl"], "--corpus '/no/corpus.jsonl': no such file"),
+        (["--env-kwargs", '{"max_turns": 2}'], "--env-kwargs 'max_turns' has an option of its own: use --max-turns"),
+        (["--env-kwargs", '{"engine": "hf:x"}'], "'engine' has an option of its own: use --module-engine"),
+        (["--env-kwargs", '{"top_k": 1}'], "--env-kwargs: unknown key 'top_k'; valid: prompt_style, tool_kwargs"),
+        (["--env-kwargs", '{"prompt_style": "tiny"}'],
+         "--env-kwargs: prompt_style: Input should be 'full' or 'compact' (got 'tiny')"),
+        (["--env-kwargs", '{"num_tasks": "5"}'], "num_tasks: Input should be a valid integer (got '5')"),
+        (["--env-kwargs", '{"tool_kwargs": {"Search_Tool": 1}}'],
+         "tool_kwargs.Search_Tool: Input should be a valid dictionary (got 1)"),
+        (["--env-kwargs", '{"tool_kwargs": {"Search_Tool": {"top_k": 1}}}'],
+         "tool_kwargs names 'Search_Tool', not a tool of this run (no tools) (Search_Tool needs --corpus"),
+        (["--corpus", "CORPUS", "--tools", "Python_Coder_Tool", "--env-kwargs",
+          '{"tool_kwargs": {"Search_Tool": {"top_k": 1}}}'], "not a tool of this run (Python_Coder_Tool)\n"),
+        (["--env-kwargs", '{"num_tasks": 5}'], "num_tasks / task_kwargs shape the generated task set"),
+        (["--corpus", "CORPUS", "--env-kwargs", '{"tool_kwargs": {"Search_Tool": {"top_k": 0}}}'],
+         "could not build AgentFlow-Search-v0: ValueError: top_k must be an integer in [1, 50], got 0"),
+        (["--corpus", "CORPUS", "--env-kwargs", '{"tool_kwargs": {"Search_Tool": {"topk": 1}}}'],
+         "TypeError: SearchTool.__init__() got an unexpected keyword argument 'topk'"),
     ],
 )
 def test_bad_arguments_get_clear_errors(argv: list[str], message: str, item_data: tuple[Path, Path],
@@ -378,7 +475,8 @@ def test_bad_arguments_get_clear_errors(argv: list[str], message: str, item_data
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # no network attempt if `datasets` is installed
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    tasks, _ = item_data
+    tasks, corpus = item_data
+    argv = [str(corpus) if a == "CORPUS" else a for a in argv]
     args = ["--data", str(tasks), *argv] if "--data" not in argv else argv
     assert main(args) == 2
     assert message in capsys.readouterr().err
@@ -414,3 +512,15 @@ def test_kind_and_tool_choice() -> None:
     names, notes = choose_tools("search", None, None, False)
     assert names == [] and notes[-1] == "no tools: the planner answers closed-book"
     assert choose_tools("math", ["Python_Coder_Tool"], None, False) == (["Python_Coder_Tool"], [])
+
+
+def test_every_env_override_is_an_env_constructor_argument() -> None:
+    """EnvOverrides must not drift from the env's constructor (build_flow's keyword arguments)."""
+    import inspect
+
+    from agentflow_env.env import build_flow
+
+    params = inspect.signature(build_flow).parameters
+    assert set(EnvOverrides.model_fields) <= set(params)
+    for name in EnvOverrides.model_fields:
+        assert params[name].kind is inspect.Parameter.KEYWORD_ONLY

@@ -7,14 +7,9 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -393,64 +388,16 @@ def test_closed_engine_and_bad_arguments(server: ScriptedServer) -> None:
 # ------------------------------------------------------------------------------ transformers serve
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def served(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def served(tiny_model_dir: Path) -> Iterator[str]:
     """A real ``transformers serve`` process serving the tiny model; yields its /v1 URL."""
-    for module in ("fastapi", "uvicorn"):
+    from agentflow_env.llm.serve import SERVING_MODULES, serve_transformers
+
+    for module in SERVING_MODULES:
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"transformers serve needs {module} (pip install 'transformers[serving]')")
-    cli = Path(sys.executable).with_name("transformers")
-    port = _free_port()
-    cache = tmp_path_factory.mktemp("hf-cache")  # GET /models fails unless the hub cache exists
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
-    log = (tmp_path_factory.mktemp("serve") / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [
-            str(cli),
-            "serve",
-            str(tiny_model_dir),
-            "--device",
-            "cpu",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"transformers serve exited with {proc.returncode}; see {log.name}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"transformers serve did not answer /health within 90 s; see {log.name}"
-                )
-            time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        log.close()
+    with serve_transformers(tiny_model_dir, timeout_s=90) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")
