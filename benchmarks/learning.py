@@ -44,12 +44,9 @@ def run_flow_grpo(estimator: str, seed: int, out_dir: Path, overrides: dict[str,
 
     cfg = make_config("tiny", overrides={"algo.estimator": estimator, "seed": seed, "output_dir": str(out_dir),
                                          "train.progress": False, **overrides})
-    trainer = FlowGRPOTrainer(cfg)
     t0 = time.perf_counter()
-    try:
+    with FlowGRPOTrainer(cfg) as trainer:
         result = trainer.train()
-    finally:
-        trainer.close()
     curve = [{"step": int(s), "eval_success": float(v), "minutes": float(t) / 60} for s, v, t in trainer.history["eval"]]
     return {"before": result["eval_before"], "after": result["eval_after"], "curve": curve,
             "train_minutes": trainer.train_seconds / 60, "wall_minutes": (time.perf_counter() - t0) / 60}

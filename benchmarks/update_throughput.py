@@ -11,8 +11,23 @@ planner turn of that batch:
 - ``trl GRPOTrainer``: TRL's ``GRPOTrainer._compute_loss`` (its GRPO loss with per-turn samples
   left-padded prompt + right-padded completion, as TRL lays them out), same micro-batch size.
 
-Throughput is action (trained) tokens per second of update; peak memory is the process's peak
-RSS growth over the loaded model during two updates (warm-up + timed). TRL is a benchmark-only dependency (``pip install trl``).
+Throughput is action (trained) tokens per second of the timed update (the second; the first warms
+up allocator, kernels and optimizer state). Peak memory is measured per update relative to the
+RSS just before it, so model, data and env set-up are excluded: ``peak RSS growth`` is a
+steady-state update's (activations, gradients, temporaries; a third, untimed update),
+``first update`` the warm-up's (also what is created once). Before each measured update freed
+memory is handed back to the OS (``malloc_trim``), so the baseline does not depend on what glibc
+happened to retain (without it the growth varied 130-400 MB run to run for the same update); the
+timed update is kept out of this because faulting the pages back in costs time.
+
+How the peak is read: Linux keeps a high-water mark of the RSS (``VmHWM``) that ``echo 5 >
+/proc/self/clear_refs`` resets, so the child resets it just before an update and reads it just
+after: exact, free, and blind to the loading peak that made the process-lifetime ``ru_maxrss``
+useless here (it read 0 growth for every variant: loading peaked higher than any update). Where
+the reset is not allowed (old kernels, other OSes) a psutil thread samples the RSS every 1 ms
+instead (it can miss spikes shorter than that; both agreed within ~10% here); the
+``memory_method`` field says which was used. TRL is a benchmark-only dependency (``pip install
+trl``).
 
     python -m benchmarks.update_throughput [--quick] [--repeats 3]
 """
@@ -20,24 +35,114 @@ RSS growth over the loaded model during two updates (warm-up + timed). TRL is a 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import pickle
-import resource
+import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
 
+if __package__ in (None, ""):  # run as a script (python benchmarks/x.py): make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import machine_info
+
 VARIANTS = ("flow_grpo_packed", "flow_grpo_per_turn", "trl_grpo")
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+_MB = 2**20
+
+
+def _status_kb(field: str) -> int:
+    """A ``kB`` field of /proc/self/status (VmRSS, VmHWM)."""
+    found = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    if found is None:
+        raise OSError(f"/proc/self/status has no {field}")
+    return int(found.group(1))
+
+
+def _reset_hwm() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux >= 4.0); False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        _status_kb("VmHWM")
+    except OSError:
+        return False
+    return True
+
+
+def _release_free_memory() -> None:
+    """Hand memory freed by earlier work back to the OS (glibc keeps it otherwise), so the RSS
+    before an update does not depend on what the allocator happened to retain."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
+class PeakRSS:
+    """Peak RSS of this process while the block runs, and its growth over the RSS at entry."""
+
+    def __init__(self, interval_s: float = 0.001) -> None:
+        import psutil  # type: ignore[import-untyped]
+
+        self._proc = psutil.Process()
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.method = ""
+        self.before = self.peak = 0
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    def __enter__(self) -> Self:
+        _release_free_memory()
+        self.before = self.peak = self._proc.memory_info().rss
+        if _reset_hwm():
+            self.method = "kernel VmHWM reset"
+        else:
+            self.method = f"psutil sampling every {self._interval_s * 1000:g} ms"
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+        else:
+            self.peak = _status_kb("VmHWM") * 1024
+
+    @property
+    def growth_mb(self) -> float:
+        return (self.peak - self.before) / _MB
+
+
+def measure_update(update: Callable[[], object]) -> dict[str, Any]:
+    """Three updates: a warm-up (its peak memory is the first update's), a timed one (nothing else
+    runs: no trim, no sampling, a warm allocator), then one more for the steady-state peak."""
+    with PeakRSS() as first:
+        update()  # warm-up: allocator pools, kernels, optimizer state
+    t0 = time.perf_counter()
+    update()
+    seconds = time.perf_counter() - t0
+    with PeakRSS() as steady:
+        update()
+    return {"seconds": seconds, "peak_rss_growth_mb": steady.growth_mb, "peak_rss_mb": steady.peak / _MB,
+            "first_update_peak_rss_growth_mb": first.growth_mb, "memory_method": steady.method}
 
 
 def collect_batch(path: Path, queries: int, group: int) -> None:
@@ -71,14 +176,11 @@ def run_flow_grpo(data: dict[str, Any], pack: bool, micro: int) -> dict[str, flo
                                          "rollout.group_size": 2, "output_dir": tempfile.mkdtemp()})
     trainer = FlowGRPOTrainer(cfg)
     samples, adv = data["samples"], data["advantages"]
-    base = _rss_mb()  # after model + env set-up; the peak below includes the updates' activations
-    trainer.update(samples, adv, np.random.default_rng(0))  # warm-up (allocator, kernels)
-    t0 = time.perf_counter()
-    trainer.update(samples, adv, np.random.default_rng(0))
-    seconds = time.perf_counter() - t0
-    trainer.close()
-    tokens = sum(len(s.response_ids) for s in samples)
-    return {"seconds": seconds, "action_tokens": tokens, "peak_rss_growth_mb": _rss_mb() - base}
+    try:
+        out = measure_update(lambda: trainer.update(samples, adv, np.random.default_rng(0)))
+    finally:
+        trainer.close()
+    return {**out, "action_tokens": sum(len(s.response_ids) for s in samples)}
 
 
 def run_trl(data: dict[str, Any], micro: int) -> dict[str, float]:
@@ -108,13 +210,7 @@ def run_trl(data: dict[str, Any], micro: int) -> dict[str, float]:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optim.step()
 
-    base = _rss_mb()
-    step()  # warm-up
-    t0 = time.perf_counter()
-    step()
-    seconds = time.perf_counter() - t0
-    tokens = sum(len(s.response_ids) for s in samples)
-    return {"seconds": seconds, "action_tokens": tokens, "peak_rss_growth_mb": _rss_mb() - base}
+    return {**measure_update(step), "action_tokens": sum(len(s.response_ids) for s in samples)}
 
 
 def _trl_inputs(samples: list[Any], adv: np.ndarray, pad: int) -> dict[str, torch.Tensor]:
@@ -176,16 +272,21 @@ def main(argv: list[str] | None = None) -> int:
         best = min(runs, key=lambda r: r["seconds"])
         rows.append({"variant": variant, "seconds": best["seconds"], "action_tokens": best["action_tokens"],
                      "tokens_per_s": best["action_tokens"] / best["seconds"],
-                     "peak_rss_growth_mb": max(r["peak_rss_growth_mb"] for r in runs), "runs": runs})
-    table = Table(title=f"one update over {queries}x8 trajectories (tiny model, CPU, 1 thread)")
-    for col in ("variant", "update s", "action tokens/s", "peak RSS growth MB"):
+                     "peak_rss_growth_mb": max(r["peak_rss_growth_mb"] for r in runs),
+                     "first_update_peak_rss_growth_mb": max(r["first_update_peak_rss_growth_mb"] for r in runs),
+                     "memory_method": runs[0]["memory_method"], "runs": runs})
+    table = Table(title=f"one update over {queries}x8 trajectories (tiny model, CPU, 1 thread); "
+                        f"memory: peak RSS growth over the RSS before the update ({rows[0]['memory_method']})")
+    for col in ("variant", "update s", "action tokens/s", "peak RSS growth MB", "first update MB"):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(r["variant"], f"{r['seconds']:.2f}", f"{r['tokens_per_s']:,.0f}", f"{r['peak_rss_growth_mb']:.0f}")
+        table.add_row(r["variant"], f"{r['seconds']:.2f}", f"{r['tokens_per_s']:,.0f}",
+                      f"{r['peak_rss_growth_mb']:.1f}", f"{r['first_update_peak_rss_growth_mb']:.1f}")
     Console().print(table)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"quick": args.quick, "queries": queries, "group_size": 8, "rows": rows}, indent=2))
+    out.write_text(json.dumps({"quick": args.quick, "queries": queries, "group_size": 8, "rows": rows,
+                               "machine": machine_info(torch_threads=torch.get_num_threads())}, indent=2))
     return 0
 
 

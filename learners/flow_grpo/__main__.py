@@ -140,11 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if all(ok for _, ok, _ in checks) else 1
     from learners.flow_grpo.trainer import FlowGRPOTrainer
 
-    trainer = FlowGRPOTrainer(cfg)
-    try:
+    with FlowGRPOTrainer(cfg) as trainer:
         result = trainer.train(resume=args.resume)
-    finally:
-        trainer.close()
     if trainer.dist.is_main:
         print(f"eval/success {result['eval_before']:.2f} -> {result['eval_after']:.2f}", flush=True)
     trainer.dist.close()

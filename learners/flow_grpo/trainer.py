@@ -385,7 +385,14 @@ class FlowGRPOTrainer:
         logger.info("resumed from %s at step %d", path, self.step)
         return True
 
+    def __enter__(self) -> "FlowGRPOTrainer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
+        """Close the rollout and evaluation envs (their tools and sandboxes)."""
         self.envs.close()
         if self._eval_envs is not None:
             self._eval_envs.close()
