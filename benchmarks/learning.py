@@ -134,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
             results.append(r)
             console.print(f"{r['method']} seed {r['seed']}: {r['before']:.2f} -> {r['after']:.2f} "
                           f"in {r['train_minutes']:.1f} min")
+            # finished runs are kept even if a later one fails or the benchmark is stopped
+            partial = Path(args.out).with_suffix(".partial.json")
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps({"quick": args.quick, "results": results}, indent=2))
     order = {job: k for k, job in enumerate(jobs)}
     results.sort(key=lambda r: order[(r["method"], r["seed"])])
     table = Table(title="held-out success, tiny preset (AgentFlow-Search-v0)")

@@ -104,7 +104,7 @@ class HFGenerator:
     with ``top_p == 1`` that is the distribution sampled from and the one the loss uses.
     """
 
-    def __init__(self, policy: Policy, max_batch_size: int = 256) -> None:
+    def __init__(self, policy: Policy, max_batch_size: int = 64) -> None:
         self.policy = policy
         self.max_batch_size = max_batch_size
 
@@ -112,11 +112,15 @@ class HFGenerator:
         """Nothing to do: this backend samples from the trained module itself."""
 
     def generate(self, contexts: Sequence[Sequence[int]], settings: SamplingSettings) -> list[GenerationOutput]:
-        outs: list[GenerationOutput] = []
-        for start in range(0, len(contexts), self.max_batch_size):
-            chunk = contexts[start:start + self.max_batch_size]
-            outs.extend(self._generate_chunk(chunk, settings, settings.seed + start))
-        return outs
+        # Chunks of similar lengths: left padding to the longest context of a chunk is wasted work
+        # in the prefill and in every decoding step's attention.
+        order = sorted(range(len(contexts)), key=lambda i: len(contexts[i]))
+        outs: list[GenerationOutput | None] = [None] * len(contexts)
+        for start in range(0, len(order), self.max_batch_size):
+            idx = order[start:start + self.max_batch_size]
+            for i, out in zip(idx, self._generate_chunk([contexts[i] for i in idx], settings, settings.seed + start)):
+                outs[i] = out
+        return outs  # type: ignore[return-value]
 
     @torch.no_grad()
     def _generate_chunk(self, contexts: Sequence[Sequence[int]], settings: SamplingSettings,

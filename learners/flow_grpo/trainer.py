@@ -30,7 +30,7 @@ from learners.flow_grpo.advantages import compute_advantages, zero_variance_grou
 from learners.flow_grpo.config import FlowGRPOConfig, resolve_model_path
 from learners.flow_grpo.loss import aggregation_weights, policy_loss
 from learners.packing import ScoringSequence, pack_samples
-from learners.policy import Policy, SamplingSettings
+from learners.policy import HFGenerator, Policy, SamplingSettings
 from learners.rollout import RolloutBatch, TurnSample, collect, collect_groups
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,8 @@ class FlowGRPOTrainer:
             torch.set_num_threads(cfg.train.num_threads)
         self.out = Path(cfg.output_dir)
         self.policy = policy or load_policy(cfg)
+        if isinstance(self.policy.generator, HFGenerator):
+            self.policy.generator.max_batch_size = cfg.rollout.generation_batch_size
         if cfg.rollout.backend == "vllm":
             self.policy.use_vllm(resolve_model_path(cfg.model.name_or_path), dtype=cfg.model.dtype,
                                  gpu_memory_utilization=cfg.rollout.vllm_gpu_memory_utilization, seed=cfg.seed)

@@ -64,3 +64,20 @@ def test_vllm_backend_needs_a_gpu() -> None:
         pytest.skip("a GPU is present; the vLLM path is exercised elsewhere")
     with pytest.raises((ImportError, RuntimeError), match="vllm|CUDA"):
         VLLMGenerator("unused")
+
+
+def test_length_grouped_chunks_keep_each_context_its_own_output(tiny_model_dir: Path) -> None:
+    pol = Policy.from_pretrained(tiny_model_dir, device="cpu")
+    prompts = ["Query: a much longer question about many things\n### Step 1\n", "Q: hi\n",
+               "Query: medium length\n### Step 1\n", "Q\n", "Query: x y z\n"]
+    contexts = [pol.text_ids(p) for p in prompts]
+    greedy = SamplingSettings(temperature=0.0, max_new_tokens=8)
+    pol.generator.max_batch_size = 2  # 3 chunks, contexts reordered by length inside generate
+    chunked = pol.generate(contexts, greedy)
+    alone = [pol.generate([c], greedy)[0] for c in contexts]  # no padding at all
+    assert [o.token_ids for o in chunked] == [o.token_ids for o in alone]
+    for ctx, out in zip(contexts, chunked):  # log-probs belong to their own context
+        mask = [False] * len(ctx) + [True] * len(out.token_ids)
+        with torch.no_grad():
+            logp, _ = pol.score([ctx + out.token_ids], [mask])
+        assert torch.allclose(logp.reshape(-1).double(), torch.tensor(out.logprobs, dtype=torch.float64), atol=1e-4)
