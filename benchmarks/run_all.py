@@ -104,12 +104,12 @@ def _ok(flag: bool) -> str:
     return "yes" if flag else "NO"
 
 
-# name -> (script, summarizer, extra quick args)
+# name -> (script, summarizer, extra args for both quick and full runs)
 BENCHMARKS: dict[str, tuple[str, Callable[[dict[str, Any]], list[Row]], list[str]]] = {
     "search_throughput": ("search_throughput.py", _search, []),
     "sandbox_latency": ("sandbox_latency.py", _sandbox, []),
     "vector_throughput": ("vector_throughput.py", _vector, []),
-    "learning": ("learning.py", _learning, []),
+    "learning": ("learning.py", _learning, ["--jobs", "2"]),  # independent runs, one core each
     "update_throughput": ("update_throughput.py", _update, []),
 }
 
@@ -152,7 +152,7 @@ def run_one(name: str, quick: bool, results_dir: Path, timeout_s: float) -> dict
     out = results_dir / f"{name}.json"
     if not path.exists():
         return {"name": name, "status": "missing", "rows": [("(script not present)", "", "", "")]}
-    cmd = [sys.executable, str(path), "--out", str(out), *(["--quick", *extra] if quick else [])]
+    cmd = [sys.executable, str(path), "--out", str(out), *extra, *(["--quick"] if quick else [])]
     start = time.perf_counter()
     try:
         proc = subprocess.run(cmd, cwd=ROOT.parent, capture_output=True, text=True, timeout=timeout_s, check=False)
@@ -212,7 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated subset of: " + ", ".join(BENCHMARKS))
     parser.add_argument("--results-dir", type=Path, default=ROOT / "results")
     parser.add_argument("--out", type=Path, default=None, help="combined JSON (default: RESULTS_DIR/all.json)")
-    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per benchmark")
+    parser.add_argument("--timeout", type=float, default=5400.0,
+                        help="seconds per benchmark (the full learning run takes ~60 min)")
     parser.add_argument("--summarize-only", action="store_true",
                         help="run nothing: rebuild the table and combined JSON from the JSONs in RESULTS_DIR")
     args = parser.parse_args(argv)
