@@ -172,8 +172,8 @@ class TrainConfig:
     total_steps: int = 200
     """training steps (one rollout + update each)"""
     max_minutes: float = 10.0
-    """stop early once this much training time (rollouts + updates, evaluation excluded) is spent; 0: no
-    limit (the tiny preset: the 10-minute budget its learning target is stated in)"""
+    """training-time budget (rollouts + updates, evaluation excluded): no step starts that would end past
+    it (judged by the last step's duration); 0: no limit (tiny preset: the 10 minutes of its target)"""
     eval_every: int = 20
     """evaluate on held-out tasks every this many steps (0: only before and after)"""
     eval_temperature: float = 1.0

@@ -86,6 +86,7 @@ class FlowGRPOTrainer:
         self.history: dict[str, list[list[float]]] = {"eval": []}
         """eval: [step, held-out success, training seconds so far (rollout + update, no eval)]"""
         self.train_seconds = 0.0
+        self._last_step_seconds = 0.0
         B, G, W = cfg.rollout.queries_per_step, cfg.rollout.group_size, self.dist.world_size
         self.local_queries = len(range(self.dist.rank, B, W))
         if self.local_queries == 0:
@@ -116,7 +117,8 @@ class FlowGRPOTrainer:
             while self.step < cfg.train.total_steps and not self._time_up():
                 t_step = time.perf_counter()
                 stats = self.train_step()
-                self.train_seconds += time.perf_counter() - t_step
+                self._last_step_seconds = time.perf_counter() - t_step
+                self.train_seconds += self._last_step_seconds
                 self.step += 1
                 self._log(stats)
                 last = self.step == cfg.train.total_steps or self._time_up()
@@ -144,12 +146,16 @@ class FlowGRPOTrainer:
                 "eval_after": evals[-1] if evals else float("nan")}
 
     def _time_up(self) -> bool:
-        """True once ``train.max_minutes`` of training time are spent (ranks agree: mean over ranks)."""
+        """True when another step would end past ``train.max_minutes`` of training time.
+
+        The budget is never exceeded: a step is started only if the time spent plus the last
+        step's duration fits. Ranks agree (mean over ranks of both numbers).
+        """
         limit = self.cfg.train.max_minutes
         if limit <= 0:
             return False
-        (spent,) = self.dist.all_reduce_sum([self.train_seconds])
-        return spent / self.dist.world_size >= 60 * limit
+        spent, last = self.dist.all_reduce_sum([self.train_seconds, self._last_step_seconds])
+        return (spent + last) / self.dist.world_size > 60 * limit
 
     def train_step(self) -> dict[str, float]:
         """One rollout + update. Returns the step's scalars (reduced across ranks)."""
