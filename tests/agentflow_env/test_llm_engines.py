@@ -312,6 +312,42 @@ def test_hf_raw_prompts_and_make_engine_spec(tiny_model_dir: Path) -> None:
         engine.generate([chat(Q)])
 
 
+def test_hf_per_row_prefill_gives_what_each_request_gets_alone(hf: HFEngine) -> None:
+    # A mixed batch: greedy and seeded sampled rows, n > 1 (one prefill shared by its rows),
+    # prompts of different lengths (left padding), and a one-token raw prompt (nothing left to
+    # prefill, so that chunk falls back to the padded batch prefill).
+    requests = [
+        chat(Q, max_tokens=20, logprobs=True),
+        chat("Short?", temperature=1.0, seed=4, n=2, max_tokens=20, logprobs=True),
+        chat(Q + " " + Q + " Then the company?", temperature=0.7, seed=9, max_tokens=20,
+             logprobs=True),
+    ]
+    one_token = GenerationRequest(prompt="a", sampling={"max_tokens": 5})
+    per_row = HFEngine(hf.model, hf.tokenizer, prefill="per_row")
+    batched = HFEngine(hf.model, hf.tokenizer, prefill="batched")
+    assert per_row._use_per_row(per_row._rows(requests))
+    alone = [res for r in requests for res in per_row.generate([r])]  # chunks of one: no padding
+    together = per_row.generate(requests)
+    padded = batched.generate(requests)
+    assert [r.token_ids for r in together] == [r.token_ids for r in alone]
+    assert [r.token_ids for r in padded] == [r.token_ids for r in alone]
+    for a, b in zip(together, alone, strict=True):
+        assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4)
+    assert together[1].token_ids != together[2].token_ids  # n=2 rows still sample independently
+    mixed = per_row.generate([*requests, one_token])
+    assert not per_row._use_per_row(per_row._rows([*requests, one_token]))
+    assert [r.token_ids for r in mixed[:4]] == [r.token_ids for r in alone]
+    assert 1 <= mixed[4].completion_tokens <= 5
+    # "auto": per-row prefill on CPU only for long prompts, where it is the cheaper one
+    auto = HFEngine(hf.model, hf.tokenizer)
+    assert not auto._use_per_row(auto._rows(requests))
+    long = [chat(Q * 80, max_tokens=2), chat(Q * 78, max_tokens=2)]
+    assert min(len(r.prompt_ids) for r in auto._rows(long)) >= 512
+    assert auto._use_per_row(auto._rows(long))
+    with pytest.raises(EngineConfigError, match="prefill must be"):
+        HFEngine(hf.model, hf.tokenizer, prefill="sometimes")  # type: ignore[arg-type]
+
+
 def test_hf_bad_configuration_errors(hf: HFEngine, tmp_path: Path) -> None:
     with pytest.raises(EngineConfigError, match="cannot load"):
         HFEngine(tmp_path / "missing")
