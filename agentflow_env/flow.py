@@ -133,7 +133,7 @@ class AgentFlow:
             header = prompts.planner_header(
                 task.question, cards, self.prompt_style, analysis or None, self.max_turns
             )
-            episode = Episode(task=task, observation=header + prompts.step_header(1),
+            episode = Episode(task=task, observation=sanitize_text(header + prompts.step_header(1)),
                               query_analysis=analysis)
             info = {"task_id": task.id, "turn": 0, "query_analysis": analysis,
                     "query_analysis_error": error}
@@ -141,7 +141,9 @@ class AgentFlow:
         return out
 
     def observation(self, episode: Episode) -> str:
-        return sanitize_text(episode.observation, self.max_observation_chars)
+        # Every piece was sanitized when appended (append-only), so only the length cap is left.
+        text = episode.observation
+        return text if len(text) <= self.max_observation_chars else sanitize_text(text, self.max_observation_chars)
 
     # --------------------------------------------------------------------------------- step
     def step(self, episodes: Sequence[Episode], actions: Sequence[object]) -> list[tuple[float, bool, bool, dict[str, Any]]]:
@@ -276,7 +278,7 @@ class AgentFlow:
                     sub_goal=action.sub_goal, command=command, result=shown, error=error,
                     error_kind=kind)
         ep.memory.add(step)
-        ep.observation += prompts.step_block(action_text, shown)
+        ep.observation += sanitize_text(prompts.step_block(action_text, shown))
         return step
 
     def _step_info(self, ep: Episode, action: PlannerAction, step: Step, decision: Any) -> dict[str, Any]:

@@ -46,6 +46,7 @@ _LABEL = re.compile(
 _LABEL_JUNK = re.compile(r"[ \t_\-]")
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
 _FENCE = re.compile(r"```[ \t]*(?:python|py)?[ \t]*\n(.*?)```", re.IGNORECASE | re.DOTALL)
+_FENCED = re.compile(r"```.*?(?:```|$)", re.DOTALL)
 
 
 class PlannerAction(BaseModel):
@@ -88,7 +89,7 @@ def _split_fields(text: str) -> dict[str, str]:
     """Map field -> value. A value runs until the next label; the first occurrence wins."""
     fields: dict[str, str] = {}
     # Lines inside fenced code (e.g. `tool: str = "x"` in a Python command) are not labels.
-    fences = [m.span() for m in re.finditer(r"```.*?(?:```|$)", text, re.DOTALL)]
+    fences = [m.span() for m in _FENCED.finditer(text)] if "```" in text else []
     matches = [
         m for m in _LABEL.finditer(text) if not any(a < m.start() < b for a, b in fences)
     ]
@@ -97,7 +98,7 @@ def _split_fields(text: str) -> dict[str, str]:
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
         value = text[match.end() : end]
         # An <answer> tag is its own thing, not part of a field (code in a fence is left alone).
-        if key != "tool_name" and not (key == "command" and "```" in value):
+        if "<" in value and key != "tool_name" and not (key == "command" and "```" in value):
             value = _ANSWER.sub("", value)
         if key not in fields:
             fields[key] = value
