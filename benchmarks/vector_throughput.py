@@ -149,19 +149,30 @@ def run_vector(make_vec: Callable[[int], AgentFlowVectorEnv], n: int) -> float:
     return elapsed
 
 
-def throughput_rows(engine_name: str, engine: Any, sizes: Sequence[int], suite: Any, max_turns: int) -> list[dict[str, Any]]:
+def throughput_rows(engine_name: str, engine: Any, sizes: Sequence[int], suite: Any, max_turns: int,
+                    repeats: int = 3) -> list[dict[str, Any]]:
+    """Episodes/s of (a), (b), (c) at each N: the median of ``repeats`` rounds.
+
+    Each round runs (a), (b), (c) back to back, so a slow spell of a shared machine lands on all
+    three instead of on one of them (single runs here varied up to 1.5x).
+    """
     rows = []
     for n in sizes:
-        row: dict[str, Any] = {"engine": engine_name, "N": n}
-        for label, runner in (("serial", run_serial), ("sync", run_sync), ("vector", run_vector)):
-            counter = CallCountingEngine(engine)
-            kwargs = _env_kwargs(counter, suite, max_turns)
-            if label == "vector":
-                elapsed = runner(lambda k: AgentFlowVectorEnv(k, autoreset_mode=AutoresetMode.DISABLED, **kwargs), n)
-            else:
-                elapsed = runner(lambda: AgentFlowEnv(**kwargs), n)
-            row[f"{label}_eps"] = n / elapsed
-            row[f"{label}_calls"] = counter.calls
+        row: dict[str, Any] = {"engine": engine_name, "N": n, "repeats": repeats}
+        samples: dict[str, list[float]] = {label: [] for label in ("serial", "sync", "vector")}
+        for _ in range(repeats):
+            for label, runner in (("serial", run_serial), ("sync", run_sync), ("vector", run_vector)):
+                counter = CallCountingEngine(engine)
+                kwargs = _env_kwargs(counter, suite, max_turns)
+                if label == "vector":
+                    elapsed = runner(lambda k: AgentFlowVectorEnv(k, autoreset_mode=AutoresetMode.DISABLED, **kwargs), n)
+                else:
+                    elapsed = runner(lambda: AgentFlowEnv(**kwargs), n)
+                samples[label].append(n / elapsed)
+                row[f"{label}_calls"] = counter.calls
+        for label, values in samples.items():
+            row[f"{label}_eps"] = float(np.median(values))
+            row[f"{label}_eps_all"] = values
         row["vector_over_serial"] = row["vector_eps"] / row["serial_eps"]
         rows.append(row)
         console.log(f"{engine_name} N={n}: vector/serial = {row['vector_over_serial']:.1f}x")
@@ -239,11 +250,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--distractors", type=int, default=100_000,
                         help="synthetic passages added to the search corpus for the realistic-size overhead row")
     parser.add_argument("--skip-hf", action="store_true", help="skip the tiny local model engine")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="rounds per cell, median reported (default 3; 1 with --quick)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/vector_throughput.json"))
     args = parser.parse_args(argv)
     sizes = [1, 4, 16] if args.quick else [1, 4, 16, 64]
     suite = make_suite("search", seed=0, num_tasks=max(sizes), hops=(1, 2))
-    rows = throughput_rows("callable-50ms", latency_engine(args.latency_ms / 1000), sizes, suite, args.max_turns)
+    repeats = args.repeats or (1 if args.quick else 3)
+    rows = throughput_rows("callable-50ms", latency_engine(args.latency_ms / 1000), sizes, suite, args.max_turns,
+                           repeats)
     if not args.skip_hf:
         from agentflow_env.llm.hf_engine import HFEngine
         from agentflow_env.llm.tiny import make_tiny_chat_model
@@ -252,15 +267,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             path = make_tiny_chat_model(Path(tmp) / "tiny", steps=150)
             hf = HFEngine(str(path), max_batch_size=64, seed=0)
             # Short completions keep the serial baseline affordable; the ratio is what matters.
-            rows += throughput_rows("hf-tiny", _capped(hf, 24), sizes, suite, args.max_turns)
+            rows += throughput_rows("hf-tiny", _capped(hf, 24), sizes, suite, args.max_turns, repeats)
     episodes = 20 if args.quick else 100
-    overhead = [offline_overhead(f, episodes) for f in ("search", "math")]
-    overhead.append(offline_overhead("search", episodes, distractors=args.distractors))
+    overhead = [_median_run(lambda: offline_overhead(f, episodes), repeats) for f in ("search", "math")]
+    overhead.append(_median_run(lambda: offline_overhead("search", episodes, distractors=args.distractors), repeats))
     _print(rows, overhead)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": machine_info(), "throughput": rows, "offline_overhead": overhead}, indent=2))
     console.print(f"wrote {args.out}")
     return 0
+
+
+def _median_run(run: Callable[[], dict[str, Any]], repeats: int) -> dict[str, Any]:
+    """The run with the median overhead fraction of ``repeats`` runs (all fractions kept)."""
+    runs = sorted((run() for _ in range(repeats)), key=lambda o: o["overhead_frac"])
+    median = dict(runs[len(runs) // 2])
+    median["overhead_frac_all"] = [o["overhead_frac"] for o in runs]
+    return median
 
 
 def _capped(engine: Any, max_tokens: int) -> Any:
@@ -277,7 +300,8 @@ def _capped(engine: Any, max_tokens: int) -> Any:
 
 
 def _print(rows: list[dict[str, Any]], overhead: list[dict[str, Any]]) -> None:
-    table = Table(title="episodes/s (module calls) - serial loop vs SyncVectorEnv vs AgentFlowVectorEnv")
+    table = Table(title="episodes/s (module calls) - serial loop vs SyncVectorEnv vs AgentFlowVectorEnv"
+                        f" (median of {rows[0]['repeats'] if rows else 0})")
     for col in ("engine", "N", "serial", "sync", "vector", "vector/serial"):
         table.add_column(col, justify="right")
     for r in rows:
