@@ -85,23 +85,29 @@ def _clean(value: str) -> str:
     return value.strip().strip("*").strip()
 
 
+@functools.lru_cache(maxsize=256)
+def _field_key(label: str) -> str:
+    """Field name for a label as written (``Sub-Goal``, ``tool name``, ...); few distinct spellings occur."""
+    return _FIELDS[_LABEL_JUNK.sub("", label.lower())]
+
+
 def _split_fields(text: str) -> dict[str, str]:
     """Map field -> value. A value runs until the next label; the first occurrence wins."""
     fields: dict[str, str] = {}
-    # Lines inside fenced code (e.g. `tool: str = "x"` in a Python command) are not labels.
-    fences = [m.span() for m in _FENCED.finditer(text)] if "```" in text else []
-    matches = [
-        m for m in _LABEL.finditer(text) if not any(a < m.start() < b for a, b in fences)
-    ]
+    matches = list(_LABEL.finditer(text))
+    if "```" in text:  # lines inside fenced code (e.g. `tool: str = "x"` in a Python command) are not labels
+        fences = [m.span() for m in _FENCED.finditer(text)]
+        matches = [m for m in matches if not any(a < m.start() < b for a, b in fences)]
     for i, match in enumerate(matches):
-        key = _FIELDS[_LABEL_JUNK.sub("", match.group(1).lower())]
+        key = _field_key(match.group(1))
+        if key in fields:
+            continue
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
         value = text[match.end() : end]
         # An <answer> tag is its own thing, not part of a field (code in a fence is left alone).
         if "<" in value and key != "tool_name" and not (key == "command" and "```" in value):
             value = _ANSWER.sub("", value)
-        if key not in fields:
-            fields[key] = value
+        fields[key] = value
     return fields
 
 
@@ -118,10 +124,16 @@ def _match_tool(written: str, tool_names: Sequence[str]) -> str | None:
     otherwise a close match (e.g. ``Search Tools``), so small typos do not waste a turn.
     """
     first = written.strip().splitlines()[0] if written.strip() else ""
+    return _match_first_line(first, tuple(tool_names))
+
+
+@functools.lru_cache(maxsize=1024)
+def _match_first_line(first: str, tool_names: tuple[str, ...]) -> str | None:
+    """Cached: planners write the same few tool names over and over."""
     key = normalize_tool_name(first)
     if not key:
         return None
-    table = _tool_table(tuple(tool_names))
+    table = _tool_table(tool_names)
     if key in table:
         return table[key]
     if key.endswith("tool") and key[:-4] in table:

@@ -37,7 +37,10 @@ def text_space(max_length: int) -> spaces.Text:
 
 def sanitize_text(text: str, max_length: int | None = None) -> str:
     """Replace characters outside :data:`TEXT_CHARSET` with U+FFFD and cap the length."""
-    text = _OUTSIDE.sub("\ufffd", text)
+    if not text.isascii():  # ASCII (most text) is inside the charset, minus NUL; isascii is a fast scan
+        text = _OUTSIDE.sub("\ufffd", text)
+    elif "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
     if max_length is not None and len(text) > max_length:
         marker = "\n...[truncated]"
         text = text[: max_length - len(marker)] + marker

@@ -193,3 +193,14 @@ def test_text_spaces_share_tables_but_not_generators() -> None:
     a.seed(1)
     assert a.sample() == first  # seeded sampling stays reproducible
     assert text_space(8).max_length == 8 and a.max_length == 64
+
+
+def test_sanitize_text_keeps_ascii_and_bmp_and_replaces_the_rest() -> None:
+    from agentflow_env.spaces import TEXT_CHARSET, sanitize_text
+
+    assert sanitize_text("plain ascii\n\ttext") == "plain ascii\n\ttext"
+    assert sanitize_text("a\x00b") == "a\ufffdb"  # NUL is outside the charset even in ASCII text
+    assert sanitize_text("é\x00\ud800🙂中") == "é\ufffd\ufffd\ufffd中"
+    assert sanitize_text("x" * 50, max_length=20).endswith("...[truncated]")
+    assert len(sanitize_text("x" * 50, max_length=20)) == 20
+    assert set(sanitize_text("".join(map(chr, range(0, 0x11000, 7))))) <= set(TEXT_CHARSET)
