@@ -12,6 +12,7 @@ Prints a table (rich), writes ``benchmarks/results/learning.json`` and a learnin
 within 10 minutes on a 2-core CPU.
 
     python -m benchmarks.learning [--quick] [--seeds 0,1,2] [--methods flow_grpo,last_turn,sft_only]
+    python -m benchmarks.learning --merge all_methods.json flow_grpo_rerun.json   # combine saved runs
 """
 
 from __future__ import annotations
@@ -110,7 +111,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (one torch thread each)")
     parser.add_argument("--work-dir", default="runs/benchmark_learning")
     parser.add_argument("--out", default="benchmarks/results/learning.json")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON", default=None,
+                        help="run nothing: combine saved result files (a later file's run of the same "
+                             "method and seed replaces an earlier one's) into --out, table and plot")
     args = parser.parse_args(argv)
+    if args.merge:
+        results, quick = merge_results(args.merge)
+        methods = list(dict.fromkeys(r["method"] for r in results))
+        report(results, methods, quick, Path(args.out), machine=None)
+        return 0
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     methods = args.methods.split(",")
     overrides: dict[str, Any] = {}
@@ -140,6 +149,39 @@ def main(argv: list[str] | None = None) -> int:
             partial.write_text(json.dumps({"quick": args.quick, "results": results}, indent=2))
     order = {job: k for k, job in enumerate(jobs)}
     results.sort(key=lambda r: order[(r["method"], r["seed"])])
+    machine = machine_info(torch_threads=torch.get_num_threads(), jobs=args.jobs)
+    for r in results:
+        r["measured"] = {"file": str(args.out), "timestamp": machine["timestamp"]}
+    report(results, methods, args.quick, Path(args.out), machine)
+    return 0
+
+
+def merge_results(paths: list[Path]) -> tuple[list[dict[str, Any]], bool]:
+    """Runs from saved result files; the last file's run of a (method, seed) wins.
+
+    Each run keeps (or gets) ``measured``: the file it came from and when that file's machine
+    reading was taken, so a merged table still says which run was measured when and where.
+    """
+    by_job: dict[tuple[str, int], dict[str, Any]] = {}
+    quick = False
+    for path in paths:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+            raise ValueError(f"{path}: not a learning result file (it has no 'results' list)")
+        quick = quick or bool(data.get("quick"))
+        for r in data["results"]:
+            run = dict(r)
+            run.setdefault("measured", {"file": str(path), "timestamp": data.get("machine", {}).get("timestamp")})
+            run["measured"].setdefault("machine", data.get("machine"))
+            by_job[(run["method"], int(run["seed"]))] = run
+    methods = list(dict.fromkeys(m for m, _ in by_job))
+    return sorted(by_job.values(), key=lambda r: (methods.index(r["method"]), r["seed"])), quick
+
+
+def report(results: list[dict[str, Any]], methods: list[str], quick: bool, out: Path,
+           machine: dict[str, Any] | None) -> dict[str, Any]:
+    """Print the table, write the JSON and the learning-curve PNG; returns the JSON's content."""
+    console = Console()
     table = Table(title="held-out success, tiny preset (AgentFlow-Search-v0)")
     for col in ("method", "seed", "before", "after", "gain (points)", "train min"):
         table.add_column(col, justify="right")
@@ -154,17 +196,18 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table)
     grpo = [r for r in results if r["method"] == "flow_grpo"]
     met = bool(grpo) and all(r["gain"] >= TARGET_GAIN and r["train_minutes"] <= TARGET_MINUTES for r in grpo)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     png = out.with_suffix(".png")
     plot(results, png)
-    report = {"quick": args.quick, "results": results, "summary": summary, "target_gain": TARGET_GAIN,
-              "target_minutes": TARGET_MINUTES, "target_met": met, "plot": str(png),
-              "machine": machine_info(torch_threads=torch.get_num_threads())}
-    out.write_text(json.dumps(report, indent=2))
+    if machine is None:  # merged: the machine of the newest measurement, with every run's own kept
+        readings = [r["measured"].get("machine") for r in results if r.get("measured", {}).get("machine")]
+        machine = max(readings, key=lambda m: m.get("timestamp") or "") if readings else {}
+    report_data = {"quick": quick, "results": results, "summary": summary, "target_gain": TARGET_GAIN,
+                   "target_minutes": TARGET_MINUTES, "target_met": met, "plot": str(png), "machine": machine}
+    out.write_text(json.dumps(report_data, indent=2))
     console.print(f"target (flow_grpo >= +{100 * TARGET_GAIN:.0f} points within {TARGET_MINUTES:.0f} min): "
                   f"{'met' if met else 'NOT met'}; wrote {out} and {png}")
-    return 0
+    return report_data
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ table's caption and the combined JSON name the machine each result was measured 
 JSONs already saved (e.g. for the README).
 
     python -m benchmarks [--quick] [--only search_throughput,sandbox_latency] [--results-dir DIR]
-    python -m benchmarks --summarize-only
+    python -m benchmarks --summarize-only [--markdown table.md]
 """
 
 from __future__ import annotations
@@ -206,6 +206,20 @@ def render_table(results: Sequence[dict[str, Any]], host: dict[str, Any], mode: 
     return table
 
 
+def render_markdown(results: Sequence[dict[str, Any]], host: dict[str, Any]) -> str:
+    """The combined table as Markdown (what the README shows), with the machine caption under it."""
+
+    def cell(value: object) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| benchmark | measure | value | target | met |", "| --- | --- | --- | --- | --- |"]
+    for res in results:
+        for i, (metric, value, target, met) in enumerate(res["rows"] or [("", "", "", "")]):
+            label = res["name"] if res["status"] == "ok" else f"{res['name']} ({res['status']})"
+            lines.append("| " + " | ".join(cell(c) for c in (label if i == 0 else "", metric, value, target, met)) + " |")
+    return "\n".join(lines) + f"\n\n{machine_caption(host, results)}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs (what CI and the README table use)")
@@ -214,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="combined JSON (default: RESULTS_DIR/all.json)")
     parser.add_argument("--timeout", type=float, default=5400.0,
                         help="seconds per benchmark (the full learning run takes ~60 min)")
+    parser.add_argument("--markdown", type=Path, default=None, help="also write the table as Markdown here")
     parser.add_argument("--summarize-only", action="store_true",
                         help="run nothing: rebuild the table and combined JSON from the JSONs in RESULTS_DIR")
     args = parser.parse_args(argv)
@@ -241,6 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     "measured_on": machine_caption(host, results), "benchmarks": results},
                                    indent=2))
     console.print(f"wrote {combined}")
+    if args.markdown is not None:
+        args.markdown.write_text(render_markdown(results, host))
+        console.print(f"wrote {args.markdown}")
     return 0 if all(r["status"] in ("ok", "missing") for r in results) else 1
 
 

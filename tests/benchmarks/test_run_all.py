@@ -18,6 +18,7 @@ from benchmarks.run_all import (
     machine_caption,
     main,
     read_result,
+    render_markdown,
     render_table,
     summarize,
 )
@@ -157,11 +158,27 @@ def test_table_shows_cells_as_written_and_the_machine() -> None:
     assert "measured on 2 CPUs (Test CPU), Linux-x, Python 3.11.7" in text
 
 
+def test_markdown_table_escapes_pipes_and_names_the_machine() -> None:
+    results = [{"name": "update_throughput", "status": "ok", "machine": MACHINE,
+                "rows": [("tokens/s | peak RSS", "2,722 | 938 MB", "", ""), ("ratio", "2.8x", ">= 2x", "yes")]},
+               {"name": "learning", "status": "malformed", "rows": [("malformed learning.json", "x\ny", "", "NO")]}]
+    md = render_markdown(results, MACHINE).splitlines()
+    assert md[:2] == ["| benchmark | measure | value | target | met |", "| --- | --- | --- | --- | --- |"]
+    assert md[2] == "| update_throughput | tokens/s \\| peak RSS | 2,722 \\| 938 MB |  |  |"
+    assert md[3] == "|  | ratio | 2.8x | >= 2x | yes |"
+    assert md[4] == "| learning (malformed) | malformed learning.json | x y |  | NO |"
+    assert md[-1] == ("measured on: update_throughput: 2 CPUs (Test CPU), Linux-x, Python 3.11.7; "
+                      "learning: machine not recorded")
+
+
 def test_summarize_only_writes_the_combined_json_with_the_machine(tmp_path: Path) -> None:
     for name in BENCHMARKS:
         _saved(name)
         shutil.copy(RESULTS / f"{name}.json", tmp_path / f"{name}.json")
-    assert main(["--summarize-only", "--results-dir", str(tmp_path), "--out", str(tmp_path / "all.json")]) == 0
+    assert main(["--summarize-only", "--results-dir", str(tmp_path), "--out", str(tmp_path / "all.json"),
+                 "--markdown", str(tmp_path / "table.md")]) == 0
+    table = (tmp_path / "table.md").read_text()
+    assert table.startswith("| benchmark | measure |") and all(f"| {name} |" in table for name in BENCHMARKS)
     combined = json.loads((tmp_path / "all.json").read_text())
     assert combined["mode"] == "saved results" and combined["measured_on"].startswith("measured on")
     assert combined["machine"]["cpus"] == os.cpu_count() and "cpu_model" in combined["machine"]
