@@ -194,7 +194,11 @@ def run_trl(data: dict[str, Any], micro: int) -> dict[str, float]:
     tok, model = policy.tokenizer, policy.model
     args = GRPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=8, num_generations=8,
                       max_completion_length=64, beta=0.0, loss_type="bnpo", report_to="none", use_cpu=True,
-                      learning_rate=5e-4, epsilon=0.2, logging_steps=1000, save_strategy="no")
+                      learning_rate=5e-4, epsilon=0.2, logging_steps=1000, save_strategy="no",
+                      # TRL's configs default to bf16=True: on CPU that autocasts to bf16, which is
+                      # emulated (~14x slower) on CPUs without bf16 instructions and changes the
+                      # arithmetic; both sides of this comparison run in fp32.
+                      bf16=False, fp16=False)
     trainer = GRPOTrainer(model=model, reward_funcs=lambda completions, **_: [0.0] * len(completions), args=args,
                           train_dataset=Dataset.from_dict({"prompt": ["x"] * 8}), processing_class=tok)
     trainer.current_gradient_accumulation_steps = 1  # normally set inside Trainer.train()
@@ -230,6 +234,18 @@ def _trl_inputs(samples: list[Any], adv: np.ndarray, pad: int) -> dict[str, torc
     return {"prompt_ids": prompt, "prompt_mask": pmask, "completion_ids": comp, "completion_mask": cmask,
             "advantages": torch.as_tensor(adv, dtype=torch.float32), "old_per_token_logps": old,
             "num_items_in_batch": cmask.sum()}
+
+
+def _versions(*names: str) -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def child(variant: str, data_path: str, micro: int) -> None:
@@ -286,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"quick": args.quick, "queries": queries, "group_size": 8, "rows": rows,
-                               "machine": machine_info(torch_threads=torch.get_num_threads())}, indent=2))
+                               "machine": machine_info(torch_threads=torch.get_num_threads(),
+                                                       packages=_versions("transformers", "trl", "accelerate"))},
+                              indent=2))
     return 0
 
 
