@@ -376,7 +376,7 @@ def write_report(
     source = ", ".join(str(p) for p in paths)
     page = render_html(
         records,
-        title=title or f"AgentFlow trajectories: {Path(paths[0]).name}",
+        title=title or _default_title(paths),
         source=source,
         correct_threshold=correct_threshold,
         max_chars=max_chars,
@@ -410,6 +410,11 @@ def _parser() -> argparse.ArgumentParser:
         "--max-episodes", type=int, default=None, help="show at most this many episodes"
     )
     return parser
+
+
+def _default_title(paths: Sequence[str | Path]) -> str:
+    more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
+    return f"AgentFlow trajectories: {Path(paths[0]).name}{more}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -336,7 +336,9 @@ def test_cli_from_a_real_recorded_run(tmp_path: Path, capsys: pytest.CaptureFixt
     ]
     assert "<script>alert('result')</script>" in "".join(page.text) and len(page.scripts) == 2
     assert main([str(traj), str(traj), "-o", str(out), "--max-episodes", "3"]) == 0
-    assert len(Page(out.read_text()).by_class("details", "episode")) == 3
+    both = Page(out.read_text())
+    assert len(both.by_class("details", "episode")) == 3
+    assert "AgentFlow trajectories: traj.jsonl and 1 more" in "".join(both.text)  # the title names both files
 
 
 def test_cli_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
