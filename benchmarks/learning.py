@@ -21,6 +21,7 @@ import argparse
 import concurrent.futures as cf
 import json
 import multiprocessing as mp
+import os
 import sys
 import time
 from pathlib import Path
@@ -67,8 +68,8 @@ def run_sft_only(seed: int, minutes: float) -> dict[str, Any]:
 
 
 def run_job(method: str, seed: int, out_dir: Path, overrides: dict[str, Any], sft_minutes: float) -> dict[str, Any]:
-    """One run in a worker process (one torch thread: two workers share a 2-core machine)."""
-    torch.set_num_threads(1)
+    """One run in a worker process, with ``overrides["train.num_threads"]`` torch threads."""
+    torch.set_num_threads(int(overrides["train.num_threads"]))
     if method == "sft_only":
         r = run_sft_only(seed, sft_minutes)
     else:
@@ -122,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     methods = args.methods.split(",")
-    overrides: dict[str, Any] = {}
+    # The cores are split among the parallel runs (--jobs 2 on 2 cores: one thread each).
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    overrides: dict[str, Any] = {"train.num_threads": max(1, cpus // args.jobs)}
     if args.quick:
         overrides.update({"train.total_steps": 6, "train.eval_every": 3, "train.eval_samples": 1})
     if args.total_steps is not None:
@@ -134,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(method, seed) for seed in seeds for method in methods]
     results: list[dict[str, Any]] = []
     # Runs are independent (SFT-only gets the preset's time budget, the one Flow-GRPO stops at),
-    # so --jobs 2 uses both cores; each run keeps one torch thread.
+    # so --jobs 2 uses both cores.
     with cf.ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
         futures = {pool.submit(run_job, method, seed, Path(args.work_dir) / f"{method}-seed{seed}", overrides,
                                1.0 if args.quick else budget): (method, seed) for method, seed in jobs}
@@ -149,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             partial.write_text(json.dumps({"quick": args.quick, "results": results}, indent=2))
     order = {job: k for k, job in enumerate(jobs)}
     results.sort(key=lambda r: order[(r["method"], r["seed"])])
-    machine = machine_info(torch_threads=torch.get_num_threads(), jobs=args.jobs)
+    machine = machine_info(torch_threads=overrides["train.num_threads"], jobs=args.jobs)
     for r in results:
         r["measured"] = {"file": str(args.out), "timestamp": machine["timestamp"]}
     report(results, methods, args.quick, Path(args.out), machine)

@@ -188,8 +188,8 @@ class TrainConfig:
     """show a rich progress bar"""
     distributed: Literal["auto", "none", "ddp", "fsdp"] = "auto"
     """auto: DDP when launched by torchrun, else none; fsdp: shard weights, gradients and AdamW state across ranks (FSDP2, for models too large to replicate)"""
-    num_threads: int = 1
-    """torch intra-op threads; 1 is fastest on a shared 2-core CPU (0 leaves torch's default)"""
+    num_threads: int = -1
+    """torch intra-op threads; -1: this machine's CPUs split among the processes on it (a lone run takes all, 2 torchrun ranks on 2 cores take 1 each); 0 leaves torch's default"""
 
 
 @dataclass
@@ -260,6 +260,8 @@ def _validate(cfg: FlowGRPOConfig) -> None:
     _check(t.total_steps >= 0 and t.eval_every >= 0 and t.checkpoint_every >= 0,
            "train.total_steps, train.eval_every and train.checkpoint_every must be >= 0")
     _check(t.eval_samples >= 1, f"train.eval_samples={t.eval_samples} must be >= 1")
+    _check(t.num_threads >= -1, f"train.num_threads={t.num_threads} must be >= 1, or 0 (torch's default) "
+           "or -1 (the CPUs split among this machine's processes)")
     _check(t.max_minutes >= 0, f"train.max_minutes={t.max_minutes} must be >= 0 (0 = no time limit)")
     _check(t.eval_temperature >= 0, "train.eval_temperature must be >= 0 (0 = greedy)")
     _check(m.lora_rank >= 0, "model.lora_rank must be >= 0 (0 disables LoRA)")

@@ -48,6 +48,7 @@ def test_help_text_comes_from_field_docs() -> None:
     (["--algo.estimator", "gae"], "register_estimator"),
     (["--env.executor", "llm"], "--env.engine"),
     (["--env.num-tasks", "50", "--env.eval-tasks", "50"], "raise num_tasks"),
+    (["--train.num-threads", "-2"], "or -1"),
 ])
 def test_validation_says_how_to_fix(flags: list[str], hint: str) -> None:
     with pytest.raises(ConfigError, match=hint.replace(".", r"\.").replace("-", r"\-")):
@@ -78,3 +79,18 @@ def test_bad_values_are_typed_errors(tmp_path) -> None:
         make_config("tiny", tmp_path / "missing.toml")
     with pytest.raises(SystemExit):
         parse_config(["--algo.loss-agg", "sum"])
+
+
+def test_num_threads_auto_splits_the_cpus_among_local_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from learners.flow_grpo.trainer import resolve_num_threads
+
+    cpus = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert resolve_num_threads(-1) == cpus  # a lone run takes every core it may use
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(2 * cpus))
+    assert resolve_num_threads(-1) == 1  # more ranks than cores: still one thread each
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert resolve_num_threads(3) == 3 and resolve_num_threads(0) == 0  # explicit values pass through
+    assert parse_config([])[0].train.num_threads == -1  # the tiny preset's default
