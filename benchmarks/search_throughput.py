@@ -229,6 +229,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     best_batched = max(r["qps"] for r in rows if r["mode"] == "batched" and r["level"] == "tool")
     report = {
         "benchmark": "search_throughput",
+        "quick": args.quick,
         "passages": args.passages,
         "queries": args.queries,
         "top_k": args.top_k,

@@ -273,7 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     overhead.append(_median_run(lambda: offline_overhead("search", episodes, distractors=args.distractors), repeats))
     _print(rows, overhead)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine_info(), "throughput": rows, "offline_overhead": overhead}, indent=2))
+    args.out.write_text(json.dumps({"quick": args.quick, "machine": machine_info(), "throughput": rows,
+                                    "offline_overhead": overhead}, indent=2))
     console.print(f"wrote {args.out}")
     return 0
 
