@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -159,9 +160,9 @@ def test_missing_fields_name_the_file_and_the_fields(tmp_path: Path) -> None:
         load_tasks([{"question": "q", "answer": "a"}], limit=-1)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("datasets") is not None,
-                    reason="`datasets` is installed; the missing-package path cannot be exercised")
-def test_hf_source_without_datasets_package_is_a_clear_error() -> None:
+def test_hf_source_without_datasets_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A None entry in sys.modules makes `import datasets` raise ImportError, installed or not.
+    monkeypatch.setitem(sys.modules, "datasets", None)
     with pytest.raises(DatasetUnavailableError, match="pip install datasets"):
         load_tasks("hf:openai/gsm8k:test")
 
