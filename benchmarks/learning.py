@@ -21,7 +21,6 @@ import argparse
 import concurrent.futures as cf
 import json
 import multiprocessing as mp
-import os
 import sys
 import time
 from pathlib import Path
@@ -109,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--methods", default="flow_grpo,last_turn,sft_only")
     parser.add_argument("--total-steps", type=int, default=None, help="override the preset's steps")
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (one torch thread each)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs in parallel; the CPUs are split among them (torch threads per run)")
     parser.add_argument("--work-dir", default="runs/benchmark_learning")
     parser.add_argument("--out", default="benchmarks/results/learning.json")
     parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON", default=None,
@@ -123,9 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     methods = args.methods.split(",")
+    from learners.flow_grpo.trainer import available_cpus
+
     # The cores are split among the parallel runs (--jobs 2 on 2 cores: one thread each).
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    overrides: dict[str, Any] = {"train.num_threads": max(1, cpus // args.jobs)}
+    overrides: dict[str, Any] = {"train.num_threads": max(1, available_cpus() // args.jobs)}
     if args.quick:
         overrides.update({"train.total_steps": 6, "train.eval_every": 3, "train.eval_samples": 1})
     if args.total_steps is not None:

@@ -24,9 +24,10 @@ left-padded batch needs an explicit attention mask, and with a mask PyTorch's CP
 (query, key) score (16 x 2,000 tokens: 458 ms masked vs 163 ms causal per call); a whole
 24-token generation for 16 prompts of ~2,300 tokens took 2.2 s padded, 1.2 s this way. Each
 prompt but its last token is prefilled unpadded (causal, no mask), the per-prompt KV caches are
-left-padded into one batch cache, and ``generate`` decodes the whole batch from there. Identical prompts (``n > 1``)
-are prefilled once. On GPUs (``"auto"``) the padded batch prefill is kept: masked attention
-kernels there are efficient and one prompt at a time would leave the device idle.
+left-padded into one batch cache, and ``generate`` decodes the whole batch from there.
+Identical prompts (``n > 1``) are prefilled once. On GPUs (``"auto"``) the padded batch prefill
+is kept: masked attention kernels there are efficient and one prompt at a time would leave the
+device idle.
 """
 
 from __future__ import annotations
@@ -45,12 +46,12 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
+    DynamicCache,
     GenerationConfig,
     LogitsProcessor,
     LogitsProcessorList,
     PreTrainedModel,
     PreTrainedTokenizerBase,
-    DynamicCache,
     StoppingCriteria,
     StoppingCriteriaList,
 )
@@ -204,10 +205,9 @@ class HFEngine:
         logprobs_mode: ``"raw"`` (default) or ``"processed"``, see the module docstring.
         chat_template_kwargs: extra variables for the tokenizer's chat template.
         prefill: ``"auto"`` (one prompt at a time on CPU for prompts of 512+ tokens, padded
-            batch otherwise),
-            ``"per_row"`` or ``"batched"``; see the module docstring. Models whose cache is not
-            a plain per-layer key/value cache (sliding-window or recurrent layers) always use
-            the padded batch.
+            batch otherwise), ``"per_row"`` or ``"batched"``; see the module docstring. Models
+            whose cache is not a plain per-layer key/value cache (sliding-window or recurrent
+            layers) always use the padded batch.
     """
 
     def __init__(
