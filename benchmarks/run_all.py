@@ -29,6 +29,7 @@ from rich.table import Table
 if __package__ in (None, ""):  # run as a script (python benchmarks/run_all.py): make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine_info
+from tools.log_excerpt import log_excerpt
 
 ROOT = Path(__file__).resolve().parent
 Row = tuple[str, str, str, str]  # metric, value, target, met
@@ -160,9 +161,9 @@ def run_one(name: str, quick: bool, results_dir: Path, timeout_s: float) -> dict
         return {"name": name, "status": f"timeout after {timeout_s:g} s", "rows": []}
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        excerpt = log_excerpt(proc.stderr or proc.stdout, max_chars=300, max_cause_lines=2)
         return {"name": name, "status": f"failed ({proc.returncode})", "seconds": elapsed,
-                "rows": [("error", " | ".join(tail)[:300], "", "NO")]}
+                "rows": [("error", " | ".join(excerpt.splitlines()), "", "NO")]}
     return {**read_result(name, out), "seconds": elapsed}
 
 

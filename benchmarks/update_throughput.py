@@ -55,6 +55,7 @@ import torch
 if __package__ in (None, ""):  # run as a script (python benchmarks/x.py): make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine_info
+from tools.log_excerpt import log_excerpt
 
 VARIANTS = ("flow_grpo_packed", "flow_grpo_per_turn", "trl_grpo")
 
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                                    str(data_path), "--micro-batch-size", str(args.micro_batch_size)],
                                   capture_output=True, text=True, timeout=1800, check=False)
             if done.returncode != 0:
-                raise RuntimeError(f"{variant} failed:\n{done.stderr[-2000:]}")
+                raise RuntimeError(f"{variant} failed:\n{log_excerpt(done.stderr, max_chars=2000)}")
             runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
         best = min(runs, key=lambda r: r["seconds"])
         rows.append({"variant": variant, "seconds": best["seconds"], "action_tokens": best["action_tokens"],

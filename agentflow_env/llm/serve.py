@@ -14,7 +14,8 @@ threads, polls ``/health`` until it answers or ``timeout_s`` passes, and yields 
 gets SIGTERM, then SIGKILL after ``stop_timeout_s``, and is reaped: no process is left behind
 (unless this Python process itself is SIGKILLed, which no cleanup code can see).
 
-Failures raise typed errors carrying the tail of the server's log: :class:`ServeStartError` (the
+Failures raise typed errors carrying an excerpt of the server's log (the lines that name the error,
+then the tail): :class:`ServeStartError` (the
 server exited), :class:`ServeTimeoutError` (not ready in time), :class:`EngineDependencyError`
 (``transformers[serving]`` missing), :class:`EngineConfigError` (bad arguments).
 
@@ -42,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentflow_env.llm.common import EngineConfigError, EngineDependencyError, EngineError
+from tools.log_excerpt import read_log_excerpt
 
 __all__ = ["SERVING_MODULES", "ServeError", "ServeStartError", "ServeTimeoutError", "TransformersServer",
            "free_port", "serve_transformers"]
@@ -51,7 +53,8 @@ logger = logging.getLogger(__name__)
 HOST = "127.0.0.1"
 SERVING_MODULES = ("fastapi", "uvicorn")
 """modules ``transformers serve`` imports beyond transformers (``pip install 'transformers[serving]'``)"""
-_LOG_TAIL_CHARS = 3000
+_LOG_EXCERPT_CHARS = 3000
+"""bound on the log excerpt an error carries (whole lines: the ones naming the error, then the tail)"""
 _POLL_S = 0.25
 # A free port is picked by binding port 0, then released for the server: another process can grab
 # it in between. If the server then fails with "address already in use", retry on a new port.
@@ -59,7 +62,11 @@ _PORT_ATTEMPTS = 3
 
 
 class ServeError(EngineError):
-    """The server could not be started; ``log_tail`` holds the end of its output."""
+    """The server could not be started; ``log_tail`` holds an excerpt of its output.
+
+    The excerpt keeps whole lines: the first lines that name the failure (a usage error, a
+    traceback) and the last lines, within a bound (:func:`tools.log_excerpt.log_excerpt`).
+    """
 
     def __init__(self, message: str, log_tail: str = "") -> None:
         super().__init__(f"{message}\n--- server log (tail) ---\n{log_tail}" if log_tail else message)
@@ -104,13 +111,7 @@ def free_port() -> int:
 
 
 def _log_tail(path: Path) -> str:
-    try:
-        with path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - _LOG_TAIL_CHARS))
-            return fh.read().decode("utf-8", errors="replace")
-    except OSError as exc:
-        return f"(log unreadable: {exc})"
+    return read_log_excerpt(path, max_chars=_LOG_EXCERPT_CHARS)
 
 
 def _check_args(model_dir: str | os.PathLike[str], port: int, timeout_s: float, threads: int) -> Path:

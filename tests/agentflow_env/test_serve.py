@@ -109,6 +109,11 @@ def test_a_server_that_exits_raises_start_error_with_the_log_tail() -> None:
         pytest.fail("the block must not run")
     assert "no-such-option" in info.value.log_tail and "server log (tail)" in str(info.value)
     assert isinstance(info.value, ServeError)
+    # The line that names the mistake is kept whole, however long the option list printed after
+    # it (transformers 5.25 prints every valid option), and the excerpt stays bounded.
+    lines = info.value.log_tail.splitlines()
+    assert any("no such option" in line.lower() and "--no-such-option" in line for line in lines), lines
+    assert len(info.value.log_tail) <= 3000
 
 
 @needs_serve

@@ -25,6 +25,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from tools.log_excerpt import log_excerpt
 from tools.sandbox.confine import processes_of
 from tools.sandbox.launcher import LaunchSpec
 
@@ -36,6 +37,8 @@ _HEADER = struct.Struct(">I")
 _MAX_MESSAGE = 64 * 1024 * 1024
 _UID_BASE = 1_000_000
 _KILL_GRACE_S = 10.0
+_STDERR_HEAD_LINES = 200
+_STDERR_TAIL_LINES = 40
 """the worker may spend up to this long killing a call's processes after its timeout"""
 
 
@@ -49,7 +52,10 @@ class WorkerHandle:
     def __init__(self, spec: LaunchSpec, init: dict[str, Any], startup_timeout_s: float,
                  spawner: ThreadPoolExecutor | None = None) -> None:
         self.spec = spec
-        self._stderr_tail: deque[str] = deque(maxlen=40)
+        # The worker's stderr: its first lines (where a start-up failure says why) and its last.
+        self._stderr_head: list[str] = []
+        self._stderr_tail: deque[str] = deque(maxlen=_STDERR_TAIL_LINES)
+        self._stderr_dropped = 0
         # bwrap --die-with-parent ties the sandbox to the *thread* that forked it (Linux
         # PDEATHSIG semantics), so workers are spawned from the pool's long-lived spawner thread,
         # never from a caller's short-lived thread.
@@ -85,11 +91,18 @@ class WorkerHandle:
             return
         for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip()
-            self._stderr_tail.append(line)
+            if len(self._stderr_head) < _STDERR_HEAD_LINES:
+                self._stderr_head.append(line)
+            else:
+                if len(self._stderr_tail) == self._stderr_tail.maxlen:
+                    self._stderr_dropped += 1
+                self._stderr_tail.append(line)
             logger.debug("sandbox worker %d: %s", self.proc.pid, line)
 
     def stderr_tail(self) -> str:
-        return "\n".join(self._stderr_tail)[-4000:]
+        """An excerpt of the worker's stderr: the lines naming the failure, then the last lines."""
+        gap = [f"[... {self._stderr_dropped} lines left out ...]"] if self._stderr_dropped else []
+        return log_excerpt("\n".join([*self._stderr_head, *gap, *self._stderr_tail]), max_chars=4000)
 
     def _send(self, message: dict[str, Any]) -> None:
         body = json.dumps(message).encode("utf-8")
