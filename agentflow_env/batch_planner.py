@@ -58,8 +58,13 @@ class BatchPlanner(Protocol):
     def start(self, slot: int, task: Task, episode: int) -> None:
         """Sub-env ``slot`` begins episode number ``episode`` on ``task``."""
 
-    def act(self, slots: Sequence[int], observations: Sequence[str], episodes: Sequence[int],
-            turns: Sequence[int]) -> list[str]:
+    def act(
+        self,
+        slots: Sequence[int],
+        observations: Sequence[str],
+        episodes: Sequence[int],
+        turns: Sequence[int],
+    ) -> list[str]:
         """One action per live sub-env (``turns`` are 1-based)."""
 
     def close(self) -> None:
@@ -98,8 +103,10 @@ class ScriptedBatchPlanner:
         from agentflow_env.planners import SCRIPTED_PLANNERS
 
         if name not in SCRIPTED_PLANNERS:
-            raise PlannerSpecError(f"unknown scripted planner {name!r}; valid names: "
-                                   f"{', '.join(sorted(SCRIPTED_PLANNERS))}")
+            raise PlannerSpecError(
+                f"unknown scripted planner {name!r}; valid names: "
+                f"{', '.join(sorted(SCRIPTED_PLANNERS))}"
+            )
         self.name, self.seed = name, seed
         self._params = set(inspect.signature(SCRIPTED_PLANNERS[name]).parameters)
         self._kwargs: dict[str, Any] = {}
@@ -126,14 +133,21 @@ class ScriptedBatchPlanner:
         planner.reset(task)
         self._active[slot] = planner
 
-    def act(self, slots: Sequence[int], observations: Sequence[str], episodes: Sequence[int],
-            turns: Sequence[int]) -> list[str]:
+    def act(
+        self,
+        slots: Sequence[int],
+        observations: Sequence[str],
+        episodes: Sequence[int],
+        turns: Sequence[int],
+    ) -> list[str]:
         actions = []
         for slot, obs, episode in zip(slots, observations, episodes, strict=True):
             try:
                 actions.append(str(self._active[slot].act(obs)))
             except Exception as exc:  # counted and logged; the env records the empty action
-                logger.warning("scripted planner %s failed: %s: %s", self.name, type(exc).__name__, exc)
+                logger.warning(
+                    "scripted planner %s failed: %s: %s", self.name, type(exc).__name__, exc
+                )
                 self.errors[episode] += 1
                 actions.append("")
         return actions
@@ -154,13 +168,23 @@ class EngineBatchPlanner:
         stop: stop strings (default :data:`PLANNER_STOP`).
     """
 
-    def __init__(self, engine: Engine, *, temperature: float = 0.0, max_tokens: int = 1024, seed: int = 0,
-                 input_mode: Literal["chat", "prompt"] = "chat", stop: Sequence[str] = PLANNER_STOP,
-                 owns_engine: bool = False) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        temperature: float = 0.0,
+        max_tokens: int = 1024,
+        seed: int = 0,
+        input_mode: Literal["chat", "prompt"] = "chat",
+        stop: Sequence[str] = PLANNER_STOP,
+        owns_engine: bool = False,
+    ) -> None:
         if input_mode not in ("chat", "prompt"):
             raise ValueError(f"input_mode must be 'chat' or 'prompt', got {input_mode!r}")
         self.engine = CountingEngine(engine)
-        self.sampling = SamplingParams(temperature=temperature, max_tokens=max_tokens, stop=tuple(stop))
+        self.sampling = SamplingParams(
+            temperature=temperature, max_tokens=max_tokens, stop=tuple(stop)
+        )
         self.seed, self.input_mode, self.owns_engine = seed, input_mode, owns_engine
         self.errors: Counter[int] = Counter()
 
@@ -172,14 +196,23 @@ class EngineBatchPlanner:
         """Nothing to do: the observation is the planner's whole prompt."""
 
     def _request(self, observation: str, episode: int, turn: int) -> GenerationRequest:
-        sampling = self.sampling.model_copy(update={"seed": self.seed * 1_000_003 + episode * 1_009 + turn})
+        sampling = self.sampling.model_copy(
+            update={"seed": self.seed * 1_000_003 + episode * 1_009 + turn}
+        )
         if self.input_mode == "prompt":
             return GenerationRequest(prompt=observation, sampling=sampling)
         return GenerationRequest.chat(observation, **sampling.model_dump())
 
-    def act(self, slots: Sequence[int], observations: Sequence[str], episodes: Sequence[int],
-            turns: Sequence[int]) -> list[str]:
-        requests = [self._request(o, e, t) for o, e, t in zip(observations, episodes, turns, strict=True)]
+    def act(
+        self,
+        slots: Sequence[int],
+        observations: Sequence[str],
+        episodes: Sequence[int],
+        turns: Sequence[int],
+    ) -> list[str]:
+        requests = [
+            self._request(o, e, t) for o, e, t in zip(observations, episodes, turns, strict=True)
+        ]
         try:
             results = self.engine.generate(requests)
         except Exception as exc:  # every episode of the batch loses this turn, visibly
@@ -187,7 +220,9 @@ class EngineBatchPlanner:
             self.errors.update(episodes)
             return [""] * len(requests)
         if len(results) != len(requests):
-            logger.warning("planner engine returned %d results for %d requests", len(results), len(requests))
+            logger.warning(
+                "planner engine returned %d results for %d requests", len(results), len(requests)
+            )
             self.errors.update(episodes)
             return [""] * len(requests)
         for result, episode in zip(results, episodes, strict=True):
@@ -201,8 +236,14 @@ class EngineBatchPlanner:
             self.engine.close()
 
 
-def make_batch_planner(spec: str | Engine, *, seed: int = 0, temperature: float = 0.0,
-                       max_tokens: int = 1024, input_mode: Literal["chat", "prompt"] = "chat") -> BatchPlanner:
+def make_batch_planner(
+    spec: str | Engine,
+    *,
+    seed: int = 0,
+    temperature: float = 0.0,
+    max_tokens: int = 1024,
+    input_mode: Literal["chat", "prompt"] = "chat",
+) -> BatchPlanner:
     """``scripted:NAME``, an engine spec (``openai:MODEL@URL``, ``hf:PATH``, ``vllm:NAME``,
     ``python:module:function``) or an engine object.
 
@@ -210,19 +251,28 @@ def make_batch_planner(spec: str | Engine, *, seed: int = 0, temperature: float 
         PlannerSpecError: an unknown scripted planner or an engine spec that cannot be built.
     """
     if isinstance(spec, str) and spec.startswith(SCRIPTED_PREFIX):
-        return ScriptedBatchPlanner(spec[len(SCRIPTED_PREFIX):], seed)
+        return ScriptedBatchPlanner(spec[len(SCRIPTED_PREFIX) :], seed)
     if isinstance(spec, str):
         from agentflow_env.llm import make_engine
 
         if ":" not in spec:
-            raise PlannerSpecError(f"{spec!r} is not a planner spec: use scripted:NAME (oracle, "
-                                   "random-tool, search-then-answer) or an engine spec (openai:MODEL@URL, "
-                                   "hf:PATH_OR_NAME, vllm:NAME, python:module:function)")
+            raise PlannerSpecError(
+                f"{spec!r} is not a planner spec: use scripted:NAME (oracle, "
+                "random-tool, search-then-answer) or an engine spec (openai:MODEL@URL, "
+                "hf:PATH_OR_NAME, vllm:NAME, python:module:function)"
+            )
         try:
             engine = make_engine(spec)
         except Exception as exc:  # any construction failure means the spec is unusable
             raise PlannerSpecError(f"{spec!r}: {type(exc).__name__}: {exc}") from exc
-        return EngineBatchPlanner(engine, seed=seed, temperature=temperature, max_tokens=max_tokens,
-                                  input_mode=input_mode, owns_engine=True)
-    return EngineBatchPlanner(spec, seed=seed, temperature=temperature, max_tokens=max_tokens,
-                              input_mode=input_mode)
+        return EngineBatchPlanner(
+            engine,
+            seed=seed,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            input_mode=input_mode,
+            owns_engine=True,
+        )
+    return EngineBatchPlanner(
+        spec, seed=seed, temperature=temperature, max_tokens=max_tokens, input_mode=input_mode
+    )

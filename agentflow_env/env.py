@@ -53,26 +53,46 @@ def _resolve_engine(engine: Engine | str | Callable[..., Any] | None, role: str)
 def _module(kind: str, mode: object, engine: Any) -> Any:
     """Build a module from a mode name (``direct``/``planner``/``llm``) or pass an instance."""
     table: dict[str, dict[str, Callable[[], Any]]] = {
-        "executor": {"direct": DirectExecutor, "llm": lambda: LLMExecutor(_resolve_engine(engine, "executor"))},
-        "verifier": {"planner": PlannerVerifier, "llm": lambda: LLMVerifier(_resolve_engine(engine, "verifier"))},
-        "generator": {"planner": PlannerGenerator, "llm": lambda: LLMGenerator(_resolve_engine(engine, "generator"))},
+        "executor": {
+            "direct": DirectExecutor,
+            "llm": lambda: LLMExecutor(_resolve_engine(engine, "executor")),
+        },
+        "verifier": {
+            "planner": PlannerVerifier,
+            "llm": lambda: LLMVerifier(_resolve_engine(engine, "verifier")),
+        },
+        "generator": {
+            "planner": PlannerGenerator,
+            "llm": lambda: LLMGenerator(_resolve_engine(engine, "generator")),
+        },
     }
     base = {"executor": Executor, "verifier": Verifier, "generator": Generator}[kind]
     if isinstance(mode, base):
         return mode
     if isinstance(mode, str) and mode in table[kind]:
         return table[kind][mode]()
-    raise ValueError(f"{kind} must be one of {sorted(table[kind])} or a {base.__name__} instance, got {mode!r}")
+    raise ValueError(
+        f"{kind} must be one of {sorted(table[kind])} or a {base.__name__} instance, got {mode!r}"
+    )
 
 
-def _load_tasks(family: str, tasks: TaskSource | None, seed: int, num_tasks: int | None,
-                task_kwargs: Mapping[str, Any] | None) -> tuple[list[Task], list[dict[str, Any]]]:
+def _load_tasks(
+    family: str,
+    tasks: TaskSource | None,
+    seed: int,
+    num_tasks: int | None,
+    task_kwargs: Mapping[str, Any] | None,
+) -> tuple[list[Task], list[dict[str, Any]]]:
     """Tasks and the corpus a Search_Tool indexes (the generated world's documents, if any)."""
     if tasks is None:
         from agentflow_env.tasks.suite import make_suite
 
-        suite = make_suite(family, seed=seed, num_tasks=num_tasks,  # type: ignore[arg-type]
-                           **dict(task_kwargs or {}))
+        suite = make_suite(
+            family,
+            seed=seed,
+            num_tasks=num_tasks,  # type: ignore[arg-type]
+            **dict(task_kwargs or {}),
+        )
         return list(suite.tasks), [dict(d) for d in suite.documents]
     if isinstance(tasks, (str, Path)) or (tasks and not isinstance(tasks[0], Task)):
         from agentflow_env.tasks.loaders import load_tasks
@@ -82,8 +102,11 @@ def _load_tasks(family: str, tasks: TaskSource | None, seed: int, num_tasks: int
     return list(tasks), []  # type: ignore[arg-type]
 
 
-def _build_tools(names: Sequence[str | Tool], documents: Sequence[Mapping[str, Any]] | None,
-                 tool_kwargs: Mapping[str, Mapping[str, Any]]) -> list[Tool]:
+def _build_tools(
+    names: Sequence[str | Tool],
+    documents: Sequence[Mapping[str, Any]] | None,
+    tool_kwargs: Mapping[str, Mapping[str, Any]],
+) -> list[Tool]:
     built: list[Tool] = []
     for spec in names:
         if not isinstance(spec, str):
@@ -94,8 +117,10 @@ def _build_tools(names: Sequence[str | Tool], documents: Sequence[Mapping[str, A
             from tools.search import SearchTool
 
             if not documents and "index_dir" not in kwargs and "corpus_path" not in kwargs:
-                raise ValueError("Search_Tool needs a corpus: pass documents=[{'title','text'}, ...], "
-                                 "tool_kwargs={'Search_Tool': {'corpus_path': ...}}, or tools=[...]")
+                raise ValueError(
+                    "Search_Tool needs a corpus: pass documents=[{'title','text'}, ...], "
+                    "tool_kwargs={'Search_Tool': {'corpus_path': ...}}, or tools=[...]"
+                )
             if documents and "index_dir" not in kwargs and "corpus_path" not in kwargs:
                 kwargs["documents"] = list(documents)
             built.append(SearchTool(**kwargs))
@@ -115,8 +140,10 @@ def _build_tools(names: Sequence[str | Tool], documents: Sequence[Mapping[str, A
             kwargs.setdefault("request_factory", GenerationRequest.model_validate)
             built.append(BaseGeneratorTool(**kwargs))
         else:
-            raise ValueError(f"unknown tool {spec!r}: use Search_Tool, Python_Coder_Tool, "
-                             "Wikipedia_Search_Tool, Base_Generator_Tool, or pass a Tool instance")
+            raise ValueError(
+                f"unknown tool {spec!r}: use Search_Tool, Python_Coder_Tool, "
+                "Wikipedia_Search_Tool, Base_Generator_Tool, or pass a Tool instance"
+            )
     return built
 
 
@@ -153,7 +180,9 @@ def build_flow(
     if not task_list:
         raise ValueError("the task set is empty")
     docs = documents if documents is not None else generated_docs
-    tool_list = _build_tools(tools if tools is not None else FAMILY_TOOLS[family], docs, tool_kwargs or {})
+    tool_list = _build_tools(
+        tools if tools is not None else FAMILY_TOOLS[family], docs, tool_kwargs or {}
+    )
     if scorer is None:
         from agentflow_env.rewards import score as scorer  # noqa: PLW0127 - the rule scorer
     analyzer = None
@@ -230,9 +259,13 @@ class AgentFlowEnv(gym.Env[str, str]):
 
     metadata = {"render_modes": ["ansi"], "render_fps": 1}
 
-    def __init__(self, family: Family = "search", *, render_mode: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, family: Family = "search", *, render_mode: str | None = None, **kwargs: Any
+    ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+            raise ValueError(
+                f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}"
+            )
         self.render_mode = render_mode
         self.family = family
         self.flow, self.tasks = build_flow(family, **kwargs)
@@ -250,7 +283,9 @@ class AgentFlowEnv(gym.Env[str, str]):
     def memory(self):  # noqa: ANN201 - Memory, typed in memory.py
         return self._episode.memory if self._episode else None
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[str, dict[str, Any]]:
         super().reset(seed=seed)
         task = self._choose_task(options or {})
         [(self._episode, info)] = self.flow.start([task])
@@ -266,7 +301,9 @@ class AgentFlowEnv(gym.Env[str, str]):
         if "task_index" in options:
             index = int(options["task_index"])
             if not 0 <= index < len(self.tasks):
-                raise IndexError(f"task_index {index} out of range: the task set has {len(self.tasks)} tasks")
+                raise IndexError(
+                    f"task_index {index} out of range: the task set has {len(self.tasks)} tasks"
+                )
             return self.tasks[index]
         return self.tasks[int(self.np_random.integers(len(self.tasks)))]
 

@@ -18,8 +18,17 @@ from agentflow_env.trajectory import EpisodeRecord
 
 __all__ = ["ERROR_KINDS", "episode_rows", "print_report", "summarize", "wilson_interval"]
 
-ERROR_KINDS = ("planner", "parse", "executor", "tool", "verifier", "generator", "score",
-               "query_analysis", "judge_fallback")
+ERROR_KINDS = (
+    "planner",
+    "parse",
+    "executor",
+    "tool",
+    "verifier",
+    "generator",
+    "score",
+    "query_analysis",
+    "judge_fallback",
+)
 
 
 def wilson_interval(successes: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -33,8 +42,9 @@ def wilson_interval(successes: float, n: int, z: float = 1.959963984540054) -> t
     return (max(0.0, center - half), min(1.0, center + half))
 
 
-def summarize(records: Sequence[EpisodeRecord], planner: Any, module_engine: Any, judge: Any,
-              wall_s: float) -> dict[str, Any]:
+def summarize(
+    records: Sequence[EpisodeRecord], planner: Any, module_engine: Any, judge: Any, wall_s: float
+) -> dict[str, Any]:
     """Accuracy, turns, tool calls, errors by kind and token usage of finished episodes.
 
     ``planner``/``module_engine`` expose ``tokens`` (prompt, completion); ``judge`` is an
@@ -45,12 +55,17 @@ def summarize(records: Sequence[EpisodeRecord], planner: Any, module_engine: Any
     tool_calls: Counter[str] = Counter()
     for r in records:
         errors.update(r.metadata.get("errors", {}))
-        tool_calls.update(t.tool_name for t in r.turns  # calls that reached the tool
-                          if t.tool_name and t.error_kind != "executor")
+        tool_calls.update(
+            t.tool_name
+            for t in r.turns  # calls that reached the tool
+            if t.tool_name and t.error_kind != "executor"
+        )
     if judge is not None:
         errors["judge_fallback"] += len(judge.fallbacks)
     n = len(records)
-    judge_tokens = (judge.prompt_tokens or None, judge.completion_tokens or None) if judge else (None, None)
+    judge_tokens = (
+        (judge.prompt_tokens or None, judge.completion_tokens or None) if judge else (None, None)
+    )
     return {
         "episodes": n,
         "scored": len(scored),
@@ -61,9 +76,14 @@ def summarize(records: Sequence[EpisodeRecord], planner: Any, module_engine: Any
         "truncated": sum(r.truncated for r in records),
         "tool_calls": dict(sorted(tool_calls.items())),
         "errors": {kind: errors.get(kind, 0) for kind in ERROR_KINDS},
-        "tokens": {who: {"prompt": pair[0], "completion": pair[1]} for who, pair in (
-            ("planner", planner.tokens), ("modules", module_engine.tokens if module_engine else (None, None)),
-            ("judge", judge_tokens))},
+        "tokens": {
+            who: {"prompt": pair[0], "completion": pair[1]}
+            for who, pair in (
+                ("planner", planner.tokens),
+                ("modules", module_engine.tokens if module_engine else (None, None)),
+                ("judge", judge_tokens),
+            )
+        },
         "wall_time_s": wall_s,
         "episodes_per_s": n / wall_s if wall_s > 0 else None,
     }
@@ -71,10 +91,21 @@ def summarize(records: Sequence[EpisodeRecord], planner: Any, module_engine: Any
 
 def episode_rows(records: Sequence[EpisodeRecord]) -> list[dict[str, Any]]:
     """One row per episode: index, task, score (or score error), answer, turns, errors."""
-    return [{"index": r.metadata.get("episode_index"), "task_id": r.task_id, "score": r.score,
-             "score_error": r.score_error, "answer": r.answer, "ground_truth": r.ground_truth,
-             "turns": r.num_turns, "terminated": r.terminated, "truncated": r.truncated,
-             "errors": r.metadata.get("errors", {})} for r in records]
+    return [
+        {
+            "index": r.metadata.get("episode_index"),
+            "task_id": r.task_id,
+            "score": r.score,
+            "score_error": r.score_error,
+            "answer": r.answer,
+            "ground_truth": r.ground_truth,
+            "turns": r.num_turns,
+            "terminated": r.terminated,
+            "truncated": r.truncated,
+            "errors": r.metadata.get("errors", {}),
+        }
+        for r in records
+    ]
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -95,21 +126,35 @@ def print_report(report: Mapping[str, Any], console: Any | None = None) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     ci = s["accuracy_ci95"]
-    rows = [("episodes (scored)", f"{s['episodes']} ({s['scored']})"),
-            ("accuracy [95% Wilson]", f"{_fmt(s['accuracy'])} [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "n/a"),
-            ("mean turns", _fmt(s["mean_turns"], 2)),
-            ("terminated / truncated", f"{s['terminated']} / {s['truncated']}"),
-            ("tools", ", ".join(report["tools"]) or "none")]
+    rows = [
+        ("episodes (scored)", f"{s['episodes']} ({s['scored']})"),
+        (
+            "accuracy [95% Wilson]",
+            f"{_fmt(s['accuracy'])} [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "n/a",
+        ),
+        ("mean turns", _fmt(s["mean_turns"], 2)),
+        ("terminated / truncated", f"{s['terminated']} / {s['truncated']}"),
+        ("tools", ", ".join(report["tools"]) or "none"),
+    ]
     if c.get("env_kwargs"):
         rows.append(("env kwargs", json.dumps(c["env_kwargs"], default=str)))
     rows += [(f"calls: {name}", str(count)) for name, count in s["tool_calls"].items()]
     rows += [(f"errors: {kind}", str(count)) for kind, count in s["errors"].items()]
-    rows += [(f"tokens: {who} (prompt / completion)", f"{_fmt(t['prompt'])} / {_fmt(t['completion'])}")
-             for who, t in s["tokens"].items()]
-    rows += [("setup / run wall time (s)", f"{_fmt(report['setup_s'], 1)} / {_fmt(s['wall_time_s'], 1)}"),
-             ("episodes / s", _fmt(s["episodes_per_s"], 2))]
+    rows += [
+        (f"tokens: {who} (prompt / completion)", f"{_fmt(t['prompt'])} / {_fmt(t['completion'])}")
+        for who, t in s["tokens"].items()
+    ]
+    rows += [
+        (
+            "setup / run wall time (s)",
+            f"{_fmt(report['setup_s'], 1)} / {_fmt(s['wall_time_s'], 1)}",
+        ),
+        ("episodes / s", _fmt(s["episodes_per_s"], 2)),
+    ]
     for name, value in rows:
-        table.add_row(name, value, style="red" if name.startswith("errors") and value != "0" else None)
+        table.add_row(
+            name, value, style="red" if name.startswith("errors") and value != "0" else None
+        )
     console.print(table)
     for note in report["notes"]:
         console.print(f"[yellow]note:[/yellow] {note}")

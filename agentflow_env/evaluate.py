@@ -61,8 +61,17 @@ from agentflow_env.registration import ENV_IDS
 from agentflow_env.tasks.base import Task
 from agentflow_env.trajectory import EpisodeRecord, TrajectoryBuilder, write_jsonl
 
-__all__ = ["EnvOverrides", "EvalConfig", "EvaluateError", "choose_tools", "infer_kind", "main", "print_report",
-           "run", "wilson_interval"]
+__all__ = [
+    "EnvOverrides",
+    "EvalConfig",
+    "EvaluateError",
+    "choose_tools",
+    "infer_kind",
+    "main",
+    "print_report",
+    "run",
+    "wilson_interval",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -119,11 +128,27 @@ class EvalConfig:
 
 
 # env constructor arguments the evaluator sets from an option of its own
-_OWN_OPTION = {"family": "--env", "tasks": "--data", "documents": "--corpus", "scorer": "--judge",
-               **{k: "--" + k.replace("_", "-") for k in ("tools", "max_turns", "executor", "verifier",
-                                                           "generator", "query_analysis", "seed")},
-               **dict.fromkeys(("engine", "executor_engine", "verifier_engine", "generator_engine"),
-                               "--module-engine")}
+_OWN_OPTION = {
+    "family": "--env",
+    "tasks": "--data",
+    "documents": "--corpus",
+    "scorer": "--judge",
+    **{
+        k: "--" + k.replace("_", "-")
+        for k in (
+            "tools",
+            "max_turns",
+            "executor",
+            "verifier",
+            "generator",
+            "query_analysis",
+            "seed",
+        )
+    },
+    **dict.fromkeys(
+        ("engine", "executor_engine", "verifier_engine", "generator_engine"), "--module-engine"
+    ),
+}
 
 
 class EnvOverrides(BaseModel):
@@ -158,8 +183,13 @@ def _engine(spec: str | Engine, flag: str) -> Engine:
 
 def _make_planner(cfg: EvalConfig) -> BatchPlanner:
     try:
-        return make_batch_planner(cfg.planner, seed=cfg.seed, temperature=cfg.temperature,
-                                  max_tokens=cfg.max_tokens, input_mode=cfg.planner_input)
+        return make_batch_planner(
+            cfg.planner,
+            seed=cfg.seed,
+            temperature=cfg.temperature,
+            max_tokens=cfg.max_tokens,
+            input_mode=cfg.planner_input,
+        )
     except ValueError as exc:  # PlannerSpecError, or a bad input mode
         raise EvaluateError(f"--planner: {exc}") from exc
 
@@ -171,10 +201,17 @@ def _env_family(env_id: str) -> str:
     try:
         spec = gym.spec(env_id)
     except gym.error.Error as exc:
-        raise EvaluateError(f"unknown env id {env_id!r} ({exc}); AgentFlow ids: {', '.join(ENV_IDS)}") from exc
+        raise EvaluateError(
+            f"unknown env id {env_id!r} ({exc}); AgentFlow ids: {', '.join(ENV_IDS)}"
+        ) from exc
     family = spec.kwargs.get("family")
-    if spec.vector_entry_point != "agentflow_env.vector:AgentFlowVectorEnv" or family not in FAMILY_TOOLS:
-        raise EvaluateError(f"{env_id!r} is not an AgentFlow environment; use one of {', '.join(ENV_IDS)}")
+    if (
+        spec.vector_entry_point != "agentflow_env.vector:AgentFlowVectorEnv"
+        or family not in FAMILY_TOOLS
+    ):
+        raise EvaluateError(
+            f"{env_id!r} is not an AgentFlow environment; use one of {', '.join(ENV_IDS)}"
+        )
     return str(family)
 
 
@@ -204,16 +241,19 @@ def infer_kind(tasks: Sequence[Task]) -> str:
     return "search"
 
 
-def choose_tools(kind: str, requested: Sequence[str] | None, corpus: str | None,
-                 module_engine: bool) -> tuple[list[str], list[str]]:
+def choose_tools(
+    kind: str, requested: Sequence[str] | None, corpus: str | None, module_engine: bool
+) -> tuple[list[str], list[str]]:
     """Tool names for external data, and notes for the table (see the module docstring)."""
     notes: list[str] = []
     if requested is not None:
         names = list(requested)
         missing = sorted(set(names) & set(_SEARCH_TOOLS)) if corpus is None else []
         if missing:
-            raise EvaluateError(f"{missing[0]} needs a corpus for external data: pass --corpus PATH.jsonl "
-                                f"(JSONL lines with 'title' and 'text'), or leave it out of --tools")
+            raise EvaluateError(
+                f"{missing[0]} needs a corpus for external data: pass --corpus PATH.jsonl "
+                f"(JSONL lines with 'title' and 'text'), or leave it out of --tools"
+            )
         if "Base_Generator_Tool" in names and not module_engine:
             raise EvaluateError("Base_Generator_Tool needs an engine: pass --module-engine SPEC")
         return names, notes
@@ -243,9 +283,11 @@ def _check_spec(flag: str, spec: object) -> None:
     if flag == "--planner" and spec.startswith(SCRIPTED_PREFIX):
         from agentflow_env.planners import SCRIPTED_PLANNERS
 
-        if spec[len(SCRIPTED_PREFIX):] not in SCRIPTED_PLANNERS:
-            raise EvaluateError(f"--planner {spec!r}: unknown scripted planner; valid: "
-                                + ", ".join(SCRIPTED_PREFIX + n for n in sorted(SCRIPTED_PLANNERS)))
+        if spec[len(SCRIPTED_PREFIX) :] not in SCRIPTED_PLANNERS:
+            raise EvaluateError(
+                f"--planner {spec!r}: unknown scripted planner; valid: "
+                + ", ".join(SCRIPTED_PREFIX + n for n in sorted(SCRIPTED_PLANNERS))
+            )
         return
     from agentflow_env.llm import parse_spec
 
@@ -258,23 +300,33 @@ def _check_spec(flag: str, spec: object) -> None:
 
 def _validate(cfg: EvalConfig) -> None:
     if cfg.max_turns < 1 or cfg.concurrency < 1:
-        raise EvaluateError(f"--max-turns and --concurrency must be >= 1, got {cfg.max_turns}, {cfg.concurrency}")
+        raise EvaluateError(
+            f"--max-turns and --concurrency must be >= 1, got {cfg.max_turns}, {cfg.concurrency}"
+        )
     if cfg.episodes is not None and cfg.episodes < 1:
         raise EvaluateError(f"--episodes must be >= 1, got {cfg.episodes}")
     if cfg.temperature < 0 or cfg.max_tokens < 1:
         raise EvaluateError("--temperature must be >= 0 and --max-tokens >= 1")
-    for flag, mode, allowed in (("--executor", cfg.executor, ("direct", "llm")),
-                                ("--verifier", cfg.verifier, ("planner", "llm")),
-                                ("--generator", cfg.generator, ("planner", "llm"))):
+    for flag, mode, allowed in (
+        ("--executor", cfg.executor, ("direct", "llm")),
+        ("--verifier", cfg.verifier, ("planner", "llm")),
+        ("--generator", cfg.generator, ("planner", "llm")),
+    ):
         if mode not in allowed:
             raise EvaluateError(f"{flag} must be one of {', '.join(allowed)}, got {mode!r}")
         if mode == "llm" and cfg.module_engine is None:
             raise EvaluateError(f"{flag} llm needs --module-engine SPEC")
-    if cfg.module_engine is None and (cfg.query_analysis or "Base_Generator_Tool" in (cfg.tools or ())):
+    if cfg.module_engine is None and (
+        cfg.query_analysis or "Base_Generator_Tool" in (cfg.tools or ())
+    ):
         raise EvaluateError("--query-analysis and Base_Generator_Tool need --module-engine SPEC")
     if cfg.corpus is not None and not Path(cfg.corpus).is_file():
         raise EvaluateError(f"--corpus {cfg.corpus!r}: no such file")
-    for flag, spec in (("--planner", cfg.planner), ("--module-engine", cfg.module_engine), ("--judge", cfg.judge)):
+    for flag, spec in (
+        ("--planner", cfg.planner),
+        ("--module-engine", cfg.module_engine),
+        ("--judge", cfg.judge),
+    ):
         _check_spec(flag, spec)
 
 
@@ -298,30 +350,44 @@ def _env_overrides(raw: Mapping[str, Any] | None) -> dict[str, Any]:
         raise EvaluateError(f"--env-kwargs must be a JSON object, got {type(raw).__name__}")
     for key in raw:
         if key in _OWN_OPTION:
-            raise EvaluateError(f"--env-kwargs {key!r} has an option of its own: use {_OWN_OPTION[key]}")
+            raise EvaluateError(
+                f"--env-kwargs {key!r} has an option of its own: use {_OWN_OPTION[key]}"
+            )
         if key not in EnvOverrides.model_fields:
             valid = ", ".join(EnvOverrides.model_fields)
             raise EvaluateError(f"--env-kwargs: unknown key {key!r}; valid: {valid}")
     try:
         parsed = EnvOverrides.model_validate(dict(raw))
     except ValidationError as exc:
-        problems = (f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e['input']!r})" for e in exc.errors())
+        problems = (
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e['input']!r})" for e in exc.errors()
+        )
         raise EvaluateError(f"--env-kwargs: {'; '.join(problems)}") from exc
     return parsed.model_dump(exclude_unset=True, exclude_none=True)
 
 
-def _apply_overrides(env_kwargs: dict[str, Any], overrides: dict[str, Any], tools: Sequence[str]) -> None:
+def _apply_overrides(
+    env_kwargs: dict[str, Any], overrides: dict[str, Any], tools: Sequence[str]
+) -> None:
     """Merge validated ``env_kwargs`` last: ``tool_kwargs`` per tool, other keys replace."""
     if "tasks" in env_kwargs and {"num_tasks", "task_kwargs"} & overrides.keys():
-        raise EvaluateError("--env-kwargs num_tasks / task_kwargs shape the generated task set: "
-                            "they do not apply with --data")
+        raise EvaluateError(
+            "--env-kwargs num_tasks / task_kwargs shape the generated task set: "
+            "they do not apply with --data"
+        )
     per_tool = overrides.get("tool_kwargs", {})
     stray = [name for name in per_tool if name not in tools]
     if stray:
         no_corpus = "tasks" in env_kwargs and "Search_Tool" not in env_kwargs["tool_kwargs"]
-        hint = " (Search_Tool needs --corpus with --data)" if "Search_Tool" in stray and no_corpus else ""
-        raise EvaluateError(f"--env-kwargs tool_kwargs names {stray[0]!r}, not a tool of this run "
-                            f"({', '.join(tools) or 'no tools'}){hint}")
+        hint = (
+            " (Search_Tool needs --corpus with --data)"
+            if "Search_Tool" in stray and no_corpus
+            else ""
+        )
+        raise EvaluateError(
+            f"--env-kwargs tool_kwargs names {stray[0]!r}, not a tool of this run "
+            f"({', '.join(tools) or 'no tools'}){hint}"
+        )
     for name, kwargs in per_tool.items():
         env_kwargs["tool_kwargs"][name] = {**env_kwargs["tool_kwargs"].get(name, {}), **kwargs}
     env_kwargs.update({k: v for k, v in overrides.items() if k != "tool_kwargs"})
@@ -342,33 +408,51 @@ def _setup(cfg: EvalConfig) -> _Setup:
         if tools is None and has_module:
             tools = [*FAMILY_TOOLS[family], "Base_Generator_Tool"]
     # both local search tools index the same JSONL corpus
-    tool_kwargs: dict[str, Any] = {n: {"corpus_path": cfg.corpus} for n in _SEARCH_TOOLS} if cfg.corpus else {}
-    env_kwargs: dict[str, Any] = {"tools": tools, "tool_kwargs": tool_kwargs, "max_turns": cfg.max_turns,
-                                  "seed": cfg.seed, "query_analysis": bool(cfg.query_analysis)}
+    tool_kwargs: dict[str, Any] = (
+        {n: {"corpus_path": cfg.corpus} for n in _SEARCH_TOOLS} if cfg.corpus else {}
+    )
+    env_kwargs: dict[str, Any] = {
+        "tools": tools,
+        "tool_kwargs": tool_kwargs,
+        "max_turns": cfg.max_turns,
+        "seed": cfg.seed,
+        "query_analysis": bool(cfg.query_analysis),
+    }
     if tasks is not None:
         env_kwargs["tasks"] = tasks
     elif cfg.episodes is not None:
         env_kwargs["num_tasks"] = cfg.episodes
     _apply_overrides(env_kwargs, overrides, tools if tools is not None else FAMILY_TOOLS[family])
     # engines last: everything cheap to check has been checked
-    module = CountingEngine(_engine(cfg.module_engine, "--module-engine")) if cfg.module_engine else None
+    module = (
+        CountingEngine(_engine(cfg.module_engine, "--module-engine")) if cfg.module_engine else None
+    )
     if module is not None:
         tool_kwargs["Base_Generator_Tool"] = {  # settings from env_kwargs last
-            "engine": module, "request_factory": GenerationRequest.model_validate,
-            **tool_kwargs.get("Base_Generator_Tool", {})}
+            "engine": module,
+            "request_factory": GenerationRequest.model_validate,
+            **tool_kwargs.get("Base_Generator_Tool", {}),
+        }
     judge = None
     if cfg.judge is not None:
         from agentflow_env.judge import LLMJudge
         from agentflow_env.rewards import score
 
         try:
-            judge = LLMJudge(_engine(cfg.judge, "--judge"), fallback=score if cfg.judge_fallback else None)
+            judge = LLMJudge(
+                _engine(cfg.judge, "--judge"), fallback=score if cfg.judge_fallback else None
+            )
         except EvaluateError:
             if module is not None and isinstance(cfg.module_engine, str):
                 module.close()
             raise
-    env_kwargs.update(executor=cfg.executor, verifier=cfg.verifier, generator=cfg.generator, engine=module,
-                      scorer=judge)
+    env_kwargs.update(
+        executor=cfg.executor,
+        verifier=cfg.verifier,
+        generator=cfg.generator,
+        engine=module,
+        scorer=judge,
+    )
     return _Setup(kind, tasks, notes, module, judge, env_kwargs)
 
 
@@ -413,8 +497,13 @@ class _Running:
         self.errors["query_analysis"] += bool(info.get("query_analysis_error"))
 
 
-def _run_episodes(envs: Any, planner: BatchPlanner, tasks: Sequence[Task],
-                  cfg: EvalConfig, on_done: Callable[[EpisodeRecord], None]) -> None:
+def _run_episodes(
+    envs: Any,
+    planner: BatchPlanner,
+    tasks: Sequence[Task],
+    cfg: EvalConfig,
+    on_done: Callable[[EpisodeRecord], None],
+) -> None:
     """Drive ``tasks`` through the vector env, refilling sub-envs as episodes end."""
     n = envs.num_envs
     queue = deque(enumerate(tasks))
@@ -460,7 +549,9 @@ def _run_episodes(envs: Any, planner: BatchPlanner, tasks: Sequence[Task],
             chosen = assign(refill)
             mask = np.zeros(n, dtype=bool)
             mask[refill] = True
-            obs, infos = envs.reset(options={"tasks": [chosen.get(i) for i in range(n)], "reset_mask": mask})
+            obs, infos = envs.reset(
+                options={"tasks": [chosen.get(i) for i in range(n)], "reset_mask": mask}
+            )
             for i in refill:
                 slots[i].started(_info_at(infos, i))  # type: ignore[union-attr]
 
@@ -469,18 +560,31 @@ def _run_episodes(envs: Any, planner: BatchPlanner, tasks: Sequence[Task],
 def _build_envs(cfg: EvalConfig, setup: _Setup) -> Any:
     import gymnasium as gym
 
-    sizes = [n for n in (cfg.episodes, setup.env_kwargs.get("num_tasks")) if n is not None]  # generated
-    wanted = len(_select(setup.tasks, cfg)) if setup.tasks is not None else min(sizes, default=cfg.concurrency)
+    sizes = [
+        n for n in (cfg.episodes, setup.env_kwargs.get("num_tasks")) if n is not None
+    ]  # generated
+    wanted = (
+        len(_select(setup.tasks, cfg))
+        if setup.tasks is not None
+        else min(sizes, default=cfg.concurrency)
+    )
     try:
-        return gym.make_vec(cfg.env, num_envs=min(cfg.concurrency, wanted),
-                            vectorization_mode="vector_entry_point",
-                            autoreset_mode=gym.vector.AutoresetMode.DISABLED, **setup.env_kwargs)
+        return gym.make_vec(
+            cfg.env,
+            num_envs=min(cfg.concurrency, wanted),
+            vectorization_mode="vector_entry_point",
+            autoreset_mode=gym.vector.AutoresetMode.DISABLED,
+            **setup.env_kwargs,
+        )
     except (ValueError, TypeError, OSError) as exc:  # e.g. a corpus that is not JSONL
         raise EvaluateError(f"could not build {cfg.env}: {type(exc).__name__}: {exc}") from exc
 
 
-def _recorder(records: list[EpisodeRecord], stream: TextIO | None) -> Callable[[EpisodeRecord], None]:
+def _recorder(
+    records: list[EpisodeRecord], stream: TextIO | None
+) -> Callable[[EpisodeRecord], None]:
     """Keep each finished episode; stream it to the trajectory file at once (a crash keeps it)."""
+
     def done(record: EpisodeRecord) -> None:
         records.append(record)
         if stream is not None:
@@ -521,16 +625,28 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
         for resource in (stream, envs, planner):
             if resource is not None:
                 resource.close()
-        for engine, spec in ((setup.module_engine, cfg.module_engine),
-                             (setup.judge.engine if setup.judge else None, cfg.judge)):
-            if engine is not None and isinstance(spec, str):  # built here from a spec: ours to close
+        for engine, spec in (
+            (setup.module_engine, cfg.module_engine),
+            (setup.judge.engine if setup.judge else None, cfg.judge),
+        ):
+            if engine is not None and isinstance(
+                spec, str
+            ):  # built here from a spec: ours to close
                 engine.close()
     records.sort(key=lambda r: r.metadata["episode_index"])
-    config = {k: v if isinstance(v, (str, int, float, bool, list, dict, type(None))) else repr(v)
-              for k, v in asdict(cfg).items()}
-    report = {"config": config, "kind": setup.kind, "tools": tools, "notes": setup.notes, "setup_s": setup_s,
-              "summary": summarize(records, planner, setup.module_engine, setup.judge, wall),
-              "episodes": episode_rows(records)}
+    config = {
+        k: v if isinstance(v, (str, int, float, bool, list, dict, type(None))) else repr(v)
+        for k, v in asdict(cfg).items()
+    }
+    report = {
+        "config": config,
+        "kind": setup.kind,
+        "tools": tools,
+        "notes": setup.notes,
+        "setup_s": setup_s,
+        "summary": summarize(records, planner, setup.module_engine, setup.judge, wall),
+        "episodes": episode_rows(records),
+    }
     if cfg.out:
         Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(report, indent=2, allow_nan=False, default=str)
@@ -553,23 +669,38 @@ def _json_object(text: str) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's arguments (each maps to an :class:`EvalConfig` field)."""
     d = EvalConfig()
-    p = argparse.ArgumentParser(prog="python -m agentflow_env.evaluate",
-                                description="Benchmark a planner as a policy on an AgentFlow environment.")
+    p = argparse.ArgumentParser(
+        prog="python -m agentflow_env.evaluate",
+        description="Benchmark a planner as a policy on an AgentFlow environment.",
+    )
     add = p.add_argument
     add("--env", default=d.env, help=f"gymnasium id ({', '.join(ENV_IDS)})")
     add("--data", help="authors' JSON, JSONL, or hf:NAME (default: the env's generated tasks)")
-    add("--planner", default=d.planner,
-        help="scripted:NAME (oracle, random-tool, search-then-answer) or an engine spec")
+    add(
+        "--planner",
+        default=d.planner,
+        help="scripted:NAME (oracle, random-tool, search-then-answer) or an engine spec",
+    )
     add("--executor", default=d.executor, choices=["direct", "llm"])
     add("--verifier", default=d.verifier, choices=["planner", "llm"])
     add("--generator", default=d.generator, choices=["planner", "llm"])
     add("--module-engine", help="engine spec for the LLM modules and Base_Generator_Tool")
-    add("--query-analysis", action="store_true", help="run the query analyzer (needs --module-engine)")
+    add(
+        "--query-analysis",
+        action="store_true",
+        help="run the query analyzer (needs --module-engine)",
+    )
     add("--judge", help="engine spec for an LLM-judge scorer (default: rule scorers)")
-    add("--judge-fallback", action="store_true",
-        help="on judge failure use the rule scorer (counted as judge_fallback errors)")
-    add("--tools", type=lambda v: [t.strip() for t in v.split(",") if t.strip()],
-        help="comma-separated tool names (default: chosen per data file)")
+    add(
+        "--judge-fallback",
+        action="store_true",
+        help="on judge failure use the rule scorer (counted as judge_fallback errors)",
+    )
+    add(
+        "--tools",
+        type=lambda v: [t.strip() for t in v.split(",") if t.strip()],
+        help="comma-separated tool names (default: chosen per data file)",
+    )
     add("--corpus", help="JSONL corpus (title, text) for the search tools")
     add("--episodes", type=int, help="number of episodes (default: every task)")
     add("--shuffle", action="store_true", help="a seeded random subset instead of the first N")
@@ -578,10 +709,20 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=d.seed)
     add("--temperature", type=float, default=d.temperature, help="planner sampling temperature")
     add("--max-tokens", type=int, default=d.max_tokens, help="planner max tokens per step")
-    add("--planner-input", default=d.planner_input, choices=["chat", "prompt"],
-        help="send the observation as a chat message or as a raw prompt")
-    add("--env-kwargs", type=_json_object, metavar="JSON", help="more env arguments as a JSON object, "
-        "merged last, e.g. '{\"prompt_style\": \"compact\"}'; keys: " + ", ".join(EnvOverrides.model_fields))
+    add(
+        "--planner-input",
+        default=d.planner_input,
+        choices=["chat", "prompt"],
+        help="send the observation as a chat message or as a raw prompt",
+    )
+    add(
+        "--env-kwargs",
+        type=_json_object,
+        metavar="JSON",
+        help="more env arguments as a JSON object, "
+        'merged last, e.g. \'{"prompt_style": "compact"}\'; keys: '
+        + ", ".join(EnvOverrides.model_fields),
+    )
     add("--out", help="write the report as JSON here")
     add("--trajectories", help="write the episode records as JSONL here")
     return p

@@ -19,8 +19,8 @@ from typing import Any
 from agentflow_env import prompts
 from agentflow_env.memory import Memory, Step
 from agentflow_env.modules import (
-    ExecutorCall,
     Executor,
+    ExecutorCall,
     Generator,
     GeneratorCall,
     QueryAnalyzer,
@@ -133,20 +133,33 @@ class AgentFlow:
             header = prompts.planner_header(
                 task.question, cards, self.prompt_style, analysis or None, self.max_turns
             )
-            episode = Episode(task=task, observation=sanitize_text(header + prompts.step_header(1)),
-                              query_analysis=analysis)
-            info = {"task_id": task.id, "turn": 0, "query_analysis": analysis,
-                    "query_analysis_error": error}
+            episode = Episode(
+                task=task,
+                observation=sanitize_text(header + prompts.step_header(1)),
+                query_analysis=analysis,
+            )
+            info = {
+                "task_id": task.id,
+                "turn": 0,
+                "query_analysis": analysis,
+                "query_analysis_error": error,
+            }
             out.append((episode, info))
         return out
 
     def observation(self, episode: Episode) -> str:
         # Every piece was sanitized when appended (append-only), so only the length cap is left.
         text = episode.observation
-        return text if len(text) <= self.max_observation_chars else sanitize_text(text, self.max_observation_chars)
+        return (
+            text
+            if len(text) <= self.max_observation_chars
+            else sanitize_text(text, self.max_observation_chars)
+        )
 
     # --------------------------------------------------------------------------------- step
-    def step(self, episodes: Sequence[Episode], actions: Sequence[object]) -> list[tuple[float, bool, bool, dict[str, Any]]]:
+    def step(
+        self, episodes: Sequence[Episode], actions: Sequence[object]
+    ) -> list[tuple[float, bool, bool, dict[str, Any]]]:
         """Advance every (not done) episode by one turn. Returns (reward, terminated, truncated, info)."""
         if len(episodes) != len(actions):
             raise ValueError(f"got {len(actions)} actions for {len(episodes)} episodes")
@@ -157,8 +170,12 @@ class AgentFlow:
         t_exec = time.perf_counter()
         results = self._run_tools(inputs, parsed)
         t_tools = time.perf_counter()
-        steps = {i: self._record(episodes[i], parsed[i], inputs.get(i), results.get(i), exec_errors.get(i))
-                 for i in live}
+        steps = {
+            i: self._record(
+                episodes[i], parsed[i], inputs.get(i), results.get(i), exec_errors.get(i)
+            )
+            for i in live
+        }
         decisions = self.verifier.decide(
             [VerifierCall(episodes[i].task.question, episodes[i].memory, parsed[i]) for i in live]
         )
@@ -176,8 +193,12 @@ class AgentFlow:
                 ending.append(i)
         self._finish(episodes, parsed, ending, outcome)
         t_end = time.perf_counter()
-        timings = {"executor_s": t_exec - t0, "tools_s": t_tools - t_exec,
-                   "verifier_s": t_verify - t_tools, "generator_s": t_end - t_verify}
+        timings = {
+            "executor_s": t_exec - t0,
+            "tools_s": t_tools - t_exec,
+            "verifier_s": t_verify - t_tools,
+            "generator_s": t_end - t_verify,
+        }
         for i in live:
             outcome[i][3]["timings"] = Timings(timings)
         for i, ep in enumerate(episodes):
@@ -188,9 +209,15 @@ class AgentFlow:
     # ------------------------------------------------------------------------------ stages
     def _run_executor(self, episodes: Sequence[Episode], parsed: dict[int, PlannerAction]):
         need = [i for i, a in parsed.items() if a.error is None and not a.is_finish]
-        calls = [ExecutorCall(episodes[i].task.question, parsed[i],
-                              self.tools[parsed[i].tool_name].card, episodes[i].memory)  # type: ignore[index]
-                 for i in need]
+        calls = [
+            ExecutorCall(
+                episodes[i].task.question,
+                parsed[i],
+                self.tools[parsed[i].tool_name].card,
+                episodes[i].memory,
+            )  # type: ignore[index]
+            for i in need
+        ]
         inputs: dict[int, dict[str, Any]] = {}
         errors: dict[int, str] = {}
         for i, out in zip(need, self.executor.commands(calls) if calls else [], strict=True):
@@ -200,8 +227,9 @@ class AgentFlow:
                 inputs[i] = out.inputs
         return inputs, errors
 
-    def _run_tools(self, inputs: dict[int, dict[str, Any]],
-                   parsed: dict[int, PlannerAction]) -> dict[int, ToolResult]:
+    def _run_tools(
+        self, inputs: dict[int, dict[str, Any]], parsed: dict[int, PlannerAction]
+    ) -> dict[int, ToolResult]:
         """All calls concurrently; calls of a tool with ``batch_execute`` go in one batch."""
         by_tool: dict[str, list[int]] = {}
         for i in inputs:
@@ -216,14 +244,19 @@ class AgentFlow:
             else:
                 calls.extend((tool, _safe_execute, (tool, inputs[i]), [i]) for i in idx)
         # Pool calls are submitted first so they run while the inline ones use this thread.
-        futures = {self._pool.submit(fn, *args): idx for tool, fn, args, idx in calls
-                   if not getattr(tool, "runs_inline", False)}
+        futures = {
+            self._pool.submit(fn, *args): idx
+            for tool, fn, args, idx in calls
+            if not getattr(tool, "runs_inline", False)
+        }
         results: dict[int, ToolResult] = {}
         for tool, fn, args, idx in calls:
             if getattr(tool, "runs_inline", False):
                 try:
                     self._store(results, idx, fn(*args))
-                except Exception as exc:  # a tool broke its contract by raising: contain it to its episodes
+                except (
+                    Exception
+                ) as exc:  # a tool broke its contract by raising: contain it to its episodes
                     self._store_error(results, idx, exc)
         deadline = time.monotonic() + self.tool_timeout_s
         for fut, idx in futures.items():
@@ -231,8 +264,12 @@ class AgentFlow:
                 self._store(results, idx, fut.result(timeout=max(0.0, deadline - time.monotonic())))
             except cf.TimeoutError:
                 for i in idx:
-                    results[i] = ToolResult.failure(f"tool call timed out after {self.tool_timeout_s:g} s")
-            except Exception as exc:  # a tool broke its contract by raising: contain it to its episodes
+                    results[i] = ToolResult.failure(
+                        f"tool call timed out after {self.tool_timeout_s:g} s"
+                    )
+            except (
+                Exception
+            ) as exc:  # a tool broke its contract by raising: contain it to its episodes
                 self._store_error(results, idx, exc)
         return results
 
@@ -241,9 +278,12 @@ class AgentFlow:
         values = value if isinstance(value, list) else [value]
         if len(values) != len(idx):
             raise ValueError(f"tool returned {len(values)} results for {len(idx)} calls")
-        for i, res in zip(idx, values):
-            results[i] = res if isinstance(res, ToolResult) else ToolResult.failure(
-                f"tool returned {type(res).__name__}, not ToolResult")
+        for i, res in zip(idx, values, strict=False):
+            results[i] = (
+                res
+                if isinstance(res, ToolResult)
+                else ToolResult.failure(f"tool returned {type(res).__name__}, not ToolResult")
+            )
 
     @staticmethod
     def _store_error(results: dict[int, ToolResult], idx: list[int], exc: Exception) -> None:
@@ -251,15 +291,25 @@ class AgentFlow:
         for i in idx:
             results[i] = ToolResult.failure(f"tool raised {type(exc).__name__}: {exc}")
 
-    def _record(self, ep: Episode, action: PlannerAction, inputs: dict[str, Any] | None,
-                result: ToolResult | None, exec_error: str | None) -> Step:
+    def _record(
+        self,
+        ep: Episode,
+        action: PlannerAction,
+        inputs: dict[str, Any] | None,
+        result: ToolResult | None,
+        exec_error: str | None,
+    ) -> Step:
         ep.turn += 1
         if action.answer is not None:
             ep.answers.append(action.answer)
         action_text = action.raw if isinstance(action.raw, str) else str(action.raw)
         if len(action_text) > self.max_action_chars:
             action_text = action_text[: self.max_action_chars] + " ...[truncated]"
-        error = action.error or exec_error or (result.error if result is not None and not result.ok else None)
+        error = (
+            action.error
+            or exec_error
+            or (result.error if result is not None and not result.ok else None)
+        )
         kind = "parse" if action.error else "executor" if exec_error else "tool" if error else None
         if action.error:
             shown = f"Error: could not parse the action: {action.error}"
@@ -274,14 +324,23 @@ class AgentFlow:
         if len(shown) > self.max_result_chars:
             shown = shown[: self.max_result_chars] + " ...[truncated]"
         command = _command_text(inputs)
-        step = Step(turn=ep.turn, action_text=action_text, tool_name=action.tool_name,
-                    sub_goal=action.sub_goal, command=command, result=shown, error=error,
-                    error_kind=kind)
+        step = Step(
+            turn=ep.turn,
+            action_text=action_text,
+            tool_name=action.tool_name,
+            sub_goal=action.sub_goal,
+            command=command,
+            result=shown,
+            error=error,
+            error_kind=kind,
+        )
         ep.memory.add(step)
         ep.observation += sanitize_text(prompts.step_block(action_text, shown))
         return step
 
-    def _step_info(self, ep: Episode, action: PlannerAction, step: Step, decision: Any) -> dict[str, Any]:
+    def _step_info(
+        self, ep: Episode, action: PlannerAction, step: Step, decision: Any
+    ) -> dict[str, Any]:
         return {
             "turn": ep.turn,
             "task_id": ep.task.id,
@@ -296,17 +355,29 @@ class AgentFlow:
             "verifier_error": decision.error,
         }
 
-    def _finish(self, episodes: Sequence[Episode], parsed: dict[int, PlannerAction], ending: list[int],
-                outcome: dict[int, tuple[float, bool, bool, dict[str, Any]]]) -> None:
+    def _finish(
+        self,
+        episodes: Sequence[Episode],
+        parsed: dict[int, PlannerAction],
+        ending: list[int],
+        outcome: dict[int, tuple[float, bool, bool, dict[str, Any]]],
+    ) -> None:
         for i in range(len(episodes)):
             if i in outcome and i not in ending:
                 episodes[i].observation += prompts.step_header(episodes[i].turn + 1)
         if not ending:
             return
-        answers = self.generator.answer([
-            GeneratorCall(episodes[i].task.question, episodes[i].memory, parsed[i], tuple(episodes[i].answers))
-            for i in ending
-        ])
+        answers = self.generator.answer(
+            [
+                GeneratorCall(
+                    episodes[i].task.question,
+                    episodes[i].memory,
+                    parsed[i],
+                    tuple(episodes[i].answers),
+                )
+                for i in ending
+            ]
+        )
         for i, gen in zip(ending, answers, strict=True):
             ep = episodes[i]
             ep.done = True
@@ -317,8 +388,13 @@ class AgentFlow:
                 score_error = f"{type(exc).__name__}: {exc}"
                 logger.warning("scoring task %s failed: %s", ep.task.id, score_error)
             _, terminated, truncated, info = outcome[i]
-            info.update(answer=gen.answer, generator_error=gen.error, ground_truth=ep.task.answer,
-                        score=score, score_error=score_error)
+            info.update(
+                answer=gen.answer,
+                generator_error=gen.error,
+                ground_truth=ep.task.answer,
+                score=score,
+                score_error=score_error,
+            )
             outcome[i] = (0.0 if score_error else score, terminated, truncated, info)
 
     # ------------------------------------------------------------------------------ cleanup

@@ -48,13 +48,16 @@ class JudgeVerdict:
         return 1.0 if self.correct else 0.0
 
 
-def judge_prompt(question: str, ground_truth: str, prediction: str,
-                 choices: Sequence[str] | None = None) -> str:
+def judge_prompt(
+    question: str, ground_truth: str, prediction: str, choices: Sequence[str] | None = None
+) -> str:
     """The judge's instruction: compare meaning, not wording, and end with a verdict line."""
     options = ""
     if choices:
         letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-        options = "Options:\n" + "\n".join(f"{letters[i]}. {c}" for i, c in enumerate(choices)) + "\n"
+        options = (
+            "Options:\n" + "\n".join(f"{letters[i]}. {c}" for i, c in enumerate(choices)) + "\n"
+        )
     return (
         "You grade an answer against the reference answer of a question. Judge whether the "
         "response means the same as the reference: ignore wording, formatting, units written out "
@@ -75,7 +78,9 @@ def parse_verdict(text: str) -> JudgeVerdict:
     matches = _VERDICT.findall(text)
     if not matches:
         snippet = " ".join(text.split())[:200]
-        raise JudgeError(f"unparseable judge verdict (no 'Verdict: CORRECT/INCORRECT'): {snippet!r}")
+        raise JudgeError(
+            f"unparseable judge verdict (no 'Verdict: CORRECT/INCORRECT'): {snippet!r}"
+        )
     return JudgeVerdict(correct=matches[-1].lower() in _POSITIVE, analysis=text.strip())
 
 
@@ -109,7 +114,9 @@ class LLMJudge:
         self.engine: Engine = engine  # type: ignore[assignment]
         self.sampling = sampling or SamplingParams(temperature=0.0, max_tokens=256)
         if self.sampling.n != 1:
-            raise ValueError(f"the judge needs one completion per request, got sampling.n={self.sampling.n}")
+            raise ValueError(
+                f"the judge needs one completion per request, got sampling.n={self.sampling.n}"
+            )
         if max_prediction_chars < 1:
             raise ValueError(f"max_prediction_chars must be >= 1, got {max_prediction_chars}")
         self.fallback = fallback
@@ -166,7 +173,9 @@ class LLMJudge:
             error = JudgeError(f"judge engine raised {type(exc).__name__}: {exc}")
             return [error] * len(pairs)
         if len(results) != len(pairs):
-            error = JudgeError(f"judge engine returned {len(results)} results for {len(pairs)} requests")
+            error = JudgeError(
+                f"judge engine returned {len(results)} results for {len(pairs)} requests"
+            )
             return [error] * len(pairs)
         self._count(results)
         out: list[JudgeVerdict | JudgeError] = []
@@ -191,8 +200,9 @@ class LLMJudge:
             return verdict.score
         if self.fallback is None:
             raise verdict
-        logger.warning("judge failed on task %s (%s); scoring with the fallback rule scorer",
-                       task.id, verdict)
+        logger.warning(
+            "judge failed on task %s (%s); scoring with the fallback rule scorer", task.id, verdict
+        )
         with self._lock:
             self.fallbacks.append((task.id, str(verdict)))
         return float(self.fallback(prediction, task))

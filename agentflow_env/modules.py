@@ -27,10 +27,25 @@ from agentflow_env.parsing import PlannerAction, strip_code_fence
 from tools.base import ToolCard
 
 __all__ = [
-    "ExecutorCall", "ExecutorOutput", "Executor", "DirectExecutor", "LLMExecutor",
-    "VerifierCall", "VerifierOutput", "Verifier", "PlannerVerifier", "LLMVerifier",
-    "GeneratorCall", "GeneratorOutput", "Generator", "PlannerGenerator", "LLMGenerator",
-    "QueryAnalyzer", "parse_executor_output", "parse_verifier_output", "parse_generator_output",
+    "ExecutorCall",
+    "ExecutorOutput",
+    "Executor",
+    "DirectExecutor",
+    "LLMExecutor",
+    "VerifierCall",
+    "VerifierOutput",
+    "Verifier",
+    "PlannerVerifier",
+    "LLMVerifier",
+    "GeneratorCall",
+    "GeneratorOutput",
+    "Generator",
+    "PlannerGenerator",
+    "LLMGenerator",
+    "QueryAnalyzer",
+    "parse_executor_output",
+    "parse_verifier_output",
+    "parse_generator_output",
 ]
 
 # ---------------------------------------------------------------------------------- executor
@@ -103,16 +118,22 @@ def parse_executor_output(text: str, card: ToolCard) -> ExecutorOutput:
                     break
                 unknown = set(inputs) - set(card.input_types) if card.input_types else set()
                 if unknown:
-                    return ExecutorOutput(error=f"unknown inputs {sorted(unknown)} for {card.name}", raw=text)
+                    return ExecutorOutput(
+                        error=f"unknown inputs {sorted(unknown)} for {card.name}", raw=text
+                    )
                 if inputs:
                     return ExecutorOutput(inputs=inputs, raw=text)
             break
-    command = re.search(r"^\s*\**command\**\s*:\s*(.+)", text, re.IGNORECASE | re.MULTILINE | re.DOTALL)
+    command = re.search(
+        r"^\s*\**command\**\s*:\s*(.+)", text, re.IGNORECASE | re.MULTILINE | re.DOTALL
+    )
     if command and command.group(1).strip():
         value = command.group(1).strip()
         value = strip_code_fence(value) if "```" in value else value.strip("`").strip()
         return ExecutorOutput(inputs={card.primary_input: value}, raw=text)
-    return ExecutorOutput(error="executor output has neither tool.execute(...) nor 'Command:'", raw=text)
+    return ExecutorOutput(
+        error="executor output has neither tool.execute(...) nor 'Command:'", raw=text
+    )
 
 
 class LLMExecutor(Executor):
@@ -195,8 +216,11 @@ def parse_verifier_output(text: str) -> VerifierOutput:
     """
     matches = _CONCLUSION.findall(text) or _DECISION.findall(text)
     if not matches:
-        return VerifierOutput(stop=False, analysis=text.strip(),
-                              error="verifier output has no STOP/CONTINUE conclusion; continuing")
+        return VerifierOutput(
+            stop=False,
+            analysis=text.strip(),
+            error="verifier output has no STOP/CONTINUE conclusion; continuing",
+        )
     return VerifierOutput(stop=matches[-1].upper() == "STOP", analysis=text.strip())
 
 
@@ -226,7 +250,9 @@ class LLMVerifier(Verifier):
         ]
         for i, result in zip(pending, self.engine.generate(requests), strict=True):
             if result.error:
-                outputs[i] = VerifierOutput(stop=False, error=f"verifier engine failed: {result.error}")
+                outputs[i] = VerifierOutput(
+                    stop=False, error=f"verifier engine failed: {result.error}"
+                )
             else:
                 outputs[i] = parse_verifier_output(result.text)
         return outputs
@@ -285,8 +311,11 @@ def parse_generator_output(text: str) -> GeneratorOutput:
     found = _ANSWER_TAG.findall(text)
     if found:
         return GeneratorOutput(answer=found[-1].strip(), text=text)
-    return GeneratorOutput(answer=text.strip(), text=text,
-                           error="generator output has no <answer> tag; scored the whole text")
+    return GeneratorOutput(
+        answer=text.strip(),
+        text=text,
+        error="generator output has no <answer> tag; scored the whole text",
+    )
 
 
 class LLMGenerator(Generator):
@@ -302,14 +331,18 @@ class LLMGenerator(Generator):
         if not calls:
             return []
         requests = [
-            GenerationRequest.chat(prompts.generator_prompt(c.question, c.memory.render()),
-                                   **self.sampling.model_dump())
+            GenerationRequest.chat(
+                prompts.generator_prompt(c.question, c.memory.render()),
+                **self.sampling.model_dump(),
+            )
             for c in calls
         ]
         outputs = []
         for result in self.engine.generate(requests):
             if result.error:
-                outputs.append(GeneratorOutput(answer="", error=f"generator engine failed: {result.error}"))
+                outputs.append(
+                    GeneratorOutput(answer="", error=f"generator engine failed: {result.error}")
+                )
             else:
                 outputs.append(parse_generator_output(result.text))
         return outputs
@@ -322,12 +355,18 @@ class QueryAnalyzer:
         self.engine = engine
         self.sampling = sampling or SamplingParams(temperature=0.0, max_tokens=512)
 
-    def analyze(self, questions: Sequence[str], cards: Sequence[ToolCard]) -> list[tuple[str, str | None]]:
+    def analyze(
+        self, questions: Sequence[str], cards: Sequence[ToolCard]
+    ) -> list[tuple[str, str | None]]:
         """(analysis text, error) per question."""
         if not questions:
             return []
-        requests = [GenerationRequest.chat(prompts.query_analysis_prompt(q, cards),
-                                           **self.sampling.model_dump()) for q in questions]
+        requests = [
+            GenerationRequest.chat(
+                prompts.query_analysis_prompt(q, cards), **self.sampling.model_dump()
+            )
+            for q in questions
+        ]
         out: list[tuple[str, str | None]] = []
         for result in self.engine.generate(requests):
             if result.error:

@@ -95,7 +95,9 @@ def _split_fields(text: str) -> dict[str, str]:
     """Map field -> value. A value runs until the next label; the first occurrence wins."""
     fields: dict[str, str] = {}
     matches = list(_LABEL.finditer(text))
-    if "```" in text:  # lines inside fenced code (e.g. `tool: str = "x"` in a Python command) are not labels
+    if (
+        "```" in text
+    ):  # lines inside fenced code (e.g. `tool: str = "x"` in a Python command) are not labels
         fences = [m.span() for m in _FENCED.finditer(text)]
         matches = [m for m in matches if not any(a < m.start() < b for a, b in fences)]
     for i, match in enumerate(matches):

@@ -67,8 +67,15 @@ class ScriptedPlanner(Protocol):
         """The next action text for the current observation."""
 
 
-def format_action(tool_name: str, command: str, sub_goal: str, *, justification: str = "",
-                  context: str = "", verbose: bool = True) -> str:
+def format_action(
+    tool_name: str,
+    command: str,
+    sub_goal: str,
+    *,
+    justification: str = "",
+    context: str = "",
+    verbose: bool = True,
+) -> str:
     """One tool-calling action in the env's format (``verbose=False`` drops the first two fields)."""
     lines = []
     if verbose:
@@ -77,13 +84,16 @@ def format_action(tool_name: str, command: str, sub_goal: str, *, justification:
     return "\n".join(lines)
 
 
-def finish_action(answer: str, *, justification: str = "", context: str = "",
-                  verbose: bool = True) -> str:
+def finish_action(
+    answer: str, *, justification: str = "", context: str = "", verbose: bool = True
+) -> str:
     """The finishing action: ``Tool Name: Finish`` and the answer in ``<answer>`` tags."""
     lines = []
     if verbose:
-        lines += [f"Justification: {justification or 'The steps so far determine the answer.'}",
-                  f"Context: {context or 'None'}"]
+        lines += [
+            f"Justification: {justification or 'The steps so far determine the answer.'}",
+            f"Context: {context or 'None'}",
+        ]
     lines += ["Sub-Goal: Give the final answer.", "Tool Name: Finish", f"<answer>{answer}</answer>"]
     return "\n".join(lines)
 
@@ -99,7 +109,7 @@ def last_result(observation: str) -> str | None:
     starts = [m.end() for m in _RESULT.finditer(observation or "")]
     if not starts:
         return None
-    body = observation[starts[-1]:]
+    body = observation[starts[-1] :]
     header = _STEP_HEADER.search(body)
     return (body[: header.start()] if header else body).strip()
 
@@ -125,22 +135,42 @@ def _oracle_plan(task: Task, verbose: bool) -> list[str]:
     known: list[str] = []
     for hop in path:
         goal = hop.get("goal") or f"Search for {hop['query']}."
-        actions.append(format_action(
-            SEARCH_TOOL, hop["query"], goal, verbose=verbose,
-            justification=f"The document about {hop['entity']} states this fact.",
-            context="; ".join(known)))
+        actions.append(
+            format_action(
+                SEARCH_TOOL,
+                hop["query"],
+                goal,
+                verbose=verbose,
+                justification=f"The document about {hop['entity']} states this fact.",
+                context="; ".join(known),
+            )
+        )
         known.append(f"{hop['query']}: {hop['answer']}")
     code = meta.get("expression")
     if code is None and task.scorer == "game24":
         code = str(meta.get("solution") or task.answer).replace("×", "*").replace("÷", "/")
     if code is not None:
-        actions.append(format_action(
-            PYTHON_TOOL, _python_command(code), "Compute the answer exactly.", verbose=verbose,
-            justification="The answer needs an exact computation over the known numbers.",
-            context="; ".join(known)))
-    answer = meta.get("solution") if task.scorer == "game24" and meta.get("solution") else task.answer
-    actions.append(finish_action(str(answer), verbose=verbose, context="; ".join(known),
-                                 justification="The previous steps give the answer."))
+        actions.append(
+            format_action(
+                PYTHON_TOOL,
+                _python_command(code),
+                "Compute the answer exactly.",
+                verbose=verbose,
+                justification="The answer needs an exact computation over the known numbers.",
+                context="; ".join(known),
+            )
+        )
+    answer = (
+        meta.get("solution") if task.scorer == "game24" and meta.get("solution") else task.answer
+    )
+    actions.append(
+        finish_action(
+            str(answer),
+            verbose=verbose,
+            context="; ".join(known),
+            justification="The previous steps give the answer.",
+        )
+    )
     return actions
 
 
@@ -186,8 +216,13 @@ class RandomToolPlanner:
 
     name = "random-tool"
 
-    def __init__(self, tool_names: Sequence[str] = (SEARCH_TOOL, PYTHON_TOOL), seed: int = 0,
-                 max_steps: int = 3, verbose: bool = True) -> None:
+    def __init__(
+        self,
+        tool_names: Sequence[str] = (SEARCH_TOOL, PYTHON_TOOL),
+        seed: int = 0,
+        max_steps: int = 3,
+        verbose: bool = True,
+    ) -> None:
         if isinstance(tool_names, str) or not tool_names:
             raise ValueError("tool_names must be a non-empty sequence of tool names")
         if max_steps < 0:
@@ -231,11 +266,17 @@ class RandomToolPlanner:
         # The step comes from the observation when it shows one, so asking several times for
         # the same observation (e.g. to sample candidate actions) does not advance the episode.
         if (current_step(observation) or self._done) > self._steps:
-            return finish_action(self._guess(observation), verbose=self.verbose,
-                                 justification="Guessing an answer.")
+            return finish_action(
+                self._guess(observation), verbose=self.verbose, justification="Guessing an answer."
+            )
         tool = self.rng.choice(self.tool_names)
-        return format_action(tool, self._task.question, f"Try {tool} on the question.",
-                             verbose=self.verbose, justification="A random tool might help.")
+        return format_action(
+            tool,
+            self._task.question,
+            f"Try {tool} on the question.",
+            verbose=self.verbose,
+            justification="A random tool might help.",
+        )
 
 
 class SearchThenAnswerPlanner:
@@ -265,12 +306,19 @@ class SearchThenAnswerPlanner:
         self._turn += 1
         step = current_step(observation) or self._turn
         if step <= 1:
-            return format_action(self.tool_name, self._task.question, "Find passages about the question.",
-                                 verbose=self.verbose,
-                                 justification="The answer is probably in the top search result.")
+            return format_action(
+                self.tool_name,
+                self._task.question,
+                "Find passages about the question.",
+                verbose=self.verbose,
+                justification="The answer is probably in the top search result.",
+            )
         title = first_hit_title(last_result(observation) or "")
-        return finish_action(title or "unknown", verbose=self.verbose,
-                             justification="Answering with the title of the first search hit.")
+        return finish_action(
+            title or "unknown",
+            verbose=self.verbose,
+            justification="Answering with the title of the first search hit.",
+        )
 
 
 SCRIPTED_PLANNERS: dict[str, type[Any]] = {
@@ -289,5 +337,7 @@ def get_scripted_planner(name: str, **kwargs: Any) -> ScriptedPlanner:
     """
     cls = SCRIPTED_PLANNERS.get(name)
     if cls is None:
-        raise ValueError(f"unknown scripted planner {name!r}; valid names: {sorted(SCRIPTED_PLANNERS)}")
+        raise ValueError(
+            f"unknown scripted planner {name!r}; valid names: {sorted(SCRIPTED_PLANNERS)}"
+        )
     return cls(**kwargs)

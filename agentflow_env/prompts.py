@@ -23,13 +23,7 @@ from typing import Literal
 
 from tools.base import ToolCard
 
-__all__ = [
-    "PromptStyle",
-    "planner_header",
-    "step_header",
-    "step_block",
-    "ACTION_FORMAT",
-]
+__all__ = ["PromptStyle", "planner_header", "step_header", "step_block", "ACTION_FORMAT"]
 
 PromptStyle = Literal["full", "compact"]
 

@@ -39,8 +39,10 @@ __all__ = [
 _MAX_ANSWER_CHARS = 10_000
 """Longer extracted answers are cut before scoring (no gold answer is anywhere near this)."""
 _TAG_CASE = str.maketrans("ANSWER", "answer")  # lowercase only the tag's letters: lengths stay
-_ANSWER_LINE = re.compile(r"^[ \t*#>\-]*(?:final[ \t]+)?answer[ \t*]*[:：][ \t]*(.+?)[ \t]*$",
-                          re.IGNORECASE | re.MULTILINE)
+_ANSWER_LINE = re.compile(
+    r"^[ \t*#>\-]*(?:final[ \t]+)?answer[ \t*]*[:：][ \t]*(.+?)[ \t]*$",
+    re.IGNORECASE | re.MULTILINE,
+)
 _ANSWER_IS = re.compile(r"\bthe (?:final |correct )?answer is[:\s]+(.+?)\s*$", re.IGNORECASE)
 _LETTERS = string.ascii_uppercase
 
@@ -75,10 +77,10 @@ def extract_answer(text: object) -> str:
     end = lowered.rfind("</answer>")
     start = lowered.rfind("<answer>", 0, end) if end >= 0 else -1
     if start >= 0:
-        return text[start + len("<answer>"):end].strip()
+        return text[start + len("<answer>") : end].strip()
     start = lowered.rfind("<answer>")
     if start >= 0:  # unclosed: the model stopped before the closing tag
-        return text[start + len("<answer>"):].strip()
+        return text[start + len("<answer>") :].strip()
     lines = _ANSWER_LINE.findall(text)
     if lines:
         return lines[-1].strip().strip("*").strip()
@@ -155,7 +157,9 @@ def _last_braced(text: str, command: str) -> str | None:
     return None
 
 
-_LATEX_DROP = re.compile(r"\\(?:left|right|displaystyle|!|,|;|:|quad|qquad)|\\\(|\\\)|\\\[|\\\]|\$|~")
+_LATEX_DROP = re.compile(
+    r"\\(?:left|right|displaystyle|!|,|;|:|quad|qquad)|\\\(|\\\)|\\\[|\\\]|\$|~"
+)
 _LATEX_WRAP = re.compile(r"\\(?:text|textbf|mathrm|mathbf|operatorname|mbox)\{([^{}]*)\}")
 _FRAC = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
 _FRAC_SHORT = re.compile(r"\\[dt]?frac\s*(\d)\s*(\d)")
@@ -255,7 +259,9 @@ def math_equal(prediction: object, answer: object) -> bool:
 _OPTION_PREFIX = re.compile(r"^\s*\(?([A-Za-z])\s*[).:\]]\s+(.*)$", re.DOTALL)
 _LETTER_ONLY = re.compile(r"^\s*[(\[]?\s*([A-Za-z])\s*[)\].:]?\s*$")
 _LETTER_LEAD = re.compile(r"^\s*[(\[]?\s*([A-Za-z])\s*[)\].:]\s*(.*)$", re.DOTALL)
-_LETTER_PHRASE = re.compile(r"\b(?:answer|option|choice)\s*(?:is)?\s*[:\s]\s*\(?([A-Z])\)?(?![A-Za-z])")
+_LETTER_PHRASE = re.compile(
+    r"\b(?:answer|option|choice)\s*(?:is)?\s*[:\s]\s*\(?([A-Z])\)?(?![A-Za-z])"
+)
 
 
 def _option_text(choice: str) -> str:
@@ -291,11 +297,17 @@ def _clean_letters(text: str) -> str:
     boxed = _last_braced(text, "\\boxed")
     text = boxed if boxed is not None else text
     text = _LATEX_WRAP.sub(r"\1", text).replace("**", "").replace("$", "").strip()
-    return re.sub(r"^(?:the\s+)?(?:final\s+)?(?:answer|option|choice)\s*(?:is)?\s*[:\s]\s*", "",
-                  text, flags=re.IGNORECASE)
+    return re.sub(
+        r"^(?:the\s+)?(?:final\s+)?(?:answer|option|choice)\s*(?:is)?\s*[:\s]\s*",
+        "",
+        text,
+        flags=re.IGNORECASE,
+    )
 
 
-def multiple_choice_correct(prediction: object, answer: str, choices: Sequence[str] | None = None) -> bool:
+def multiple_choice_correct(
+    prediction: object, answer: str, choices: Sequence[str] | None = None
+) -> bool:
     """Whether ``prediction`` picks the same option as ``answer``.
 
     ``answer`` is a letter (``"B"``), a labelled option (``"B. 0.7"``) or an option's text.
@@ -316,11 +328,32 @@ def multiple_choice_correct(prediction: object, answer: str, choices: Sequence[s
 
 # ------------------------------------------------------------------ Game of 24
 
-_G24_OPS = {ast.Add: Fraction.__add__, ast.Sub: Fraction.__sub__, ast.Mult: Fraction.__mul__,
-            ast.Div: Fraction.__truediv__}
-_G24_REPLACE = (("\\times", "*"), ("\\cdot", "*"), ("\\div", "/"), ("\\left", ""), ("\\right", ""),
-                ("×", "*"), ("∗", "*"), ("·", "*"), ("x", "*"), ("X", "*"), ("÷", "/"),
-                ("−", "-"), ("–", "-"), ("[", "("), ("]", ")"), ("{", "("), ("}", ")"), ("$", ""))
+_G24_OPS = {
+    ast.Add: Fraction.__add__,
+    ast.Sub: Fraction.__sub__,
+    ast.Mult: Fraction.__mul__,
+    ast.Div: Fraction.__truediv__,
+}
+_G24_REPLACE = (
+    ("\\times", "*"),
+    ("\\cdot", "*"),
+    ("\\div", "/"),
+    ("\\left", ""),
+    ("\\right", ""),
+    ("×", "*"),
+    ("∗", "*"),
+    ("·", "*"),
+    ("x", "*"),
+    ("X", "*"),
+    ("÷", "/"),
+    ("−", "-"),
+    ("–", "-"),
+    ("[", "("),
+    ("]", ")"),
+    ("{", "("),
+    ("}", ")"),
+    ("$", ""),
+)
 
 
 def _g24_expression(text: str) -> str:
@@ -370,8 +403,10 @@ def _task_numbers(task: Task) -> list[int]:
     if numbers is None:
         match = re.search(r"\[\s*(\d+(?:\s*,\s*\d+)+)\s*\]", task.question)
         if match is None:
-            raise TaskScoringError(f"Game of 24 task {task.id!r} has no metadata['numbers'] and no "
-                                   "'[a, b, c, d]' list in its question")
+            raise TaskScoringError(
+                f"Game of 24 task {task.id!r} has no metadata['numbers'] and no "
+                "'[a, b, c, d]' list in its question"
+            )
         numbers = [int(n) for n in match.group(1).split(",")]
     try:
         return [int(n) for n in numbers]
@@ -412,13 +447,19 @@ def _score_game24(pred: str, task: Task) -> float:
 
 
 def _score_judge(pred: str, task: Task) -> float:
-    raise JudgeRequiredError(f"task {task.id!r} uses the 'judge' scorer, which needs an LLM judge; "
-                             "the rule scorers cannot score it (pass an LLM-judge scorer)")
+    raise JudgeRequiredError(
+        f"task {task.id!r} uses the 'judge' scorer, which needs an LLM judge; "
+        "the rule scorers cannot score it (pass an LLM-judge scorer)"
+    )
 
 
 RULE_SCORERS: dict[str, Callable[[str, Task], float]] = {
-    "exact": _score_exact, "f1": _score_f1, "math": _score_math, "mc": _score_mc,
-    "game24": _score_game24, "judge": _score_judge,
+    "exact": _score_exact,
+    "f1": _score_f1,
+    "math": _score_math,
+    "mc": _score_mc,
+    "game24": _score_game24,
+    "judge": _score_judge,
 }
 """scorer name -> function(extracted prediction, task) -> float in [0, 1]"""
 
@@ -439,7 +480,8 @@ def score(prediction: object, task: Task) -> float:
         raise TypeError(f"score() needs a Task, got {type(task).__name__}")
     scorer = RULE_SCORERS.get(task.scorer)
     if scorer is None:
-        raise TaskScoringError(f"task {task.id!r} has unknown scorer {task.scorer!r}; "
-                               f"valid: {sorted(RULE_SCORERS)}")
+        raise TaskScoringError(
+            f"task {task.id!r} has unknown scorer {task.scorer!r}; valid: {sorted(RULE_SCORERS)}"
+        )
     pred = extract_answer(prediction)[:_MAX_ANSWER_CHARS]
     return min(1.0, max(0.0, float(scorer(pred, task))))

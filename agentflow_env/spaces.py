@@ -37,7 +37,9 @@ def text_space(max_length: int) -> spaces.Text:
 
 def sanitize_text(text: str, max_length: int | None = None) -> str:
     """Replace characters outside :data:`TEXT_CHARSET` with U+FFFD and cap the length."""
-    if not text.isascii():  # ASCII (most text) is inside the charset, minus NUL; isascii is a fast scan
+    if (
+        not text.isascii()
+    ):  # ASCII (most text) is inside the charset, minus NUL; isascii is a fast scan
         text = _OUTSIDE.sub("\ufffd", text)
     elif "\x00" in text:
         text = text.replace("\x00", "\ufffd")

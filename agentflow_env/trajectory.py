@@ -57,29 +57,42 @@ class TrajectoryBuilder:
     """Accumulates one episode from the env's outputs."""
 
     def __init__(self, episode_id: str, task: Any, **metadata: Any) -> None:
-        self.record = EpisodeRecord(episode_id=episode_id, task_id=str(task.id), question=task.question,
-                                    ground_truth=task.answer, metadata=dict(metadata))
+        self.record = EpisodeRecord(
+            episode_id=episode_id,
+            task_id=str(task.id),
+            question=task.question,
+            ground_truth=task.answer,
+            metadata=dict(metadata),
+        )
 
-    def add(self, action: str, reward: float, terminated: bool, truncated: bool, info: Mapping[str, Any]) -> None:
+    def add(
+        self, action: str, reward: float, terminated: bool, truncated: bool, info: Mapping[str, Any]
+    ) -> None:
         parsed = info.get("action") or {}
-        self.record.turns.append(TurnRecord(
-            turn=int(info.get("turn", len(self.record.turns) + 1)),
-            action=action if isinstance(action, str) else repr(action),
-            sub_goal=parsed.get("sub_goal", ""),
-            justification=parsed.get("justification", ""),
-            context=parsed.get("context", ""),
-            tool_name=info.get("tool_name"),
-            tool_input=info.get("tool_input"),
-            tool_result=info.get("tool_result", ""),
-            error=info.get("error"),
-            error_kind=info.get("error_kind"),
-            verifier=info.get("verifier"),
-            reward=float(reward),
-        ))
+        self.record.turns.append(
+            TurnRecord(
+                turn=int(info.get("turn", len(self.record.turns) + 1)),
+                action=action if isinstance(action, str) else repr(action),
+                sub_goal=parsed.get("sub_goal", ""),
+                justification=parsed.get("justification", ""),
+                context=parsed.get("context", ""),
+                tool_name=info.get("tool_name"),
+                tool_input=info.get("tool_input"),
+                tool_result=info.get("tool_result", ""),
+                error=info.get("error"),
+                error_kind=info.get("error_kind"),
+                verifier=info.get("verifier"),
+                reward=float(reward),
+            )
+        )
         if terminated or truncated:
             score = info.get("score")
             self.record.answer = info.get("answer")
-            self.record.score = None if score is None or (isinstance(score, float) and math.isnan(score)) else float(score)
+            self.record.score = (
+                None
+                if score is None or (isinstance(score, float) and math.isnan(score))
+                else float(score)
+            )
             self.record.score_error = info.get("score_error")
             self.record.terminated, self.record.truncated = bool(terminated), bool(truncated)
 

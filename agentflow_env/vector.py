@@ -67,22 +67,36 @@ class AgentFlowVectorEnv(VectorEnv):
         self.single_action_space = text_space(max(self.flow.max_observation_chars, 100_000))
         # gymnasium's batch_space deep-copies the Text space per sub-env (~10 MB of charset tables
         # each: 2.5 GB at N=256); text_space's copies share the tables, which are never mutated.
-        self.observation_space = spaces.Tuple([text_space(self.flow.max_observation_chars) for _ in range(num_envs)])
-        self.action_space = spaces.Tuple([text_space(self.single_action_space.max_length) for _ in range(num_envs)])
+        self.observation_space = spaces.Tuple(
+            [text_space(self.flow.max_observation_chars) for _ in range(num_envs)]
+        )
+        self.action_space = spaces.Tuple(
+            [text_space(self.single_action_space.max_length) for _ in range(num_envs)]
+        )
         self._rngs = [seeding.np_random(None)[0] for _ in range(num_envs)]
         self._episodes: list[Episode | None] = [None] * num_envs
         self._needs_reset = np.zeros(num_envs, dtype=bool)
 
     # ----------------------------------------------------------------------------- reset
-    def reset(self, *, seed: int | Sequence[int | None] | None = None,
-              options: dict[str, Any] | None = None) -> tuple[tuple[str, ...], dict[str, Any]]:
+    def reset(
+        self,
+        *,
+        seed: int | Sequence[int | None] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> tuple[tuple[str, ...], dict[str, Any]]:
         options = dict(options or {})
         seeds = self._seed_list(seed)
         mask = options.pop("reset_mask", None)
         if mask is None:
             mask = np.ones(self.num_envs, dtype=bool)
-        elif not (isinstance(mask, np.ndarray) and mask.dtype == np.bool_ and mask.shape == (self.num_envs,)):
-            raise TypeError(f"options['reset_mask'] must be a bool numpy array of shape ({self.num_envs},)")
+        elif not (
+            isinstance(mask, np.ndarray)
+            and mask.dtype == np.bool_
+            and mask.shape == (self.num_envs,)
+        ):
+            raise TypeError(
+                f"options['reset_mask'] must be a bool numpy array of shape ({self.num_envs},)"
+            )
         per_env = self._per_env_tasks(options)
         indices = [i for i in range(self.num_envs) if mask[i]]
         for i in indices:
@@ -106,33 +120,51 @@ class AgentFlowVectorEnv(VectorEnv):
     def _per_env_tasks(self, options: Mapping[str, Any]) -> list[Task | None]:
         unknown = set(options) - {"tasks", "task_indices"}
         if unknown:
-            raise ValueError(f"unknown reset options {sorted(unknown)}; use tasks, task_indices, reset_mask")
+            raise ValueError(
+                f"unknown reset options {sorted(unknown)}; use tasks, task_indices, reset_mask"
+            )
         chosen: list[Task | None] = [None] * self.num_envs
         if "tasks" in options:
             tasks = list(options["tasks"])
             if len(tasks) != self.num_envs:
-                raise ValueError(f"options['tasks'] has {len(tasks)} entries for num_envs={self.num_envs}")
-            chosen = [t if t is None or isinstance(t, Task) else Task.model_validate(t) for t in tasks]
+                raise ValueError(
+                    f"options['tasks'] has {len(tasks)} entries for num_envs={self.num_envs}"
+                )
+            chosen = [
+                t if t is None or isinstance(t, Task) else Task.model_validate(t) for t in tasks
+            ]
         if "task_indices" in options:
             idx = list(options["task_indices"])
             if len(idx) != self.num_envs:
-                raise ValueError(f"options['task_indices'] has {len(idx)} entries for num_envs={self.num_envs}")
+                raise ValueError(
+                    f"options['task_indices'] has {len(idx)} entries for num_envs={self.num_envs}"
+                )
             for i, k in enumerate(idx):
                 if k is not None:
                     if not 0 <= int(k) < len(self.tasks):
-                        raise IndexError(f"task index {k} out of range: the task set has {len(self.tasks)} tasks")
+                        raise IndexError(
+                            f"task index {k} out of range: the task set has {len(self.tasks)} tasks"
+                        )
                     chosen[i] = self.tasks[int(k)]
         return chosen
 
-    def _start(self, indices: Sequence[int], per_env: Sequence[Task | None]) -> dict[int, dict[str, Any]]:
+    def _start(
+        self, indices: Sequence[int], per_env: Sequence[Task | None]
+    ) -> dict[int, dict[str, Any]]:
         """Start new episodes in sub-envs ``indices`` (one batched query-analysis call)."""
         tasks = []
         for i in indices:
             task = per_env[i]
             # Same draw as AgentFlowEnv.reset: one integer from this sub-env's generator.
-            tasks.append(task if task is not None else self.tasks[int(self._rngs[i].integers(len(self.tasks)))])
+            tasks.append(
+                task
+                if task is not None
+                else self.tasks[int(self._rngs[i].integers(len(self.tasks)))]
+            )
         infos: dict[int, dict[str, Any]] = {}
-        for i, (episode, info) in zip(indices, self.flow.start(tasks) if tasks else [], strict=True):
+        for i, (episode, info) in zip(
+            indices, self.flow.start(tasks) if tasks else [], strict=True
+        ):
             self._episodes[i] = episode
             self._needs_reset[i] = False
             infos[i] = info
@@ -152,7 +184,9 @@ class AgentFlowVectorEnv(VectorEnv):
         return tuple(self.flow.observation(ep) if ep is not None else "" for ep in self._episodes)
 
     # ------------------------------------------------------------------------------ step
-    def step(self, actions: Sequence[str]) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    def step(
+        self, actions: Sequence[str]
+    ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         if any(ep is None for ep in self._episodes):
             raise ResetNeeded("call reset() before step()")
         actions = list(actions)
@@ -167,8 +201,10 @@ class AgentFlowVectorEnv(VectorEnv):
         to_reset = [i for i in range(self.num_envs) if self._needs_reset[i]] if next_step else []
         env_infos.update(self._start(to_reset, [None] * self.num_envs))
         stepping = [i for i in range(self.num_envs) if i not in to_reset]
-        results = self.flow.step([self._episodes[i] for i in stepping],  # type: ignore[misc]
-                                 [actions[i] for i in stepping])
+        results = self.flow.step(
+            [self._episodes[i] for i in stepping],  # type: ignore[misc]
+            [actions[i] for i in stepping],
+        )
         ended = []
         for i, (reward, term, trunc, info) in zip(stepping, results, strict=True):
             rewards[i], terminations[i], truncations[i] = reward, term, trunc

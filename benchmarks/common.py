@@ -32,7 +32,13 @@ def machine_info(**extra: Any) -> dict[str, Any]:
         torch_version = torch.__version__
     except ImportError:
         torch_version = None
-    return {"cpus": os.cpu_count(), "cpu_model": _cpu_model(), "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch_version,
-            "loadavg": [round(x, 2) for x in os.getloadavg()],
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch_version,
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **extra,
+    }

@@ -31,7 +31,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-if __package__ in (None, ""):  # run as a script (python benchmarks/x.py): make the repo root importable
+if __package__ in (
+    None,
+    "",
+):  # run as a script (python benchmarks/x.py): make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine_info
 
@@ -39,18 +42,36 @@ TARGET_GAIN = 0.20
 TARGET_MINUTES = 10.0
 
 
-def run_flow_grpo(estimator: str, seed: int, out_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+def run_flow_grpo(
+    estimator: str, seed: int, out_dir: Path, overrides: dict[str, Any]
+) -> dict[str, Any]:
     from learners.flow_grpo.config import make_config
     from learners.flow_grpo.trainer import FlowGRPOTrainer
 
-    cfg = make_config("tiny", overrides={"algo.estimator": estimator, "seed": seed, "output_dir": str(out_dir),
-                                         "train.progress": False, **overrides})
+    cfg = make_config(
+        "tiny",
+        overrides={
+            "algo.estimator": estimator,
+            "seed": seed,
+            "output_dir": str(out_dir),
+            "train.progress": False,
+            **overrides,
+        },
+    )
     t0 = time.perf_counter()
     with FlowGRPOTrainer(cfg) as trainer:
         result = trainer.train()
-    curve = [{"step": int(s), "eval_success": float(v), "minutes": float(t) / 60} for s, v, t in trainer.history["eval"]]
-    return {"before": result["eval_before"], "after": result["eval_after"], "curve": curve,
-            "train_minutes": trainer.train_seconds / 60, "wall_minutes": (time.perf_counter() - t0) / 60}
+    curve = [
+        {"step": int(s), "eval_success": float(v), "minutes": float(t) / 60}
+        for s, v, t in trainer.history["eval"]
+    ]
+    return {
+        "before": result["eval_before"],
+        "after": result["eval_after"],
+        "curve": curve,
+        "train_minutes": trainer.train_seconds / 60,
+        "wall_minutes": (time.perf_counter() - t0) / 60,
+    }
 
 
 def run_sft_only(seed: int, minutes: float) -> dict[str, Any]:
@@ -60,13 +81,25 @@ def run_sft_only(seed: int, minutes: float) -> dict[str, Any]:
 
     cfg = make_config("tiny", overrides={"seed": seed})
     policy = load_policy(cfg)
-    history = continue_sft(policy, cfg.env, minutes=minutes, seed=seed, eval_temperature=cfg.train.eval_temperature,
-                           eval_samples=cfg.train.eval_samples)
-    return {"before": history[0]["eval_success"], "after": history[-1]["eval_success"],
-            "curve": history, "train_minutes": minutes}
+    history = continue_sft(
+        policy,
+        cfg.env,
+        minutes=minutes,
+        seed=seed,
+        eval_temperature=cfg.train.eval_temperature,
+        eval_samples=cfg.train.eval_samples,
+    )
+    return {
+        "before": history[0]["eval_success"],
+        "after": history[-1]["eval_success"],
+        "curve": history,
+        "train_minutes": minutes,
+    }
 
 
-def run_job(method: str, seed: int, out_dir: Path, overrides: dict[str, Any], sft_minutes: float) -> dict[str, Any]:
+def run_job(
+    method: str, seed: int, out_dir: Path, overrides: dict[str, Any], sft_minutes: float
+) -> dict[str, Any]:
     """One run in a worker process, with ``overrides["train.num_threads"]`` torch threads."""
     torch.set_num_threads(int(overrides["train.num_threads"]))
     if method == "sft_only":
@@ -104,17 +137,29 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="one seed, 6 steps per run (CI / a smoke check)")
+    parser.add_argument(
+        "--quick", action="store_true", help="one seed, 6 steps per run (CI / a smoke check)"
+    )
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--methods", default="flow_grpo,last_turn,sft_only")
     parser.add_argument("--total-steps", type=int, default=None, help="override the preset's steps")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="runs in parallel; the CPUs are split among them (torch threads per run)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs in parallel; the CPUs are split among them (torch threads per run)",
+    )
     parser.add_argument("--work-dir", default="runs/benchmark_learning")
     parser.add_argument("--out", default="benchmarks/results/learning.json")
-    parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON", default=None,
-                        help="run nothing: combine saved result files (a later file's run of the same "
-                             "method and seed replaces an earlier one's) into --out, table and plot")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="JSON",
+        default=None,
+        help="run nothing: combine saved result files (a later file's run of the same "
+        "method and seed replaces an earlier one's) into --out, table and plot",
+    )
     args = parser.parse_args(argv)
     if args.merge:
         results, quick = merge_results(args.merge)
@@ -140,13 +185,24 @@ def main(argv: list[str] | None = None) -> int:
     # Runs are independent (SFT-only gets the preset's time budget, the one Flow-GRPO stops at),
     # so --jobs 2 uses both cores.
     with cf.ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(run_job, method, seed, Path(args.work_dir) / f"{method}-seed{seed}", overrides,
-                               1.0 if args.quick else budget): (method, seed) for method, seed in jobs}
+        futures = {
+            pool.submit(
+                run_job,
+                method,
+                seed,
+                Path(args.work_dir) / f"{method}-seed{seed}",
+                overrides,
+                1.0 if args.quick else budget,
+            ): (method, seed)
+            for method, seed in jobs
+        }
         for fut in cf.as_completed(futures):
             r = fut.result()
             results.append(r)
-            console.print(f"{r['method']} seed {r['seed']}: {r['before']:.2f} -> {r['after']:.2f} "
-                          f"in {r['train_minutes']:.1f} min")
+            console.print(
+                f"{r['method']} seed {r['seed']}: {r['before']:.2f} -> {r['after']:.2f} "
+                f"in {r['train_minutes']:.1f} min"
+            )
             # finished runs are kept even if a later one fails or the benchmark is stopped
             partial = Path(args.out).with_suffix(".partial.json")
             partial.parent.mkdir(parents=True, exist_ok=True)
@@ -175,42 +231,76 @@ def merge_results(paths: list[Path]) -> tuple[list[dict[str, Any]], bool]:
         quick = quick or bool(data.get("quick"))
         for r in data["results"]:
             run = dict(r)
-            run.setdefault("measured", {"file": str(path), "timestamp": data.get("machine", {}).get("timestamp")})
+            run.setdefault(
+                "measured",
+                {"file": str(path), "timestamp": data.get("machine", {}).get("timestamp")},
+            )
             run["measured"].setdefault("machine", data.get("machine"))
             by_job[(run["method"], int(run["seed"]))] = run
     methods = list(dict.fromkeys(m for m, _ in by_job))
     return sorted(by_job.values(), key=lambda r: (methods.index(r["method"]), r["seed"])), quick
 
 
-def report(results: list[dict[str, Any]], methods: list[str], quick: bool, out: Path,
-           machine: dict[str, Any] | None) -> dict[str, Any]:
+def report(
+    results: list[dict[str, Any]],
+    methods: list[str],
+    quick: bool,
+    out: Path,
+    machine: dict[str, Any] | None,
+) -> dict[str, Any]:
     """Print the table, write the JSON and the learning-curve PNG; returns the JSON's content."""
     console = Console()
     table = Table(title="held-out success, tiny preset (AgentFlow-Search-v0)")
     for col in ("method", "seed", "before", "after", "gain (points)", "train min"):
         table.add_column(col, justify="right")
     for r in results:
-        table.add_row(r["method"], str(r["seed"]), f"{r['before']:.2f}", f"{r['after']:.2f}",
-                      f"{100 * r['gain']:+.1f}", f"{r['train_minutes']:.1f}")
+        table.add_row(
+            r["method"],
+            str(r["seed"]),
+            f"{r['before']:.2f}",
+            f"{r['after']:.2f}",
+            f"{100 * r['gain']:+.1f}",
+            f"{r['train_minutes']:.1f}",
+        )
     summary = {}
     for m in methods:
         gains = [r["gain"] for r in results if r["method"] == m]
-        summary[m] = {"mean_gain": float(np.mean(gains)), "std_gain": float(np.std(gains)), "n": len(gains)}
-        table.add_row(f"[bold]{m} mean[/bold]", "", "", "", f"{100 * summary[m]['mean_gain']:+.1f}", "")
+        summary[m] = {
+            "mean_gain": float(np.mean(gains)),
+            "std_gain": float(np.std(gains)),
+            "n": len(gains),
+        }
+        table.add_row(
+            f"[bold]{m} mean[/bold]", "", "", "", f"{100 * summary[m]['mean_gain']:+.1f}", ""
+        )
     console.print(table)
     grpo = [r for r in results if r["method"] == "flow_grpo"]
-    met = bool(grpo) and all(r["gain"] >= TARGET_GAIN and r["train_minutes"] <= TARGET_MINUTES for r in grpo)
+    met = bool(grpo) and all(
+        r["gain"] >= TARGET_GAIN and r["train_minutes"] <= TARGET_MINUTES for r in grpo
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     png = out.with_suffix(".png")
     plot(results, png)
     if machine is None:  # merged: the machine of the newest measurement, with every run's own kept
-        readings = [r["measured"].get("machine") for r in results if r.get("measured", {}).get("machine")]
+        readings = [
+            r["measured"].get("machine") for r in results if r.get("measured", {}).get("machine")
+        ]
         machine = max(readings, key=lambda m: m.get("timestamp") or "") if readings else {}
-    report_data = {"quick": quick, "results": results, "summary": summary, "target_gain": TARGET_GAIN,
-                   "target_minutes": TARGET_MINUTES, "target_met": met, "plot": str(png), "machine": machine}
+    report_data = {
+        "quick": quick,
+        "results": results,
+        "summary": summary,
+        "target_gain": TARGET_GAIN,
+        "target_minutes": TARGET_MINUTES,
+        "target_met": met,
+        "plot": str(png),
+        "machine": machine,
+    }
     out.write_text(json.dumps(report_data, indent=2))
-    console.print(f"target (flow_grpo >= +{100 * TARGET_GAIN:.0f} points within {TARGET_MINUTES:.0f} min): "
-                  f"{'met' if met else 'NOT met'}; wrote {out} and {png}")
+    console.print(
+        f"target (flow_grpo >= +{100 * TARGET_GAIN:.0f} points within {TARGET_MINUTES:.0f} min): "
+        f"{'met' if met else 'NOT met'}; wrote {out} and {png}"
+    )
     return report_data
 
 

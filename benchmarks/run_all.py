@@ -26,7 +26,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-if __package__ in (None, ""):  # run as a script (python benchmarks/run_all.py): make the repo root importable
+if __package__ in (
+    None,
+    "",
+):  # run as a script (python benchmarks/run_all.py): make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine_info
 from tools.log_excerpt import log_excerpt
@@ -37,9 +40,18 @@ Row = tuple[str, str, str, str]  # metric, value, target, met
 
 def _search(d: dict[str, Any]) -> list[Row]:
     best = {(r["backend"], r["mode"]): r["qps"] for r in d["rows"] if r["level"] == "tool"}
-    rows = [(f"queries/s {b} {m} ({d['passages']:,} passages)", f"{q:,.0f}", "", "") for (b, m), q in best.items()]
-    rows.append(("best batched queries/s", f"{d['best_tool_batched_qps']:,.0f}", f">= {d['target_batched_qps']:,.0f}",
-                 _ok(d["target_met"])))
+    rows = [
+        (f"queries/s {b} {m} ({d['passages']:,} passages)", f"{q:,.0f}", "", "")
+        for (b, m), q in best.items()
+    ]
+    rows.append(
+        (
+            "best batched queries/s",
+            f"{d['best_tool_batched_qps']:,.0f}",
+            f">= {d['target_batched_qps']:,.0f}",
+            _ok(d["target_met"]),
+        )
+    )
     rows.append(("index build s", f"{d['build']['build_s']:.2f}", "", ""))
     return rows
 
@@ -47,9 +59,18 @@ def _search(d: dict[str, Any]) -> list[Row]:
 def _sandbox(d: dict[str, Any]) -> list[Row]:
     rows = []
     for r in d["rows"]:
-        target = f"<= {d['target_median_ms']:g}" if "strict" in r["setup"] and r["callers"] == 1 else ""
+        target = (
+            f"<= {d['target_median_ms']:g}" if "strict" in r["setup"] and r["callers"] == 1 else ""
+        )
         met = _ok(r["median_ms"] <= d["target_median_ms"]) if target else ""
-        rows.append((f"{r['setup']} x{r['callers']} median/p95 ms", f"{r['median_ms']:.1f} / {r['p95_ms']:.1f}", target, met))
+        rows.append(
+            (
+                f"{r['setup']} x{r['callers']} median/p95 ms",
+                f"{r['median_ms']:.1f} / {r['p95_ms']:.1f}",
+                target,
+                met,
+            )
+        )
     return rows
 
 
@@ -58,12 +79,23 @@ def _vector(d: dict[str, Any]) -> list[Row]:
     targets = {"callable-50ms": 5.0, "hf-tiny": 3.0}
     for r in d["throughput"]:
         target = targets.get(r["engine"]) if r["N"] == 16 else None
-        rows.append((f"{r['engine']} N={r['N']} vector/serial episodes/s", f"{r['vector_over_serial']:.1f}x",
-                     f">= {target:g}x" if target else "", _ok(r["vector_over_serial"] >= target) if target else ""))
+        rows.append(
+            (
+                f"{r['engine']} N={r['N']} vector/serial episodes/s",
+                f"{r['vector_over_serial']:.1f}x",
+                f">= {target:g}x" if target else "",
+                _ok(r["vector_over_serial"] >= target) if target else "",
+            )
+        )
     for o in d["offline_overhead"]:
-        rows.append((f"offline env overhead per step ({o['family']})",
-                     f"{100 * o['overhead_frac']:.1f}% ({o['overhead_ms']:.2f} ms)", "<= 10%",
-                     _ok(o["overhead_frac"] <= 0.10)))
+        rows.append(
+            (
+                f"offline env overhead per step ({o['family']})",
+                f"{100 * o['overhead_frac']:.1f}% ({o['overhead_ms']:.2f} ms)",
+                "<= 10%",
+                _ok(o["overhead_frac"] <= 0.10),
+            )
+        )
     return rows
 
 
@@ -74,30 +106,60 @@ def _learning(d: dict[str, Any]) -> list[Row]:
     for method, s in d["summary"].items():
         runs = [r for r in results if r["method"] == method]
         n = int(s["n"])
-        span = (f" ({fmean(r['before'] for r in runs):.2f} -> {fmean(r['after'] for r in runs):.2f})"
-                if runs else "")
-        rows.append((f"{method} held-out gain ({n} seed{'' if n == 1 else 's'})",
-                     f"{s['mean_gain']:+.2f} ± {s['std_gain']:.2f}{span}", "", ""))
+        span = (
+            f" ({fmean(r['before'] for r in runs):.2f} -> {fmean(r['after'] for r in runs):.2f})"
+            if runs
+            else ""
+        )
+        rows.append(
+            (
+                f"{method} held-out gain ({n} seed{'' if n == 1 else 's'})",
+                f"{s['mean_gain']:+.2f} ± {s['std_gain']:.2f}{span}",
+                "",
+                "",
+            )
+        )
     grpo = [r for r in results if r["method"] == "flow_grpo"]
     gain, minutes = d["target_gain"], d["target_minutes"]
-    worst = (f"worst seed {min(r['gain'] for r in grpo):+.2f} in {max(r['train_minutes'] for r in grpo):.1f} min"
-             if grpo else "no flow_grpo run")
+    worst = (
+        f"worst seed {min(r['gain'] for r in grpo):+.2f} in {max(r['train_minutes'] for r in grpo):.1f} min"
+        if grpo
+        else "no flow_grpo run"
+    )
     quick = " [quick run]" if d.get("quick") else ""
-    rows.append((f"target: flow_grpo +{100 * gain:.0f} points in {minutes:g} min (every seed){quick}", worst,
-                 f">= +{gain:.2f} in {minutes:g} min", _ok(bool(d["target_met"]))))
+    rows.append(
+        (
+            f"target: flow_grpo +{100 * gain:.0f} points in {minutes:g} min (every seed){quick}",
+            worst,
+            f">= +{gain:.2f} in {minutes:g} min",
+            _ok(bool(d["target_met"])),
+        )
+    )
     return rows
 
 
 def _update(d: dict[str, Any]) -> list[Row]:
     """Per variant: update throughput and peak memory side by side; packed vs TRL speed."""
     batch = f"{d['queries']}x{d['group_size']}"
-    rows: list[Row] = [(f"update {r['variant']} ({batch}): tokens/s | peak RSS growth",
-                        f"{r['tokens_per_s']:,.0f} | {r['peak_rss_growth_mb']:,.0f} MB", "", "")
-                       for r in d["rows"]]
+    rows: list[Row] = [
+        (
+            f"update {r['variant']} ({batch}): tokens/s | peak RSS growth",
+            f"{r['tokens_per_s']:,.0f} | {r['peak_rss_growth_mb']:,.0f} MB",
+            "",
+            "",
+        )
+        for r in d["rows"]
+    ]
     speed = {r["variant"]: r["tokens_per_s"] for r in d["rows"]}
     if speed.get("flow_grpo_packed") and speed.get("trl_grpo"):
-        rows.append(("flow_grpo_packed / trl_grpo tokens/s", f"{speed['flow_grpo_packed'] / speed['trl_grpo']:.1f}x",
-                     "", ""))
+        rows.append(
+            (
+                "flow_grpo_packed / trl_grpo tokens/s",
+                f"{speed['flow_grpo_packed'] / speed['trl_grpo']:.1f}x",
+                "",
+                "",
+            )
+        )
     return rows
 
 
@@ -128,7 +190,9 @@ def _summarize(name: str, data: Any) -> tuple[list[Row], bool]:
             raise TypeError(f"expected a JSON object, got {type(data).__name__}")
         return BENCHMARKS[name][1](data), False
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError) as exc:
-        detail = f"missing key {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+        detail = (
+            f"missing key {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+        )
         return [(f"malformed {name}.json", detail[:200], "", "NO")], True
 
 
@@ -139,12 +203,25 @@ def read_result(name: str, path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return {"name": name, "status": "malformed", "json": str(path),
-                "rows": [(f"malformed {name}.json", f"not JSON: {exc}"[:200], "", "NO")]}
+        return {
+            "name": name,
+            "status": "malformed",
+            "json": str(path),
+            "rows": [(f"malformed {name}.json", f"not JSON: {exc}"[:200], "", "NO")],
+        }
     rows, malformed = _summarize(name, data)
-    machine = data.get("machine") if isinstance(data, dict) and isinstance(data.get("machine"), dict) else None
-    return {"name": name, "status": "malformed" if malformed else "ok", "json": str(path), "rows": rows,
-            "machine": machine}
+    machine = (
+        data.get("machine")
+        if isinstance(data, dict) and isinstance(data.get("machine"), dict)
+        else None
+    )
+    return {
+        "name": name,
+        "status": "malformed" if malformed else "ok",
+        "json": str(path),
+        "rows": rows,
+        "machine": machine,
+    }
 
 
 def run_one(name: str, quick: bool, results_dir: Path, timeout_s: float) -> dict[str, Any]:
@@ -156,14 +233,20 @@ def run_one(name: str, quick: bool, results_dir: Path, timeout_s: float) -> dict
     cmd = [sys.executable, str(path), "--out", str(out), *extra, *(["--quick"] if quick else [])]
     start = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, cwd=ROOT.parent, capture_output=True, text=True, timeout=timeout_s, check=False)
+        proc = subprocess.run(
+            cmd, cwd=ROOT.parent, capture_output=True, text=True, timeout=timeout_s, check=False
+        )
     except subprocess.TimeoutExpired:
         return {"name": name, "status": f"timeout after {timeout_s:g} s", "rows": []}
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         excerpt = log_excerpt(proc.stderr or proc.stdout, max_chars=300, max_cause_lines=2)
-        return {"name": name, "status": f"failed ({proc.returncode})", "seconds": elapsed,
-                "rows": [("error", " | ".join(excerpt.splitlines()), "", "NO")]}
+        return {
+            "name": name,
+            "status": f"failed ({proc.returncode})",
+            "seconds": elapsed,
+            "rows": [("error", " | ".join(excerpt.splitlines()), "", "NO")],
+        }
     return {**read_result(name, out), "seconds": elapsed}
 
 
@@ -174,7 +257,11 @@ def describe_machine(machine: dict[str, Any]) -> str:
         model = f" ({machine['cpu_model']})" if machine.get("cpu_model") else ""
         parts.append(f"{machine['cpus']} CPUs{model}")
     parts += [str(machine[k]) for k in ("platform",) if machine.get(k)]
-    parts += [f"{label} {machine[k]}" for k, label in (("python", "Python"), ("torch", "torch")) if machine.get(k)]
+    parts += [
+        f"{label} {machine[k]}"
+        for k, label in (("python", "Python"), ("torch", "torch"))
+        if machine.get(k)
+    ]
     return ", ".join(parts) or "unknown machine"
 
 
@@ -184,18 +271,28 @@ def machine_caption(host: dict[str, Any], results: Sequence[dict[str, Any]]) -> 
     for res in results:
         machine = res.get("machine")
         # Load, time and per-benchmark extras differ run to run; the hardware and software do not.
-        key = (describe_machine({k: machine.get(k) for k in ("cpus", "cpu_model", "platform", "python")})
-               if machine else "machine not recorded")
+        key = (
+            describe_machine(
+                {k: machine.get(k) for k in ("cpus", "cpu_model", "platform", "python")}
+            )
+            if machine
+            else "machine not recorded"
+        )
         where.setdefault(key, []).append(res["name"])
     if len(where) <= 1:
         return f"measured on {next(iter(where), describe_machine(host))}"
-    return "measured on: " + "; ".join(f"{', '.join(names)}: {desc}" for desc, names in where.items())
+    return "measured on: " + "; ".join(
+        f"{', '.join(names)}: {desc}" for desc, names in where.items()
+    )
 
 
 def render_table(results: Sequence[dict[str, Any]], host: dict[str, Any], mode: str) -> Table:
     """The combined table; the caption names the machine(s) the numbers come from."""
-    table = Table(title=f"agentflow-gym benchmarks ({mode})", caption=escape(machine_caption(host, results)),
-                  caption_justify="left")
+    table = Table(
+        title=f"agentflow-gym benchmarks ({mode})",
+        caption=escape(machine_caption(host, results)),
+        caption_justify="left",
+    )
     for col in ("benchmark", "metric", "value", "target", "met"):
         table.add_column(col)
     for res in results:
@@ -217,21 +314,40 @@ def render_markdown(results: Sequence[dict[str, Any]], host: dict[str, Any]) -> 
     for res in results:
         for i, (metric, value, target, met) in enumerate(res["rows"] or [("", "", "", "")]):
             label = res["name"] if res["status"] == "ok" else f"{res['name']} ({res['status']})"
-            lines.append("| " + " | ".join(cell(c) for c in (label if i == 0 else "", metric, value, target, met)) + " |")
+            lines.append(
+                "| "
+                + " | ".join(cell(c) for c in (label if i == 0 else "", metric, value, target, met))
+                + " |"
+            )
     return "\n".join(lines) + f"\n\n{machine_caption(host, results)}\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short runs (what CI and the README table use)")
-    parser.add_argument("--only", default="", help="comma-separated subset of: " + ", ".join(BENCHMARKS))
+    parser.add_argument(
+        "--quick", action="store_true", help="short runs (what CI and the README table use)"
+    )
+    parser.add_argument(
+        "--only", default="", help="comma-separated subset of: " + ", ".join(BENCHMARKS)
+    )
     parser.add_argument("--results-dir", type=Path, default=ROOT / "results")
-    parser.add_argument("--out", type=Path, default=None, help="combined JSON (default: RESULTS_DIR/all.json)")
-    parser.add_argument("--timeout", type=float, default=5400.0,
-                        help="seconds per benchmark (the full learning run takes ~60 min)")
-    parser.add_argument("--markdown", type=Path, default=None, help="also write the table as Markdown here")
-    parser.add_argument("--summarize-only", action="store_true",
-                        help="run nothing: rebuild the table and combined JSON from the JSONs in RESULTS_DIR")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="combined JSON (default: RESULTS_DIR/all.json)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=5400.0,
+        help="seconds per benchmark (the full learning run takes ~60 min)",
+    )
+    parser.add_argument(
+        "--markdown", type=Path, default=None, help="also write the table as Markdown here"
+    )
+    parser.add_argument(
+        "--summarize-only",
+        action="store_true",
+        help="run nothing: rebuild the table and combined JSON from the JSONs in RESULTS_DIR",
+    )
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n] or list(BENCHMARKS)
     unknown = set(names) - set(BENCHMARKS)
@@ -247,15 +363,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.log(f"running {name} ...")
         results.append(run_one(name, args.quick, args.results_dir, args.timeout))
     host = machine_info()
-    for res in results:  # measured just now, here: a JSON without machine info still ran on this host
+    for (
+        res
+    ) in results:  # measured just now, here: a JSON without machine info still ran on this host
         if res["status"] == "ok" and not args.summarize_only and not res.get("machine"):
             res["machine"] = host
     mode = "saved results" if args.summarize_only else "quick" if args.quick else "full"
     console.print(render_table(results, host, mode))
     combined = args.out or args.results_dir / "all.json"
-    combined.write_text(json.dumps({"quick": args.quick, "mode": mode, "machine": host,
-                                    "measured_on": machine_caption(host, results), "benchmarks": results},
-                                   indent=2))
+    combined.write_text(
+        json.dumps(
+            {
+                "quick": args.quick,
+                "mode": mode,
+                "machine": host,
+                "measured_on": machine_caption(host, results),
+                "benchmarks": results,
+            },
+            indent=2,
+        )
+    )
     console.print(f"wrote {combined}")
     if args.markdown is not None:
         args.markdown.write_text(render_markdown(results, host))

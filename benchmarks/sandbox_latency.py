@@ -32,7 +32,10 @@ from rich.table import Table
 from tools.python_coder import PythonCoderTool
 from tools.sandbox.local import IsolationRequest
 
-if __package__ in (None, ""):  # run as a script (python benchmarks/x.py): make the repo root importable
+if __package__ in (
+    None,
+    "",
+):  # run as a script (python benchmarks/x.py): make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine_info
 
@@ -44,8 +47,14 @@ TARGET_MS = 8.0
 def _stats(samples_s: list[float]) -> dict[str, float]:
     ms = sorted(s * 1000 for s in samples_s)
     p95 = ms[min(len(ms) - 1, int(round(0.95 * (len(ms) - 1))))]
-    return {"n": len(ms), "median_ms": statistics.median(ms), "p95_ms": p95,
-            "mean_ms": statistics.fmean(ms), "min_ms": ms[0], "max_ms": ms[-1]}
+    return {
+        "n": len(ms),
+        "median_ms": statistics.median(ms),
+        "p95_ms": p95,
+        "mean_ms": statistics.fmean(ms),
+        "min_ms": ms[0],
+        "max_ms": ms[-1],
+    }
 
 
 def _time_calls(call: Callable[[], str], n: int, warmup: int) -> list[float]:
@@ -63,8 +72,14 @@ def _time_calls(call: Callable[[], str], n: int, warmup: int) -> list[float]:
 
 def bench_subprocess(n: int) -> list[float]:
     def call() -> str:
-        return subprocess.run([sys.executable, "-c", SNIPPET], capture_output=True, text=True,
-                              env={}, timeout=30, check=True).stdout
+        return subprocess.run(
+            [sys.executable, "-c", SNIPPET],
+            capture_output=True,
+            text=True,
+            env={},
+            timeout=30,
+            check=True,
+        ).stdout
 
     return _time_calls(call, n, warmup=2)
 
@@ -86,8 +101,9 @@ def bench_pool(tool: PythonCoderTool, n: int) -> list[float]:
     return _time_calls(lambda: tool.run(SNIPPET).stdout, n, warmup=10)
 
 
-def bench_concurrent(tool: PythonCoderTool, callers: int, per_caller: int) -> tuple[list[float],
-                                                                                       float]:
+def bench_concurrent(
+    tool: PythonCoderTool, callers: int, per_caller: int
+) -> tuple[list[float], float]:
     """Per-call latencies seen by ``callers`` threads, and calls per second overall."""
     samples: list[float] = []
     lock = threading.Lock()
@@ -126,22 +142,47 @@ def run(quick: bool, pool_size: int, callers: int) -> dict:
     load_before = os.getloadavg()
     per_caller = 10 if quick else 60
     rows: list[dict] = []
-    rows.append({"setup": "fresh `python -c` subprocess", "isolation": "process (none inside)",
-                 "callers": 1, **_stats(bench_subprocess(max(10, n // 4)))})
+    rows.append(
+        {
+            "setup": "fresh `python -c` subprocess",
+            "isolation": "process (none inside)",
+            "callers": 1,
+            **_stats(bench_subprocess(max(10, n // 4))),
+        }
+    )
     for level in _levels():
         with PythonCoderTool(isolation=level, pool_size=pool_size, timeout_s=10) as tool:
-            rows.append({"setup": f"PythonCoderTool pool ({level})",
-                         "isolation": tool.isolation_level, "callers": 1,
-                         **_stats(bench_pool(tool, n))})
+            rows.append(
+                {
+                    "setup": f"PythonCoderTool pool ({level})",
+                    "isolation": tool.isolation_level,
+                    "callers": 1,
+                    **_stats(bench_pool(tool, n)),
+                }
+            )
             samples, throughput = bench_concurrent(tool, callers, per_caller)
-            rows.append({"setup": f"PythonCoderTool pool ({level}), {callers} callers",
-                         "isolation": tool.isolation_level, "callers": callers,
-                         "calls_per_s": throughput, **_stats(samples)})
-    rows.append({"setup": "in-process exec (reference, NO isolation)", "isolation": "none",
-                 "callers": 1, **_stats(bench_exec(n))})
+            rows.append(
+                {
+                    "setup": f"PythonCoderTool pool ({level}), {callers} callers",
+                    "isolation": tool.isolation_level,
+                    "callers": callers,
+                    "calls_per_s": throughput,
+                    **_stats(samples),
+                }
+            )
+    rows.append(
+        {
+            "setup": "in-process exec (reference, NO isolation)",
+            "isolation": "none",
+            "callers": 1,
+            **_stats(bench_exec(n)),
+        }
+    )
     namespace = [r for r in rows if r["isolation"].startswith("bwrap") and r["callers"] == 1]
     return {
-        "snippet": SNIPPET, "quick": quick, "pool_size": pool_size,
+        "snippet": SNIPPET,
+        "quick": quick,
+        "pool_size": pool_size,
         # other work on the machine inflates every number; the load is recorded for context
         "machine": machine_info(bwrap=shutil.which("bwrap"), loadavg_before=load_before),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -157,13 +198,21 @@ def _print(report: dict, console: Console) -> None:
         table.add_column(column, justify="left" if column in ("setup", "isolation") else "right")
     for row in report["rows"]:
         rate = row.get("calls_per_s")
-        table.add_row(row["setup"], row["isolation"], str(row["n"]), f"{row['median_ms']:.2f}",
-                      f"{row['p95_ms']:.2f}", f"{rate:.0f}" if rate else "")
+        table.add_row(
+            row["setup"],
+            row["isolation"],
+            str(row["n"]),
+            f"{row['median_ms']:.2f}",
+            f"{row['p95_ms']:.2f}",
+            f"{rate:.0f}" if rate else "",
+        )
     console.print(table)
     machine = report["machine"]
-    console.print(f"{machine['cpus']} CPUs; 1-min load average "
-                  f"{machine['loadavg_before'][0]:.2f} before, "
-                  f"{machine['loadavg'][0]:.2f} after")
+    console.print(
+        f"{machine['cpus']} CPUs; 1-min load average "
+        f"{machine['loadavg_before'][0]:.2f} before, "
+        f"{machine['loadavg'][0]:.2f} after"
+    )
     verdict = "met" if report["target_met"] else "NOT met (or no namespace isolation here)"
     console.print(f"target: median <= {TARGET_MS:g} ms with namespace isolation: {verdict}")
 
@@ -171,8 +220,12 @@ def _print(report: dict, console: Console) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short run (a few seconds)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/sandbox_latency.json"),
-                        help="where to write the JSON report")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("benchmarks/results/sandbox_latency.json"),
+        help="where to write the JSON report",
+    )
     parser.add_argument("--pool-size", type=int, default=2, help="workers per pool")
     parser.add_argument("--callers", type=int, default=8, help="concurrent callers in (c)")
     args = parser.parse_args(argv)

@@ -35,7 +35,10 @@ from rich.table import Table
 from tools.retrieval import Backend, BM25Index, IndexSettings, Passage, numba_available
 from tools.search import SearchTool
 
-if __package__ in (None, ""):  # run as a script (python benchmarks/x.py): make the repo root importable
+if __package__ in (
+    None,
+    "",
+):  # run as a script (python benchmarks/x.py): make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine_info
 
@@ -174,7 +177,9 @@ def bench_backend(
             for h in index.search(queries[i : i + batch_size], top_k)
         ]
     )
-    recall = float(np.mean([src in {h.id for h in hs} for hs, src in zip(hits, sources)]))
+    recall = float(
+        np.mean([src in {h.id for h in hs} for hs, src in zip(hits, sources, strict=False)])
+    )
     row("engine", "batched", len(queries), s, recall_at_k=recall)
     _, s = _timed(lambda: [tool.execute(query=q) for q in single])
     row("tool", "single", len(single), s)

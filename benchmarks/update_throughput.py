@@ -52,7 +52,10 @@ from typing import Any, Self
 import numpy as np
 import torch
 
-if __package__ in (None, ""):  # run as a script (python benchmarks/x.py): make the repo root importable
+if __package__ in (
+    None,
+    "",
+):  # run as a script (python benchmarks/x.py): make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine_info
 from tools.log_excerpt import log_excerpt
@@ -142,8 +145,13 @@ def measure_update(update: Callable[[], object]) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     with PeakRSS() as steady:
         update()
-    return {"seconds": seconds, "peak_rss_growth_mb": steady.growth_mb, "peak_rss_mb": steady.peak / _MB,
-            "first_update_peak_rss_growth_mb": first.growth_mb, "memory_method": steady.method}
+    return {
+        "seconds": seconds,
+        "peak_rss_growth_mb": steady.growth_mb,
+        "peak_rss_mb": steady.peak / _MB,
+        "first_update_peak_rss_growth_mb": first.growth_mb,
+        "memory_method": steady.method,
+    }
 
 
 def collect_batch(path: Path, queries: int, group: int) -> None:
@@ -158,8 +166,14 @@ def collect_batch(path: Path, queries: int, group: int) -> None:
     policy = load_policy(cfg)
     envs = make_vector_env(cfg.env, queries * group)
     try:
-        batch = collect_groups(envs, policy, list(envs.tasks[:queries]), group, SamplingSettings(1.0, 1.0, 64),
-                               np.random.default_rng(0))
+        batch = collect_groups(
+            envs,
+            policy,
+            list(envs.tasks[:queries]),
+            group,
+            SamplingSettings(1.0, 1.0, 64),
+            np.random.default_rng(0),
+        )
     finally:
         envs.close()
     adv = compute_advantages("flow_grpo", batch.advantage_inputs())
@@ -171,10 +185,19 @@ def run_flow_grpo(data: dict[str, Any], pack: bool, micro: int) -> dict[str, flo
     from learners.flow_grpo.config import make_config
     from learners.flow_grpo.trainer import FlowGRPOTrainer
 
-    cfg = make_config("tiny", overrides={"algo.pack_turns": pack, "algo.mini_batches": 1,
-                                         "algo.micro_batch_size": micro, "env.num_tasks": 120,
-                                         "env.eval_tasks": 10, "rollout.queries_per_step": 1,
-                                         "rollout.group_size": 2, "output_dir": tempfile.mkdtemp()})
+    cfg = make_config(
+        "tiny",
+        overrides={
+            "algo.pack_turns": pack,
+            "algo.mini_batches": 1,
+            "algo.micro_batch_size": micro,
+            "env.num_tasks": 120,
+            "env.eval_tasks": 10,
+            "rollout.queries_per_step": 1,
+            "rollout.group_size": 2,
+            "output_dir": tempfile.mkdtemp(),
+        },
+    )
     trainer = FlowGRPOTrainer(cfg)
     samples, adv = data["samples"], data["advantages"]
     try:
@@ -193,15 +216,32 @@ def run_trl(data: dict[str, Any], micro: int) -> dict[str, float]:
 
     policy = load_policy(make_config("tiny"))
     tok, model = policy.tokenizer, policy.model
-    args = GRPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=8, num_generations=8,
-                      max_completion_length=64, beta=0.0, loss_type="bnpo", report_to="none", use_cpu=True,
-                      learning_rate=5e-4, epsilon=0.2, logging_steps=1000, save_strategy="no",
-                      # TRL's configs default to bf16=True: on CPU that autocasts to bf16, which is
-                      # emulated (~14x slower) on CPUs without bf16 instructions and changes the
-                      # arithmetic; both sides of this comparison run in fp32.
-                      bf16=False, fp16=False)
-    trainer = GRPOTrainer(model=model, reward_funcs=lambda completions, **_: [0.0] * len(completions), args=args,
-                          train_dataset=Dataset.from_dict({"prompt": ["x"] * 8}), processing_class=tok)
+    args = GRPOConfig(
+        output_dir=tempfile.mkdtemp(),
+        per_device_train_batch_size=8,
+        num_generations=8,
+        max_completion_length=64,
+        beta=0.0,
+        loss_type="bnpo",
+        report_to="none",
+        use_cpu=True,
+        learning_rate=5e-4,
+        epsilon=0.2,
+        logging_steps=1000,
+        save_strategy="no",
+        # TRL's configs default to bf16=True: on CPU that autocasts to bf16, which is
+        # emulated (~14x slower) on CPUs without bf16 instructions and changes the
+        # arithmetic; both sides of this comparison run in fp32.
+        bf16=False,
+        fp16=False,
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=lambda completions, **_: [0.0] * len(completions),
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": ["x"] * 8}),
+        processing_class=tok,
+    )
     trainer.current_gradient_accumulation_steps = 1  # normally set inside Trainer.train()
     optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-4)
     samples, adv = data["samples"], data["advantages"]
@@ -210,8 +250,10 @@ def run_trl(data: dict[str, Any], micro: int) -> dict[str, float]:
         model.train()
         optim.zero_grad(set_to_none=True)
         for start in range(0, len(samples), micro):
-            part = samples[start:start + micro]
-            trainer._compute_loss(model, _trl_inputs(part, adv[start:start + micro], tok.pad_token_id)).backward()
+            part = samples[start : start + micro]
+            trainer._compute_loss(
+                model, _trl_inputs(part, adv[start : start + micro], tok.pad_token_id)
+            ).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optim.step()
 
@@ -227,14 +269,20 @@ def _trl_inputs(samples: list[Any], adv: np.ndarray, pad: int) -> dict[str, torc
     cmask = torch.zeros_like(comp)
     old = torch.zeros((len(samples), c_len))
     for r, s in enumerate(samples):
-        prompt[r, p_len - len(s.prompt_ids):] = torch.tensor(s.prompt_ids)
-        pmask[r, p_len - len(s.prompt_ids):] = 1
-        comp[r, :len(s.response_ids)] = torch.tensor(s.response_ids)
-        cmask[r, :len(s.response_ids)] = 1
-        old[r, :len(s.logprobs)] = torch.tensor(s.logprobs)
-    return {"prompt_ids": prompt, "prompt_mask": pmask, "completion_ids": comp, "completion_mask": cmask,
-            "advantages": torch.as_tensor(adv, dtype=torch.float32), "old_per_token_logps": old,
-            "num_items_in_batch": cmask.sum()}
+        prompt[r, p_len - len(s.prompt_ids) :] = torch.tensor(s.prompt_ids)
+        pmask[r, p_len - len(s.prompt_ids) :] = 1
+        comp[r, : len(s.response_ids)] = torch.tensor(s.response_ids)
+        cmask[r, : len(s.response_ids)] = 1
+        old[r, : len(s.logprobs)] = torch.tensor(s.logprobs)
+    return {
+        "prompt_ids": prompt,
+        "prompt_mask": pmask,
+        "completion_ids": comp,
+        "completion_mask": cmask,
+        "advantages": torch.as_tensor(adv, dtype=torch.float32),
+        "old_per_token_logps": old,
+        "num_items_in_batch": cmask.sum(),
+    }
 
 
 def _versions(*names: str) -> dict[str, str | None]:
@@ -280,32 +328,72 @@ def main(argv: list[str] | None = None) -> int:
     for variant in VARIANTS:
         runs = []
         for _ in range(repeats):
-            done = subprocess.run([sys.executable, "-m", "benchmarks.update_throughput", "--child", variant,
-                                   str(data_path), "--micro-batch-size", str(args.micro_batch_size)],
-                                  capture_output=True, text=True, timeout=1800, check=False)
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.update_throughput",
+                    "--child",
+                    variant,
+                    str(data_path),
+                    "--micro-batch-size",
+                    str(args.micro_batch_size),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=1800,
+                check=False,
+            )
             if done.returncode != 0:
                 raise RuntimeError(f"{variant} failed:\n{log_excerpt(done.stderr, max_chars=2000)}")
             runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
         best = min(runs, key=lambda r: r["seconds"])
-        rows.append({"variant": variant, "seconds": best["seconds"], "action_tokens": best["action_tokens"],
-                     "tokens_per_s": best["action_tokens"] / best["seconds"],
-                     "peak_rss_growth_mb": max(r["peak_rss_growth_mb"] for r in runs),
-                     "first_update_peak_rss_growth_mb": max(r["first_update_peak_rss_growth_mb"] for r in runs),
-                     "memory_method": runs[0]["memory_method"], "runs": runs})
-    table = Table(title=f"one update over {queries}x8 trajectories (tiny model, CPU, 1 thread); "
-                        f"memory: peak RSS growth over the RSS before the update ({rows[0]['memory_method']})")
+        rows.append(
+            {
+                "variant": variant,
+                "seconds": best["seconds"],
+                "action_tokens": best["action_tokens"],
+                "tokens_per_s": best["action_tokens"] / best["seconds"],
+                "peak_rss_growth_mb": max(r["peak_rss_growth_mb"] for r in runs),
+                "first_update_peak_rss_growth_mb": max(
+                    r["first_update_peak_rss_growth_mb"] for r in runs
+                ),
+                "memory_method": runs[0]["memory_method"],
+                "runs": runs,
+            }
+        )
+    table = Table(
+        title=f"one update over {queries}x8 trajectories (tiny model, CPU, 1 thread); "
+        f"memory: peak RSS growth over the RSS before the update ({rows[0]['memory_method']})"
+    )
     for col in ("variant", "update s", "action tokens/s", "peak RSS growth MB", "first update MB"):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(r["variant"], f"{r['seconds']:.2f}", f"{r['tokens_per_s']:,.0f}",
-                      f"{r['peak_rss_growth_mb']:.1f}", f"{r['first_update_peak_rss_growth_mb']:.1f}")
+        table.add_row(
+            r["variant"],
+            f"{r['seconds']:.2f}",
+            f"{r['tokens_per_s']:,.0f}",
+            f"{r['peak_rss_growth_mb']:.1f}",
+            f"{r['first_update_peak_rss_growth_mb']:.1f}",
+        )
     Console().print(table)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"quick": args.quick, "queries": queries, "group_size": 8, "rows": rows,
-                               "machine": machine_info(torch_threads=torch.get_num_threads(),
-                                                       packages=_versions("transformers", "trl", "accelerate"))},
-                              indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "quick": args.quick,
+                "queries": queries,
+                "group_size": 8,
+                "rows": rows,
+                "machine": machine_info(
+                    torch_threads=torch.get_num_threads(),
+                    packages=_versions("transformers", "trl", "accelerate"),
+                ),
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -34,7 +34,10 @@ from agentflow_env.llm.callable_engine import CallableEngine
 from agentflow_env.planners import OraclePlanner
 from agentflow_env.tasks.suite import make_suite
 
-if __package__ in (None, ""):  # run as a script (python benchmarks/x.py): make the repo root importable
+if __package__ in (
+    None,
+    "",
+):  # run as a script (python benchmarks/x.py): make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine_info
 
@@ -67,7 +70,9 @@ def latency_engine(latency_s: float) -> CallableEngine:
     def reply(prompt: str) -> str:
         if "executor" in prompt:
             match = _SUGGESTED.search(prompt)
-            return f'Command: execution = tool.execute(query={(match.group(1) if match else "x")!r})'
+            return (
+                f"Command: execution = tool.execute(query={(match.group(1) if match else 'x')!r})"
+            )
         if "verifier" in prompt:
             return "Analysis: more evidence may help.\nConclusion: CONTINUE"
         return "<answer>unknown</answer>"
@@ -80,9 +85,16 @@ def latency_engine(latency_s: float) -> CallableEngine:
 
 
 def _env_kwargs(engine: Any, suite: Any, max_turns: int) -> dict[str, Any]:
-    return {"tasks": list(suite.tasks), "documents": list(suite.documents), "max_turns": max_turns,
-            "executor": "llm", "verifier": "llm", "generator": "llm", "engine": engine,
-            "prompt_style": "compact"}
+    return {
+        "tasks": list(suite.tasks),
+        "documents": list(suite.documents),
+        "max_turns": max_turns,
+        "executor": "llm",
+        "verifier": "llm",
+        "generator": "llm",
+        "engine": engine,
+        "prompt_style": "compact",
+    }
 
 
 def run_serial(make_env: Callable[[], AgentFlowEnv], n: int) -> float:
@@ -149,8 +161,14 @@ def run_vector(make_vec: Callable[[int], AgentFlowVectorEnv], n: int) -> float:
     return elapsed
 
 
-def throughput_rows(engine_name: str, engine: Any, sizes: Sequence[int], suite: Any, max_turns: int,
-                    repeats: int = 3) -> list[dict[str, Any]]:
+def throughput_rows(
+    engine_name: str,
+    engine: Any,
+    sizes: Sequence[int],
+    suite: Any,
+    max_turns: int,
+    repeats: int = 3,
+) -> list[dict[str, Any]]:
     """Episodes/s of (a), (b), (c) at each N: the median of ``repeats`` rounds.
 
     Each round runs (a), (b), (c) back to back, so a slow spell of a shared machine lands on all
@@ -161,11 +179,20 @@ def throughput_rows(engine_name: str, engine: Any, sizes: Sequence[int], suite: 
         row: dict[str, Any] = {"engine": engine_name, "N": n, "repeats": repeats}
         samples: dict[str, list[float]] = {label: [] for label in ("serial", "sync", "vector")}
         for _ in range(repeats):
-            for label, runner in (("serial", run_serial), ("sync", run_sync), ("vector", run_vector)):
+            for label, runner in (
+                ("serial", run_serial),
+                ("sync", run_sync),
+                ("vector", run_vector),
+            ):
                 counter = CallCountingEngine(engine)
                 kwargs = _env_kwargs(counter, suite, max_turns)
                 if label == "vector":
-                    elapsed = runner(lambda k: AgentFlowVectorEnv(k, autoreset_mode=AutoresetMode.DISABLED, **kwargs), n)
+                    elapsed = runner(
+                        lambda k: AgentFlowVectorEnv(
+                            k, autoreset_mode=AutoresetMode.DISABLED, **kwargs
+                        ),
+                        n,
+                    )
                 else:
                     elapsed = runner(lambda: AgentFlowEnv(**kwargs), n)
                 samples[label].append(n / elapsed)
@@ -219,7 +246,10 @@ def offline_overhead(family: str, episodes: int, distractors: int = 0) -> dict[s
     flow.tools = timed
     planner = OraclePlanner()
     steps, step_s, successes = 0, 0.0, 0.0
-    for i in [-1, *range(episodes)]:  # episode -1 warms up (lazy imports, first-step checks), untimed
+    for i in [
+        -1,
+        *range(episodes),
+    ]:  # episode -1 warms up (lazy imports, first-step checks), untimed
         if i == 0:
             steps, step_s, successes = 0, 0.0, 0.0
             for t in timed.values():
@@ -237,9 +267,15 @@ def offline_overhead(family: str, episodes: int, distractors: int = 0) -> dict[s
         successes += float(reward)
     tool_s = sum(t.seconds for t in timed.values())
     env.close()
-    return {"family": label, "steps": steps, "step_ms": 1000 * step_s / steps, "tool_ms": 1000 * tool_s / steps,
-            "overhead_ms": 1000 * (step_s - tool_s) / steps, "overhead_frac": (step_s - tool_s) / step_s,
-            "oracle_success": successes / episodes}
+    return {
+        "family": label,
+        "steps": steps,
+        "step_ms": 1000 * step_s / steps,
+        "tool_ms": 1000 * tool_s / steps,
+        "overhead_ms": 1000 * (step_s - tool_s) / steps,
+        "overhead_frac": (step_s - tool_s) / step_s,
+        "oracle_success": successes / episodes,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -247,18 +283,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="N in {1, 4, 16} and fewer episodes")
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--max-turns", type=int, default=3)
-    parser.add_argument("--distractors", type=int, default=100_000,
-                        help="synthetic passages added to the search corpus for the realistic-size overhead row")
+    parser.add_argument(
+        "--distractors",
+        type=int,
+        default=100_000,
+        help="synthetic passages added to the search corpus for the realistic-size overhead row",
+    )
     parser.add_argument("--skip-hf", action="store_true", help="skip the tiny local model engine")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="rounds per cell, median reported (default 3; 1 with --quick)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/vector_throughput.json"))
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="rounds per cell, median reported (default 3; 1 with --quick)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("benchmarks/results/vector_throughput.json")
+    )
     args = parser.parse_args(argv)
     sizes = [1, 4, 16] if args.quick else [1, 4, 16, 64]
     suite = make_suite("search", seed=0, num_tasks=max(sizes), hops=(1, 2))
     repeats = args.repeats or (1 if args.quick else 3)
-    rows = throughput_rows("callable-50ms", latency_engine(args.latency_ms / 1000), sizes, suite, args.max_turns,
-                           repeats)
+    rows = throughput_rows(
+        "callable-50ms",
+        latency_engine(args.latency_ms / 1000),
+        sizes,
+        suite,
+        args.max_turns,
+        repeats,
+    )
     if not args.skip_hf:
         from agentflow_env.llm.hf_engine import HFEngine
         from agentflow_env.llm.tiny import make_tiny_chat_model
@@ -267,14 +319,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             path = make_tiny_chat_model(Path(tmp) / "tiny", steps=150)
             hf = HFEngine(str(path), max_batch_size=64, seed=0)
             # Short completions keep the serial baseline affordable; the ratio is what matters.
-            rows += throughput_rows("hf-tiny", _capped(hf, 24), sizes, suite, args.max_turns, repeats)
+            rows += throughput_rows(
+                "hf-tiny", _capped(hf, 24), sizes, suite, args.max_turns, repeats
+            )
     episodes = 20 if args.quick else 100
-    overhead = [_median_run(lambda: offline_overhead(f, episodes), repeats) for f in ("search", "math")]
-    overhead.append(_median_run(lambda: offline_overhead("search", episodes, distractors=args.distractors), repeats))
+    overhead = [
+        _median_run(lambda: offline_overhead(f, episodes), repeats) for f in ("search", "math")
+    ]
+    overhead.append(
+        _median_run(
+            lambda: offline_overhead("search", episodes, distractors=args.distractors), repeats
+        )
+    )
     _print(rows, overhead)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"quick": args.quick, "machine": machine_info(), "throughput": rows,
-                                    "offline_overhead": overhead}, indent=2))
+    args.out.write_text(
+        json.dumps(
+            {
+                "quick": args.quick,
+                "machine": machine_info(),
+                "throughput": rows,
+                "offline_overhead": overhead,
+            },
+            indent=2,
+        )
+    )
     console.print(f"wrote {args.out}")
     return 0
 
@@ -290,8 +359,12 @@ def _median_run(run: Callable[[], dict[str, Any]], repeats: int) -> dict[str, An
 def _capped(engine: Any, max_tokens: int) -> Any:
     class Capped:
         def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-            capped = [r.model_copy(update={"sampling": r.sampling.model_copy(update={"max_tokens": max_tokens})})
-                      for r in requests]
+            capped = [
+                r.model_copy(
+                    update={"sampling": r.sampling.model_copy(update={"max_tokens": max_tokens})}
+                )
+                for r in requests
+            ]
             return engine.generate(capped)
 
         def close(self) -> None:
@@ -301,21 +374,43 @@ def _capped(engine: Any, max_tokens: int) -> Any:
 
 
 def _print(rows: list[dict[str, Any]], overhead: list[dict[str, Any]]) -> None:
-    table = Table(title="episodes/s (module calls) - serial loop vs SyncVectorEnv vs AgentFlowVectorEnv"
-                        f" (median of {rows[0]['repeats'] if rows else 0})")
+    table = Table(
+        title="episodes/s (module calls) - serial loop vs SyncVectorEnv vs AgentFlowVectorEnv"
+        f" (median of {rows[0]['repeats'] if rows else 0})"
+    )
     for col in ("engine", "N", "serial", "sync", "vector", "vector/serial"):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(r["engine"], str(r["N"]), f"{r['serial_eps']:.2f} ({r['serial_calls']})",
-                      f"{r['sync_eps']:.2f} ({r['sync_calls']})", f"{r['vector_eps']:.2f} ({r['vector_calls']})",
-                      f"{r['vector_over_serial']:.1f}x")
+        table.add_row(
+            r["engine"],
+            str(r["N"]),
+            f"{r['serial_eps']:.2f} ({r['serial_calls']})",
+            f"{r['sync_eps']:.2f} ({r['sync_calls']})",
+            f"{r['vector_eps']:.2f} ({r['vector_calls']})",
+            f"{r['vector_over_serial']:.1f}x",
+        )
     console.print(table)
     table = Table(title="offline modes: env overhead per step beyond the tool's own time")
-    for col in ("family", "steps", "step ms", "tool ms", "overhead ms", "overhead %", "oracle success"):
+    for col in (
+        "family",
+        "steps",
+        "step ms",
+        "tool ms",
+        "overhead ms",
+        "overhead %",
+        "oracle success",
+    ):
         table.add_column(col, justify="right")
     for o in overhead:
-        table.add_row(o["family"], str(o["steps"]), f"{o['step_ms']:.2f}", f"{o['tool_ms']:.2f}",
-                      f"{o['overhead_ms']:.3f}", f"{100 * o['overhead_frac']:.1f}%", f"{o['oracle_success']:.2f}")
+        table.add_row(
+            o["family"],
+            str(o["steps"]),
+            f"{o['step_ms']:.2f}",
+            f"{o['tool_ms']:.2f}",
+            f"{o['overhead_ms']:.3f}",
+            f"{100 * o['overhead_frac']:.1f}%",
+            f"{o['oracle_success']:.2f}",
+        )
     console.print(table)
 
 

@@ -103,7 +103,7 @@ def main() -> dict[str, list[float]]:
 
     table = Table(title="Advantages per turn sample (trajectory, turn)")
     table.add_column("estimator")
-    for traj, turn in zip(batch.sample_traj, batch.sample_turn):
+    for traj, turn in zip(batch.sample_traj, batch.sample_turn, strict=False):
         table.add_column(f"({traj},{turn})", justify="right")
     for name, values in results.items():
         table.add_row(name, *(f"{v:+.3f}" for v in values))

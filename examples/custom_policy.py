@@ -24,7 +24,9 @@ def my_policy(observation: str, turn: int, max_turns: int) -> str:
     question = observation.split("Query: ", 1)[1].split("\n", 1)[0]
     results = re.findall(r"Result: (.*)", observation)
     if turn == max_turns or (results and turn > 1 and not NAME.search(results[-1])):
-        guess = NAME.findall(results[-1])[-1] if results and NAME.findall(results[-1]) else "unknown"
+        guess = (
+            NAME.findall(results[-1])[-1] if results and NAME.findall(results[-1]) else "unknown"
+        )
         return f"Tool Name: Finish\n<answer>{guess}</answer>"
     names = NAME.findall(question if not results else results[-1])
     target = names[0] if names else question
@@ -47,8 +49,10 @@ def main() -> None:
                 total += reward
                 break
     env.close()
-    print(f"success {total / args.episodes:.2f} over {args.episodes} episodes "
-          f"(last answer {info['answer']!r}, truth {info['ground_truth']!r})")
+    print(
+        f"success {total / args.episodes:.2f} over {args.episodes} episodes "
+        f"(last answer {info['answer']!r}, truth {info['ground_truth']!r})"
+    )
 
 
 if __name__ == "__main__":

@@ -19,16 +19,28 @@ import agentflow_env  # noqa: F401 - registers the ids
 
 EXAMPLE = [
     {"id": "sq", "question": "What is 17 squared?", "answer": "289", "scorer": "math"},
-    {"id": "24", "question": "Make 24 from 4, 7, 8, 8.", "answer": "(7-8/8)*4", "scorer": "game24",
-     "metadata": {"numbers": [4, 7, 8, 8]}},
-    {"id": "mc", "question": "Which is a prime? A. 21 B. 23 C. 25", "answer": "B", "scorer": "mc",
-     "choices": ["21", "23", "25"]},
+    {
+        "id": "24",
+        "question": "Make 24 from 4, 7, 8, 8.",
+        "answer": "(7-8/8)*4",
+        "scorer": "game24",
+        "metadata": {"numbers": [4, 7, 8, 8]},
+    },
+    {
+        "id": "mc",
+        "question": "Which is a prime? A. 21 B. 23 C. 25",
+        "answer": "B",
+        "scorer": "mc",
+        "choices": ["21", "23", "25"],
+    },
 ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jsonl", type=Path, help="a JSONL task file (default: write a small example)")
+    parser.add_argument(
+        "--jsonl", type=Path, help="a JSONL task file (default: write a small example)"
+    )
     args = parser.parse_args()
     path = args.jsonl
     if path is None:
@@ -41,7 +53,9 @@ def main() -> None:
         env.reset(options={"task_index": index})
         code = answers.get(task.id)
         if code:
-            _, _, _, _, info = env.step(f"Sub-Goal: compute\nTool Name: Python_Coder_Tool\nCommand: {code}")
+            _, _, _, _, info = env.step(
+                f"Sub-Goal: compute\nTool Name: Python_Coder_Tool\nCommand: {code}"
+            )
             answer = re.findall(r"-?\d+(?:\.\d+)?", info["tool_result"])[0]  # the printed number
         else:
             answer = task.answer

@@ -16,7 +16,12 @@ import agentflow_env  # noqa: F401 - registers the ids
 from agentflow_env import Task
 from tools.base import ToolCard, ToolDemo, ToolResult
 
-FACTORS = {("km", "mi"): 0.621371, ("mi", "km"): 1.609344, ("kg", "lb"): 2.204623, ("lb", "kg"): 0.453592}
+FACTORS = {
+    ("km", "mi"): 0.621371,
+    ("mi", "km"): 1.609344,
+    ("kg", "lb"): 2.204623,
+    ("lb", "kg"): 0.453592,
+}
 
 
 class UnitConverterTool:
@@ -34,7 +39,9 @@ class UnitConverterTool:
             amount, unit, _to, target = query.split()
             value = float(amount) * FACTORS[(unit, target)]
         except (ValueError, KeyError):
-            return ToolResult.failure(f"cannot convert {query!r}: write '<number> <unit> to <unit>'")
+            return ToolResult.failure(
+                f"cannot convert {query!r}: write '<number> <unit> to <unit>'"
+            )
         return ToolResult(ok=True, output=f"{value:.3f} {target}")
 
     def close(self) -> None:
@@ -42,11 +49,15 @@ class UnitConverterTool:
 
 
 def main() -> None:
-    tasks = [Task(id="run", question="How many miles is a 10 km run?", answer="6.214", scorer="math")]
+    tasks = [
+        Task(id="run", question="How many miles is a 10 km run?", answer="6.214", scorer="math")
+    ]
     env = gym.make("AgentFlow-Math-v0", tasks=tasks, tools=[UnitConverterTool()])
     obs, _ = env.reset(options={"task_index": 0})
     assert "Unit_Converter_Tool" in obs  # the card is in the planner's prompt
-    obs, _, _, _, info = env.step("Sub-Goal: convert\nTool Name: Unit_Converter_Tool\nCommand: 10 km to mi")
+    obs, _, _, _, info = env.step(
+        "Sub-Goal: convert\nTool Name: Unit_Converter_Tool\nCommand: 10 km to mi"
+    )
     print("tool said:", info["tool_result"])
     obs, _, _, _, info = env.step("Tool Name: Unit_Converter_Tool\nCommand: ten km please")
     print("bad input ->", info["error"])

@@ -49,23 +49,45 @@ def export_held_out(env_cfg: EnvConfig, num_tasks: int, out_dir: Path) -> tuple[
     tasks_path, corpus_path = out_dir / "held_out.jsonl", out_dir / "corpus.jsonl"
     with tasks_path.open("w") as fh:
         for task in held_out[:num_tasks]:
-            fh.write(json.dumps({"id": task.id, "question": task.question, "answer": task.answer,
-                                 "scorer": task.scorer}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "id": task.id,
+                        "question": task.question,
+                        "answer": task.answer,
+                        "scorer": task.scorer,
+                    }
+                )
+                + "\n"
+            )
     with corpus_path.open("w") as fh:
         for doc in suite.documents:
             fh.write(json.dumps({"title": doc["title"], "text": doc["text"]}) + "\n")
     return tasks_path, corpus_path
 
 
-def evaluate(planner: str, args: argparse.Namespace, env_cfg: EnvConfig, data: tuple[Path, Path],
-             concurrency: int) -> dict[str, Any]:
+def evaluate(
+    planner: str,
+    args: argparse.Namespace,
+    env_cfg: EnvConfig,
+    data: tuple[Path, Path],
+    concurrency: int,
+) -> dict[str, Any]:
     """The evaluator's report for ``planner`` on the exported tasks, in the training env settings."""
     tasks_path, corpus_path = data
-    cfg = EvalConfig(data=str(tasks_path), corpus=str(corpus_path), planner=planner,
-                     planner_input=args.planner_input, episodes=args.num_tasks, max_turns=env_cfg.max_turns,
-                     max_tokens=64, temperature=0.0, concurrency=concurrency,
-                     # what the warm start was trained with: compact prompts, one passage per search
-                     env_kwargs={"prompt_style": env_cfg.prompt_style, "tool_kwargs": env_cfg.tool_kwargs})
+    cfg = EvalConfig(
+        data=str(tasks_path),
+        corpus=str(corpus_path),
+        planner=planner,
+        planner_input=args.planner_input,
+        episodes=args.num_tasks,
+        max_turns=env_cfg.max_turns,
+        max_tokens=64,
+        temperature=0.0,
+        concurrency=concurrency,
+        # what the warm start was trained with: compact prompts, one passage per search
+        env_kwargs={"prompt_style": env_cfg.prompt_style, "tool_kwargs": env_cfg.tool_kwargs},
+    )
     try:
         return run(cfg)
     except EvaluateError as exc:  # bad arguments/inputs: the evaluator says what is wrong
@@ -81,41 +103,70 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-tasks", type=int, default=8, help="held-out questions to evaluate")
     parser.add_argument("--port", type=int, default=0, help="server port (0: a free one)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the server's /health")
-    parser.add_argument("--model", default="asset:tiny-warmstart", help="local model dir (or asset:NAME)")
-    parser.add_argument("--planner-input", choices=["prompt", "chat"], default="prompt",
-                        help="raw completion prompt (what the tiny planner was trained on) or chat")
-    parser.add_argument("--compare-in-process", action="store_true",
-                        help="also evaluate the model in-process (hf:PATH) on the same tasks")
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for the server's /health"
+    )
+    parser.add_argument(
+        "--model", default="asset:tiny-warmstart", help="local model dir (or asset:NAME)"
+    )
+    parser.add_argument(
+        "--planner-input",
+        choices=["prompt", "chat"],
+        default="prompt",
+        help="raw completion prompt (what the tiny planner was trained on) or chat",
+    )
+    parser.add_argument(
+        "--compare-in-process",
+        action="store_true",
+        help="also evaluate the model in-process (hf:PATH) on the same tasks",
+    )
     args = parser.parse_args()
     if not 1 <= args.num_tasks <= EnvConfig().eval_tasks:
         parser.error(f"--num-tasks must be in [1, {EnvConfig().eval_tasks}]")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
-    logger.setLevel(logging.INFO)  # this script's progress; libraries stay at WARNING (no per-request lines)
+    logger.setLevel(
+        logging.INFO
+    )  # this script's progress; libraries stay at WARNING (no per-request lines)
     console = Console()
-    env_cfg = EnvConfig()  # the tiny preset's env: compact prompts, top_k 1, 4 turns, the seed-0 world
+    env_cfg = (
+        EnvConfig()
+    )  # the tiny preset's env: compact prompts, top_k 1, 4 turns, the seed-0 world
     model_dir = resolve_model_path(args.model)
     with tempfile.TemporaryDirectory(prefix="evaluate-openai-") as tmp:
         data = export_held_out(env_cfg, args.num_tasks, Path(tmp))
         try:
             with serve_transformers(model_dir, port=args.port, timeout_s=args.timeout) as server:
-                logger.info("transformers serve ready at %s after %.1f s", server.url, server.startup_s)
+                logger.info(
+                    "transformers serve ready at %s after %.1f s", server.url, server.startup_s
+                )
                 served = evaluate(server.spec, args, env_cfg, data, concurrency=4)
-        except EngineError as exc:  # server failed to start / not ready in time: the log tail says why
+        except (
+            EngineError
+        ) as exc:  # server failed to start / not ready in time: the log tail says why
             raise SystemExit(f"error: {exc}") from exc
         # The server runs one request at a time: batch 1 in-process too, so both compute identically.
-        local = evaluate(f"hf:{model_dir}", args, env_cfg, data, concurrency=1) if args.compare_in_process else None
+        local = (
+            evaluate(f"hf:{model_dir}", args, env_cfg, data, concurrency=1)
+            if args.compare_in_process
+            else None
+        )
     print_report(served, console)
     summary = served["summary"]
-    console.print(f"served planner success {_success(served)} over {summary['scored']} held-out tasks "
-                  f"({summary['wall_time_s']:.1f} s of episodes)")
+    console.print(
+        f"served planner success {_success(served)} over {summary['scored']} held-out tasks "
+        f"({summary['wall_time_s']:.1f} s of episodes)"
+    )
     if local is not None:
         keys = ("task_id", "answer", "turns", "score")
-        same = sum([a[k] for k in keys] == [b[k] for k in keys]
-                   for a, b in zip(served["episodes"], local["episodes"], strict=True))
-        console.print(f"in-process planner success {_success(local)} over {local['summary']['scored']} "
-                      f"held-out tasks ({local['summary']['wall_time_s']:.1f} s of episodes); "
-                      f"same answer, turns and score on {same}/{len(local['episodes'])} tasks")
+        same = sum(
+            [a[k] for k in keys] == [b[k] for k in keys]
+            for a, b in zip(served["episodes"], local["episodes"], strict=True)
+        )
+        console.print(
+            f"in-process planner success {_success(local)} over {local['summary']['scored']} "
+            f"held-out tasks ({local['summary']['wall_time_s']:.1f} s of episodes); "
+            f"same answer, turns and score on {same}/{len(local['episodes'])} tasks"
+        )
 
 
 if __name__ == "__main__":

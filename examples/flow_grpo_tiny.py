@@ -26,11 +26,22 @@ from learners.flow_grpo.trainer import FlowGRPOTrainer
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=6, help="training steps (the preset: up to 200, within 10 minutes)")
-    parser.add_argument("--queries", type=int, default=8, help="queries (groups) per step (the preset: 64)")
-    parser.add_argument("--eval-tasks", type=int, default=50, help="held-out questions (the preset: 100)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=6,
+        help="training steps (the preset: up to 200, within 10 minutes)",
+    )
+    parser.add_argument(
+        "--queries", type=int, default=8, help="queries (groups) per step (the preset: 64)"
+    )
+    parser.add_argument(
+        "--eval-tasks", type=int, default=50, help="held-out questions (the preset: 100)"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output-dir", default=None, help="where the run goes (default: a new temp dir)")
+    parser.add_argument(
+        "--output-dir", default=None, help="where the run goes (default: a new temp dir)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     output_dir = args.output_dir or tempfile.mkdtemp(prefix="flow_grpo_tiny_")
@@ -53,9 +64,11 @@ def main() -> None:
         result = trainer.train()
     out = Path(cfg.output_dir)
     checkpoint = latest_checkpoint(out / "checkpoints")
-    print(f"eval/success {result['eval_before']:.2f} -> {result['eval_after']:.2f} "
-          f"on {cfg.env.eval_tasks} held-out tasks after {trainer.step} steps "
-          f"({time.perf_counter() - started:.0f} s)")
+    print(
+        f"eval/success {result['eval_before']:.2f} -> {result['eval_after']:.2f} "
+        f"on {cfg.env.eval_tasks} held-out tasks after {trainer.step} steps "
+        f"({time.perf_counter() - started:.0f} s)"
+    )
     print(f"tensorboard events: {out / 'tb'}")
     print(f"checkpoint: {checkpoint}")
     print(f"final model: {out / 'final_model'} (load with learners.policy.Policy.from_pretrained)")

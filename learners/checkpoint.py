@@ -55,14 +55,20 @@ def _by_index(named: Mapping[str, Any], names: list[str]) -> dict[str, Any]:
 def _by_name(indexed: Mapping[str, Any], names: list[str]) -> dict[str, Any]:
     """torch.optim's index layout -> the name-keyed layout torch.distributed's helpers load."""
     if sum(len(g["params"]) for g in indexed["param_groups"]) != len(names):
-        raise ValueError(f"the checkpoint's optimizer has {sum(len(g['params']) for g in indexed['param_groups'])} "
-                         f"parameters but this optimizer has {len(names)}")
+        raise ValueError(
+            f"the checkpoint's optimizer has {sum(len(g['params']) for g in indexed['param_groups'])} "
+            f"parameters but this optimizer has {len(names)}"
+        )
     groups = [{**g, "params": [names[i] for i in g["params"]]} for g in indexed["param_groups"]]
-    return {"state": {names[int(i)]: v for i, v in indexed["state"].items()}, "param_groups": groups}
+    return {
+        "state": {names[int(i)]: v for i, v in indexed["state"].items()},
+        "param_groups": groups,
+    }
 
 
-def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
-               sharded: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+def full_state(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, *, sharded: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Full model and optimizer state dicts in the plain (single-process) layout.
 
     ``sharded`` (FSDP): a collective every rank must call; rank 0 gets the full dicts on the
@@ -88,9 +94,15 @@ def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None =
     return dict(model_state), _by_index(optim_state, _param_names(model, optimizer))
 
 
-def save_checkpoint(root: str | Path, step: int, *, model: torch.nn.Module | Mapping[str, Any],
-                    optimizer: torch.optim.Optimizer | Mapping[str, Any], state: dict[str, Any],
-                    keep: int = 2) -> Path:
+def save_checkpoint(
+    root: str | Path,
+    step: int,
+    *,
+    model: torch.nn.Module | Mapping[str, Any],
+    optimizer: torch.optim.Optimizer | Mapping[str, Any],
+    state: dict[str, Any],
+    keep: int = 2,
+) -> Path:
     """Write ``root/ckpt-<step>`` atomically, point ``latest.json`` at it, keep the newest ``keep``.
 
     ``model`` and ``optimizer`` are the objects or their full state dicts (see :func:`full_state`).
@@ -103,7 +115,10 @@ def save_checkpoint(root: str | Path, step: int, *, model: torch.nn.Module | Map
     tmp.mkdir()
     # torch.save keeps tied weights' shared storage.
     torch.save(model if isinstance(model, Mapping) else model.state_dict(), tmp / "model.pt")
-    torch.save(optimizer if isinstance(optimizer, Mapping) else optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(
+        optimizer if isinstance(optimizer, Mapping) else optimizer.state_dict(),
+        tmp / "optimizer.pt",
+    )
     _atomic_write_text(tmp / "state.json", json.dumps({"step": step, **state}))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -123,8 +138,13 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     return path if (path / "state.json").is_file() else None
 
 
-def load_checkpoint(path: str | Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
-                    sharded: bool = False) -> dict[str, Any]:
+def load_checkpoint(
+    path: str | Path,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    sharded: bool = False,
+) -> dict[str, Any]:
     """Restore model (and optimizer) in place; return the saved state (with ``step``).
 
     ``sharded`` (FSDP): a collective every rank must call; rank 0 reads the files and the full
@@ -138,11 +158,15 @@ def load_checkpoint(path: str | Path, *, model: torch.nn.Module, optimizer: torc
     else:
         model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
         if optimizer is not None:
-            optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
+            optimizer.load_state_dict(
+                torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+            )
     return json.loads((path / "state.json").read_text())
 
 
-def _load_sharded(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
+def _load_sharded(
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None
+) -> None:
     import torch.distributed as dist
     from torch.distributed.checkpoint.state_dict import (
         StateDictOptions,
@@ -152,7 +176,9 @@ def _load_sharded(path: Path, model: torch.nn.Module, optimizer: torch.optim.Opt
 
     main = dist.get_rank() == 0
     options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
-    model_state = torch.load(path / "model.pt", map_location="cpu", weights_only=True) if main else {}
+    model_state = (
+        torch.load(path / "model.pt", map_location="cpu", weights_only=True) if main else {}
+    )
     set_model_state_dict(model, model_state, options=options)
     if optimizer is not None:
         optim_state: dict[str, Any] = {}

@@ -60,7 +60,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Dist", "FSDPShards", "fsdp_shard", "full_tensor", "init_distributed", "transformer_blocks"]
+__all__ = [
+    "Dist",
+    "FSDPShards",
+    "fsdp_shard",
+    "full_tensor",
+    "init_distributed",
+    "transformer_blocks",
+]
 
 
 def full_tensor(t: torch.Tensor) -> torch.Tensor:
@@ -119,9 +126,9 @@ class Dist:
         flat = torch.cat([g.reshape(-1).to(torch.float32) for g in grads])
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
         offset = 0
-        for p, g in zip(params, grads):
+        for p, g in zip(params, grads, strict=False):
             n = g.numel()
-            p.grad = flat[offset:offset + n].view_as(g).to(g.dtype)
+            p.grad = flat[offset : offset + n].view_as(g).to(g.dtype)
             offset += n
 
     def broadcast_params(self, module: nn.Module) -> None:
@@ -140,8 +147,12 @@ class Dist:
         Under FSDP each rank fingerprints the full parameters it would gather (a collective).
         """
         with torch.no_grad():
-            flat = torch.cat([full_tensor(p.detach()).reshape(-1).to(torch.float64).cpu()
-                              for p in module.parameters()])
+            flat = torch.cat(
+                [
+                    full_tensor(p.detach()).reshape(-1).to(torch.float64).cpu()
+                    for p in module.parameters()
+                ]
+            )
             weights = torch.sin(torch.arange(flat.numel(), dtype=torch.float64))
             mine = torch.stack([flat.sum(), (flat * flat).sum(), (flat * weights).sum()])
         if not self.enabled:
@@ -164,7 +175,9 @@ def init_distributed(mode: str = "auto", timeout_s: float = 600.0) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if mode == "none" or (mode == "auto" and world <= 1):
         if world > 1:
-            raise RuntimeError("launched by torchrun with WORLD_SIZE > 1 but train.distributed='none'")
+            raise RuntimeError(
+                "launched by torchrun with WORLD_SIZE > 1 but train.distributed='none'"
+            )
         return Dist()
     if world <= 1:
         return Dist(mode=mode)
@@ -227,13 +240,17 @@ class FSDPShards:
     def require_gathered(self) -> Iterator[None]:
         """Raise instead of deadlocking when something generates from sharded weights."""
         if not self.is_gathered:
-            raise RuntimeError("generation from FSDP-sharded weights outside `with policy.gathered():`; ranks "
-                               "generate different numbers of times, so per-forward all-gathers would deadlock. "
-                               "Enter policy.gathered() on every rank at the same point, around the rollout")
+            raise RuntimeError(
+                "generation from FSDP-sharded weights outside `with policy.gathered():`; ranks "
+                "generate different numbers of times, so per-forward all-gathers would deadlock. "
+                "Enter policy.gathered() on every rank at the same point, around the rollout"
+            )
         yield
 
 
-def fsdp_shard(root: nn.Module, blocks: Sequence[nn.Module], device: torch.device, world_size: int) -> FSDPShards:
+def fsdp_shard(
+    root: nn.Module, blocks: Sequence[nn.Module], device: torch.device, world_size: int
+) -> FSDPShards:
     """Shard ``blocks`` and then ``root`` (which contains them) over all ranks with FSDP2.
 
     Gradients are summed across ranks (divide factor 1, sum-only collectives, float32
@@ -250,14 +267,23 @@ def fsdp_shard(root: nn.Module, blocks: Sequence[nn.Module], device: torch.devic
     precision = MixedPrecisionPolicy(reduce_dtype=torch.float32)
     units: list[tuple[FSDPModule, bool]] = []
     for block in blocks:
-        units.append((fully_shard(block, mesh=mesh, reshard_after_forward=True, mp_policy=precision), True))
+        units.append(
+            (fully_shard(block, mesh=mesh, reshard_after_forward=True, mp_policy=precision), True)
+        )
     # A trainable root keeps its weights after forward (backward needs them at once); a frozen
     # one (the KL reference) has no backward, so it frees them.
     keep = any(p.requires_grad for p in root.parameters())
-    units.append((fully_shard(root, mesh=mesh, reshard_after_forward=not keep, mp_policy=precision), not keep))
+    units.append(
+        (
+            fully_shard(root, mesh=mesh, reshard_after_forward=not keep, mp_policy=precision),
+            not keep,
+        )
+    )
     for module, _ in units:
         module.set_gradient_divide_factor(1.0)
         module.set_force_sum_reduction_for_comms(True)
     if not blocks:
-        logger.warning("no transformer blocks found (_no_split_modules): the whole model is one FSDP unit")
+        logger.warning(
+            "no transformer blocks found (_no_split_modules): the whole model is one FSDP unit"
+        )
     return FSDPShards(units)

@@ -16,11 +16,19 @@ def env_kwargs(cfg: EnvConfig) -> dict[str, Any]:
     from agentflow_env.registration import ENV_IDS
 
     if cfg.env_id not in ENV_IDS:
-        raise ValueError(f"env.env_id={cfg.env_id!r} is not an AgentFlow id; choose one of {sorted(ENV_IDS)}")
+        raise ValueError(
+            f"env.env_id={cfg.env_id!r} is not an AgentFlow id; choose one of {sorted(ENV_IDS)}"
+        )
     kwargs: dict[str, Any] = dict(
-        family=ENV_IDS[cfg.env_id], max_turns=cfg.max_turns, prompt_style=cfg.prompt_style,
-        executor=cfg.executor, verifier=cfg.verifier, generator=cfg.generator,
-        tool_kwargs=dict(cfg.tool_kwargs), seed=cfg.task_seed)
+        family=ENV_IDS[cfg.env_id],
+        max_turns=cfg.max_turns,
+        prompt_style=cfg.prompt_style,
+        executor=cfg.executor,
+        verifier=cfg.verifier,
+        generator=cfg.generator,
+        tool_kwargs=dict(cfg.tool_kwargs),
+        seed=cfg.task_seed,
+    )
     if cfg.engine is not None:
         kwargs["engine"] = cfg.engine
     if cfg.tools is not None:
@@ -36,7 +44,9 @@ def env_kwargs(cfg: EnvConfig) -> dict[str, Any]:
         kwargs["tasks"] = cfg.tasks
     else:
         kwargs["num_tasks"] = cfg.num_tasks
-        kwargs["task_kwargs"] = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.task_kwargs.items()}
+        kwargs["task_kwargs"] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in cfg.task_kwargs.items()
+        }
     return kwargs
 
 
@@ -46,7 +56,9 @@ def make_vector_env(cfg: EnvConfig, num_envs: int) -> Any:
 
     from agentflow_env.vector import AgentFlowVectorEnv
 
-    return AgentFlowVectorEnv(num_envs=num_envs, autoreset_mode=AutoresetMode.DISABLED, **env_kwargs(cfg))
+    return AgentFlowVectorEnv(
+        num_envs=num_envs, autoreset_mode=AutoresetMode.DISABLED, **env_kwargs(cfg)
+    )
 
 
 def split_tasks(tasks: list[Task], eval_tasks: int) -> tuple[list[Task], list[Task]]:

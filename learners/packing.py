@@ -41,8 +41,10 @@ def _extend(seq: ScoringSequence, sample: TurnSample, index: int) -> None:
     seq.target_mask.extend([True] * len(sample.response_ids))
     seq.token_sample.extend([index] * len(sample.response_ids))
     if len(sample.logprobs) != len(sample.response_ids):
-        raise ValueError(f"sample {index}: {len(sample.response_ids)} response ids but "
-                         f"{len(sample.logprobs)} log-probs")
+        raise ValueError(
+            f"sample {index}: {len(sample.response_ids)} response ids but "
+            f"{len(sample.logprobs)} log-probs"
+        )
     seq.old_logprobs.extend(sample.logprobs)
 
 
@@ -62,8 +64,12 @@ def pack_samples(samples: Sequence[TurnSample], pack: bool = True) -> list[Scori
             s = samples[k]
             if not s.response_ids:
                 continue
-            fits = (pack and current is not None and len(s.prompt_ids) >= len(current.ids)
-                    and s.prompt_ids[:len(current.ids)] == current.ids)
+            fits = (
+                pack
+                and current is not None
+                and len(s.prompt_ids) >= len(current.ids)
+                and s.prompt_ids[: len(current.ids)] == current.ids
+            )
             if not fits:
                 current = ScoringSequence(traj=traj)
                 out.append(current)

@@ -33,8 +33,15 @@ from learners.flow_grpo.loss import entropy_from_logits
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ActionScorer", "GenerationOutput", "HFGenerator", "Policy", "SamplingSettings",
-           "VLLMGenerator", "resolve_device"]
+__all__ = [
+    "ActionScorer",
+    "GenerationOutput",
+    "HFGenerator",
+    "Policy",
+    "SamplingSettings",
+    "VLLMGenerator",
+    "resolve_device",
+]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -79,18 +86,23 @@ class ActionScorer(nn.Module):
         super().__init__()
         self.lm = causal_lm
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                target_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor
+    ) -> torch.Tensor:
         """Logits [N, V] predicting every token ``t`` with ``target_mask[b, t]`` (row-major order)."""
         backbone = getattr(self.lm, self.lm.base_model_prefix)
-        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        hidden = backbone(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+        ).last_hidden_state
         # Position t-1 predicts token t.
         picked = hidden[:, :-1][target_mask[:, 1:]]
         return self.lm.get_output_embeddings()(picked)
 
 
 class Generator(Protocol):
-    def generate(self, contexts: Sequence[Sequence[int]], settings: SamplingSettings) -> list[GenerationOutput]: ...
+    def generate(
+        self, contexts: Sequence[Sequence[int]], settings: SamplingSettings
+    ) -> list[GenerationOutput]: ...
 
     def sync_weights(self, model: nn.Module) -> None: ...
 
@@ -111,20 +123,27 @@ class HFGenerator:
     def sync_weights(self, model: nn.Module) -> None:
         """Nothing to do: this backend samples from the trained module itself."""
 
-    def generate(self, contexts: Sequence[Sequence[int]], settings: SamplingSettings) -> list[GenerationOutput]:
+    def generate(
+        self, contexts: Sequence[Sequence[int]], settings: SamplingSettings
+    ) -> list[GenerationOutput]:
         # Chunks of similar lengths: left padding to the longest context of a chunk is wasted work
         # in the prefill and in every decoding step's attention.
         order = sorted(range(len(contexts)), key=lambda i: len(contexts[i]))
         outs: list[GenerationOutput | None] = [None] * len(contexts)
         for start in range(0, len(order), self.max_batch_size):
-            idx = order[start:start + self.max_batch_size]
-            for i, out in zip(idx, self._generate_chunk([contexts[i] for i in idx], settings, settings.seed + start)):
+            idx = order[start : start + self.max_batch_size]
+            for i, out in zip(
+                idx,
+                self._generate_chunk([contexts[i] for i in idx], settings, settings.seed + start),
+                strict=False,
+            ):
                 outs[i] = out
         return outs  # type: ignore[return-value]
 
     @torch.no_grad()
-    def _generate_chunk(self, contexts: Sequence[Sequence[int]], settings: SamplingSettings,
-                        seed: int) -> list[GenerationOutput]:
+    def _generate_chunk(
+        self, contexts: Sequence[Sequence[int]], settings: SamplingSettings, seed: int
+    ) -> list[GenerationOutput]:
         pol = self.policy
         if any(len(c) == 0 for c in contexts):
             raise ValueError("every context needs at least one token")
@@ -132,12 +151,17 @@ class HFGenerator:
         ids = torch.full((len(contexts), width), pol.pad_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
         for r, c in enumerate(contexts):
-            ids[r, width - len(c):] = torch.as_tensor(list(c), dtype=torch.long)
-            mask[r, width - len(c):] = 1
+            ids[r, width - len(c) :] = torch.as_tensor(list(c), dtype=torch.long)
+            mask[r, width - len(c) :] = 1
         greedy = settings.temperature == 0
         kwargs: dict[str, Any] = dict(
-            max_new_tokens=settings.max_new_tokens, do_sample=not greedy, eos_token_id=pol.eos_ids,
-            pad_token_id=pol.pad_id, output_logits=True, return_dict_in_generate=True, use_cache=True,
+            max_new_tokens=settings.max_new_tokens,
+            do_sample=not greedy,
+            eos_token_id=pol.eos_ids,
+            pad_token_id=pol.pad_id,
+            output_logits=True,
+            return_dict_in_generate=True,
+            use_cache=True,
             # transformers turns synced_gpus on for FSDP modules (a per-token collective); ranks
             # generate different numbers of times, and Policy.gathered() already holds full weights.
             synced_gpus=False,
@@ -150,7 +174,9 @@ class HFGenerator:
         devices = [pol.device.index or 0] if pol.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            result = model.generate(input_ids=ids.to(pol.device), attention_mask=mask.to(pol.device), **kwargs)
+            result = model.generate(
+                input_ids=ids.to(pol.device), attention_mask=mask.to(pol.device), **kwargs
+            )
         model.train(was_training)
         new = result.sequences[:, width:].cpu()
         logits = torch.stack(result.logits, dim=1).float().cpu()  # [B, steps, V]
@@ -162,7 +188,7 @@ class HFGenerator:
         eos = set(self.policy.eos_ids)
         for k, tok in enumerate(ids):
             if tok in eos:
-                ids, logps = ids[:k + 1], logps[:k + 1]
+                ids, logps = ids[: k + 1], logps[: k + 1]
                 return GenerationOutput(ids, logps, self.policy.decode(ids), "stop")
         return GenerationOutput(ids, logps, self.policy.decode(ids), "length")
 
@@ -175,26 +201,50 @@ class VLLMGenerator:
     NOT verified on this machine (no GPU, and vllm pins another torch).
     """
 
-    def __init__(self, model_path: str, *, dtype: str = "bfloat16", gpu_memory_utilization: float = 0.4,
-                 max_model_len: int | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        dtype: str = "bfloat16",
+        gpu_memory_utilization: float = 0.4,
+        max_model_len: int | None = None,
+        seed: int = 0,
+    ) -> None:
         try:
             import vllm  # noqa: F401 - lazy: an optional extra that needs a GPU
         except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ImportError("rollout.backend='vllm' needs vllm: pip install 'agentflow-gym[vllm]' "
-                              "on a CUDA machine, or use --rollout.backend transformers") from exc
+            raise ImportError(
+                "rollout.backend='vllm' needs vllm: pip install 'agentflow-gym[vllm]' "
+                "on a CUDA machine, or use --rollout.backend transformers"
+            ) from exc
         if not torch.cuda.is_available():
-            raise RuntimeError("rollout.backend='vllm' needs a CUDA GPU; use --rollout.backend transformers")
+            raise RuntimeError(
+                "rollout.backend='vllm' needs a CUDA GPU; use --rollout.backend transformers"
+            )
         from vllm import LLM
 
-        self.llm = LLM(model=model_path, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
-                       max_model_len=max_model_len, seed=seed, enable_prefix_caching=True)
+        self.llm = LLM(
+            model=model_path,
+            dtype=dtype,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+            seed=seed,
+            enable_prefix_caching=True,
+        )
 
-    def generate(self, contexts: Sequence[Sequence[int]], settings: SamplingSettings) -> list[GenerationOutput]:
+    def generate(
+        self, contexts: Sequence[Sequence[int]], settings: SamplingSettings
+    ) -> list[GenerationOutput]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        params = SamplingParams(temperature=settings.temperature, top_p=settings.top_p,
-                                max_tokens=settings.max_new_tokens, logprobs=0, seed=settings.seed)
+        params = SamplingParams(
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            max_tokens=settings.max_new_tokens,
+            logprobs=0,
+            seed=settings.seed,
+        )
         prompts = [TokensPrompt(prompt_token_ids=list(c)) for c in contexts]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         results = []
@@ -202,8 +252,13 @@ class VLLMGenerator:
             comp = out.outputs[0]
             ids = list(comp.token_ids)
             # logprobs=0 returns, per position, a dict that holds the sampled token's entry.
-            lps = [float(step[tok].logprob) for step, tok in zip(comp.logprobs or [], ids)]
-            reason: Literal["stop", "length"] = "length" if comp.finish_reason == "length" else "stop"
+            lps = [
+                float(step[tok].logprob)
+                for step, tok in zip(comp.logprobs or [], ids, strict=False)
+            ]
+            reason: Literal["stop", "length"] = (
+                "length" if comp.finish_reason == "length" else "stop"
+            )
             results.append(GenerationOutput(ids, lps, comp.text, reason))
         return results
 
@@ -223,16 +278,29 @@ class VLLMGenerator:
 class Policy:
     """A causal LM planner with its tokenizer; trainable (full or LoRA)."""
 
-    def __init__(self, model: nn.Module, tokenizer: Any, *, device: torch.device | str = "cpu",
-                 chat_template: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        *,
+        device: torch.device | str = "cpu",
+        chat_template: bool = False,
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.device = torch.device(device) if isinstance(device, str) else device
         self.chat_template = chat_template
         if chat_template and not getattr(tokenizer, "chat_template", None):
-            raise ValueError("chat_template=True but the tokenizer has no chat template; use chat_template=False")
-        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None) or tokenizer.eos_token_id
-        self.eos_ids: list[int] = [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
+            raise ValueError(
+                "chat_template=True but the tokenizer has no chat template; use chat_template=False"
+            )
+        eos = (
+            getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+            or tokenizer.eos_token_id
+        )
+        self.eos_ids: list[int] = [
+            int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])
+        ]
         pad = tokenizer.pad_token_id
         self.pad_id: int = int(pad if pad is not None else self.eos_ids[0])
         self.scorer = ActionScorer(self.causal_lm)
@@ -244,10 +312,18 @@ class Policy:
 
     # ---------------------------------------------------------------------------- building
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, dtype: str = "float32", device: str = "auto",
-                        chat_template: bool = False, lora_rank: int = 0, lora_alpha: int = 32,
-                        lora_target_modules: Sequence[str] = ("q_proj", "k_proj", "v_proj", "o_proj"),
-                        gradient_checkpointing: bool = False) -> Policy:
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        dtype: str = "float32",
+        device: str = "auto",
+        chat_template: bool = False,
+        lora_rank: int = 0,
+        lora_alpha: int = 32,
+        lora_target_modules: Sequence[str] = ("q_proj", "k_proj", "v_proj", "o_proj"),
+        gradient_checkpointing: bool = False,
+    ) -> Policy:
         """Load model + tokenizer from a local directory or hub id; optionally add LoRA adapters."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -258,17 +334,29 @@ class Policy:
         tok.padding_side = "left"
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=DTYPES[dtype]).to(dev)
         if gradient_checkpointing:
-            enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+            enable = (
+                getattr(model, "activation_checkpointing_enable", None)
+                or model.gradient_checkpointing_enable
+            )
             enable()
             model.config.use_cache = False
         if lora_rank > 0:
             try:
                 from peft import LoraConfig, get_peft_model
             except ImportError as exc:  # pragma: no cover - depends on the install
-                raise ImportError("model.lora_rank > 0 needs peft: pip install 'agentflow-gym[lora]'") from exc
-            model = get_peft_model(model, LoraConfig(r=lora_rank, lora_alpha=lora_alpha,
-                                                     target_modules=list(lora_target_modules),
-                                                     lora_dropout=0.0, task_type="CAUSAL_LM"))
+                raise ImportError(
+                    "model.lora_rank > 0 needs peft: pip install 'agentflow-gym[lora]'"
+                ) from exc
+            model = get_peft_model(
+                model,
+                LoraConfig(
+                    r=lora_rank,
+                    lora_alpha=lora_alpha,
+                    target_modules=list(lora_target_modules),
+                    lora_dropout=0.0,
+                    task_type="CAUSAL_LM",
+                ),
+            )
         return cls(model, tok, device=dev, chat_template=chat_template)
 
     @property
@@ -297,17 +385,23 @@ class Policy:
         (the parameters become sharded DTensors). Not for LoRA.
         """
         if self.is_lora:
-            raise ValueError("FSDP with LoRA adapters is not supported; use DDP (LoRA trains few parameters)")
+            raise ValueError(
+                "FSDP with LoRA adapters is not supported; use DDP (LoRA trains few parameters)"
+            )
         if self.shards is not None:
             raise RuntimeError("the policy is already sharded")
         from torch.distributed.tensor import DTensor
 
-        self.shards = fsdp_shard(self.scorer, transformer_blocks(self.causal_lm), self.device, world_size)
+        self.shards = fsdp_shard(
+            self.scorer, transformer_blocks(self.causal_lm), self.device, world_size
+        )
         with torch.no_grad():  # FSDP takes the module of the first forward as its root: the scorer
             self.score([[self.pad_id, self.pad_id]], [[False, True]])
         self.shards.reshard()  # else the root's parameters stay full ones and an optimizer would take those
         if not all(isinstance(p, DTensor) for p in self.model.parameters()):
-            raise RuntimeError("FSDP left some parameters unsharded; the optimizer would update copies")
+            raise RuntimeError(
+                "FSDP left some parameters unsharded; the optimizer would update copies"
+            )
         if isinstance(self.generator, HFGenerator):
             self.generation_context = self.shards.require_gathered
         return self.shards
@@ -330,8 +424,11 @@ class Policy:
     def prompt_ids(self, observation: str) -> list[int]:
         """Token ids of the prompt for one observation (chat template or raw text)."""
         if self.chat_template:
-            enc = self.tokenizer.apply_chat_template([{"role": "user", "content": observation}],
-                                                     add_generation_prompt=True, tokenize=True)
+            enc = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": observation}],
+                add_generation_prompt=True,
+                tokenize=True,
+            )
             ids = enc["input_ids"] if hasattr(enc, "keys") else enc
             return [int(i) for i in ids]
         return self.text_ids(observation)
@@ -345,7 +442,9 @@ class Policy:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
     # ---------------------------------------------------------------------------- sampling
-    def generate(self, contexts: Sequence[Sequence[int]], settings: SamplingSettings) -> list[GenerationOutput]:
+    def generate(
+        self, contexts: Sequence[Sequence[int]], settings: SamplingSettings
+    ) -> list[GenerationOutput]:
         """Sample one response per context (token ids in, token ids + log-probs out)."""
         with self.generation_context():
             return self.generator.generate(contexts, settings)
@@ -355,9 +454,15 @@ class Policy:
         self.generator.sync_weights(self.causal_lm)
 
     # ---------------------------------------------------------------------------- scoring
-    def score(self, sequences: Sequence[Sequence[int]], target_masks: Sequence[Sequence[bool]], *,
-              temperature: float = 1.0, with_entropy: bool = False, module: nn.Module | None = None,
-              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def score(
+        self,
+        sequences: Sequence[Sequence[int]],
+        target_masks: Sequence[Sequence[bool]],
+        *,
+        temperature: float = 1.0,
+        with_entropy: bool = False,
+        module: nn.Module | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Log-probs (and entropies) of every target token, flat in row-major order.
 
         ``target_masks[b][t]`` marks token ``t`` of sequence ``b`` as scored (an action token;
@@ -370,18 +475,22 @@ class Policy:
         ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
         attn = torch.zeros_like(ids)
         tmask = torch.zeros((len(sequences), width), dtype=torch.bool)
-        for r, (seq, m) in enumerate(zip(sequences, target_masks)):
+        for r, (seq, m) in enumerate(zip(sequences, target_masks, strict=False)):
             if len(seq) != len(m):
                 raise ValueError(f"sequence {r}: {len(seq)} tokens but a mask of {len(m)}")
             if m and m[0]:
                 raise ValueError(f"sequence {r}: token 0 has no context and cannot be a target")
-            ids[r, :len(seq)] = torch.as_tensor(list(seq))
-            attn[r, :len(seq)] = 1
-            tmask[r, :len(seq)] = torch.as_tensor(list(m), dtype=torch.bool)
+            ids[r, : len(seq)] = torch.as_tensor(list(seq))
+            attn[r, : len(seq)] = 1
+            tmask[r, : len(seq)] = torch.as_tensor(list(m), dtype=torch.bool)
         ids, attn, tmask = ids.to(self.device), attn.to(self.device), tmask.to(self.device)
         logits = (module or self.scorer)(ids, attn, tmask)
         targets = ids[tmask]
-        logp = torch.log_softmax(logits.float() / temperature, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        logp = (
+            torch.log_softmax(logits.float() / temperature, dim=-1)
+            .gather(-1, targets.unsqueeze(-1))
+            .squeeze(-1)
+        )
         ent = entropy_from_logits(logits, temperature) if with_entropy else None
         return logp, ent
 
@@ -401,12 +510,20 @@ class Policy:
             # Gathered tensors share no storage, so drop tied duplicates (lm_head tied to the
             # embedding) as transformers does for the module's own weights: the same files.
             first: dict[int, str] = {}
-            tied = {n for n, p in model.named_parameters(remove_duplicate=False) if first.setdefault(id(p), n) != n}
-            model.save_pretrained(str(out), state_dict={k: v for k, v in state_dict.items() if k not in tied})
+            tied = {
+                n
+                for n, p in model.named_parameters(remove_duplicate=False)
+                if first.setdefault(id(p), n) != n
+            }
+            model.save_pretrained(
+                str(out), state_dict={k: v for k, v in state_dict.items() if k not in tied}
+            )
         else:
             model.save_pretrained(str(out))
         self.tokenizer.save_pretrained(str(out))
         return out
 
     def num_parameters(self, trainable_only: bool = False) -> int:
-        return sum(p.numel() for p in self.model.parameters() if p.requires_grad or not trainable_only)
+        return sum(
+            p.numel() for p in self.model.parameters() if p.requires_grad or not trainable_only
+        )

@@ -94,10 +94,12 @@ class RolloutBatch:
 
     def advantage_inputs(self) -> AdvantageInputs:
         return AdvantageInputs(
-            rewards=self.rewards, group_ids=self.group_ids,
+            rewards=self.rewards,
+            group_ids=self.group_ids,
             sample_traj=np.array([s.traj for s in self.samples], dtype=np.int64),
             sample_turn=np.array([s.turn for s in self.samples], dtype=np.int64),
-            group_size=self.group_size)
+            group_size=self.group_size,
+        )
 
     @property
     def generated_tokens(self) -> int:
@@ -121,12 +123,18 @@ class RolloutBatch:
         return out
 
 
-def next_context(policy: Policy, context: list[int], response_ids: Sequence[int], prev_obs: str,
-                 action_text: str, new_obs: str) -> tuple[list[int], bool]:
+def next_context(
+    policy: Policy,
+    context: list[int],
+    response_ids: Sequence[int],
+    prev_obs: str,
+    action_text: str,
+    new_obs: str,
+) -> tuple[list[int], bool]:
     """Prompt ids for the next turn; the flag says whether they extend ``context`` (packable)."""
     expected = prev_obs + action_text
     if not policy.chat_template and new_obs.startswith(expected):
-        return context + list(response_ids) + policy.text_ids(new_obs[len(expected):]), True
+        return context + list(response_ids) + policy.text_ids(new_obs[len(expected) :]), True
     return policy.prompt_ids(new_obs), False
 
 
@@ -137,9 +145,17 @@ def _env_value(info: dict[str, Any], key: str, i: int) -> Any:
     return info[key][i]
 
 
-def collect(envs: Any, policy: Policy, tasks: Sequence[Task], group_ids: Sequence[int],
-            settings: SamplingSettings, rng: np.random.Generator, *, group_size: int = 1,
-            max_prompt_tokens: int = 1 << 30) -> RolloutBatch:
+def collect(
+    envs: Any,
+    policy: Policy,
+    tasks: Sequence[Task],
+    group_ids: Sequence[int],
+    settings: SamplingSettings,
+    rng: np.random.Generator,
+    *,
+    group_size: int = 1,
+    max_prompt_tokens: int = 1 << 30,
+) -> RolloutBatch:
     """Run ``tasks[i]`` in sub-env ``i`` to the end; unused sub-envs idle (finish at once)."""
     n_env, n = envs.num_envs, len(tasks)
     if n == 0 or n > n_env:
@@ -151,39 +167,75 @@ def collect(envs: Any, policy: Policy, tasks: Sequence[Task], group_ids: Sequenc
     obs, _ = envs.reset(seed=int(rng.integers(2**31)), options={"tasks": padded})
     contexts = [policy.prompt_ids(o) for o in obs[:n]]
     prev_obs = list(obs[:n])
-    trajs = [Trajectory(index=i, group=int(group_ids[i]), task_id=t.id, question=t.question, reward=float("nan"),
-                        turns=0, terminated=False, truncated=False, answer=None, ground_truth=None)
-             for i, t in enumerate(tasks)]
+    trajs = [
+        Trajectory(
+            index=i,
+            group=int(group_ids[i]),
+            task_id=t.id,
+            question=t.question,
+            reward=float("nan"),
+            turns=0,
+            terminated=False,
+            truncated=False,
+            answer=None,
+            ground_truth=None,
+        )
+        for i, t in enumerate(tasks)
+    ]
     samples: list[TurnSample] = []
     done = [False] * n
     gen_s, turn = 0.0, 0
     while not all(done):
         live = [i for i in range(n) if not done[i]]
         prompts = [contexts[i][-max_prompt_tokens:] for i in live]
-        step_settings = SamplingSettings(settings.temperature, settings.top_p, settings.max_new_tokens,
-                                         seed=int(rng.integers(2**31)))
+        step_settings = SamplingSettings(
+            settings.temperature,
+            settings.top_p,
+            settings.max_new_tokens,
+            seed=int(rng.integers(2**31)),
+        )
         g0 = time.perf_counter()
         outs = policy.generate(prompts, step_settings)
         gen_s += time.perf_counter() - g0
         actions = [_IDLE_ACTION if turn == 0 else ""] * n_env
-        for i, out in zip(live, outs):
+        for i, out in zip(live, outs, strict=False):
             actions[i] = out.text
         obs, rewards, terms, truncs, info = envs.step(actions)
-        for i, prompt, out in zip(live, prompts, outs):
-            samples.append(TurnSample(traj=i, group=trajs[i].group, turn=turn, prompt_ids=prompt,
-                                      response_ids=list(out.token_ids), logprobs=list(out.logprobs),
-                                      finish_reason=out.finish_reason, action_text=out.text))
+        for i, prompt, out in zip(live, prompts, outs, strict=False):
+            samples.append(
+                TurnSample(
+                    traj=i,
+                    group=trajs[i].group,
+                    turn=turn,
+                    prompt_ids=prompt,
+                    response_ids=list(out.token_ids),
+                    logprobs=list(out.logprobs),
+                    finish_reason=out.finish_reason,
+                    action_text=out.text,
+                )
+            )
             _record_step(trajs[i], info, i, out.text)
             if terms[i] or truncs[i]:
                 done[i] = True
                 t = trajs[i]
-                t.reward, t.terminated, t.truncated = float(rewards[i]), bool(terms[i]), bool(truncs[i])
-                t.answer, t.ground_truth = _env_value(info, "answer", i), _env_value(info, "ground_truth", i)
+                t.reward, t.terminated, t.truncated = (
+                    float(rewards[i]),
+                    bool(terms[i]),
+                    bool(truncs[i]),
+                )
+                t.answer, t.ground_truth = (
+                    _env_value(info, "answer", i),
+                    _env_value(info, "ground_truth", i),
+                )
             else:
-                contexts[i], _ = next_context(policy, prompt, out.token_ids, prev_obs[i], out.text, obs[i])
+                contexts[i], _ = next_context(
+                    policy, prompt, out.token_ids, prev_obs[i], out.text, obs[i]
+                )
                 prev_obs[i] = obs[i]
         turn += 1
-    return RolloutBatch(samples, trajs, group_size, seconds=time.perf_counter() - t0, generation_seconds=gen_s)
+    return RolloutBatch(
+        samples, trajs, group_size, seconds=time.perf_counter() - t0, generation_seconds=gen_s
+    )
 
 
 def _record_step(traj: Trajectory, info: dict[str, Any], i: int, action: str) -> None:
@@ -194,22 +246,46 @@ def _record_step(traj: Trajectory, info: dict[str, Any], i: int, action: str) ->
         traj.tool_calls[str(tool)] = traj.tool_calls.get(str(tool), 0) + 1
     if error:
         traj.errors += 1
-    traj.steps.append({"action": action, "tool_name": tool, "tool_input": _env_value(info, "tool_input", i),
-                       "tool_result": _env_value(info, "tool_result", i), "error": error})
+    traj.steps.append(
+        {
+            "action": action,
+            "tool_name": tool,
+            "tool_input": _env_value(info, "tool_input", i),
+            "tool_result": _env_value(info, "tool_result", i),
+            "error": error,
+        }
+    )
 
 
-def collect_groups(envs: Any, policy: Policy, queries: Sequence[Task], group_size: int,
-                   settings: SamplingSettings, rng: np.random.Generator, *,
-                   max_prompt_tokens: int = 1 << 30) -> RolloutBatch:
+def collect_groups(
+    envs: Any,
+    policy: Policy,
+    queries: Sequence[Task],
+    group_size: int,
+    settings: SamplingSettings,
+    rng: np.random.Generator,
+    *,
+    max_prompt_tokens: int = 1 << 30,
+) -> RolloutBatch:
     """G trajectories for each of the B queries (needs a vector env of exactly B * G sub-envs).
 
     Every trajectory ends (terminated or truncated at the env's turn limit), so every group
     is complete by construction; the advantage code still checks it.
     """
     if len(queries) * group_size != envs.num_envs:
-        raise ValueError(f"{len(queries)} queries x group {group_size} != {envs.num_envs} sub-envs; "
-                         "build the vector env with num_envs = queries_per_step * group_size")
+        raise ValueError(
+            f"{len(queries)} queries x group {group_size} != {envs.num_envs} sub-envs; "
+            "build the vector env with num_envs = queries_per_step * group_size"
+        )
     tasks = [q for q in queries for _ in range(group_size)]
     groups = [g for g in range(len(queries)) for _ in range(group_size)]
-    return collect(envs, policy, tasks, groups, settings, rng, group_size=group_size,
-                   max_prompt_tokens=max_prompt_tokens)
+    return collect(
+        envs,
+        policy,
+        tasks,
+        groups,
+        settings,
+        rng,
+        group_size=group_size,
+        max_prompt_tokens=max_prompt_tokens,
+    )

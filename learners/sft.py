@@ -83,13 +83,17 @@ class SFTConfig:
 
 def compact_action(action: str) -> str:
     """Drop every line but ``Tool Name:``, ``Command:`` and the ``<answer>`` (the env needs no more)."""
-    keep = [ln for ln in action.splitlines()
-            if ln.lower().startswith(("tool name:", "command:")) or "<answer>" in ln.lower()]
+    keep = [
+        ln
+        for ln in action.splitlines()
+        if ln.lower().startswith(("tool name:", "command:")) or "<answer>" in ln.lower()
+    ]
     return "\n".join(keep) if keep else action
 
 
-def collect_demonstrations(env_cfg: EnvConfig, tasks: list[Any], chunk: int = 64,
-                           compact: bool = False) -> list[dict[str, Any]]:
+def collect_demonstrations(
+    env_cfg: EnvConfig, tasks: list[Any], chunk: int = 64, compact: bool = False
+) -> list[dict[str, Any]]:
     """Run the oracle on ``tasks``; return its successful episodes as observations + actions."""
     from agentflow_env.planners import OraclePlanner
 
@@ -97,16 +101,20 @@ def collect_demonstrations(env_cfg: EnvConfig, tasks: list[Any], chunk: int = 64
     demos: list[dict[str, Any]] = []
     try:
         for start in range(0, len(tasks), envs.num_envs):
-            part = tasks[start:start + envs.num_envs]
+            part = tasks[start : start + envs.num_envs]
             padded = part + [part[0]] * (envs.num_envs - len(part))
             obs, _ = envs.reset(seed=start, options={"tasks": padded})
             planners = [OraclePlanner(verbose=False) for _ in padded]
-            for p, t in zip(planners, padded):
+            for p, t in zip(planners, padded, strict=False):
                 p.reset(t)
-            eps = [{"observations": [obs[i]], "actions": [], "reward": None} for i in range(len(part))]
+            eps = [
+                {"observations": [obs[i]], "actions": [], "reward": None} for i in range(len(part))
+            ]
             done = [False] * len(padded)
             while not all(done):
-                actions = [p.act(o) if not d else "" for p, o, d in zip(planners, obs, done)]
+                actions = [
+                    p.act(o) if not d else "" for p, o, d in zip(planners, obs, done, strict=False)
+                ]
                 if compact:
                     actions = [compact_action(a) if a else a for a in actions]
                 obs, rew, term, trunc, _ = envs.step(actions)
@@ -147,20 +155,39 @@ def _batch(seqs: list[ScoringSequence], idx: list[int]) -> tuple[list[list[int]]
     return [seqs[i].ids for i in idx], [seqs[i].target_mask for i in idx]
 
 
-def evaluate(policy: Policy, envs: Any, tasks: list[Any], max_new_tokens: int = 64, temperature: float = 0.0) -> float:
+def evaluate(
+    policy: Policy, envs: Any, tasks: list[Any], max_new_tokens: int = 64, temperature: float = 0.0
+) -> float:
     """Held-out success (greedy by default)."""
     rng = np.random.default_rng(0)
     total = 0.0
     for start in range(0, len(tasks), envs.num_envs):
-        part = tasks[start:start + envs.num_envs]
-        batch = collect(envs, policy, part, list(range(len(part))), SamplingSettings(temperature, 1.0, max_new_tokens), rng)
+        part = tasks[start : start + envs.num_envs]
+        batch = collect(
+            envs,
+            policy,
+            part,
+            list(range(len(part))),
+            SamplingSettings(temperature, 1.0, max_new_tokens),
+            rng,
+        )
         total += float(batch.rewards.sum())
     return total / max(len(tasks), 1)
 
 
-def continue_sft(policy: Policy, env_cfg: EnvConfig, *, minutes: float, lr: float = 2e-4, batch_size: int = 16,
-                 seed: int = 0, eval_points: int = 4, compact: bool = True,
-                 eval_temperature: float = 0.0, eval_samples: int = 1) -> list[dict[str, float]]:
+def continue_sft(
+    policy: Policy,
+    env_cfg: EnvConfig,
+    *,
+    minutes: float,
+    lr: float = 2e-4,
+    batch_size: int = 16,
+    seed: int = 0,
+    eval_points: int = 4,
+    compact: bool = True,
+    eval_temperature: float = 0.0,
+    eval_samples: int = 1,
+) -> list[dict[str, float]]:
     """The SFT-only baseline: more supervised steps on oracle demos for a wall-clock budget.
 
     Returns held-out success at ``eval_points`` evenly spaced times (training time only), the
@@ -175,6 +202,7 @@ def continue_sft(policy: Policy, env_cfg: EnvConfig, *, minutes: float, lr: floa
     optim = torch.optim.AdamW(policy.model.parameters(), lr=lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)
     marks = [minutes * 60 * k / max(eval_points - 1, 1) for k in range(eval_points)]
+
     def held_out() -> float:
         repeats = eval_samples if eval_temperature > 0 else 1
         return evaluate(policy, eval_envs, eval_tasks * repeats, temperature=eval_temperature)
@@ -185,7 +213,9 @@ def continue_sft(policy: Policy, env_cfg: EnvConfig, *, minutes: float, lr: floa
         for mark in marks[1:]:
             while trained < mark:
                 t0 = time.perf_counter()
-                ids, masks = _batch(seqs, torch.randint(len(seqs), (batch_size,), generator=gen).tolist())
+                ids, masks = _batch(
+                    seqs, torch.randint(len(seqs), (batch_size,), generator=gen).tolist()
+                )
                 policy.model.train()
                 logp, _ = policy.score(ids, masks)
                 optim.zero_grad(set_to_none=True)
@@ -225,16 +255,28 @@ def train_sft(cfg: SFTConfig, progress: bool = True) -> dict[str, Any]:
     demo_tasks = _demo_tasks(cfg, eval_tasks) if cfg.demo_tasks > len(train_tasks) else train_tasks
     demos = collect_demonstrations(cfg.env, demo_tasks, compact=cfg.compact_actions)
     if not demos:
-        raise RuntimeError("the oracle solved no training task: check the env settings (max_turns vs hops)")
+        raise RuntimeError(
+            "the oracle solved no training task: check the env settings (max_turns vs hops)"
+        )
     logger.info("%d oracle demonstrations from %d tasks", len(demos), len(demo_tasks))
     tok = train_tiny_tokenizer([d["observations"][-1] for d in demos], vocab_size=cfg.vocab_size)
-    model = build_tiny_model(tok, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
-                             intermediate_size=cfg.intermediate_size, seed=cfg.seed)
+    model = build_tiny_model(
+        tok,
+        hidden_size=cfg.hidden_size,
+        num_layers=cfg.num_layers,
+        num_heads=cfg.num_heads,
+        intermediate_size=cfg.intermediate_size,
+        seed=cfg.seed,
+    )
     policy = Policy(model, tok)
     seqs = demo_sequences(policy, demos)
     n_params = policy.num_parameters()
-    logger.info("model %.2fM parameters; %d sequences, mean %.0f tokens", n_params / 1e6, len(seqs),
-                np.mean([len(s.ids) for s in seqs]))
+    logger.info(
+        "model %.2fM parameters; %d sequences, mean %.0f tokens",
+        n_params / 1e6,
+        len(seqs),
+        np.mean([len(s.ids) for s in seqs]),
+    )
     eval_envs = make_vector_env(cfg.env, min(64, max(len(eval_tasks), 1)))
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
 
@@ -264,16 +306,33 @@ def train_sft(cfg: SFTConfig, progress: bool = True) -> dict[str, Any]:
         loss_ema = float(loss) if math.isnan(loss_ema) else 0.95 * loss_ema + 0.05 * float(loss)
         if step % cfg.eval_every == 0 or step == cfg.steps:
             success = evaluate(policy, eval_envs, eval_tasks)
-            history.append({"step": step, "loss": loss_ema, "eval_success": success,
-                            "minutes": (time.perf_counter() - t_train) / 60})
-            logger.info("sft step %d loss %.3f held-out success %.3f (%.1f min)", step, loss_ema, success,
-                        history[-1]["minutes"])
+            history.append(
+                {
+                    "step": step,
+                    "loss": loss_ema,
+                    "eval_success": success,
+                    "minutes": (time.perf_counter() - t_train) / 60,
+                }
+            )
+            logger.info(
+                "sft step %d loss %.3f held-out success %.3f (%.1f min)",
+                step,
+                loss_ema,
+                success,
+                history[-1]["minutes"],
+            )
             _save(policy, cfg, history, len(demos), step)  # a usable checkpoint at every evaluation
             if success >= cfg.stop_at_success:
                 break
     if not history or history[-1]["step"] != step:
-        history.append({"step": step, "loss": loss_ema, "eval_success": evaluate(policy, eval_envs, eval_tasks),
-                        "minutes": (time.perf_counter() - t_train) / 60})
+        history.append(
+            {
+                "step": step,
+                "loss": loss_ema,
+                "eval_success": evaluate(policy, eval_envs, eval_tasks),
+                "minutes": (time.perf_counter() - t_train) / 60,
+            }
+        )
     eval_envs.close()
     report = _save(policy, cfg, history, len(demos), step)
     report["total_minutes"] = (time.perf_counter() - t_start) / 60
@@ -281,35 +340,71 @@ def train_sft(cfg: SFTConfig, progress: bool = True) -> dict[str, Any]:
     return report
 
 
-def _save(policy: Policy, cfg: SFTConfig, history: list[dict[str, float]], demos: int, step: int) -> dict[str, Any]:
+def _save(
+    policy: Policy, cfg: SFTConfig, history: list[dict[str, float]], demos: int, step: int
+) -> dict[str, Any]:
     out = policy.save(cfg.output_dir)
-    report = {"config": asdict(cfg), "demonstrations": demos, "parameters": policy.num_parameters(),
-              "steps": step, "history": history, "final_eval_success": history[-1]["eval_success"]}
+    report = {
+        "config": asdict(cfg),
+        "demonstrations": demos,
+        "parameters": policy.num_parameters(),
+        "steps": step,
+        "history": history,
+        "final_eval_success": history[-1]["eval_success"],
+    }
     (out / "sft_report.json").write_text(json.dumps(report, indent=2))
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m learners.sft", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m learners.sft",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--preset", choices=["tiny"], default="tiny", help="warm-start recipe")
-    parser.add_argument("--output-dir", default=None, help="where to save (default: the shipped asset directory)")
+    parser.add_argument(
+        "--output-dir", default=None, help="where to save (default: the shipped asset directory)"
+    )
     parser.add_argument("--steps", type=int, default=None, help="training steps")
     parser.add_argument("--max-minutes", type=float, default=None, help="training time budget")
-    parser.add_argument("--eval-every", type=int, default=None, help="steps between held-out evaluations")
-    parser.add_argument("--stop-at-success", type=float, default=None,
-                        help="stop once held-out greedy success reaches this value")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the model init and batch order")
-    parser.add_argument("--num-threads", type=int, default=None, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--eval-every", type=int, default=None, help="steps between held-out evaluations"
+    )
+    parser.add_argument(
+        "--stop-at-success",
+        type=float,
+        default=None,
+        help="stop once held-out greedy success reaches this value",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="seed of the model init and batch order"
+    )
+    parser.add_argument(
+        "--num-threads", type=int, default=None, help="torch threads (0: torch's default)"
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     cfg = SFTConfig()
-    for name in ("output_dir", "steps", "max_minutes", "eval_every", "stop_at_success", "seed", "num_threads"):
+    for name in (
+        "output_dir",
+        "steps",
+        "max_minutes",
+        "eval_every",
+        "stop_at_success",
+        "seed",
+        "num_threads",
+    ):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     report = train_sft(cfg)
-    print(f"sft: {report['steps']} steps, {report['total_minutes']:.1f} min, held-out success "
-          f"{report['final_eval_success']:.2f} -> {cfg.output_dir}", flush=True)
+    print(
+        f"sft: {report['steps']} steps, {report['total_minutes']:.1f} min, held-out success "
+        f"{report['final_eval_success']:.2f} -> {cfg.output_dir}",
+        flush=True,
+    )
     return 0
 
 

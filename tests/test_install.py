@@ -5,7 +5,6 @@ transformers 5.25 between two runs)."""
 from __future__ import annotations
 
 import tomllib
-
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -33,10 +32,14 @@ def _pins() -> dict[str, Version]:
 def test_ci_runs_the_readmes_test_command_with_the_pins() -> None:
     readme = _readme_command("# 2. set up and pass the tests")
     ci = (REPO_ROOT / ".ci" / "run").read_text()
-    ci_line = next(line for line in ci.splitlines() if line.startswith("python3 -m venv") and "-c .ci" in line)
+    ci_line = next(
+        line for line in ci.splitlines() if line.startswith("python3 -m venv") and "-c .ci" in line
+    )
     assert ci_line.replace("pip install -q ", "pip install ") == readme
     assert "-c .ci/constraints.txt" in readme
-    assert "-c .ci/constraints.txt" in _readme_command("# 1. set up and run the main job (offline, CPU)")
+    assert "-c .ci/constraints.txt" in _readme_command(
+        "# 1. set up and run the main job (offline, CPU)"
+    )
 
 
 def test_every_dependency_is_pinned_inside_its_range() -> None:
@@ -50,5 +53,6 @@ def test_every_dependency_is_pinned_inside_its_range() -> None:
         name = canonicalize_name(req.name)
         assert name in pins, f"{req.name} is not pinned in .ci/constraints.txt"
         assert req.specifier.contains(pins[name], prereleases=True), (
-            f"{req.name}=={pins[name]} is outside pyproject's range {req.specifier}")
+            f"{req.name}=={pins[name]} is outside pyproject's range {req.specifier}"
+        )
     assert "vllm" not in pins

@@ -11,18 +11,12 @@ This module is the bottom of the import graph: ``tools`` never imports ``agentfl
 from __future__ import annotations
 
 import re
-from typing import Any, Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = [
-    "ToolCard",
-    "ToolDemo",
-    "ToolResult",
-    "Tool",
-    "TextGenerator",
-    "normalize_tool_name",
-]
+__all__ = ["ToolCard", "ToolDemo", "ToolResult", "Tool", "TextGenerator", "normalize_tool_name"]
 
 
 class ToolDemo(BaseModel):
@@ -85,7 +79,7 @@ class ToolResult(BaseModel):
     """structured extras (search hits, sandbox stdout/stderr/variables, timings)"""
 
     @classmethod
-    def failure(cls, error: str, **data: Any) -> "ToolResult":
+    def failure(cls, error: str, **data: Any) -> ToolResult:
         return cls(ok=False, output="", error=error, data=data)
 
     def as_text(self) -> str:

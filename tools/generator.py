@@ -52,10 +52,14 @@ GENERATOR_CARD = ToolCard(
     output_type="str - the model's answer",
     primary_input="query",
     demo_commands=(
-        ToolDemo(command="Summarize in one sentence: <paste the passage here>",
-                 description="condense text found in an earlier step"),
-        ToolDemo(command="What is the chemical symbol of tungsten?",
-                 description="ask a general-knowledge question"),
+        ToolDemo(
+            command="Summarize in one sentence: <paste the passage here>",
+            description="condense text found in an earlier step",
+        ),
+        ToolDemo(
+            command="What is the chemical symbol of tungsten?",
+            description="ask a general-knowledge question",
+        ),
     ),
     limitations=(
         "May state wrong facts confidently; verify important facts with a search tool.",
@@ -100,9 +104,13 @@ class BaseGeneratorTool:
         max_output_chars: int = 8_000,
     ) -> None:
         if not callable(getattr(engine, "generate", None)):
-            raise TypeError(f"engine must have a generate(requests) method, got {type(engine).__name__}")
+            raise TypeError(
+                f"engine must have a generate(requests) method, got {type(engine).__name__}"
+            )
         if request_factory is not None and not callable(request_factory):
-            raise TypeError(f"request_factory must be callable, got {type(request_factory).__name__}")
+            raise TypeError(
+                f"request_factory must be callable, got {type(request_factory).__name__}"
+            )
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         if max_tokens < 1:
@@ -122,8 +130,10 @@ class BaseGeneratorTool:
         """The plain-data request for one query (before ``request_factory``)."""
         messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         messages.append({"role": "user", "content": query})
-        return {"messages": messages,
-                "sampling": {"temperature": self.temperature, "max_tokens": self.max_tokens}}
+        return {
+            "messages": messages,
+            "sampling": {"temperature": self.temperature, "max_tokens": self.max_tokens},
+        }
 
     def _check(self, query: Any) -> str | None:
         """An error message for a bad query, else None."""
@@ -139,7 +149,9 @@ class BaseGeneratorTool:
     def execute(self, query: Any = None, **extra: Any) -> ToolResult:
         """Answer one query. Unknown inputs and engine failures give ``ok=False`` results."""
         if extra:
-            return ToolResult.failure(f"unknown inputs {sorted(extra)}; {self.card.name} takes only 'query'")
+            return ToolResult.failure(
+                f"unknown inputs {sorted(extra)}; {self.card.name} takes only 'query'"
+            )
         return self.batch_execute([query])[0]
 
     def batch_execute(self, queries: Sequence[Any]) -> list[ToolResult]:
@@ -161,15 +173,23 @@ class BaseGeneratorTool:
         try:
             requests = [self.request_factory(self.build_request(q)) for q in queries]
         except Exception as exc:  # a bad factory is a configuration error: show it, do not crash
-            return [ToolResult.failure(f"request_factory failed: {type(exc).__name__}: {exc}")] * len(queries)
+            return [
+                ToolResult.failure(f"request_factory failed: {type(exc).__name__}: {exc}")
+            ] * len(queries)
         try:
             outputs = list(self.engine.generate(requests))
         except Exception as exc:  # engine failures become error results the planner can see
             logger.warning("Base_Generator_Tool engine raised %s: %s", type(exc).__name__, exc)
-            return [ToolResult.failure(f"generator engine failed: {type(exc).__name__}: {exc}")] * len(queries)
+            return [
+                ToolResult.failure(f"generator engine failed: {type(exc).__name__}: {exc}")
+            ] * len(queries)
         if len(outputs) != len(queries):
-            return [ToolResult.failure(f"engine returned {len(outputs)} results for {len(queries)} "
-                                       "requests (n must be 1)")] * len(queries)
+            return [
+                ToolResult.failure(
+                    f"engine returned {len(outputs)} results for {len(queries)} "
+                    "requests (n must be 1)"
+                )
+            ] * len(queries)
         return [self._to_result(q, out) for q, out in zip(queries, outputs, strict=True)]
 
     def _to_result(self, query: str, output: Any) -> ToolResult:
@@ -183,7 +203,9 @@ class BaseGeneratorTool:
         if error:
             return ToolResult.failure(f"generator engine failed: {error}", **data)
         if not isinstance(text, str):
-            return ToolResult.failure(f"engine result has no text (got {type(output).__name__})", **data)
+            return ToolResult.failure(
+                f"engine result has no text (got {type(output).__name__})", **data
+            )
         answer = text.strip()
         if not answer:
             return ToolResult.failure("the model returned an empty answer", **data)

@@ -34,7 +34,7 @@ def _clip_line(line: str, limit: int) -> str:
     if len(line) <= limit:
         return line
     keep = max(0, limit - 20)
-    return f"{line[: keep // 2]} [...] {line[len(line) - keep // 2:]}"
+    return f"{line[: keep // 2]} [...] {line[len(line) - keep // 2 :]}"
 
 
 def log_excerpt(text: str, *, max_chars: int = 4000, max_cause_lines: int = 8) -> str:

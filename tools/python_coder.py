@@ -22,16 +22,28 @@ from __future__ import annotations
 import logging
 import re
 import textwrap
-from typing import Any, Literal
 from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 from tools.base import ToolCard, ToolDemo, ToolResult
 from tools.sandbox.local import DEFAULT_PRELOAD, IsolationRequest, LocalBackend
-from tools.sandbox.models import (E2BConfigError, ExecutionResult, SandboxError, SandboxLimits,
-                                  SandboxUnavailableError)
+from tools.sandbox.models import (
+    E2BConfigError,
+    ExecutionResult,
+    SandboxError,
+    SandboxLimits,
+    SandboxUnavailableError,
+)
 
-__all__ = ["PythonCoderTool", "PYTHON_CODER_CARD", "extract_code", "format_result",
-           "SandboxError", "SandboxUnavailableError", "E2BConfigError"]
+__all__ = [
+    "PythonCoderTool",
+    "PYTHON_CODER_CARD",
+    "extract_code",
+    "format_result",
+    "SandboxError",
+    "SandboxUnavailableError",
+    "E2BConfigError",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -40,19 +52,21 @@ PYTHON_CODER_CARD = ToolCard(
     description=(
         "Runs a short Python 3 program in an isolated sandbox and returns what it printed, the "
         "values of simple top-level variables, and any error with its traceback. Use it for "
-        "arithmetic, counting, combinatorics, algebra and checking candidate answers."),
+        "arithmetic, counting, combinatorics, algebra and checking candidate answers."
+    ),
     input_types={"code": "str - a complete Python program (a ```python fenced block is fine)"},
     output_type="str - printed output, then simple variables; or the error and traceback",
     primary_input="code",
     demo_commands=(
-        ToolDemo(command="print(sum(i * i for i in range(1, 11)))",
-                 description="prints 385"),
-        ToolDemo(command="from fractions import Fraction\nx = Fraction(1, 3) + Fraction(1, 6)\n"
-                         "print(x)",
-                 description="exact rational arithmetic, prints 1/2"),
-        ToolDemo(command="import itertools\nprint([p for p in itertools.permutations([1, 2, 3])]"
-                         "[:2])",
-                 description="enumerate candidates"),
+        ToolDemo(command="print(sum(i * i for i in range(1, 11)))", description="prints 385"),
+        ToolDemo(
+            command="from fractions import Fraction\nx = Fraction(1, 3) + Fraction(1, 6)\nprint(x)",
+            description="exact rational arithmetic, prints 1/2",
+        ),
+        ToolDemo(
+            command="import itertools\nprint([p for p in itertools.permutations([1, 2, 3])][:2])",
+            description="enumerate candidates",
+        ),
     ),
     limitations=(
         "No network access and no access to files outside a private temporary directory.",
@@ -88,7 +102,7 @@ _REASON_TEXT = {
     "memory": "Memory limit of {memory_mb} MB exceeded.",
     "file_limit": "File size limit of {max_file_mb} MB exceeded.",
     "output_limit": "Output limit exceeded (far more than {max_output_bytes} bytes printed); "
-                    "the program was killed.",
+    "the program was killed.",
 }
 
 
@@ -158,33 +172,60 @@ class PythonCoderTool:
 
     card: ToolCard = PYTHON_CODER_CARD
 
-    def __init__(self, backend: Literal["local", "e2b"] = "local",
-                 isolation: IsolationRequest = "auto", timeout_s: float = 10.0,
-                 cpu_s: int | None = None, memory_mb: int = 1024, max_processes: int = 16,
-                 max_file_mb: int = 16, max_open_files: int = 64, max_output_bytes: int = 65536,
-                 tmpfs_mb: int = 64, pool_size: int = 2,
-                 preload: Sequence[str] = DEFAULT_PRELOAD, max_code_chars: int = 200_000,
-                 e2b_api_key: str | None = None, e2b_template: str | None = None,
-                 e2b_allow_internet: bool = False, e2b_options: Mapping[str, Any] | None = None,
-                 startup_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        backend: Literal["local", "e2b"] = "local",
+        isolation: IsolationRequest = "auto",
+        timeout_s: float = 10.0,
+        cpu_s: int | None = None,
+        memory_mb: int = 1024,
+        max_processes: int = 16,
+        max_file_mb: int = 16,
+        max_open_files: int = 64,
+        max_output_bytes: int = 65536,
+        tmpfs_mb: int = 64,
+        pool_size: int = 2,
+        preload: Sequence[str] = DEFAULT_PRELOAD,
+        max_code_chars: int = 200_000,
+        e2b_api_key: str | None = None,
+        e2b_template: str | None = None,
+        e2b_allow_internet: bool = False,
+        e2b_options: Mapping[str, Any] | None = None,
+        startup_timeout_s: float = 60.0,
+    ) -> None:
         self.limits = SandboxLimits(
-            timeout_s=timeout_s, cpu_s=cpu_s, memory_mb=memory_mb, max_processes=max_processes,
-            max_file_mb=max_file_mb, max_open_files=max_open_files,
-            max_output_bytes=max_output_bytes, tmpfs_mb=tmpfs_mb)
+            timeout_s=timeout_s,
+            cpu_s=cpu_s,
+            memory_mb=memory_mb,
+            max_processes=max_processes,
+            max_file_mb=max_file_mb,
+            max_open_files=max_open_files,
+            max_output_bytes=max_output_bytes,
+            tmpfs_mb=tmpfs_mb,
+        )
         if max_code_chars < 1:
             raise ValueError("max_code_chars must be >= 1")
         self.max_code_chars = max_code_chars
         self.backend_name = backend
         self._backend: Any
         if backend == "local":
-            self._backend = LocalBackend(self.limits, isolation=isolation, pool_size=pool_size,
-                                         preload=preload, startup_timeout_s=startup_timeout_s)
+            self._backend = LocalBackend(
+                self.limits,
+                isolation=isolation,
+                pool_size=pool_size,
+                preload=preload,
+                startup_timeout_s=startup_timeout_s,
+            )
         elif backend == "e2b":
             from tools.sandbox.e2b_backend import E2BBackend
 
-            self._backend = E2BBackend(self.limits, api_key=e2b_api_key, template=e2b_template,
-                                       allow_internet_access=e2b_allow_internet,
-                                       **dict(e2b_options or {}))
+            self._backend = E2BBackend(
+                self.limits,
+                api_key=e2b_api_key,
+                template=e2b_template,
+                allow_internet_access=e2b_allow_internet,
+                **dict(e2b_options or {}),
+            )
         else:
             raise ValueError(f"backend must be 'local' or 'e2b', not {backend!r}")
         self._closed = False
@@ -212,7 +253,8 @@ class PythonCoderTool:
             return ToolResult.failure(f"code must be a string, not {type(code).__name__}")
         if len(code) > self.max_code_chars:
             return ToolResult.failure(
-                f"code is {len(code)} characters long; the limit is {self.max_code_chars}")
+                f"code is {len(code)} characters long; the limit is {self.max_code_chars}"
+            )
         program = extract_code(code)
         if not program.strip():
             return ToolResult.failure("no code given: the program is empty")

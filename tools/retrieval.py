@@ -24,8 +24,9 @@ import logging
 import mmap
 import os
 import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import bm25s
 import numpy as np
@@ -255,10 +256,7 @@ class BM25Index:
     """
 
     def __init__(
-        self,
-        retriever: bm25s.BM25,
-        store: _ListStore | _MmapStore,
-        settings: IndexSettings,
+        self, retriever: bm25s.BM25, store: _ListStore | _MmapStore, settings: IndexSettings
     ) -> None:
         self._retriever = retriever
         self._store = store
@@ -277,7 +275,7 @@ class BM25Index:
         settings: IndexSettings | None = None,
         *,
         backend: Backend = "auto",
-    ) -> "BM25Index":
+    ) -> BM25Index:
         """Index documents in memory. Raises ``ValueError`` for an empty corpus."""
         settings = settings or IndexSettings()
         passages = _as_passages(documents)
@@ -304,7 +302,7 @@ class BM25Index:
         return index
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str], *, backend: Backend = "auto") -> "BM25Index":
+    def load(cls, directory: str | os.PathLike[str], *, backend: Backend = "auto") -> BM25Index:
         """Open an index directory written by :meth:`save`; score arrays are memory-mapped."""
         directory = Path(directory)
         meta_path = directory / INDEX_META_FILE
@@ -399,7 +397,9 @@ class BM25Index:
             [token_ids[i] for i in live], k=fetch, show_progress=False, n_threads=0
         )
         for row, query_pos in enumerate(live):
-            pairs = [(float(s), int(d)) for d, s in zip(docs[row], scores[row]) if s > 0]
+            pairs = [
+                (float(s), int(d)) for d, s in zip(docs[row], scores[row], strict=False) if s > 0
+            ]
             pairs.sort(key=lambda pair: (-pair[0], pair[1]))
             if len(pairs) == fetch > k and pairs[k - 1][0] == pairs[-1][0]:
                 pairs = self._exact_top_k(token_ids[query_pos], k)  # the tie runs past the margin

@@ -24,8 +24,9 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from tools.base import ToolCard, ToolDemo, ToolResult
 from tools.retrieval import (
@@ -191,7 +192,7 @@ class BaseSearchTool(abc.ABC):
             except Exception as exc:  # a backend bug must not end the episode: report it
                 logger.exception("%s: search failed", self.card.name)
                 batch = [exc] * len(valid)
-            for (pos, query), hits in zip(valid, batch):
+            for (pos, query), hits in zip(valid, batch, strict=False):
                 if isinstance(hits, Exception):
                     results[pos] = ToolResult.failure(f"search failed: {hits}", query=query)
                 else:

@@ -25,9 +25,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -257,7 +258,7 @@ class WebSearchConfig(BaseModel):
     retry: RetryPolicy = RetryPolicy()
 
     @model_validator(mode="after")
-    def _fill_defaults(self) -> "WebSearchConfig":
+    def _fill_defaults(self) -> WebSearchConfig:
         default_url, default_env = _PROVIDERS[self.provider]
         url = self.url or default_url
         if url is None:
@@ -462,7 +463,7 @@ class RetrieveHandler(BaseHTTPRequestHandler):
                 for h in hits
             ]
             out.append(
-                [{"document": d, "score": h.score} for d, h in zip(docs, hits)]
+                [{"document": d, "score": h.score} for d, h in zip(docs, hits, strict=False)]
                 if with_scores
                 else docs
             )

@@ -77,8 +77,16 @@ _LAZY = {
     "HFEngine": "agentflow_env.llm.hf_engine",
     "OpenAIEngine": "agentflow_env.llm.openai_engine",
     "VLLMEngine": "agentflow_env.llm.vllm_engine",
-    **dict.fromkeys(("ServeError", "ServeStartError", "ServeTimeoutError", "TransformersServer",
-                     "serve_transformers"), "agentflow_env.llm.serve"),
+    **dict.fromkeys(
+        (
+            "ServeError",
+            "ServeStartError",
+            "ServeTimeoutError",
+            "TransformersServer",
+            "serve_transformers",
+        ),
+        "agentflow_env.llm.serve",
+    ),
 }
 
 

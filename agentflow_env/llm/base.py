@@ -9,7 +9,8 @@ never silently dropped (the reference code ignored them).
 
 from __future__ import annotations
 
-from typing import Literal, Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -48,13 +49,13 @@ class GenerationRequest(BaseModel):
     sampling: SamplingParams = Field(default_factory=SamplingParams)
 
     @model_validator(mode="after")
-    def _one_input(self) -> "GenerationRequest":
+    def _one_input(self) -> GenerationRequest:
         if (self.messages is None) == (self.prompt is None):
             raise ValueError("a GenerationRequest needs exactly one of `messages` or `prompt`")
         return self
 
     @classmethod
-    def chat(cls, user: str, system: str | None = None, **sampling: object) -> "GenerationRequest":
+    def chat(cls, user: str, system: str | None = None, **sampling: object) -> GenerationRequest:
         msgs = ([ChatMessage(role="system", content=system)] if system else []) + [
             ChatMessage(role="user", content=user)
         ]

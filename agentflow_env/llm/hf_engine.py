@@ -421,12 +421,19 @@ class HFEngine:
             out = self.model(input_ids=ids, use_cache=True, **extra)
             cache = out["cache"] if "cache" in out else out["past_key_values"]
             layers = getattr(cache, "layers", None)
-            if not isinstance(cache, DynamicCache) or not layers or any(
-                getattr(layer, "is_sliding", False) or not hasattr(layer, "keys") for layer in layers
+            if (
+                not isinstance(cache, DynamicCache)
+                or not layers
+                or any(
+                    getattr(layer, "is_sliding", False) or not hasattr(layer, "keys")
+                    for layer in layers
+                )
             ):
                 return None
             per_prompt[key] = [(layer.keys, layer.values) for layer in layers]
-        batched = DynamicCache()  # filled through update(): the constructor's arguments vary by version
+        batched = (
+            DynamicCache()
+        )  # filled through update(): the constructor's arguments vary by version
         for li in range(len(next(iter(per_prompt.values())))):
             keys, values = [], []
             for row in chunk:

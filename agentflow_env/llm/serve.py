@@ -45,8 +45,15 @@ from pathlib import Path
 from agentflow_env.llm.common import EngineConfigError, EngineDependencyError, EngineError
 from tools.log_excerpt import read_log_excerpt
 
-__all__ = ["SERVING_MODULES", "ServeError", "ServeStartError", "ServeTimeoutError", "TransformersServer",
-           "free_port", "serve_transformers"]
+__all__ = [
+    "SERVING_MODULES",
+    "ServeError",
+    "ServeStartError",
+    "ServeTimeoutError",
+    "TransformersServer",
+    "free_port",
+    "serve_transformers",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +76,9 @@ class ServeError(EngineError):
     """
 
     def __init__(self, message: str, log_tail: str = "") -> None:
-        super().__init__(f"{message}\n--- server log (tail) ---\n{log_tail}" if log_tail else message)
+        super().__init__(
+            f"{message}\n--- server log (tail) ---\n{log_tail}" if log_tail else message
+        )
         self.log_tail = log_tail
 
 
@@ -114,11 +123,14 @@ def _log_tail(path: Path) -> str:
     return read_log_excerpt(path, max_chars=_LOG_EXCERPT_CHARS)
 
 
-def _check_args(model_dir: str | os.PathLike[str], port: int, timeout_s: float, threads: int) -> Path:
+def _check_args(
+    model_dir: str | os.PathLike[str], port: int, timeout_s: float, threads: int
+) -> Path:
     path = Path(model_dir)
     if not (path / "config.json").is_file():
-        raise EngineConfigError(f"model_dir {str(model_dir)!r} is not a local model directory "
-                                "(no config.json)")
+        raise EngineConfigError(
+            f"model_dir {str(model_dir)!r} is not a local model directory (no config.json)"
+        )
     if not 0 <= port <= 65535:
         raise EngineConfigError(f"port must be in [0, 65535] (0: a free one), got {port}")
     if not timeout_s > 0:
@@ -127,8 +139,10 @@ def _check_args(model_dir: str | os.PathLike[str], port: int, timeout_s: float, 
         raise EngineConfigError(f"threads must be >= 1, got {threads}")
     missing = [m for m in SERVING_MODULES if importlib.util.find_spec(m) is None]
     if missing or importlib.util.find_spec("transformers") is None:
-        raise EngineDependencyError(f"transformers serve needs {missing or ['transformers']}: "
-                                    "pip install 'transformers[serving]'")
+        raise EngineDependencyError(
+            f"transformers serve needs {missing or ['transformers']}: "
+            "pip install 'transformers[serving]'"
+        )
     return path
 
 
@@ -142,7 +156,9 @@ def _stop(proc: subprocess.Popen[bytes], stop_timeout_s: float) -> None:
         try:
             proc.wait(timeout=wait_s)
         except subprocess.TimeoutExpired:
-            logger.warning("transformers serve (pid %d) ignored %s for %.0f s", proc.pid, sig.name, wait_s)
+            logger.warning(
+                "transformers serve (pid %d) ignored %s for %.0f s", proc.pid, sig.name, wait_s
+            )
             continue
         # The leader is reaped; a child it left could still hold the group: make sure it is gone.
         try:
@@ -153,13 +169,16 @@ def _stop(proc: subprocess.Popen[bytes], stop_timeout_s: float) -> None:
     raise ServeError(f"transformers serve (pid {proc.pid}) survived SIGKILL")  # pragma: no cover
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], port: int, deadline: float, timeout_s: float,
-                log_path: Path) -> None:
+def _wait_ready(
+    proc: subprocess.Popen[bytes], port: int, deadline: float, timeout_s: float, log_path: Path
+) -> None:
     url = f"http://{HOST}:{port}/health"
     while True:
         if proc.poll() is not None:
-            raise ServeStartError(f"transformers serve exited with code {proc.returncode} "
-                                  "before it was ready", _log_tail(log_path))
+            raise ServeStartError(
+                f"transformers serve exited with code {proc.returncode} before it was ready",
+                _log_tail(log_path),
+            )
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status == 200:
@@ -167,14 +186,28 @@ def _wait_ready(proc: subprocess.Popen[bytes], port: int, deadline: float, timeo
         except OSError:  # not listening yet (refused), or busy loading
             pass
         if time.monotonic() >= deadline:
-            raise ServeTimeoutError(f"transformers serve did not answer {url} within {timeout_s:g} s",
-                                    _log_tail(log_path))
+            raise ServeTimeoutError(
+                f"transformers serve did not answer {url} within {timeout_s:g} s",
+                _log_tail(log_path),
+            )
         time.sleep(min(_POLL_S, max(0.0, deadline - time.monotonic())))
 
 
 def _command(model: Path, port: int, device: str, extra_args: tuple[str, ...]) -> list[str]:
-    return [sys.executable, "-m", "transformers.cli.transformers", "serve", str(model), "--device", device,
-            "--host", HOST, "--port", str(port), *extra_args]
+    return [
+        sys.executable,
+        "-m",
+        "transformers.cli.transformers",
+        "serve",
+        str(model),
+        "--device",
+        device,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        *extra_args,
+    ]
 
 
 @contextmanager
@@ -217,8 +250,14 @@ def serve_transformers(
         (tmp / "hf-cache").mkdir()
         log = Path(log_path) if log_path is not None else tmp / "serve.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        child_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp / "hf-cache"),
-                     "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), **(env or {})}
+        child_env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "HF_HUB_CACHE": str(tmp / "hf-cache"),
+            "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads),
+            **(env or {}),
+        }
         started = time.monotonic()
         deadline = started + timeout_s
         for attempt in range(1, _PORT_ATTEMPTS + 1):
@@ -226,9 +265,14 @@ def serve_transformers(
             with log.open("wb") as out:  # the child keeps its own descriptor
                 # New session: the server leads its own process group, so stopping it reaches any
                 # process it spawned, and a Ctrl-C in our terminal does not hit it mid-cleanup.
-                proc = subprocess.Popen(_command(model, chosen, device, tuple(extra_args)), env=child_env,
-                                        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+                proc = subprocess.Popen(
+                    _command(model, chosen, device, tuple(extra_args)),
+                    env=child_env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             try:
                 _wait_ready(proc, chosen, deadline, timeout_s, log)
             except ServeStartError:
@@ -243,8 +287,18 @@ def serve_transformers(
                 raise
             break
         stack.callback(_stop, proc, stop_timeout_s)
-        server = TransformersServer(url=f"http://{HOST}:{chosen}/v1", model=str(model), port=chosen,
-                                    pid=proc.pid, log_path=log, startup_s=time.monotonic() - started)
-        logger.info("transformers serve ready at %s (pid %d) after %.1f s",
-                    server.url, proc.pid, server.startup_s)
+        server = TransformersServer(
+            url=f"http://{HOST}:{chosen}/v1",
+            model=str(model),
+            port=chosen,
+            pid=proc.pid,
+            log_path=log,
+            startup_s=time.monotonic() - started,
+        )
+        logger.info(
+            "transformers serve ready at %s (pid %d) after %.1f s",
+            server.url,
+            proc.pid,
+            server.startup_s,
+        )
         yield server

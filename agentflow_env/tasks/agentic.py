@@ -31,15 +31,25 @@ def _person_ref(world: World, rng: random.Random) -> tuple[str, str, list[dict[s
     way = rng.choice(("name", "mayor", "founder", "spouse"))
     if way == "mayor":
         city = rng.choice(world.of_kind("city")).name
-        return f"the mayor of {city}", world.follow(city, "mayor"), [world.relation_hop(city, "mayor")]
+        return (
+            f"the mayor of {city}",
+            world.follow(city, "mayor"),
+            [world.relation_hop(city, "mayor")],
+        )
     if way == "founder":
         company = rng.choice(world.of_kind("company")).name
-        return (f"the founder of {company}", world.follow(company, "founded_by"),
-                [world.relation_hop(company, "founded_by")])
+        return (
+            f"the founder of {company}",
+            world.follow(company, "founded_by"),
+            [world.relation_hop(company, "founded_by")],
+        )
     person = rng.choice(world.of_kind("person")).name
     if way == "spouse":
-        return (f"the spouse of {person}", world.follow(person, "spouse"),
-                [world.relation_hop(person, "spouse")])
+        return (
+            f"the spouse of {person}",
+            world.follow(person, "spouse"),
+            [world.relation_hop(person, "spouse")],
+        )
     return person, person, []
 
 
@@ -61,8 +71,13 @@ def _older(world: World, rng: random.Random) -> _Draw:
         return None
     path = [*ha, _born(world, a), *hb, _born(world, b)]
     expression = f"{a!r} if {ya} < {yb} else {b!r}"
-    return (f"Who was born earlier: {pa} or {pb}? Answer with the person's name.", path,
-            expression, a if ya < yb else b, "exact")
+    return (
+        f"Who was born earlier: {pa} or {pb}? Answer with the person's name.",
+        path,
+        expression,
+        a if ya < yb else b,
+        "exact",
+    )
 
 
 def _founding_age(world: World, rng: random.Random) -> _Draw:
@@ -71,18 +86,31 @@ def _founding_age(world: World, rng: random.Random) -> _Draw:
     birth = world.entities[founder].facts["birth_year"]
     founded = company.facts["founded"]
     path = [world.relation_hop(company.name, "founded_by"), _born(world, founder)]
-    return (f"How old was the founder of {company.name} in the year {company.name} was founded?",
-            path, f"{founded} - {birth}", str(founded - birth), "math")
+    return (
+        f"How old was the founder of {company.name} in the year {company.name} was founded?",
+        path,
+        f"{founded} - {birth}",
+        str(founded - birth),
+        "math",
+    )
 
 
 def _city_before_company(world: World, rng: random.Random) -> _Draw:
     company = rng.choice(world.of_kind("company"))
     city = world.follow(company.name, "headquartered_in")
     c_year, co_year = world.entities[city].facts["founded"], company.facts["founded"]
-    path = [world.relation_hop(company.name, "headquartered_in"),
-            hop(f"{city} founded in", city, str(c_year), "founded", f"Find when {city} was founded.")]
-    return (f"How many years before {company.name} was founded was the city where it is "
-            "headquartered founded?", path, f"{co_year} - {c_year}", str(co_year - c_year), "math")
+    path = [
+        world.relation_hop(company.name, "headquartered_in"),
+        hop(f"{city} founded in", city, str(c_year), "founded", f"Find when {city} was founded."),
+    ]
+    return (
+        f"How many years before {company.name} was founded was the city where it is "
+        "headquartered founded?",
+        path,
+        f"{co_year} - {c_year}",
+        str(co_year - c_year),
+        "math",
+    )
 
 
 def _population_sum(world: World, rng: random.Random) -> _Draw:
@@ -92,13 +120,26 @@ def _population_sum(world: World, rng: random.Random) -> _Draw:
     if born == capital:
         return None
     p1, p2 = (world.entities[c].facts["population"] for c in (born, capital))
-    path = [world.relation_hop(person, "born_in"),
-            hop(f"{born} population", born, str(p1), "population", f"Find the population of {born}."),
-            world.relation_hop(country, "capital"),
-            hop(f"{capital} population", capital, str(p2), "population",
-                f"Find the population of {capital}.")]
-    return (f"What is the combined population of the city where {person} was born and the "
-            f"capital of {country}?", path, f"{p1} + {p2}", str(p1 + p2), "math")
+    path = [
+        world.relation_hop(person, "born_in"),
+        hop(f"{born} population", born, str(p1), "population", f"Find the population of {born}."),
+        world.relation_hop(country, "capital"),
+        hop(
+            f"{capital} population",
+            capital,
+            str(p2),
+            "population",
+            f"Find the population of {capital}.",
+        ),
+    ]
+    return (
+        f"What is the combined population of the city where {person} was born and the "
+        f"capital of {country}?",
+        path,
+        f"{p1} + {p2}",
+        str(p1 + p2),
+        "math",
+    )
 
 
 def _employee_gap(world: World, rng: random.Random) -> _Draw:
@@ -108,11 +149,23 @@ def _employee_gap(world: World, rng: random.Random) -> _Draw:
     e1, e2 = (world.entities[c].facts["employees"] for c in (employer, other))
     if other == employer or e1 == e2:
         return None
-    path = [world.relation_hop(person, "works_for"),
-            hop(f"{employer} employees", employer, str(e1), "employees",
-                f"Find how many employees {employer} has."),
-            hop(f"{other} employees", other, str(e2), "employees",
-                f"Find how many employees {other} has.")]
+    path = [
+        world.relation_hop(person, "works_for"),
+        hop(
+            f"{employer} employees",
+            employer,
+            str(e1),
+            "employees",
+            f"Find how many employees {employer} has.",
+        ),
+        hop(
+            f"{other} employees",
+            other,
+            str(e2),
+            "employees",
+            f"Find how many employees {other} has.",
+        ),
+    ]
     if e1 > e2:
         question = f"How many more employees does the company {person} works for have than {other}?"
         return question, path, f"{e1} - {e2}", str(e1 - e2), "math"
@@ -121,16 +174,25 @@ def _employee_gap(world: World, rng: random.Random) -> _Draw:
 
 
 AGENTIC_KINDS: dict[str, Callable[[World, random.Random], _Draw]] = {
-    "age_gap": _age_gap, "older": _older, "founding_age": _founding_age,
-    "city_before_company": _city_before_company, "population_sum": _population_sum,
+    "age_gap": _age_gap,
+    "older": _older,
+    "founding_age": _founding_age,
+    "city_before_company": _city_before_company,
+    "population_sum": _population_sum,
     "employee_gap": _employee_gap,
 }
 """template name -> draw function"""
 
 
-def make_agentic_tasks(seed: int = 0, num_tasks: int = 300, *, world: World | None = None,
-                       kinds: tuple[str, ...] | None = None, max_tries: int = 100_000,
-                       **world_kwargs: int) -> tuple[list[Task], World]:
+def make_agentic_tasks(
+    seed: int = 0,
+    num_tasks: int = 300,
+    *,
+    world: World | None = None,
+    kinds: tuple[str, ...] | None = None,
+    max_tries: int = 100_000,
+    **world_kwargs: int,
+) -> tuple[list[Task], World]:
     """``num_tasks`` unique search-and-compute questions over ``world`` (from ``seed`` if None).
 
     ``kinds`` restricts the templates (default: all of :data:`AGENTIC_KINDS`, drawn uniformly).
@@ -152,11 +214,25 @@ def make_agentic_tasks(seed: int = 0, num_tasks: int = 300, *, world: World | No
             continue
         question, path, expression, answer, scorer = draw
         seen.add(question)
-        tasks.append(Task(id=f"agentic-{seed}-{len(tasks)}", question=question, answer=answer,
-                          scorer=scorer, source="generated:agentic",  # type: ignore[arg-type]
-                          metadata={"family": "agentic", "kind": kind, "hops": len(path),
-                                    "path": path, "expression": expression,
-                                    "world_seed": world.seed}))
+        tasks.append(
+            Task(
+                id=f"agentic-{seed}-{len(tasks)}",
+                question=question,
+                answer=answer,
+                scorer=scorer,
+                source="generated:agentic",  # type: ignore[arg-type]
+                metadata={
+                    "family": "agentic",
+                    "kind": kind,
+                    "hops": len(path),
+                    "path": path,
+                    "expression": expression,
+                    "world_seed": world.seed,
+                },
+            )
+        )
     if len(tasks) < num_tasks:
-        raise ValueError(f"could only make {len(tasks)} unique agentic questions; use a bigger world")
+        raise ValueError(
+            f"could only make {len(tasks)} unique agentic questions; use a bigger world"
+        )
     return tasks, world

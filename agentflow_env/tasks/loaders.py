@@ -37,15 +37,29 @@ logger = logging.getLogger(__name__)
 
 _SCORERS = set(get_args(ScorerName))
 _STEM_SCORERS: dict[str, ScorerName] = {
-    "aime24": "math", "aime25": "math", "amc23": "math", "math500": "math", "gsm8k": "math",
-    "bamboogle": "exact", "2wiki": "exact", "hotpotqa": "exact", "musique": "exact",
-    "nq": "exact", "triviaqa": "exact", "popqa": "exact", "gaia": "exact",
-    "gpqa": "mc", "medqa": "mc", "gameof24": "game24", "game24": "game24",
+    "aime24": "math",
+    "aime25": "math",
+    "amc23": "math",
+    "math500": "math",
+    "gsm8k": "math",
+    "bamboogle": "exact",
+    "2wiki": "exact",
+    "hotpotqa": "exact",
+    "musique": "exact",
+    "nq": "exact",
+    "triviaqa": "exact",
+    "popqa": "exact",
+    "gaia": "exact",
+    "gpqa": "mc",
+    "medqa": "mc",
+    "gameof24": "game24",
+    "game24": "game24",
 }
 _QUESTION_KEYS = ("question", "query", "Question", "problem", "prompt")
 _ANSWER_KEYS = ("answer", "answers", "golden_answers", "Final answer", "target")
-_FORMAT_SUFFIX = re.compile(r"\s*When ready, output the final answer enclosed in <answer>.*\Z",
-                            re.DOTALL)
+_FORMAT_SUFFIX = re.compile(
+    r"\s*When ready, output the final answer enclosed in <answer>.*\Z", re.DOTALL
+)
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _LABEL = re.compile(r"^\s*\(?([A-Z])\s*[.):]\s+(.*)$", re.DOTALL)
 
@@ -78,7 +92,11 @@ def _split_options(raw: Any, where: str) -> list[str]:
     texts = []
     for i, option in enumerate(options):
         match = _LABEL.match(str(option))
-        texts.append(match.group(2).strip() if match and match.group(1) == _LETTERS[i] else str(option).strip())
+        texts.append(
+            match.group(2).strip()
+            if match and match.group(1) == _LETTERS[i]
+            else str(option).strip()
+        )
     if len(texts) < 2:
         raise TaskLoadError(f"{where}: a multiple-choice question needs at least two options")
     return texts
@@ -90,8 +108,10 @@ def _question_text(record: Mapping[str, Any], where: str) -> tuple[str, str]:
         value = record.get(key)
         if isinstance(value, str) and value.strip():
             return _FORMAT_SUFFIX.sub("", value).strip(), value
-    raise TaskLoadError(f"{where}: missing a question field (one of {list(_QUESTION_KEYS)}); "
-                        f"the record has {sorted(record)}")
+    raise TaskLoadError(
+        f"{where}: missing a question field (one of {list(_QUESTION_KEYS)}); "
+        f"the record has {sorted(record)}"
+    )
 
 
 def _answers(record: Mapping[str, Any], where: str) -> list[str]:
@@ -102,14 +122,18 @@ def _answers(record: Mapping[str, Any], where: str) -> list[str]:
             answers = [str(v).strip() for v in values if str(v).strip()]
             if answers:
                 return answers
-    raise TaskLoadError(f"{where}: missing an answer field (one of {list(_ANSWER_KEYS)}); "
-                        f"the record has {sorted(record)}")
+    raise TaskLoadError(
+        f"{where}: missing an answer field (one of {list(_ANSWER_KEYS)}); "
+        f"the record has {sorted(record)}"
+    )
 
 
 def _lists_options(text: str, choices: Sequence[str]) -> bool:
     """Whether ``text`` shows every option on its own line after its letter (``B. text``)."""
-    return all(re.search(rf"(?m)^[ \t]*\(?{_LETTERS[i]}[.):][ \t]*{re.escape(c)}", text)
-               for i, c in enumerate(choices))
+    return all(
+        re.search(rf"(?m)^[ \t]*\(?{_LETTERS[i]}[.):][ \t]*{re.escape(c)}", text)
+        for i, c in enumerate(choices)
+    )
 
 
 def _with_options(question: str, choices: Sequence[str]) -> str:
@@ -128,7 +152,9 @@ def _mc_task(record: Mapping[str, Any], where: str, base: dict[str, Any]) -> dic
         try:
             index = int(record["answer_idx"])
         except (TypeError, ValueError) as exc:
-            raise TaskLoadError(f"{where}: answer_idx {record['answer_idx']!r} is not an integer") from exc
+            raise TaskLoadError(
+                f"{where}: answer_idx {record['answer_idx']!r} is not an integer"
+            ) from exc
     else:
         answer = _answers(record, where)[0]
         match = _LABEL.match(answer)
@@ -140,7 +166,9 @@ def _mc_task(record: Mapping[str, Any], where: str, base: dict[str, Any]) -> dic
         else:
             lowered = [c.lower() for c in choices]
             if text.lower() not in lowered:
-                raise TaskLoadError(f"{where}: answer {answer!r} is not one of the options {choices}")
+                raise TaskLoadError(
+                    f"{where}: answer {answer!r} is not one of the options {choices}"
+                )
             index = lowered.index(text.lower())
     if not 0 <= index < len(choices):
         raise TaskLoadError(f"{where}: answer index {index} is outside the {len(choices)} options")
@@ -151,16 +179,24 @@ def _mc_task(record: Mapping[str, Any], where: str, base: dict[str, Any]) -> dic
         question = _with_options(_question_text(record, where)[0], choices)
     raw_answer = record.get("answer")
     base["metadata"]["raw_answer"] = raw_answer if isinstance(raw_answer, str) else _LETTERS[index]
-    return {**base, "question": question.strip(), "answer": _LETTERS[index],
-            "choices": tuple(choices), "scorer": "mc"}
+    return {
+        **base,
+        "question": question.strip(),
+        "answer": _LETTERS[index],
+        "choices": tuple(choices),
+        "scorer": "mc",
+    }
 
 
 def _game24_numbers(value: Any) -> list[int] | None:
     if isinstance(value, str):
         found = re.fullmatch(r"\s*\[?\s*(\d+(?:\s*[, ]\s*\d+){1,5})\s*\]?\s*", value)
         return [int(n) for n in re.findall(r"\d+", found.group(1))] if found else None
-    if isinstance(value, (list, tuple)) and 2 <= len(value) <= 6 and \
-            all(isinstance(n, int) and not isinstance(n, bool) for n in value):
+    if (
+        isinstance(value, (list, tuple))
+        and 2 <= len(value) <= 6
+        and all(isinstance(n, int) and not isinstance(n, bool) for n in value)
+    ):
         return list(value)
     return None
 
@@ -182,20 +218,30 @@ def _add_question(fields: dict[str, Any], record: Mapping[str, Any], where: str)
 
 def _gaia_task(record: Mapping[str, Any], where: str, base: dict[str, Any]) -> dict[str, Any]:
     fields = _add_question({**base, "scorer": "exact"}, record, where)
-    return _add_answers(fields, _answers({"answer": record["Final answer"]}, f"{where} 'Final answer'"))
+    return _add_answers(
+        fields, _answers({"answer": record["Final answer"]}, f"{where} 'Final answer'")
+    )
 
 
-def _game24_task(record: Mapping[str, Any], numbers: list[int], where: str,
-                 base: dict[str, Any]) -> dict[str, Any]:
+def _game24_task(
+    record: Mapping[str, Any], numbers: list[int], where: str, base: dict[str, Any]
+) -> dict[str, Any]:
     query = record.get("query")
-    question = query.strip() if isinstance(query, str) and query.strip() else (
-        f"Using the numbers {numbers}, create an expression that equals 24. Use each number "
-        "exactly once, with only +, -, ×, / and parentheses.")
+    question = (
+        query.strip()
+        if isinstance(query, str) and query.strip()
+        else (
+            f"Using the numbers {numbers}, create an expression that equals 24. Use each number "
+            "exactly once, with only +, -, ×, / and parentheses."
+        )
+    )
     base["metadata"]["numbers"] = numbers
     return _add_answers({**base, "question": question, "scorer": "game24"}, _answers(record, where))
 
 
-def _plain_task(record: Mapping[str, Any], where: str, stem: str, base: dict[str, Any]) -> dict[str, Any]:
+def _plain_task(
+    record: Mapping[str, Any], where: str, stem: str, base: dict[str, Any]
+) -> dict[str, Any]:
     fields = _add_question(dict(base), record, where)
     _add_answers(fields, _answers(record, where))
     raw_answer = record.get("answer")
@@ -210,8 +256,15 @@ def _plain_task(record: Mapping[str, Any], where: str, stem: str, base: dict[str
     return fields
 
 
-def record_to_task(record: Any, index: int, *, stem: str = "records", origin: str = "records",
-                   task_id: str | None = None, scorer: ScorerName | None = None) -> Task:
+def record_to_task(
+    record: Any,
+    index: int,
+    *,
+    stem: str = "records",
+    origin: str = "records",
+    task_id: str | None = None,
+    scorer: ScorerName | None = None,
+) -> Task:
     """Map one record (authors' JSON, JSONL line, dataset row) to a :class:`Task`.
 
     ``stem`` (the file name without suffix) picks a default scorer; ``origin`` names the source
@@ -237,8 +290,9 @@ def record_to_task(record: Any, index: int, *, stem: str = "records", origin: st
         fields = _gaia_task(record, where, base)
     elif ("choices" in record and "answer_idx" in record) or "options" in record:
         fields = _mc_task(record, where, base)
-    elif numbers is not None and (stem in ("gameof24", "game24") or record.get("scorer") == "game24"
-                                  or len(numbers) == 4):
+    elif numbers is not None and (
+        stem in ("gameof24", "game24") or record.get("scorer") == "game24" or len(numbers) == 4
+    ):
         fields = _game24_task(record, numbers, where, base)
     else:
         fields = _plain_task(record, where, stem, base)
@@ -275,9 +329,11 @@ def _read_records(path: Path) -> list[Any]:
                     return data[key]
             if data and all(isinstance(v, Mapping) for v in data.values()):
                 return [{"id": str(k), **v} for k, v in data.items()]
-            raise TaskLoadError(f"{path}: a JSON object must hold a list under 'data', 'tasks', "
-                                f"'examples' or 'questions', or map ids to records; it has keys "
-                                f"{sorted(data)[:10]}")
+            raise TaskLoadError(
+                f"{path}: a JSON object must hold a list under 'data', 'tasks', "
+                f"'examples' or 'questions', or map ids to records; it has keys "
+                f"{sorted(data)[:10]}"
+            )
     records = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -285,8 +341,10 @@ def _read_records(path: Path) -> list[Any]:
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as exc:
-            raise TaskLoadError(f"{path}: line {number} is not JSON ({exc.msg}); expected the "
-                                "authors' JSON list or JSONL with 'question' and 'answer'") from exc
+            raise TaskLoadError(
+                f"{path}: line {number} is not JSON ({exc.msg}); expected the "
+                "authors' JSON list or JSONL with 'question' and 'answer'"
+            ) from exc
     return records
 
 
@@ -298,26 +356,39 @@ def _ids(records: Sequence[Any], stem: str) -> list[str]:
     return [f"{stem}-{i}" for i in range(len(records))]
 
 
-def _convert(records: Sequence[Any], stem: str, origin: str, limit: int | None,
-             split: str | None, scorer: ScorerName | None) -> list[Task]:
+def _convert(
+    records: Sequence[Any],
+    stem: str,
+    origin: str,
+    limit: int | None,
+    split: str | None,
+    scorer: ScorerName | None,
+) -> list[Task]:
     if split is not None:
         if not any(isinstance(r, Mapping) and "split" in r for r in records):
-            raise TaskLoadError(f"{origin}: split={split!r} was asked for but no record has a "
-                                "'split' field")
+            raise TaskLoadError(
+                f"{origin}: split={split!r} was asked for but no record has a 'split' field"
+            )
         records = [r for r in records if isinstance(r, Mapping) and r.get("split") == split]
     ids = _ids(records, stem)
     count = len(records) if limit is None else min(limit, len(records))
-    tasks = [record_to_task(records[i], i, stem=stem, origin=origin, task_id=ids[i], scorer=scorer)
-             for i in range(count)]
+    tasks = [
+        record_to_task(records[i], i, stem=stem, origin=origin, task_id=ids[i], scorer=scorer)
+        for i in range(count)
+    ]
     seen: dict[str, int] = {}
     for i, task in enumerate(tasks):
         if task.id in seen:
-            raise TaskLoadError(f"{origin}: records {seen[task.id]} and {i} share the id {task.id!r}")
+            raise TaskLoadError(
+                f"{origin}: records {seen[task.id]} and {i} share the id {task.id!r}"
+            )
         seen[task.id] = i
     return tasks
 
 
-def _load_hf(spec: str, limit: int | None, split: str | None, scorer: ScorerName | None) -> list[Task]:
+def _load_hf(
+    spec: str, limit: int | None, split: str | None, scorer: ScorerName | None
+) -> list[Task]:
     """``hf:NAME[:split]`` through ``datasets.load_dataset`` (imported only here)."""
     name, _, spec_split = spec[3:].partition(":")
     if not name:
@@ -325,8 +396,9 @@ def _load_hf(spec: str, limit: int | None, split: str | None, scorer: ScorerName
     try:
         import datasets  # noqa: PLC0415 - optional dependency, imported on use
     except ImportError as exc:
-        raise DatasetUnavailableError(f"{spec!r} needs the Hugging Face `datasets` package: "
-                                      "pip install datasets") from exc
+        raise DatasetUnavailableError(
+            f"{spec!r} needs the Hugging Face `datasets` package: pip install datasets"
+        ) from exc
     wanted = split or spec_split or None
     try:
         loaded = datasets.load_dataset(name, split=wanted)
@@ -334,21 +406,31 @@ def _load_hf(spec: str, limit: int | None, split: str | None, scorer: ScorerName
         raise DatasetUnavailableError(
             f"could not load dataset {name!r} (split {wanted!r}): {type(exc).__name__}: {exc}. "
             "Without internet only datasets already in the local Hugging Face cache (or local "
-            "dataset folders) can be loaded; set HF_DATASETS_OFFLINE=1 to fail fast.") from exc
+            "dataset folders) can be loaded; set HF_DATASETS_OFFLINE=1 to fail fast."
+        ) from exc
     if isinstance(loaded, Mapping):  # a DatasetDict: no split given
         names = sorted(loaded)
         chosen = names[0] if len(names) == 1 else ("test" if "test" in loaded else None)
         if chosen is None:
-            raise TaskLoadError(f"dataset {name!r} has splits {names}; pick one with hf:{name}:SPLIT")
+            raise TaskLoadError(
+                f"dataset {name!r} has splits {names}; pick one with hf:{name}:SPLIT"
+            )
         loaded, wanted = loaded[chosen], chosen
     stem = name.rstrip("/").rsplit("/", 1)[-1].lower()
-    rows = [dict(row) for row in (loaded.select(range(min(limit, len(loaded)))) if limit is not None
-                                  else loaded)]
+    rows = [
+        dict(row)
+        for row in (loaded.select(range(min(limit, len(loaded)))) if limit is not None else loaded)
+    ]
     return _convert(rows, stem, f"hf:{name}:{wanted}", None, None, scorer)
 
 
-def load_tasks(source: str | Path | Sequence[Mapping[str, Any] | Task], *, limit: int | None = None,
-               split: str | None = None, scorer: ScorerName | None = None) -> list[Task]:
+def load_tasks(
+    source: str | Path | Sequence[Mapping[str, Any] | Task],
+    *,
+    limit: int | None = None,
+    split: str | None = None,
+    scorer: ScorerName | None = None,
+) -> list[Task]:
     """Load tasks from a file, records, or a Hugging Face dataset.
 
     Args:
@@ -382,6 +464,8 @@ def load_tasks(source: str | Path | Sequence[Mapping[str, Any] | Task], *, limit
         logger.debug("loaded %d tasks from %s", len(tasks), path)
         return tasks
     if isinstance(source, (bytes, bytearray)) or not isinstance(source, Sequence):
-        raise TaskLoadError(f"source must be a path, 'hf:NAME[:split]' or a list of records, "
-                            f"got {type(source).__name__}")
+        raise TaskLoadError(
+            f"source must be a path, 'hf:NAME[:split]' or a list of records, "
+            f"got {type(source).__name__}"
+        )
     return _convert(list(source), "records", "records", limit, split, scorer)

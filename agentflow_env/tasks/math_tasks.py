@@ -128,8 +128,12 @@ def _render(node: _Node) -> str:
 def _pairs(a: tuple[float, _Node], b: tuple[float, _Node]) -> list[tuple[float, _Node]]:
     """Every one-operator combination of two sub-expressions (both orders for - and /)."""
     (x, nx), (y, ny) = a, b
-    out = [(x + y, ("+", nx, ny)), (x * y, ("*", nx, ny)), (x - y, ("-", nx, ny)),
-           (y - x, ("-", ny, nx))]
+    out = [
+        (x + y, ("+", nx, ny)),
+        (x * y, ("*", nx, ny)),
+        (x - y, ("-", nx, ny)),
+        (y - x, ("-", ny, nx)),
+    ]
     if abs(y) > 1e-12:
         out.append((x / y, ("/", nx, ny)))
     if abs(x) > 1e-12:
@@ -159,7 +163,8 @@ def solve_24(numbers: Sequence[int], target: int = 24) -> str | None:
         return None
     full = (1 << len(numbers)) - 1
     table: dict[int, dict[float, tuple[float, _Node]]] = {
-        1 << i: {float(n): (float(n), int(n))} for i, n in enumerate(numbers)}
+        1 << i: {float(n): (float(n), int(n))} for i, n in enumerate(numbers)
+    }
     for mask in range(1, full):
         if mask not in table:
             entries: dict[float, tuple[float, _Node]] = {}
@@ -169,9 +174,17 @@ def solve_24(numbers: Sequence[int], target: int = 24) -> str | None:
                         for item in _pairs(a, b):
                             entries.setdefault(round(item[0], 9), item)
             table[mask] = entries
-    finals = list(table[full].values()) if full in table else [
-        item for left, right in _splits(full) for a in table[left].values()
-        for b in table[right].values() for item in _pairs(a, b)]
+    finals = (
+        list(table[full].values())
+        if full in table
+        else [
+            item
+            for left, right in _splits(full)
+            for a in table[left].values()
+            for b in table[right].values()
+            for item in _pairs(a, b)
+        ]
+    )
     for value, node in finals:
         if abs(value - target) < 1e-6:
             text = _render(node)
@@ -180,8 +193,9 @@ def solve_24(numbers: Sequence[int], target: int = 24) -> str | None:
     return None
 
 
-def make_game24_task(rng: random.Random, task_id: str, *, low: int = 1, high: int = 13,
-                     max_tries: int = 1000) -> Task:
+def make_game24_task(
+    rng: random.Random, task_id: str, *, low: int = 1, high: int = 13, max_tries: int = 1000
+) -> Task:
     """A solvable Game of 24 instance with four numbers drawn from ``[low, high]``."""
     for _ in range(max_tries):
         numbers = sorted(rng.randint(low, high) for _ in range(4))
@@ -190,17 +204,40 @@ def make_game24_task(rng: random.Random, task_id: str, *, low: int = 1, high: in
             break
     else:
         raise ValueError(f"no solvable Game of 24 instance found in [{low}, {high}]")
-    question = (f"Using the numbers {numbers}, create an expression that equals 24. Use each "
-                "number exactly once, with only +, -, ×, / and parentheses.")
-    return Task(id=task_id, question=question, answer=solution, scorer="game24",
-                source="generated:math", metadata={"kind": "game24", "numbers": numbers,
-                                                   "solution": solution})
+    question = (
+        f"Using the numbers {numbers}, create an expression that equals 24. Use each "
+        "number exactly once, with only +, -, ×, / and parentheses."
+    )
+    return Task(
+        id=task_id,
+        question=question,
+        answer=solution,
+        scorer="game24",
+        source="generated:math",
+        metadata={"kind": "game24", "numbers": numbers, "solution": solution},
+    )
 
 
 # ---------------------------------------------------------------- word problems
 
-_NAMES = ("Orla", "Tavin", "Mirek", "Zusa", "Keld", "Anouk", "Brisk", "Yanto", "Selva", "Drommel",
-          "Ilka", "Faro", "Quenby", "Rusk", "Veda", "Holm")
+_NAMES = (
+    "Orla",
+    "Tavin",
+    "Mirek",
+    "Zusa",
+    "Keld",
+    "Anouk",
+    "Brisk",
+    "Yanto",
+    "Selva",
+    "Drommel",
+    "Ilka",
+    "Faro",
+    "Quenby",
+    "Rusk",
+    "Veda",
+    "Holm",
+)
 _ITEMS = ("marbles", "stickers", "apples", "pencils", "shells", "coins", "cards", "beads")
 _THINGS = ("lamp", "bicycle", "kettle", "backpack", "chair", "telescope", "clock", "tent")
 _Problem = tuple[str, str]  # question, expression
@@ -210,76 +247,110 @@ def _wp_boxes(r: random.Random) -> _Problem:
     a, b, item = r.choice(_NAMES), r.choice(_NAMES), r.choice(_ITEMS)
     n, k = r.randint(2, 9), r.randint(3, 15)
     g = r.randint(1, n * k - 1)
-    return (f"{a} buys {n} boxes with {k} {item} in each box and gives {g} {item} to {b}. "
-            f"How many {item} does {a} have left?", f"{n} * {k} - {g}")
+    return (
+        f"{a} buys {n} boxes with {k} {item} in each box and gives {g} {item} to {b}. "
+        f"How many {item} does {a} have left?",
+        f"{n} * {k} - {g}",
+    )
 
 
 def _wp_reading(r: random.Random) -> _Problem:
     a, p, d, q = r.choice(_NAMES), r.randint(5, 40), r.randint(2, 14), r.randint(1, 60)
-    return (f"{a} reads {p} pages a day for {d} days and then {q} more pages on the last "
-            "evening. How many pages does she read in total?", f"{p} * {d} + {q}")
+    return (
+        f"{a} reads {p} pages a day for {d} days and then {q} more pages on the last "
+        "evening. How many pages does she read in total?",
+        f"{p} * {d} + {q}",
+    )
 
 
 def _wp_train(r: random.Random) -> _Problem:
     v, t, w, u = r.randint(40, 120), r.randint(1, 5), r.randint(30, 110), r.randint(1, 4)
-    return (f"A train travels at {v} km/h for {t} hours and then at {w} km/h for {u} hours. "
-            "How many kilometres does it travel in total?", f"{v} * {t} + {w} * {u}")
+    return (
+        f"A train travels at {v} km/h for {t} hours and then at {w} km/h for {u} hours. "
+        "How many kilometres does it travel in total?",
+        f"{v} * {t} + {w} * {u}",
+    )
 
 
 def _wp_share(r: random.Random) -> _Problem:
     a, item, k, m = r.choice(_NAMES), r.choice(_ITEMS), r.randint(2, 9), r.randint(3, 25)
-    return (f"{a} has {k * m} {item} and shares them equally among {k} friends. How many "
-            f"{item} does each friend get?", f"{k * m} / {k}")
+    return (
+        f"{a} has {k * m} {item} and shares them equally among {k} friends. How many "
+        f"{item} does each friend get?",
+        f"{k * m} / {k}",
+    )
 
 
 def _wp_discount(r: random.Random) -> _Problem:
     thing, price, pct = r.choice(_THINGS), r.randint(8, 300), r.choice((10, 15, 20, 25, 30, 40, 50))
-    return (f"A {thing} costs {price} dollars. It is sold at a {pct}% discount. What is the sale "
-            "price in dollars?", f"{price} * (100 - {pct}) / 100")
+    return (
+        f"A {thing} costs {price} dollars. It is sold at a {pct}% discount. What is the sale "
+        "price in dollars?",
+        f"{price} * (100 - {pct}) / 100",
+    )
 
 
 def _wp_average(r: random.Random) -> _Problem:
     a, scores = r.choice(_NAMES), [r.randint(50, 100) for _ in range(4)]
     listed = ", ".join(map(str, scores[:3])) + f" and {scores[3]}"
-    return (f"{a} scored {listed} on four tests. What is the average score?",
-            f"({' + '.join(map(str, scores))}) / 4")
+    return (
+        f"{a} scored {listed} on four tests. What is the average score?",
+        f"({' + '.join(map(str, scores))}) / 4",
+    )
 
 
 def _wp_garden(r: random.Random) -> _Problem:
     length, width = r.randint(8, 40), r.randint(5, 30)
     side = r.randint(1, min(length, width) - 1)
-    return (f"A garden is {length} m long and {width} m wide. A square pond with sides of {side} m "
-            "is dug in it. How many square metres of garden are left?",
-            f"{length} * {width} - {side} * {side}")
+    return (
+        f"A garden is {length} m long and {width} m wide. A square pond with sides of {side} m "
+        "is dug in it. How many square metres of garden are left?",
+        f"{length} * {width} - {side} * {side}",
+    )
 
 
 def _wp_ages(r: random.Random) -> _Problem:
     a, b, c = r.sample(_NAMES, 3)
     x, k = r.randint(3, 15), r.randint(2, 4)
     d = r.randint(1, k * x - 1)
-    return (f"{a} is {x} years old. {b} is {k} times as old as {a}, and {c} is {d} years younger "
-            f"than {b}. What is the sum of their three ages?", f"{x} + {k} * {x} + ({k} * {x} - {d})")
+    return (
+        f"{a} is {x} years old. {b} is {k} times as old as {a}, and {c} is {d} years younger "
+        f"than {b}. What is the sum of their three ages?",
+        f"{x} + {k} * {x} + ({k} * {x} - {d})",
+    )
 
 
 def _wp_factory(r: random.Random) -> _Problem:
     rate, n, h = r.randint(5, 60), r.randint(2, 8), r.randint(2, 10)
     d = r.randint(0, rate * n * h // 4)
-    return (f"A machine makes {rate} parts per hour. {n} such machines run for {h} hours and "
-            f"{d} of the parts are defective. How many good parts are made?",
-            f"{rate} * {n} * {h} - {d}")
+    return (
+        f"A machine makes {rate} parts per hour. {n} such machines run for {h} hours and "
+        f"{d} of the parts are defective. How many good parts are made?",
+        f"{rate} * {n} * {h} - {d}",
+    )
 
 
 def _wp_wages(r: random.Random) -> _Problem:
     a, w, h, n = r.choice(_NAMES), r.randint(9, 40), r.randint(5, 40), r.randint(2, 8)
     s = r.randint(0, w * h * n - 1)
-    return (f"{a} earns {w} dollars per hour, works {h} hours a week for {n} weeks and spends "
-            f"{s} dollars. How many dollars are left?", f"{w} * {h} * {n} - {s}")
+    return (
+        f"{a} earns {w} dollars per hour, works {h} hours a week for {n} weeks and spends "
+        f"{s} dollars. How many dollars are left?",
+        f"{w} * {h} * {n} - {s}",
+    )
 
 
 WORD_PROBLEM_KINDS: dict[str, Callable[[random.Random], _Problem]] = {
-    "boxes": _wp_boxes, "reading": _wp_reading, "train": _wp_train, "share": _wp_share,
-    "discount": _wp_discount, "average": _wp_average, "garden": _wp_garden, "ages": _wp_ages,
-    "factory": _wp_factory, "wages": _wp_wages,
+    "boxes": _wp_boxes,
+    "reading": _wp_reading,
+    "train": _wp_train,
+    "share": _wp_share,
+    "discount": _wp_discount,
+    "average": _wp_average,
+    "garden": _wp_garden,
+    "ages": _wp_ages,
+    "factory": _wp_factory,
+    "wages": _wp_wages,
 }
 """template name -> generator of (question, Python expression)"""
 
@@ -289,13 +360,23 @@ def make_word_problem(rng: random.Random, task_id: str) -> Task:
     kind = rng.choice(sorted(WORD_PROBLEM_KINDS))
     question, expression = WORD_PROBLEM_KINDS[kind](rng)
     answer = format_number(evaluate_arithmetic(expression))
-    return Task(id=task_id, question=question, answer=answer, scorer="math",
-                source="generated:math",
-                metadata={"kind": f"word:{kind}", "expression": expression})
+    return Task(
+        id=task_id,
+        question=question,
+        answer=answer,
+        scorer="math",
+        source="generated:math",
+        metadata={"kind": f"word:{kind}", "expression": expression},
+    )
 
 
-def make_math_tasks(seed: int = 0, num_tasks: int = 500, *, game24_fraction: float = 0.5,
-                    max_duplicate_tries: int = 200) -> list[Task]:
+def make_math_tasks(
+    seed: int = 0,
+    num_tasks: int = 500,
+    *,
+    game24_fraction: float = 0.5,
+    max_duplicate_tries: int = 200,
+) -> list[Task]:
     """A shuffled mix of Game of 24 and word problems (``game24_fraction`` of them Game of 24).
 
     Questions are unique while the generators can still find new ones; duplicates are allowed
@@ -314,7 +395,11 @@ def make_math_tasks(seed: int = 0, num_tasks: int = 500, *, game24_fraction: flo
     for i, kind in enumerate(kinds):
         task_id = f"math-{seed}-{i}"
         for miss in range(max_duplicate_tries + 1):
-            task = make_game24_task(rng, task_id) if kind == "game24" else make_word_problem(rng, task_id)
+            task = (
+                make_game24_task(rng, task_id)
+                if kind == "game24"
+                else make_word_problem(rng, task_id)
+            )
             if task.question not in seen or miss == max_duplicate_tries:
                 break
         seen.add(task.question)

@@ -34,8 +34,9 @@ class TaskSuite:
         return len(self.tasks)
 
 
-def make_suite(family: Family, *, seed: int = 0, num_tasks: int | None = None,
-               **kwargs: Any) -> TaskSuite:
+def make_suite(
+    family: Family, *, seed: int = 0, num_tasks: int | None = None, **kwargs: Any
+) -> TaskSuite:
     """Generate the task suite of ``family``.
 
     Args:
@@ -79,6 +80,8 @@ def make_suite(family: Family, *, seed: int = 0, num_tasks: int | None = None,
         return TaskSuite(tuple(make_science_tasks(seed, n, **kwargs)))
     except TypeError as exc:
         if "unexpected keyword argument" in str(exc):
-            raise TypeError(f"make_suite({family!r}): {exc}; see make_suite's docstring for the "
-                            "options each family takes") from exc
+            raise TypeError(
+                f"make_suite({family!r}): {exc}; see make_suite's docstring for the "
+                "options each family takes"
+            ) from exc
         raise

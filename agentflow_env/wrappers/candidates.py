@@ -137,10 +137,7 @@ class CandidateActionWrapper(gym.Wrapper[Any, Any, Any, Any]):
         self.action_space = spaces.Discrete(self.k)
         candidate_space = text_space(self.max_candidate_chars)
         self.observation_space = spaces.Dict(
-            {
-                "text": env.observation_space,
-                "candidates": spaces.Tuple([candidate_space] * self.k),
-            }
+            {"text": env.observation_space, "candidates": spaces.Tuple([candidate_space] * self.k)}
         )
         self.candidates: list[str] = [""] * self.k
         """the current candidates (what ``step(i)`` would send)"""

@@ -6,8 +6,14 @@ Light imports only: the trainer (torch, transformers, the env) loads on first us
 from learners.flow_grpo.advantages import ESTIMATORS, compute_advantages, register_estimator
 from learners.flow_grpo.config import FlowGRPOConfig, make_config
 
-__all__ = ["ESTIMATORS", "FlowGRPOConfig", "FlowGRPOTrainer", "compute_advantages", "make_config",
-           "register_estimator"]
+__all__ = [
+    "ESTIMATORS",
+    "FlowGRPOConfig",
+    "FlowGRPOTrainer",
+    "compute_advantages",
+    "make_config",
+    "register_estimator",
+]
 
 
 def __getattr__(name: str):

@@ -48,28 +48,52 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str) -> None
         if not prefix and f.name in ("preset",):
             continue
         flag = "--" + (prefix + f.name).replace("_", "-")
-        kwargs: dict[str, Any] = {"dest": prefix + f.name, "default": argparse.SUPPRESS,
-                                  "help": docs.get(f.name, "")}
+        kwargs: dict[str, Any] = {
+            "dest": prefix + f.name,
+            "default": argparse.SUPPRESS,
+            "help": docs.get(f.name, ""),
+        }
         if typing.get_origin(hint) is Literal:
             kwargs["choices"] = list(typing.get_args(hint))
         elif hint is bool:
             kwargs["metavar"] = "{true,false}"
         else:
-            kwargs["metavar"] = getattr(hint, "__name__", "VALUE").upper() if isinstance(hint, type) else "VALUE"
+            kwargs["metavar"] = (
+                getattr(hint, "__name__", "VALUE").upper() if isinstance(hint, type) else "VALUE"
+            )
         parser.add_argument(flag, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m learners.flow_grpo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
-                        help="starting values: tiny (offline CPU, the default) or paper (the authors')")
-    parser.add_argument("--config", metavar="FILE", help="JSON or TOML file with (nested) field values")
-    parser.add_argument("--total-steps", dest="total_steps", type=int, default=argparse.SUPPRESS,
-                        help="training steps (same as --train.total-steps)")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output-dir")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="validate the configuration and environment without loading weights, then exit")
+    parser = argparse.ArgumentParser(
+        prog="python -m learners.flow_grpo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="tiny",
+        help="starting values: tiny (offline CPU, the default) or paper (the authors')",
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help="JSON or TOML file with (nested) field values"
+    )
+    parser.add_argument(
+        "--total-steps",
+        dest="total_steps",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="training steps (same as --train.total-steps)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the newest checkpoint in --output-dir"
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate the configuration and environment without loading weights, then exit",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     _add_fields(parser, FlowGRPOConfig, "")
     return parser
@@ -93,7 +117,13 @@ def dry_run(cfg: FlowGRPOConfig) -> list[tuple[str, bool, str]]:
         mcfg = AutoConfig.from_pretrained(path, local_files_only=True)
         AutoTokenizer.from_pretrained(path, local_files_only=True)
         where = "" if local else " (from the local Hugging Face cache)"
-        checks.append(("model", True, f"{path}: {mcfg.model_type}, hidden {getattr(mcfg, 'hidden_size', '?')}{where}"))
+        checks.append(
+            (
+                "model",
+                True,
+                f"{path}: {mcfg.model_type}, hidden {getattr(mcfg, 'hidden_size', '?')}{where}",
+            )
+        )
     except Exception as exc:  # noqa: BLE001 - reported as a failed check with the reason
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
         hint = "download it first or set --model.name-or-path"
@@ -115,8 +145,15 @@ def dry_run(cfg: FlowGRPOConfig) -> list[tuple[str, bool, str]]:
         import torch
 
         ok = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
-        checks.append(("backend", ok, "vllm and a CUDA GPU found" if ok else
-                       "rollout.backend='vllm' needs vllm installed and a CUDA GPU; use --rollout.backend transformers"))
+        checks.append(
+            (
+                "backend",
+                ok,
+                "vllm and a CUDA GPU found"
+                if ok
+                else "rollout.backend='vllm' needs vllm installed and a CUDA GPU; use --rollout.backend transformers",
+            )
+        )
     else:
         checks.append(("backend", True, "transformers generate"))
     return checks
@@ -131,8 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         console.print(f"[red]config error:[/red] {exc}")
         return 2
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if args.dry_run:
         checks = dry_run(cfg)
         for name, ok, detail in checks:

@@ -55,22 +55,30 @@ class AdvantageInputs:
         if len(self.sample_traj) != len(self.sample_turn):
             raise ValueError("sample_traj and sample_turn differ in length")
         if self.group_size < 2:
-            raise IncompleteGroupError(f"group_size={self.group_size}: a group needs >= 2 trajectories")
+            raise IncompleteGroupError(
+                f"group_size={self.group_size}: a group needs >= 2 trajectories"
+            )
         if not np.all(np.isfinite(self.rewards)):
             bad = np.flatnonzero(~np.isfinite(self.rewards)).tolist()
-            raise ValueError(f"trajectories {bad} have non-finite rewards; score them before training")
+            raise ValueError(
+                f"trajectories {bad} have non-finite rewards; score them before training"
+            )
         groups, counts = np.unique(self.group_ids, return_counts=True)
-        wrong = {int(g): int(c) for g, c in zip(groups, counts) if c != self.group_size}
+        wrong = {
+            int(g): int(c) for g, c in zip(groups, counts, strict=False) if c != self.group_size
+        }
         if wrong:
             raise IncompleteGroupError(
                 f"groups {wrong} (group id: trajectories) do not have group_size={self.group_size} "
-                "trajectories; drop or resample the whole group")
+                "trajectories; drop or resample the whole group"
+            )
         if len(self.sample_traj) and (self.sample_traj.min() < 0 or self.sample_traj.max() >= n):
             raise ValueError("sample_traj refers to a trajectory that does not exist")
         turns = np.bincount(self.sample_traj, minlength=n)
         if np.any(turns == 0):
             raise IncompleteGroupError(
-                f"trajectories {np.flatnonzero(turns == 0).tolist()} have no turn samples")
+                f"trajectories {np.flatnonzero(turns == 0).tolist()} have no turn samples"
+            )
 
 
 Estimator = Callable[..., np.ndarray]
@@ -102,20 +110,27 @@ def _normalize(values: np.ndarray, keys: np.ndarray, scale_by_std: bool, eps: fl
 
 
 def _trajectory_normalized(inputs: AdvantageInputs, scale_by_std: bool, eps: float) -> np.ndarray:
-    return _normalize(np.asarray(inputs.rewards, dtype=np.float64), np.asarray(inputs.group_ids),
-                      scale_by_std, eps)
+    return _normalize(
+        np.asarray(inputs.rewards, dtype=np.float64),
+        np.asarray(inputs.group_ids),
+        scale_by_std,
+        eps,
+    )
 
 
 @register_estimator("flow_grpo")
-def flow_grpo(inputs: AdvantageInputs, *, scale_by_std: bool = True, eps: float = 1e-6) -> np.ndarray:
+def flow_grpo(
+    inputs: AdvantageInputs, *, scale_by_std: bool = True, eps: float = 1e-6
+) -> np.ndarray:
     """The paper: normalize outcomes over the G trajectories of a group, broadcast to every turn."""
     per_traj = _trajectory_normalized(inputs, scale_by_std, eps)
     return per_traj[inputs.sample_traj]
 
 
 @register_estimator("flow_grpo_turn_norm")
-def flow_grpo_turn_norm(inputs: AdvantageInputs, *, scale_by_std: bool = True,
-                        eps: float = 1e-6) -> np.ndarray:
+def flow_grpo_turn_norm(
+    inputs: AdvantageInputs, *, scale_by_std: bool = True, eps: float = 1e-6
+) -> np.ndarray:
     """The authors' code: every turn carries its trajectory's outcome; normalize over all turns
     of the group (long trajectories weigh more in the mean and std)."""
     rewards = np.asarray(inputs.rewards, dtype=np.float64)[inputs.sample_traj]
@@ -124,7 +139,9 @@ def flow_grpo_turn_norm(inputs: AdvantageInputs, *, scale_by_std: bool = True,
 
 
 @register_estimator("last_turn")
-def last_turn(inputs: AdvantageInputs, *, scale_by_std: bool = True, eps: float = 1e-6) -> np.ndarray:
+def last_turn(
+    inputs: AdvantageInputs, *, scale_by_std: bool = True, eps: float = 1e-6
+) -> np.ndarray:
     """Credit only the final turn of each trajectory (group-normalized); earlier turns get 0."""
     per_traj = _trajectory_normalized(inputs, scale_by_std, eps)
     n = len(inputs.rewards)
@@ -134,20 +151,25 @@ def last_turn(inputs: AdvantageInputs, *, scale_by_std: bool = True, eps: float 
     return np.where(is_last, per_traj[inputs.sample_traj], 0.0)
 
 
-def compute_advantages(name: str, inputs: AdvantageInputs, *, scale_by_std: bool = True,
-                       eps: float = 1e-6) -> np.ndarray:
+def compute_advantages(
+    name: str, inputs: AdvantageInputs, *, scale_by_std: bool = True, eps: float = 1e-6
+) -> np.ndarray:
     """Validate the batch (complete groups only) and run the named estimator."""
     if name not in ESTIMATORS:
         raise KeyError(f"unknown advantage estimator {name!r}; registered: {sorted(ESTIMATORS)}")
     inputs.validate()
     out = np.asarray(ESTIMATORS[name](inputs, scale_by_std=scale_by_std, eps=eps), dtype=np.float64)
     if out.shape != (len(inputs.sample_traj),):
-        raise ValueError(f"estimator {name!r} returned shape {out.shape}, expected "
-                         f"({len(inputs.sample_traj)},): one advantage per turn sample")
+        raise ValueError(
+            f"estimator {name!r} returned shape {out.shape}, expected "
+            f"({len(inputs.sample_traj)},): one advantage per turn sample"
+        )
     return out
 
 
-def zero_variance_groups(rewards: np.ndarray, group_ids: np.ndarray, tol: float = 1e-12) -> set[int]:
+def zero_variance_groups(
+    rewards: np.ndarray, group_ids: np.ndarray, tol: float = 1e-12
+) -> set[int]:
     """Groups whose trajectories all got the same reward (no policy-gradient signal)."""
     out = set()
     for g in np.unique(group_ids):

@@ -227,48 +227,95 @@ def _validate(cfg: FlowGRPOConfig) -> None:
     from learners.flow_grpo.advantages import ESTIMATORS  # registry, filled on import
 
     r, a, t, e, m = cfg.rollout, cfg.algo, cfg.train, cfg.env, cfg.model
-    _check(r.group_size >= 2, f"rollout.group_size={r.group_size}: advantages are normalized within "
-           "a group, so it needs at least 2 trajectories; set --rollout.group-size 2 or more")
+    _check(
+        r.group_size >= 2,
+        f"rollout.group_size={r.group_size}: advantages are normalized within "
+        "a group, so it needs at least 2 trajectories; set --rollout.group-size 2 or more",
+    )
     _check(r.queries_per_step >= 1, "rollout.queries_per_step must be >= 1")
-    _check(r.generation_batch_size >= 1, f"rollout.generation_batch_size={r.generation_batch_size} must be >= 1")
-    _check(r.temperature > 0, f"rollout.temperature={r.temperature}: training rollouts must sample "
-           "(greedy groups are identical and carry no signal); use e.g. 0.7 or 1.0")
+    _check(
+        r.generation_batch_size >= 1,
+        f"rollout.generation_batch_size={r.generation_batch_size} must be >= 1",
+    )
+    _check(
+        r.temperature > 0,
+        f"rollout.temperature={r.temperature}: training rollouts must sample "
+        "(greedy groups are identical and carry no signal); use e.g. 0.7 or 1.0",
+    )
     _check(0 < r.top_p <= 1, f"rollout.top_p={r.top_p} must be in (0, 1]")
-    _check(r.max_new_tokens >= 1 and r.max_prompt_tokens >= 1, "rollout.max_new_tokens and "
-           "rollout.max_prompt_tokens must be >= 1")
-    _check(0 < r.vllm_gpu_memory_utilization < 1, "rollout.vllm_gpu_memory_utilization must be in (0, 1)")
-    _check(a.estimator in ESTIMATORS, f"algo.estimator={a.estimator!r} is unknown; choose one of "
-           f"{sorted(ESTIMATORS)} or register one with learners.flow_grpo.advantages.register_estimator")
-    _check(0 <= a.clip_low < 1, f"algo.clip_low={a.clip_low} must be in [0, 1) (ratio floor 1 - clip_low)")
+    _check(
+        r.max_new_tokens >= 1 and r.max_prompt_tokens >= 1,
+        "rollout.max_new_tokens and rollout.max_prompt_tokens must be >= 1",
+    )
+    _check(
+        0 < r.vllm_gpu_memory_utilization < 1,
+        "rollout.vllm_gpu_memory_utilization must be in (0, 1)",
+    )
+    _check(
+        a.estimator in ESTIMATORS,
+        f"algo.estimator={a.estimator!r} is unknown; choose one of "
+        f"{sorted(ESTIMATORS)} or register one with learners.flow_grpo.advantages.register_estimator",
+    )
+    _check(
+        0 <= a.clip_low < 1,
+        f"algo.clip_low={a.clip_low} must be in [0, 1) (ratio floor 1 - clip_low)",
+    )
     _check(a.clip_high >= 0, f"algo.clip_high={a.clip_high} must be >= 0")
-    _check(a.kl_coef >= 0 and a.entropy_coef >= 0, "algo.kl_coef and algo.entropy_coef must be >= 0")
+    _check(
+        a.kl_coef >= 0 and a.entropy_coef >= 0, "algo.kl_coef and algo.entropy_coef must be >= 0"
+    )
     _check(a.lr > 0, f"algo.lr={a.lr} must be > 0")
-    _check(a.max_grad_norm > 0, "algo.max_grad_norm must be > 0 (use a large value to disable clipping)")
-    _check(a.epochs >= 1 and a.mini_batches >= 1 and a.micro_batch_size >= 1,
-           "algo.epochs, algo.mini_batches and algo.micro_batch_size must be >= 1")
-    _check(a.mini_batches <= r.queries_per_step * r.group_size,
-           f"algo.mini_batches={a.mini_batches} exceeds the {r.queries_per_step * r.group_size} "
-           "trajectories of one step; lower it or raise rollout.queries_per_step")
+    _check(
+        a.max_grad_norm > 0,
+        "algo.max_grad_norm must be > 0 (use a large value to disable clipping)",
+    )
+    _check(
+        a.epochs >= 1 and a.mini_batches >= 1 and a.micro_batch_size >= 1,
+        "algo.epochs, algo.mini_batches and algo.micro_batch_size must be >= 1",
+    )
+    _check(
+        a.mini_batches <= r.queries_per_step * r.group_size,
+        f"algo.mini_batches={a.mini_batches} exceeds the {r.queries_per_step * r.group_size} "
+        "trajectories of one step; lower it or raise rollout.queries_per_step",
+    )
     _check(e.max_turns >= 1, "env.max_turns must be >= 1")
     _check(e.eval_tasks >= 0, "env.eval_tasks must be >= 0")
     if e.tasks is None:
-        _check(e.num_tasks > e.eval_tasks, f"env.num_tasks={e.num_tasks} leaves no training tasks after "
-               f"env.eval_tasks={e.eval_tasks} held-out ones; raise num_tasks or lower eval_tasks")
+        _check(
+            e.num_tasks > e.eval_tasks,
+            f"env.num_tasks={e.num_tasks} leaves no training tasks after "
+            f"env.eval_tasks={e.eval_tasks} held-out ones; raise num_tasks or lower eval_tasks",
+        )
     llm_modes = [n for n in ("executor", "verifier", "generator") if getattr(e, n) == "llm"]
-    _check(not llm_modes or e.engine is not None, f"env.{llm_modes[0] if llm_modes else ''}='llm' needs "
-           "an engine: set --env.engine (e.g. openai:MODEL@http://127.0.0.1:8000/v1)")
-    _check(t.total_steps >= 0 and t.eval_every >= 0 and t.checkpoint_every >= 0,
-           "train.total_steps, train.eval_every and train.checkpoint_every must be >= 0")
+    _check(
+        not llm_modes or e.engine is not None,
+        f"env.{llm_modes[0] if llm_modes else ''}='llm' needs "
+        "an engine: set --env.engine (e.g. openai:MODEL@http://127.0.0.1:8000/v1)",
+    )
+    _check(
+        t.total_steps >= 0 and t.eval_every >= 0 and t.checkpoint_every >= 0,
+        "train.total_steps, train.eval_every and train.checkpoint_every must be >= 0",
+    )
     _check(t.eval_samples >= 1, f"train.eval_samples={t.eval_samples} must be >= 1")
-    _check(t.num_threads >= -1, f"train.num_threads={t.num_threads} must be >= 1, or 0 (torch's default) "
-           "or -1 (the CPUs split among this machine's processes)")
-    _check(t.max_minutes >= 0, f"train.max_minutes={t.max_minutes} must be >= 0 (0 = no time limit)")
+    _check(
+        t.num_threads >= -1,
+        f"train.num_threads={t.num_threads} must be >= 1, or 0 (torch's default) "
+        "or -1 (the CPUs split among this machine's processes)",
+    )
+    _check(
+        t.max_minutes >= 0, f"train.max_minutes={t.max_minutes} must be >= 0 (0 = no time limit)"
+    )
     _check(t.eval_temperature >= 0, "train.eval_temperature must be >= 0 (0 = greedy)")
     _check(m.lora_rank >= 0, "model.lora_rank must be >= 0 (0 disables LoRA)")
-    _check(not (t.distributed == "fsdp" and m.lora_rank > 0), "train.distributed='fsdp' does not support LoRA "
-           "(model.lora_rank > 0): LoRA trains few parameters, so use --train.distributed ddp (or auto)")
-    _check(not (m.dtype == "float16" and m.device == "cpu"),
-           "model.dtype=float16 is not supported on CPU; use float32 or bfloat16")
+    _check(
+        not (t.distributed == "fsdp" and m.lora_rank > 0),
+        "train.distributed='fsdp' does not support LoRA "
+        "(model.lora_rank > 0): LoRA trains few parameters, so use --train.distributed ddp (or auto)",
+    )
+    _check(
+        not (m.dtype == "float16" and m.device == "cpu"),
+        "model.dtype=float16 is not supported on CPU; use float32 or bfloat16",
+    )
 
 
 # -------------------------------------------------------------------------------------- presets
@@ -283,19 +330,53 @@ def tiny() -> FlowGRPOConfig:
 def paper() -> FlowGRPOConfig:
     """The authors' training values (Qwen2.5-7B-Instruct planner, LLM modules through an engine)."""
     cfg = FlowGRPOConfig(preset="paper", output_dir="runs/flow_grpo_paper")
-    cfg.model = ModelConfig(name_or_path="Qwen/Qwen2.5-7B-Instruct", dtype="bfloat16", chat_template=True,
-                            gradient_checkpointing=True)
-    cfg.env = EnvConfig(max_turns=3, prompt_style="full", tool_kwargs={}, num_tasks=600, executor="llm", verifier="llm", generator="llm",
-                        engine="openai:Qwen2.5-7B-Instruct@http://127.0.0.1:8000/v1",
-                        # Offline, Search_Tool over the task corpus stands in for the paper's
-                        # Google/Wikipedia search; add Wikipedia_Search_Tool with a local dump.
-                        tools=("Base_Generator_Tool", "Python_Coder_Tool", "Search_Tool"))
-    cfg.rollout = RolloutConfig(queries_per_step=32, group_size=8, temperature=0.7, max_new_tokens=2048,
-                                max_prompt_tokens=18432, backend="vllm")
-    cfg.algo = AlgoConfig(lr=1e-6, kl_coef=0.001, clip_low=0.2, clip_high=0.3, entropy_coef=0.0,
-                          mini_batches=1, micro_batch_size=4, pack_turns=False)
-    cfg.train = TrainConfig(total_steps=500, max_minutes=0.0, eval_every=25, eval_temperature=0.0, eval_samples=1,
-                            checkpoint_every=25, distributed="auto", num_threads=0)
+    cfg.model = ModelConfig(
+        name_or_path="Qwen/Qwen2.5-7B-Instruct",
+        dtype="bfloat16",
+        chat_template=True,
+        gradient_checkpointing=True,
+    )
+    cfg.env = EnvConfig(
+        max_turns=3,
+        prompt_style="full",
+        tool_kwargs={},
+        num_tasks=600,
+        executor="llm",
+        verifier="llm",
+        generator="llm",
+        engine="openai:Qwen2.5-7B-Instruct@http://127.0.0.1:8000/v1",
+        # Offline, Search_Tool over the task corpus stands in for the paper's
+        # Google/Wikipedia search; add Wikipedia_Search_Tool with a local dump.
+        tools=("Base_Generator_Tool", "Python_Coder_Tool", "Search_Tool"),
+    )
+    cfg.rollout = RolloutConfig(
+        queries_per_step=32,
+        group_size=8,
+        temperature=0.7,
+        max_new_tokens=2048,
+        max_prompt_tokens=18432,
+        backend="vllm",
+    )
+    cfg.algo = AlgoConfig(
+        lr=1e-6,
+        kl_coef=0.001,
+        clip_low=0.2,
+        clip_high=0.3,
+        entropy_coef=0.0,
+        mini_batches=1,
+        micro_batch_size=4,
+        pack_turns=False,
+    )
+    cfg.train = TrainConfig(
+        total_steps=500,
+        max_minutes=0.0,
+        eval_every=25,
+        eval_temperature=0.0,
+        eval_samples=1,
+        checkpoint_every=25,
+        distributed="auto",
+        num_threads=0,
+    )
     return cfg
 
 
@@ -316,10 +397,14 @@ def field_docs(cls: type) -> dict[str, str]:
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs: dict[str, str] = {}
-    for node, nxt in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                and isinstance(nxt.value.value, str)):
+    for node, nxt in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
             docs[node.target.id] = nxt.value.value.strip()
     return docs
 
@@ -362,7 +447,9 @@ def coerce(value: Any, hint: Any, name: str) -> Any:
         if origin is dict or hint is dict:
             return json.loads(value) if isinstance(value, str) else dict(value)
     except (TypeError, ValueError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{name}={value!r} is not a valid {getattr(hint, '__name__', hint)}: {exc}") from exc
+        raise ConfigError(
+            f"{name}={value!r} is not a valid {getattr(hint, '__name__', hint)}: {exc}"
+        ) from exc
     raise ConfigError(f"{name}: unsupported field type {hint}")
 
 
@@ -400,8 +487,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"cannot parse {p}: {exc}") from exc
 
 
-def make_config(preset: str = "tiny", file: str | Path | None = None,
-                overrides: dict[str, Any] | None = None) -> FlowGRPOConfig:
+def make_config(
+    preset: str = "tiny", file: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> FlowGRPOConfig:
     """Preset -> config file -> overrides, then validate."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")

@@ -50,7 +50,9 @@ def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return torch.exp(log_r) - log_r - 1.0
 
 
-def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def token_logprobs(
+    logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """log softmax(logits / temperature) gathered at ``ids`` (logits [..., V], ids [...])."""
     logp = torch.log_softmax(logits.float() / temperature, dim=-1)
     return logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
@@ -95,7 +97,9 @@ def policy_loss(
     """
     shapes = {t.shape for t in (logp, old_logp, advantages, weights)}
     if len(shapes) != 1 or logp.dim() != 1:
-        raise ValueError(f"logp, old_logp, advantages and weights must be 1-D and equal in shape, got {shapes}")
+        raise ValueError(
+            f"logp, old_logp, advantages and weights must be 1-D and equal in shape, got {shapes}"
+        )
     if kl_coef > 0 and ref_logp is None:
         raise ValueError("kl_coef > 0 needs ref_logp (log-probs of the frozen reference policy)")
     if entropy_coef > 0 and entropy is None:
@@ -121,5 +125,11 @@ def policy_loss(
     loss = (w * per_token).sum()
     with torch.no_grad():
         clip_frac = float((w * (clipped > unclipped).to(w.dtype)).sum())
-        return LossOutput(loss=loss, pg_loss=float((w * pg).sum()), kl=kl_value, clip_frac=clip_frac,
-                          entropy=ent_value, ratio_mean=float((w * ratio).sum()))
+        return LossOutput(
+            loss=loss,
+            pg_loss=float((w * pg).sum()),
+            kl=kl_value,
+            clip_frac=clip_frac,
+            entropy=ent_value,
+            ratio_mean=float((w * ratio).sum()),
+        )

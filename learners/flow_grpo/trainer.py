@@ -39,7 +39,14 @@ logger = logging.getLogger(__name__)
 __all__ = ["FlowGRPOTrainer", "load_policy"]
 
 EVAL_CHUNK = 64
-_LOSS_STATS = ["train/clip_frac", "train/entropy", "train/kl", "train/loss", "train/pg_loss", "train/ratio"]
+_LOSS_STATS = [
+    "train/clip_frac",
+    "train/entropy",
+    "train/kl",
+    "train/loss",
+    "train/pg_loss",
+    "train/ratio",
+]
 
 
 def load_policy(cfg: FlowGRPOConfig) -> Policy:
@@ -47,12 +54,20 @@ def load_policy(cfg: FlowGRPOConfig) -> Policy:
     m = cfg.model
     path = resolve_model_path(m.name_or_path)
     if m.name_or_path.startswith("asset:") and not Path(path).is_dir():
-        raise FileNotFoundError(f"shipped checkpoint {path} is missing; rebuild it with "
-                                "`python -m learners.sft --preset tiny`")
-    return Policy.from_pretrained(path, dtype=m.dtype, device=m.device, chat_template=m.chat_template,
-                                  lora_rank=m.lora_rank, lora_alpha=m.lora_alpha,
-                                  lora_target_modules=m.lora_target_modules,
-                                  gradient_checkpointing=m.gradient_checkpointing)
+        raise FileNotFoundError(
+            f"shipped checkpoint {path} is missing; rebuild it with "
+            "`python -m learners.sft --preset tiny`"
+        )
+    return Policy.from_pretrained(
+        path,
+        dtype=m.dtype,
+        device=m.device,
+        chat_template=m.chat_template,
+        lora_rank=m.lora_rank,
+        lora_alpha=m.lora_alpha,
+        lora_target_modules=m.lora_target_modules,
+        gradient_checkpointing=m.gradient_checkpointing,
+    )
 
 
 def resolve_num_threads(setting: int) -> int:
@@ -70,13 +85,17 @@ def resolve_num_threads(setting: int) -> int:
 
 def available_cpus() -> int:
     """CPUs this process may run on (its affinity mask where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
 
 
 class FlowGRPOTrainer:
     """Owns the policy, reference, optimizer, envs, logger and the step counter."""
 
-    def __init__(self, cfg: FlowGRPOConfig, policy: Policy | None = None, dist: Dist | None = None) -> None:
+    def __init__(
+        self, cfg: FlowGRPOConfig, policy: Policy | None = None, dist: Dist | None = None
+    ) -> None:
         self.cfg = cfg.validate()
         self.dist = dist or init_distributed(cfg.train.distributed)
         threads = resolve_num_threads(cfg.train.num_threads)
@@ -87,8 +106,12 @@ class FlowGRPOTrainer:
         if isinstance(self.policy.generator, HFGenerator):
             self.policy.generator.max_batch_size = cfg.rollout.generation_batch_size
         if cfg.rollout.backend == "vllm":
-            self.policy.use_vllm(resolve_model_path(cfg.model.name_or_path), dtype=cfg.model.dtype,
-                                 gpu_memory_utilization=cfg.rollout.vllm_gpu_memory_utilization, seed=cfg.seed)
+            self.policy.use_vllm(
+                resolve_model_path(cfg.model.name_or_path),
+                dtype=cfg.model.dtype,
+                gpu_memory_utilization=cfg.rollout.vllm_gpu_memory_utilization,
+                seed=cfg.seed,
+            )
         self.dist.broadcast_params(self.policy.model)
         self.ref: Policy | None = None
         if cfg.algo.kl_coef > 0 and not self.policy.is_lora:
@@ -99,7 +122,9 @@ class FlowGRPOTrainer:
                 self.ref.shard(self.dist.world_size)
         self.scorer = self.policy.scorer
         self.params = [p for p in self.policy.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.algo.lr, weight_decay=cfg.algo.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=cfg.algo.lr, weight_decay=cfg.algo.weight_decay
+        )
         # One generator shared (same seed) by all ranks: they draw the same queries and seeds.
         self.rng = np.random.default_rng(cfg.seed)
         self.step = 0
@@ -110,7 +135,9 @@ class FlowGRPOTrainer:
         B, G, W = cfg.rollout.queries_per_step, cfg.rollout.group_size, self.dist.world_size
         self.local_queries = len(range(self.dist.rank, B, W))
         if self.local_queries == 0:
-            raise ValueError(f"rollout.queries_per_step={B} < {W} ranks: every rank needs at least one query")
+            raise ValueError(
+                f"rollout.queries_per_step={B} < {W} ranks: every rank needs at least one query"
+            )
         self.envs = make_vector_env(cfg.env, self.local_queries * G)
         self.train_tasks, self.eval_tasks = split_tasks(list(self.envs.tasks), cfg.env.eval_tasks)
         self._eval_envs: Any = None
@@ -129,11 +156,15 @@ class FlowGRPOTrainer:
 
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-            self.writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step if resume else None)
+            self.writer = SummaryWriter(
+                str(self.out / "tb"), purge_step=self.step if resume else None
+            )
         if not self.history["eval"] and self.eval_tasks:
             self._log_eval(self.evaluate())
         with self._progress() as progress:
-            task = progress.add_task("flow-grpo", total=cfg.train.total_steps, completed=self.step, info="")
+            task = progress.add_task(
+                "flow-grpo", total=cfg.train.total_steps, completed=self.step, info=""
+            )
             while self.step < cfg.train.total_steps and not self._time_up():
                 t_step = time.perf_counter()
                 stats = self.train_step()
@@ -144,10 +175,16 @@ class FlowGRPOTrainer:
                 last = self.step == cfg.train.total_steps or self._time_up()
                 if cfg.train.eval_every and self.step % cfg.train.eval_every == 0 and not last:
                     self._log_eval(self.evaluate())
-                if cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0 and not last:
+                if (
+                    cfg.train.checkpoint_every
+                    and self.step % cfg.train.checkpoint_every == 0
+                    and not last
+                ):
                     self.save()
                 progress.update(task, completed=self.step, info=self._progress_info(stats))
-        if self.eval_tasks and (not self.history["eval"] or self.history["eval"][-1][0] != self.step):
+        if self.eval_tasks and (
+            not self.history["eval"] or self.history["eval"][-1][0] != self.step
+        ):
             self._log_eval(self.evaluate())
         self.save()
         prints = self.dist.fingerprints(self.policy.model)
@@ -155,15 +192,25 @@ class FlowGRPOTrainer:
         if self.dist.is_main:
             self.policy.save(self.out / "final_model", state_dict=final)
             same = all(p == prints[0] for p in prints)
-            (self.out / "ranks.json").write_text(json.dumps({"world_size": self.dist.world_size, "step": self.step,
-                                                             "identical": same, "fingerprints": prints}))
+            (self.out / "ranks.json").write_text(
+                json.dumps(
+                    {
+                        "world_size": self.dist.world_size,
+                        "step": self.step,
+                        "identical": same,
+                        "fingerprints": prints,
+                    }
+                )
+            )
             if not same:
                 logger.error("parameters differ across ranks: %s", prints)
             if self.writer is not None:
                 self.writer.close()
         evals = [e[1] for e in self.history["eval"]]
-        return {"eval_before": evals[0] if evals else float("nan"),
-                "eval_after": evals[-1] if evals else float("nan")}
+        return {
+            "eval_before": evals[0] if evals else float("nan"),
+            "eval_after": evals[-1] if evals else float("nan"),
+        }
 
     def _time_up(self) -> bool:
         """True when another step would end past ``train.max_minutes`` of training time.
@@ -183,16 +230,30 @@ class FlowGRPOTrainer:
         B, G = cfg.rollout.queries_per_step, cfg.rollout.group_size
         queries = self.rng.choice(len(self.train_tasks), size=B, replace=len(self.train_tasks) < B)
         step_seed = int(self.rng.integers(2**31))
-        local = queries[self.dist.rank::self.dist.world_size]
+        local = queries[self.dist.rank :: self.dist.world_size]
         roll_rng = np.random.default_rng([step_seed, self.dist.rank])
-        settings = SamplingSettings(cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.max_new_tokens)
+        settings = SamplingSettings(
+            cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.max_new_tokens
+        )
         with self.policy.gathered():  # FSDP: all ranks gather here, then generate freely
-            batch = collect_groups(self.envs, self.policy, [self.train_tasks[q] for q in local], G, settings,
-                                   roll_rng, max_prompt_tokens=cfg.rollout.max_prompt_tokens)
+            batch = collect_groups(
+                self.envs,
+                self.policy,
+                [self.train_tasks[q] for q in local],
+                G,
+                settings,
+                roll_rng,
+                max_prompt_tokens=cfg.rollout.max_prompt_tokens,
+            )
         t_roll = time.perf_counter()
-        advantages = compute_advantages(cfg.algo.estimator, batch.advantage_inputs(),
-                                        scale_by_std=cfg.algo.scale_by_std)
-        skip = zero_variance_groups(batch.rewards, batch.group_ids) if cfg.algo.skip_zero_variance_groups else set()
+        advantages = compute_advantages(
+            cfg.algo.estimator, batch.advantage_inputs(), scale_by_std=cfg.algo.scale_by_std
+        )
+        skip = (
+            zero_variance_groups(batch.rewards, batch.group_ids)
+            if cfg.algo.skip_zero_variance_groups
+            else set()
+        )
         keep = [k for k, s in enumerate(batch.samples) if s.group not in skip]
         update = self.update([batch.samples[k] for k in keep], advantages[keep], roll_rng)
         self.policy.sync_generator()
@@ -206,7 +267,9 @@ class FlowGRPOTrainer:
         return stats
 
     # ----------------------------------------------------------------------------- update
-    def update(self, samples: list[TurnSample], advantages: np.ndarray, rng: np.random.Generator) -> dict[str, float]:
+    def update(
+        self, samples: list[TurnSample], advantages: np.ndarray, rng: np.random.Generator
+    ) -> dict[str, float]:
         """``epochs`` x ``mini_batches`` optimizer steps over the kept samples."""
         a = self.cfg.algo
         trajs = sorted({s.traj for s in samples})
@@ -231,7 +294,9 @@ class FlowGRPOTrainer:
         stats["time/tokens_per_s"] = tokens / seconds if seconds > 0 else 0.0
         return stats
 
-    def _optimizer_step(self, samples: list[TurnSample], advantages: np.ndarray) -> dict[str, float] | None:
+    def _optimizer_step(
+        self, samples: list[TurnSample], advantages: np.ndarray
+    ) -> dict[str, float] | None:
         """Accumulate over micro-batches, all-reduce, clip, step. None when no rank has data."""
         a, temp = self.cfg.algo, self.cfg.rollout.temperature
         seqs = pack_samples(samples, pack=a.pack_turns)
@@ -247,12 +312,21 @@ class FlowGRPOTrainer:
             sample_index = torch.tensor([t for s in seqs for t in s.token_sample])
             weights = aggregation_weights(sample_index, a.loss_agg)
             # Local weights sum to 1; rescale so all ranks together sum to 1.
-            weights *= (local_tokens / global_tokens) if a.loss_agg == "token-mean" else (local_samples / global_samples)
+            weights *= (
+                (local_tokens / global_tokens)
+                if a.loss_agg == "token-mean"
+                else (local_samples / global_samples)
+            )
             seqs_order = sorted(range(len(seqs)), key=lambda i: len(seqs[i].ids))  # less padding
             offsets = np.cumsum([0] + [s.num_targets for s in seqs])
             for start in range(0, len(seqs_order), a.micro_batch_size):
-                chunk = seqs_order[start:start + a.micro_batch_size]
-                micros.append(([seqs[i] for i in chunk], torch.cat([weights[offsets[i]:offsets[i + 1]] for i in chunk])))
+                chunk = seqs_order[start : start + a.micro_batch_size]
+                micros.append(
+                    (
+                        [seqs[i] for i in chunk],
+                        torch.cat([weights[offsets[i] : offsets[i + 1]] for i in chunk]),
+                    )
+                )
         n_micro = len(micros)
         if self.dist.fsdp:  # FSDP collectives in every forward/backward: all ranks run as many
             n_micro = int(self.dist.all_reduce_max([n_micro])[0])
@@ -262,20 +336,28 @@ class FlowGRPOTrainer:
                 self._micro_step(*micros[k], advantages, temp, stats)
             else:  # zero weight: an exactly zero gradient, only there to match the other ranks
                 pad = ScoringSequence([self.policy.pad_id] * 2, [False, True], [0], [0.0])
-                self._micro_step([pad], torch.zeros(1, dtype=torch.float64), np.zeros(1), temp, stats)
+                self._micro_step(
+                    [pad], torch.zeros(1, dtype=torch.float64), np.zeros(1), temp, stats
+                )
         self.dist.all_reduce_grads(self.params)  # DDP: sum over ranks (FSDP summed in backward)
         # Global L2 norm: under FSDP the gradients are DTensor shards and the norm is reduced over ranks.
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, a.max_grad_norm)
         self.optimizer.step()
         keys = _LOSS_STATS  # a fixed list: a rank without data must still join the all-reduce
         reduced = self.dist.all_reduce_sum([stats.get(k, 0.0) for k in keys])
-        out = dict(zip(keys, reduced))
+        out = dict(zip(keys, reduced, strict=False))
         out["train/grad_norm"] = float(grad_norm)
         out["_tokens"] = global_tokens
         return out
 
-    def _micro_step(self, micro: list[ScoringSequence], weights: torch.Tensor, advantages: np.ndarray,
-                    temperature: float, stats: dict[str, float]) -> None:
+    def _micro_step(
+        self,
+        micro: list[ScoringSequence],
+        weights: torch.Tensor,
+        advantages: np.ndarray,
+        temperature: float,
+        stats: dict[str, float],
+    ) -> None:
         a = self.cfg.algo
         ids = [s.ids for s in micro]
         masks = [s.target_mask for s in micro]
@@ -290,11 +372,22 @@ class FlowGRPOTrainer:
                 else:  # LoRA: the reference is the base model with adapters switched off
                     with self.policy.model.disable_adapter():
                         ref_logp, _ = self.policy.score(ids, masks, temperature=temperature)
-        logp, ent = self.policy.score(ids, masks, temperature=temperature, with_entropy=True, module=self.scorer)
+        logp, ent = self.policy.score(
+            ids, masks, temperature=temperature, with_entropy=True, module=self.scorer
+        )
         dev = logp.device
-        out = policy_loss(logp, old.to(dev), adv.to(dev), weights.to(dev), clip_low=a.clip_low,
-                          clip_high=a.clip_high, ref_logp=ref_logp, kl_coef=a.kl_coef, entropy=ent,
-                          entropy_coef=a.entropy_coef)
+        out = policy_loss(
+            logp,
+            old.to(dev),
+            adv.to(dev),
+            weights.to(dev),
+            clip_low=a.clip_low,
+            clip_high=a.clip_high,
+            ref_logp=ref_logp,
+            kl_coef=a.kl_coef,
+            entropy=ent,
+            entropy_coef=a.entropy_coef,
+        )
         out.loss.backward()
         stats["train/loss"] += float(out.loss.detach())
         stats["train/pg_loss"] += out.pg_loss
@@ -310,18 +403,27 @@ class FlowGRPOTrainer:
         # Each held-out task is played eval_samples times: sampled evaluation is noisy (one sample
         # per task on 100 tasks has a standard error of ~5 points at 30% success).
         samples = 1 if cfg.train.eval_temperature == 0 else cfg.train.eval_samples
-        mine = (self.eval_tasks * samples)[self.dist.rank::self.dist.world_size]
+        mine = (self.eval_tasks * samples)[self.dist.rank :: self.dist.world_size]
         total, count = 0.0, 0
         with self.policy.gathered():  # FSDP: every rank gathers here, even one without tasks
             if mine:
                 if self._eval_envs is None:
                     self._eval_envs = make_vector_env(cfg.env, min(EVAL_CHUNK, len(mine)))
                 rng = np.random.default_rng([self.cfg.seed, 7919, self.step, self.dist.rank])
-                settings = SamplingSettings(cfg.train.eval_temperature, 1.0, cfg.rollout.max_new_tokens)
+                settings = SamplingSettings(
+                    cfg.train.eval_temperature, 1.0, cfg.rollout.max_new_tokens
+                )
                 for start in range(0, len(mine), EVAL_CHUNK):
-                    chunk = mine[start:start + EVAL_CHUNK]
-                    batch = collect(self._eval_envs, self.policy, chunk, list(range(len(chunk))), settings, rng,
-                                    max_prompt_tokens=cfg.rollout.max_prompt_tokens)
+                    chunk = mine[start : start + EVAL_CHUNK]
+                    batch = collect(
+                        self._eval_envs,
+                        self.policy,
+                        chunk,
+                        list(range(len(chunk))),
+                        settings,
+                        rng,
+                        max_prompt_tokens=cfg.rollout.max_prompt_tokens,
+                    )
                     total += float(batch.rewards.sum())
                     count += len(chunk)
         total, count = self.dist.all_reduce_sum([total, count])
@@ -349,13 +451,19 @@ class FlowGRPOTrainer:
         # Every rank must all-reduce the same keys in the same order.
         keys = sorted(k for k in local if not k.startswith("rollout/tool_calls/"))
         tools = sorted(self.envs.flow.tools)  # the same list on every rank
-        values = [local[k] * n for k in keys] + [sum(tr.tool_calls.get(t, 0) for tr in batch.trajectories)
-                                                  for t in tools]
+        values = [local[k] * n for k in keys] + [
+            sum(tr.tool_calls.get(t, 0) for tr in batch.trajectories) for t in tools
+        ]
         values += [n, skipped, batch.generated_tokens]
         reduced = self.dist.all_reduce_sum(values)
         total_n = max(reduced[-3], 1)
-        out = {k: v / total_n for k, v in zip(keys, reduced)}
-        out.update({f"rollout/tool_calls/{t}": v / total_n for t, v in zip(tools, reduced[len(keys):])})
+        out = {k: v / total_n for k, v in zip(keys, reduced, strict=False)}
+        out.update(
+            {
+                f"rollout/tool_calls/{t}": v / total_n
+                for t, v in zip(tools, reduced[len(keys) :], strict=False)
+            }
+        )
         out["rollout/zero_variance_groups"] = reduced[-2] / self.cfg.rollout.queries_per_step
         out["_gen_tokens"] = reduced[-1]
         return out
@@ -364,9 +472,16 @@ class FlowGRPOTrainer:
         if not self.cfg.train.save_trajectories:
             return
         self.out.mkdir(parents=True, exist_ok=True)
-        name = "trajectories.jsonl" if self.dist.is_main else f"trajectories-rank{self.dist.rank}.jsonl"
+        name = (
+            "trajectories.jsonl"
+            if self.dist.is_main
+            else f"trajectories-rank{self.dist.rank}.jsonl"
+        )
         with open(self.out / name, "a") as fh:
-            fh.writelines(json.dumps({"step": self.step, "rank": self.dist.rank, **t.to_json()}) + "\n" for t in batch.trajectories)
+            fh.writelines(
+                json.dumps({"step": self.step, "rank": self.dist.rank, **t.to_json()}) + "\n"
+                for t in batch.trajectories
+            )
 
     def _progress(self) -> Any:
         from rich.progress import (
@@ -377,14 +492,21 @@ class FlowGRPOTrainer:
             TimeElapsedColumn,
         )
 
-        return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.fields[info]}"),
-                        disable=not (self.cfg.train.progress and self.dist.is_main))
+        return Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+            disable=not (self.cfg.train.progress and self.dist.is_main),
+        )
 
     def _progress_info(self, stats: dict[str, float]) -> str:
         last_eval = self.history["eval"][-1][1] if self.history["eval"] else float("nan")
-        return (f"success {stats.get('rollout/success', 0):.2f}  loss {stats.get('train/loss', 0):+.4f}  "
-                f"eval {last_eval:.2f}")
+        return (
+            f"success {stats.get('rollout/success', 0):.2f}  loss {stats.get('train/loss', 0):+.4f}  "
+            f"eval {last_eval:.2f}"
+        )
 
     # ------------------------------------------------------------------------ checkpoints
     def save(self) -> None:
@@ -392,19 +514,31 @@ class FlowGRPOTrainer:
         # Under FSDP every rank joins the gathering; only rank 0 gets (and writes) the full state.
         model, optim = full_state(self.policy.model, self.optimizer, sharded=self.dist.fsdp)
         if self.dist.is_main:
-            save_checkpoint(self.out / "checkpoints", self.step, model=model, optimizer=optim,
-                            state={"rng": self.rng.bit_generator.state, "history": self.history,
-                                   "train_seconds": self.train_seconds,
-                                   "config": self.cfg.to_dict()})
+            save_checkpoint(
+                self.out / "checkpoints",
+                self.step,
+                model=model,
+                optimizer=optim,
+                state={
+                    "rng": self.rng.bit_generator.state,
+                    "history": self.history,
+                    "train_seconds": self.train_seconds,
+                    "config": self.cfg.to_dict(),
+                },
+            )
         self.dist.barrier()
 
     def resume(self) -> bool:
         """Restore the newest checkpoint under ``output_dir``; False when there is none."""
         path = latest_checkpoint(self.out / "checkpoints")
         if path is None:
-            logger.warning("no checkpoint under %s: starting from scratch", self.out / "checkpoints")
+            logger.warning(
+                "no checkpoint under %s: starting from scratch", self.out / "checkpoints"
+            )
             return False
-        state = load_checkpoint(path, model=self.policy.model, optimizer=self.optimizer, sharded=self.dist.fsdp)
+        state = load_checkpoint(
+            path, model=self.policy.model, optimizer=self.optimizer, sharded=self.dist.fsdp
+        )
         self.step = int(state["step"])
         self.rng.bit_generator.state = state["rng"]
         self.history = state["history"]
@@ -413,7 +547,7 @@ class FlowGRPOTrainer:
         logger.info("resumed from %s at step %d", path, self.step)
         return True
 
-    def __enter__(self) -> "FlowGRPOTrainer":
+    def __enter__(self) -> FlowGRPOTrainer:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -13,8 +13,11 @@ from tools.base import ToolCard, ToolResult
 class LookupTool:
     """A dictionary lookup tool: a real tool with a card; ``hang`` sleeps, ``boom`` raises."""
 
-    card = ToolCard(name="Lookup_Tool", description="Looks a key up in a table.",
-                    input_types={"query": "str - the key"})
+    card = ToolCard(
+        name="Lookup_Tool",
+        description="Looks a key up in a table.",
+        input_types={"query": "str - the key"},
+    )
 
     def __init__(self, table: dict[str, str] | None = None, hang_s: float = 3.0) -> None:
         self.table = table or {}
@@ -39,7 +42,10 @@ class LookupTool:
 
 
 def numbered_tasks(n: int = 6) -> list[Task]:
-    return [Task(id=f"t{i}", question=f"What is the code of item {i}?", answer=f"code-{i}") for i in range(n)]
+    return [
+        Task(id=f"t{i}", question=f"What is the code of item {i}?", answer=f"code-{i}")
+        for i in range(n)
+    ]
 
 
 def exact_scorer(prediction: str, task: Task) -> float:
@@ -48,14 +54,20 @@ def exact_scorer(prediction: str, task: Task) -> float:
 
 def lookup_env_kwargs(n: int = 6, **overrides: Any) -> dict[str, Any]:
     table = {f"item {i}": f"code-{i}" for i in range(n)}
-    kwargs: dict[str, Any] = {"tasks": numbered_tasks(n), "tools": [LookupTool(table)],
-                              "scorer": exact_scorer, "max_turns": 3}
+    kwargs: dict[str, Any] = {
+        "tasks": numbered_tasks(n),
+        "tools": [LookupTool(table)],
+        "scorer": exact_scorer,
+        "max_turns": 3,
+    }
     kwargs.update(overrides)
     return kwargs
 
 
 def lookup_action(key: str) -> str:
-    return f"Justification: need it\nSub-Goal: look up {key}\nTool Name: Lookup_Tool\nCommand: {key}"
+    return (
+        f"Justification: need it\nSub-Goal: look up {key}\nTool Name: Lookup_Tool\nCommand: {key}"
+    )
 
 
 def finish_action(answer: str) -> str:

@@ -11,7 +11,13 @@ from hypothesis import strategies as st
 
 import agentflow_env  # noqa: F401 - registers the ids
 from agentflow_env import AgentFlowEnv, Task
-from tests.agentflow_env.helpers import LookupTool, exact_scorer, finish_action, lookup_action, lookup_env_kwargs
+from tests.agentflow_env.helpers import (
+    LookupTool,
+    exact_scorer,
+    finish_action,
+    lookup_action,
+    lookup_env_kwargs,
+)
 
 INFO_KEYS = {"tool_name", "tool_input", "tool_result", "error", "turn"}
 FINAL_KEYS = {"answer", "ground_truth", "score"}
@@ -141,7 +147,9 @@ def test_scorer_failure_is_reported_not_silent() -> None:
 
 def test_close_closes_tools() -> None:
     tool = LookupTool()
-    env = AgentFlowEnv(tasks=[Task(id="a", question="q", answer="a")], tools=[tool], scorer=exact_scorer)
+    env = AgentFlowEnv(
+        tasks=[Task(id="a", question="q", answer="a")], tools=[tool], scorer=exact_scorer
+    )
     env.close()
     assert tool.closed
 
@@ -164,12 +172,24 @@ def test_bad_constructor_arguments() -> None:
 _junk = st.one_of(
     st.text(max_size=3000),
     st.binary(max_size=3000).map(lambda b: b.decode("utf-8", "replace")),
-    st.sampled_from(["", "Tool Name:", "Tool Name: Finish", "<answer></answer>", "Command: x", "\x00" * 10,
-                     "Tool Name: Lookup_Tool\nCommand: " + "y" * 1_000_000, "🙂" * 100]),
+    st.sampled_from(
+        [
+            "",
+            "Tool Name:",
+            "Tool Name: Finish",
+            "<answer></answer>",
+            "Command: x",
+            "\x00" * 10,
+            "Tool Name: Lookup_Tool\nCommand: " + "y" * 1_000_000,
+            "🙂" * 100,
+        ]
+    ),
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(actions=st.lists(_junk, min_size=1, max_size=4))
 def test_fuzzed_actions_never_raise(env: AgentFlowEnv, actions: list[str]) -> None:
     obs, _ = env.reset(seed=0)
@@ -186,7 +206,11 @@ def test_text_spaces_share_tables_but_not_generators() -> None:
     from agentflow_env.spaces import text_space
 
     a, b = text_space(64), text_space(64)
-    assert a is not b and a.contains("prose, with punctuation: ok? ünïcode ✓") and not a.contains("x" * 65)
+    assert (
+        a is not b
+        and a.contains("prose, with punctuation: ok? ünïcode ✓")
+        and not a.contains("x" * 65)
+    )
     a.seed(1)
     assert b._np_random is None, "seeding one space must not seed another"
     first = a.sample()

@@ -37,9 +37,16 @@ from tests.conftest import REPO_ROOT
 
 THIS = "python:tests.agentflow_env.test_evaluate"
 SHARED_KINDS = {
-    "2wiki.json": "search", "aime24.json": "math", "amc23.json": "math", "bamboogle.json": "search",
-    "gaia.json": "agentic", "gameof24.json": "math", "gpqa.json": "science", "hotpotqa.json": "search",
-    "medqa.json": "science", "musique.json": "search",
+    "2wiki.json": "search",
+    "aime24.json": "math",
+    "amc23.json": "math",
+    "bamboogle.json": "search",
+    "gaia.json": "agentic",
+    "gameof24.json": "math",
+    "gpqa.json": "science",
+    "hotpotqa.json": "search",
+    "medqa.json": "science",
+    "musique.json": "search",
 }
 ITEMS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
 CODES = {name: f"code-{7 * k + 3}" for k, name in enumerate(ITEMS)}
@@ -59,9 +66,13 @@ def search_planner(request: GenerationRequest) -> str:
     """Search the item's code, then answer the code the last result states for that item."""
     obs = _text(request)
     item = _item(obs)
-    found = re.findall(rf"code of item {item} is (code-\d+)", obs.split("### Step")[-2] if "Result:" in obs else "")
+    found = re.findall(
+        rf"code of item {item} is (code-\d+)", obs.split("### Step")[-2] if "Result:" in obs else ""
+    )
     if found:
-        return f"Justification: found it\nTool Name: Finish\n<answer>{found[0]}</answer>\nResult: junk"
+        return (
+            f"Justification: found it\nTool Name: Finish\n<answer>{found[0]}</answer>\nResult: junk"
+        )
     return f"Sub-Goal: find the code\nTool Name: Search_Tool\nCommand: code of item {item}"
 
 
@@ -74,8 +85,14 @@ def module_engine(request: GenerationRequest) -> GenerationResult:
     """Paper-mode modules and Base_Generator_Tool, speaking their prompts' formats."""
     text = _text(request)
     if text.startswith("You are the executor"):
-        command = re.search(r"Sub-Goal: ask the model", text) and re.search(r"code of item \w+\?", text)
-        out = f'Command: execution = tool.execute(query="{command.group(0)}")' if command else "no idea"
+        command = re.search(r"Sub-Goal: ask the model", text) and re.search(
+            r"code of item \w+\?", text
+        )
+        out = (
+            f'Command: execution = tool.execute(query="{command.group(0)}")'
+            if command
+            else "no idea"
+        )
     elif text.startswith("You are the verifier"):
         out = "The code is known.\nConclusion: STOP" if "code-" in text else "Conclusion: CONTINUE"
     elif text.startswith("You are the answer generator"):
@@ -85,7 +102,9 @@ def module_engine(request: GenerationRequest) -> GenerationResult:
         out = "The query asks for an item's code."
     else:  # Base_Generator_Tool: the planner's question as written
         out = f"The code is {CODES[_item(text)]}."
-    return GenerationResult(text=out, prompt_tokens=len(text.split()), completion_tokens=len(out.split()))
+    return GenerationResult(
+        text=out, prompt_tokens=len(text.split()), completion_tokens=len(out.split())
+    )
 
 
 def half_right_planner(request: GenerationRequest) -> str:
@@ -100,7 +119,9 @@ def exact_judge(request: GenerationRequest) -> GenerationResult:
     ref = re.search(r"^Reference answer: (.*)$", text, re.MULTILINE).group(1)  # type: ignore[union-attr]
     resp = re.search(r"^Response: (.*)$", text, re.MULTILINE).group(1)  # type: ignore[union-attr]
     verdict = "CORRECT" if ref.strip().lower() == resp.strip().lower() else "INCORRECT"
-    return GenerationResult(text=f"Compared.\nVerdict: {verdict}", prompt_tokens=50, completion_tokens=3)
+    return GenerationResult(
+        text=f"Compared.\nVerdict: {verdict}", prompt_tokens=50, completion_tokens=3
+    )
 
 
 def rambling_judge(request: GenerationRequest) -> str:
@@ -114,11 +135,32 @@ def item_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("items")
     tasks = root / "items.jsonl"
     corpus = root / "corpus.jsonl"
-    tasks.write_text("".join(json.dumps({"id": f"i{k}", "question": f"What is the code of item {name}?",
-                                         "answer": CODES[name]}) + "\n" for k, name in enumerate(ITEMS)))
-    corpus.write_text("".join(json.dumps({"id": str(k), "title": f"Item {name}",
-                                          "text": f"The code of item {name} is {CODES[name]}."}) + "\n"
-                              for k, name in enumerate(ITEMS)))
+    tasks.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": f"i{k}",
+                    "question": f"What is the code of item {name}?",
+                    "answer": CODES[name],
+                }
+            )
+            + "\n"
+            for k, name in enumerate(ITEMS)
+        )
+    )
+    corpus.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": str(k),
+                    "title": f"Item {name}",
+                    "text": f"The code of item {name} is {CODES[name]}.",
+                }
+            )
+            + "\n"
+            for k, name in enumerate(ITEMS)
+        )
+    )
     return tasks, corpus
 
 
@@ -138,13 +180,24 @@ def _cli(tmp_path: Path, *argv: str) -> tuple[dict[str, Any], list[Any]]:
 
 # ------------------------------------------------------------------------- shared benchmark files
 @pytest.mark.parametrize("name", sorted(SHARED_KINDS))
-def test_every_shared_file_with_the_oracle(name: str, shared_benchmarks_dir: Path, tmp_path: Path) -> None:
+def test_every_shared_file_with_the_oracle(
+    name: str, shared_benchmarks_dir: Path, tmp_path: Path
+) -> None:
     """Loader, tools, env and rule scorer agree: the oracle (which answers the gold) scores 1.0."""
     from agentflow_env.tasks.loaders import load_tasks
 
     path = shared_benchmarks_dir / name
-    report, records = _cli(tmp_path, "--data", str(path), "--planner", "scripted:oracle",
-                           "--episodes", "3", "--concurrency", "2")
+    report, records = _cli(
+        tmp_path,
+        "--data",
+        str(path),
+        "--planner",
+        "scripted:oracle",
+        "--episodes",
+        "3",
+        "--concurrency",
+        "2",
+    )
     summary = report["summary"]
     assert summary["episodes"] == summary["scored"] == 3 and len(report["episodes"]) == 3
     assert summary["accuracy"] == 1.0 and sum(summary["errors"].values()) == 0
@@ -158,50 +211,107 @@ def test_every_shared_file_with_the_oracle(name: str, shared_benchmarks_dir: Pat
 
 
 def test_counts_match_the_file_size(shared_benchmarks_dir: Path, tmp_path: Path) -> None:
-    report, records = _cli(tmp_path, "--data", str(shared_benchmarks_dir / "aime24.json"),
-                           "--planner", "scripted:oracle", "--concurrency", "4")
+    report, records = _cli(
+        tmp_path,
+        "--data",
+        str(shared_benchmarks_dir / "aime24.json"),
+        "--planner",
+        "scripted:oracle",
+        "--concurrency",
+        "4",
+    )
     assert report["summary"]["episodes"] == len(records) == 30
     assert [row["index"] for row in report["episodes"]] == list(range(30))
-    report, _ = _cli(tmp_path, "--data", str(shared_benchmarks_dir / "amc23.json"),
-                     "--planner", "scripted:oracle", "--episodes", "1000", "--shuffle")
+    report, _ = _cli(
+        tmp_path,
+        "--data",
+        str(shared_benchmarks_dir / "amc23.json"),
+        "--planner",
+        "scripted:oracle",
+        "--episodes",
+        "1000",
+        "--shuffle",
+    )
     assert report["summary"]["episodes"] == 40
     assert len({row["task_id"] for row in report["episodes"]}) == 40
 
 
 def test_baselines_on_a_science_file(shared_benchmarks_dir: Path, tmp_path: Path) -> None:
     data = str(shared_benchmarks_dir / "gpqa.json")
-    report, _ = _cli(tmp_path, "--data", data, "--planner", "scripted:random-tool", "--episodes", "4",
-                     "--max-turns", "3")
+    report, _ = _cli(
+        tmp_path,
+        "--data",
+        data,
+        "--planner",
+        "scripted:random-tool",
+        "--episodes",
+        "4",
+        "--max-turns",
+        "3",
+    )
     summary = report["summary"]
     turns = sum(row["turns"] for row in report["episodes"])
     # every turn but the finishing ones calls Python_Coder_Tool (the only tool here)
     assert summary["episodes"] == 4
     assert summary["tool_calls"].get("Python_Coder_Tool", 0) == turns - summary["terminated"] > 0
     # search-then-answer has no Search_Tool here: each search is an unknown-tool parse error.
-    report, records = _cli(tmp_path, "--data", data, "--planner", "scripted:search-then-answer",
-                           "--episodes", "4")
+    report, records = _cli(
+        tmp_path, "--data", data, "--planner", "scripted:search-then-answer", "--episodes", "4"
+    )
     assert report["summary"]["errors"]["parse"] == 4
     assert all("unknown tool" in (r.turns[0].error or "") for r in records)
 
 
 def test_real_subprocess(shared_benchmarks_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
-    cmd = [sys.executable, "-m", "agentflow_env.evaluate", "--data", str(shared_benchmarks_dir / "gameof24.json"),
-           "--planner", "scripted:oracle", "--episodes", "2", "--out", str(out)]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+    cmd = [
+        sys.executable,
+        "-m",
+        "agentflow_env.evaluate",
+        "--data",
+        str(shared_benchmarks_dir / "gameof24.json"),
+        "--planner",
+        "scripted:oracle",
+        "--episodes",
+        "2",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.run(
+        cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     assert "accuracy" in proc.stdout and "calls: Python_Coder_Tool" in proc.stdout
     assert _strict_json(out)["summary"]["accuracy"] == 1.0
-    bad = subprocess.run([sys.executable, "-m", "agentflow_env.evaluate", "--env", "AgentFlow-Nope-v0"],
-                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+    bad = subprocess.run(
+        [sys.executable, "-m", "agentflow_env.evaluate", "--env", "AgentFlow-Nope-v0"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert bad.returncode == 2 and "unknown env id 'AgentFlow-Nope-v0'" in bad.stderr
 
 
 # ------------------------------------------------------------------------------- engine planners
-def test_engine_planner_spec_with_a_search_corpus(item_data: tuple[Path, Path], tmp_path: Path) -> None:
+def test_engine_planner_spec_with_a_search_corpus(
+    item_data: tuple[Path, Path], tmp_path: Path
+) -> None:
     tasks, corpus = item_data
-    report, records = _cli(tmp_path, "--data", str(tasks), "--corpus", str(corpus),
-                           "--planner", f"{THIS}:search_planner", "--episodes", "5", "--concurrency", "3")
+    report, records = _cli(
+        tmp_path,
+        "--data",
+        str(tasks),
+        "--corpus",
+        str(corpus),
+        "--planner",
+        f"{THIS}:search_planner",
+        "--episodes",
+        "5",
+        "--concurrency",
+        "3",
+    )
     summary = report["summary"]
     assert report["tools"] == ["Search_Tool"] and report["notes"] == []
     assert summary["accuracy"] == 1.0 and summary["tool_calls"] == {"Search_Tool": 5}
@@ -210,7 +320,9 @@ def test_engine_planner_spec_with_a_search_corpus(item_data: tuple[Path, Path], 
     assert all("Result: junk" not in r.turns[-1].action for r in records)
 
 
-def test_one_generate_call_per_step_with_the_sampling_settings(item_data: tuple[Path, Path]) -> None:
+def test_one_generate_call_per_step_with_the_sampling_settings(
+    item_data: tuple[Path, Path],
+) -> None:
     tasks, corpus = item_data
     batches: list[list[GenerationRequest]] = []
 
@@ -218,15 +330,26 @@ def test_one_generate_call_per_step_with_the_sampling_settings(item_data: tuple[
         batches.append(list(requests))
         return [search_planner(r) for r in requests]
 
-    report = run(EvalConfig(data=str(tasks), corpus=str(corpus), planner=CallableEngine(batch_fn, batched=True),
-                            episodes=7, concurrency=3, temperature=0.5, max_tokens=77, seed=3))
+    report = run(
+        EvalConfig(
+            data=str(tasks),
+            corpus=str(corpus),
+            planner=CallableEngine(batch_fn, batched=True),
+            episodes=7,
+            concurrency=3,
+            temperature=0.5,
+            max_tokens=77,
+            seed=3,
+        )
+    )
     turns = sum(row["turns"] for row in report["episodes"])
     assert sum(len(b) for b in batches) == turns == 14
     assert len(batches[0]) == 3 and max(len(b) for b in batches) == 3
     assert len(batches) < turns  # batched: fewer calls than planner turns
     requests = [r for b in batches for r in b]
     assert {(r.sampling.temperature, r.sampling.max_tokens, r.sampling.stop) for r in requests} == {
-        (0.5, 77, PLANNER_STOP)}
+        (0.5, 77, PLANNER_STOP)
+    }
     assert len({r.sampling.seed for r in requests}) == len(requests)  # one seed per (episode, turn)
 
 
@@ -238,19 +361,37 @@ def test_raw_prompt_planner_input(item_data: tuple[Path, Path]) -> None:
         seen.append(request)
         return search_planner(request)
 
-    report = run(EvalConfig(data=str(tasks), corpus=str(corpus), planner=CallableEngine(fn), episodes=1,
-                            planner_input="prompt"))
+    report = run(
+        EvalConfig(
+            data=str(tasks),
+            corpus=str(corpus),
+            planner=CallableEngine(fn),
+            episodes=1,
+            planner_input="prompt",
+        )
+    )
     assert report["summary"]["accuracy"] == 1.0 and len(seen) == 2
-    assert all(r.messages is None and (r.prompt or "").endswith("### Step 2\n" if i else "### Step 1\n")
-               for i, r in enumerate(seen))
+    assert all(
+        r.messages is None and (r.prompt or "").endswith("### Step 2\n" if i else "### Step 1\n")
+        for i, r in enumerate(seen)
+    )
 
 
 def test_results_do_not_depend_on_concurrency(item_data: tuple[Path, Path]) -> None:
     tasks, corpus = item_data
 
     def rows(concurrency: int) -> list[dict[str, Any]]:
-        report = run(EvalConfig(data=str(tasks), corpus=str(corpus), planner="scripted:random-tool",
-                                episodes=NUM_ITEMS, concurrency=concurrency, seed=5, max_turns=4))
+        report = run(
+            EvalConfig(
+                data=str(tasks),
+                corpus=str(corpus),
+                planner="scripted:random-tool",
+                episodes=NUM_ITEMS,
+                concurrency=concurrency,
+                seed=5,
+                max_turns=4,
+            )
+        )
         return [{k: v for k, v in row.items()} for row in report["episodes"]]
 
     serial = rows(1)
@@ -258,7 +399,9 @@ def test_results_do_not_depend_on_concurrency(item_data: tuple[Path, Path]) -> N
     assert len({row["turns"] for row in serial}) > 1  # the random planner really varied
 
 
-def test_trajectories_are_streamed_as_episodes_finish(item_data: tuple[Path, Path], tmp_path: Path) -> None:
+def test_trajectories_are_streamed_as_episodes_finish(
+    item_data: tuple[Path, Path], tmp_path: Path
+) -> None:
     tasks, corpus = item_data
     calls = 0
 
@@ -271,8 +414,16 @@ def test_trajectories_are_streamed_as_episodes_finish(item_data: tuple[Path, Pat
 
     traj = tmp_path / "traj.jsonl"
     with pytest.raises(KeyboardInterrupt):
-        run(EvalConfig(data=str(tasks), corpus=str(corpus), planner=CallableEngine(interrupted, batched=True),
-                       episodes=6, concurrency=2, trajectories=str(traj)))
+        run(
+            EvalConfig(
+                data=str(tasks),
+                corpus=str(corpus),
+                planner=CallableEngine(interrupted, batched=True),
+                episodes=6,
+                concurrency=2,
+                trajectories=str(traj),
+            )
+        )
     assert sorted(r.task_id for r in read_jsonl(traj)) == ["i0", "i1"]
 
 
@@ -281,17 +432,34 @@ def test_planner_engine_failures_are_counted(item_data: tuple[Path, Path]) -> No
     engine = CallableEngine(lambda r: GenerationResult(text="", error="HTTP 503 after 3 retries"))
     report = run(EvalConfig(data=str(tasks), planner=engine, episodes=2, max_turns=2))
     errors = report["summary"]["errors"]
-    assert errors["planner"] == 4 and errors["parse"] == 4  # each empty action is also a parse error
+    assert (
+        errors["planner"] == 4 and errors["parse"] == 4
+    )  # each empty action is also a parse error
     assert errors["generator"] == 2 and report["summary"]["truncated"] == 2
 
 
 @pytest.mark.slow
-def test_tiny_transformers_model_as_planner(tiny_model_dir: Path, item_data: tuple[Path, Path],
-                                            tmp_path: Path) -> None:
+def test_tiny_transformers_model_as_planner(
+    tiny_model_dir: Path, item_data: tuple[Path, Path], tmp_path: Path
+) -> None:
     tasks, corpus = item_data
-    report, records = _cli(tmp_path, "--data", str(tasks), "--corpus", str(corpus),
-                           "--planner", f"hf:{tiny_model_dir}", "--episodes", "2", "--concurrency", "2",
-                           "--max-turns", "2", "--max-tokens", "24")
+    report, records = _cli(
+        tmp_path,
+        "--data",
+        str(tasks),
+        "--corpus",
+        str(corpus),
+        "--planner",
+        f"hf:{tiny_model_dir}",
+        "--episodes",
+        "2",
+        "--concurrency",
+        "2",
+        "--max-turns",
+        "2",
+        "--max-tokens",
+        "24",
+    )
     tokens = report["summary"]["tokens"]["planner"]
     assert report["summary"]["episodes"] == 2 and all(r.num_turns >= 1 for r in records)
     assert tokens["prompt"] > 0 and tokens["completion"] > 0
@@ -300,8 +468,17 @@ def test_tiny_transformers_model_as_planner(tiny_model_dir: Path, item_data: tup
 # --------------------------------------------------------------------------------- judge, modules
 def test_judge_scores_episodes(item_data: tuple[Path, Path], tmp_path: Path) -> None:
     tasks, _ = item_data
-    report, records = _cli(tmp_path, "--data", str(tasks), "--planner", f"{THIS}:half_right_planner",
-                           "--episodes", "4", "--judge", f"{THIS}:exact_judge")
+    report, records = _cli(
+        tmp_path,
+        "--data",
+        str(tasks),
+        "--planner",
+        f"{THIS}:half_right_planner",
+        "--episodes",
+        "4",
+        "--judge",
+        f"{THIS}:exact_judge",
+    )
     summary = report["summary"]
     assert summary["accuracy"] == 0.5 and summary["scored"] == 4 and summary["errors"]["score"] == 0
     assert [r.score for r in records] == [1.0, 0.0, 1.0, 0.0]
@@ -310,16 +487,37 @@ def test_judge_scores_episodes(item_data: tuple[Path, Path], tmp_path: Path) -> 
 
 def test_judge_failure_is_an_error_not_a_zero(item_data: tuple[Path, Path], tmp_path: Path) -> None:
     tasks, _ = item_data
-    report, records = _cli(tmp_path, "--data", str(tasks), "--planner", "scripted:oracle",
-                           "--episodes", "3", "--judge", f"{THIS}:rambling_judge")
+    report, records = _cli(
+        tmp_path,
+        "--data",
+        str(tasks),
+        "--planner",
+        "scripted:oracle",
+        "--episodes",
+        "3",
+        "--judge",
+        f"{THIS}:rambling_judge",
+    )
     summary = report["summary"]
-    assert summary["scored"] == 0 and summary["accuracy"] is None and summary["accuracy_ci95"] is None
+    assert (
+        summary["scored"] == 0 and summary["accuracy"] is None and summary["accuracy_ci95"] is None
+    )
     assert summary["errors"]["score"] == 3
     for row, record in zip(report["episodes"], records, strict=True):
         assert row["score"] is None and row["score_error"].startswith("JudgeError: unparseable")
         assert record.score is None and record.score_error == row["score_error"]
-    report, _ = _cli(tmp_path, "--data", str(tasks), "--planner", "scripted:oracle", "--episodes", "3",
-                     "--judge", f"{THIS}:rambling_judge", "--judge-fallback")
+    report, _ = _cli(
+        tmp_path,
+        "--data",
+        str(tasks),
+        "--planner",
+        "scripted:oracle",
+        "--episodes",
+        "3",
+        "--judge",
+        f"{THIS}:rambling_judge",
+        "--judge-fallback",
+    )
     summary = report["summary"]
     assert summary["errors"]["judge_fallback"] == 3 and summary["errors"]["score"] == 0
     assert summary["scored"] == 3 and summary["accuracy"] == 1.0
@@ -327,24 +525,60 @@ def test_judge_failure_is_an_error_not_a_zero(item_data: tuple[Path, Path], tmp_
 
 def test_llm_modules_and_base_generator_tool(item_data: tuple[Path, Path], tmp_path: Path) -> None:
     tasks, _ = item_data
-    report, records = _cli(tmp_path, "--data", str(tasks), "--planner", f"{THIS}:generator_tool_planner",
-                           "--executor", "llm", "--verifier", "llm", "--generator", "llm", "--query-analysis",
-                           "--module-engine", f"{THIS}:module_engine", "--episodes", "4", "--concurrency", "2")
+    report, records = _cli(
+        tmp_path,
+        "--data",
+        str(tasks),
+        "--planner",
+        f"{THIS}:generator_tool_planner",
+        "--executor",
+        "llm",
+        "--verifier",
+        "llm",
+        "--generator",
+        "llm",
+        "--query-analysis",
+        "--module-engine",
+        f"{THIS}:module_engine",
+        "--episodes",
+        "4",
+        "--concurrency",
+        "2",
+    )
     summary = report["summary"]
-    assert report["tools"] == ["Base_Generator_Tool"] and any("Search_Tool" in n for n in report["notes"])
-    assert summary["accuracy"] == 1.0 and summary["mean_turns"] == 1.0 and summary["terminated"] == 4
-    assert summary["tool_calls"] == {"Base_Generator_Tool": 4} and sum(summary["errors"].values()) == 0
+    assert report["tools"] == ["Base_Generator_Tool"] and any(
+        "Search_Tool" in n for n in report["notes"]
+    )
+    assert (
+        summary["accuracy"] == 1.0 and summary["mean_turns"] == 1.0 and summary["terminated"] == 4
+    )
+    assert (
+        summary["tool_calls"] == {"Base_Generator_Tool": 4} and sum(summary["errors"].values()) == 0
+    )
     assert records[0].turns[0].tool_result == "The code is code-3."
     assert records[0].turns[0].verifier == "STOP"
-    assert summary["tokens"]["modules"]["prompt"] > 0 and summary["tokens"]["planner"]["prompt"] is None
+    assert (
+        summary["tokens"]["modules"]["prompt"] > 0
+        and summary["tokens"]["planner"]["prompt"] is None
+    )
 
 
 def test_module_failures_are_counted_by_kind(item_data: tuple[Path, Path]) -> None:
     tasks, corpus = item_data
     failing = CallableEngine(lambda r: GenerationResult(text="", error="HTTP 500 after 3 retries"))
-    report = run(EvalConfig(data=str(tasks), corpus=str(corpus), planner=f"{THIS}:search_planner",
-                            executor="llm", verifier="llm", query_analysis=True, module_engine=failing,
-                            episodes=2, max_turns=2))
+    report = run(
+        EvalConfig(
+            data=str(tasks),
+            corpus=str(corpus),
+            planner=f"{THIS}:search_planner",
+            executor="llm",
+            verifier="llm",
+            query_analysis=True,
+            module_engine=failing,
+            episodes=2,
+            max_turns=2,
+        )
+    )
     errors = report["summary"]["errors"]
     # each turn: the executor fails (no tool call, so the planner searches again) and the verifier
     # fails (continue); at the turn limit the planner generator has no <answer>
@@ -354,8 +588,9 @@ def test_module_failures_are_counted_by_kind(item_data: tuple[Path, Path]) -> No
 
 
 def test_generated_tasks_without_data(tmp_path: Path) -> None:
-    report, records = _cli(tmp_path, "--env", "AgentFlow-Math-v0", "--planner", "scripted:oracle",
-                           "--episodes", "3")
+    report, records = _cli(
+        tmp_path, "--env", "AgentFlow-Math-v0", "--planner", "scripted:oracle", "--episodes", "3"
+    )
     assert report["summary"]["episodes"] == 3 and report["summary"]["accuracy"] == 1.0
     assert report["tools"] == ["Python_Coder_Tool"] and len(records) == 3
 
@@ -364,8 +599,9 @@ def test_generated_tasks_without_data(tmp_path: Path) -> None:
 COMPACT_TOP1 = {"prompt_style": "compact", "tool_kwargs": {"Search_Tool": {"top_k": 1}}}
 
 
-def test_env_kwargs_reach_the_env_merged_over_the_evaluators_own(item_data: tuple[Path, Path],
-                                                                  tmp_path: Path) -> None:
+def test_env_kwargs_reach_the_env_merged_over_the_evaluators_own(
+    item_data: tuple[Path, Path], tmp_path: Path
+) -> None:
     tasks, corpus = item_data
 
     def evaluate(env_kwargs: dict[str, Any] | None) -> tuple[dict[str, Any], list[str], set[int]]:
@@ -376,8 +612,16 @@ def test_env_kwargs_reach_the_env_merged_over_the_evaluators_own(item_data: tupl
             return search_planner(request)
 
         traj = tmp_path / "traj.jsonl"
-        report = run(EvalConfig(data=str(tasks), corpus=str(corpus), planner=CallableEngine(planner),
-                                episodes=2, env_kwargs=env_kwargs, trajectories=str(traj)))
+        report = run(
+            EvalConfig(
+                data=str(tasks),
+                corpus=str(corpus),
+                planner=CallableEngine(planner),
+                episodes=2,
+                env_kwargs=env_kwargs,
+                trajectories=str(traj),
+            )
+        )
         passages = {r.turns[0].tool_result.count("Doc ") for r in read_jsonl(traj)}
         return report, [_text(r) for r in seen], passages
 
@@ -388,21 +632,43 @@ def test_env_kwargs_reach_the_env_merged_over_the_evaluators_own(item_data: tupl
     # the tiny planner's settings: compact prompt, one passage; our corpus_path is kept (merged per tool)
     report, prompts, passages = evaluate(COMPACT_TOP1)
     assert report["summary"]["accuracy"] == 1.0 and passages == {1}
-    assert prompts[0] == "Query: What is the code of item alpha?\nTools: Search_Tool, Finish\n\n### Step 1\n"
+    assert (
+        prompts[0]
+        == "Query: What is the code of item alpha?\nTools: Search_Tool, Finish\n\n### Step 1\n"
+    )
     assert report["config"]["env_kwargs"] == COMPACT_TOP1  # recorded as given
 
 
-def test_env_kwargs_on_the_command_line(item_data: tuple[Path, Path], tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_env_kwargs_on_the_command_line(
+    item_data: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     tasks, corpus = item_data
-    report, records = _cli(tmp_path, "--data", str(tasks), "--corpus", str(corpus), "--planner",
-                           f"{THIS}:search_planner", "--episodes", "2", "--env-kwargs", json.dumps(COMPACT_TOP1))
+    report, records = _cli(
+        tmp_path,
+        "--data",
+        str(tasks),
+        "--corpus",
+        str(corpus),
+        "--planner",
+        f"{THIS}:search_planner",
+        "--episodes",
+        "2",
+        "--env-kwargs",
+        json.dumps(COMPACT_TOP1),
+    )
     assert report["config"]["env_kwargs"] == COMPACT_TOP1 and report["summary"]["accuracy"] == 1.0
     assert all(r.turns[0].tool_result.count("Doc ") == 1 for r in records)
     assert '"top_k": 1' in capsys.readouterr().out  # the table shows them
     # generated tasks: num_tasks / task_kwargs shape the task set
-    report, _ = _cli(tmp_path, "--env", "AgentFlow-Math-v0", "--planner", "scripted:oracle",
-                     "--env-kwargs", '{"num_tasks": 3}')
+    report, _ = _cli(
+        tmp_path,
+        "--env",
+        "AgentFlow-Math-v0",
+        "--planner",
+        "scripted:oracle",
+        "--env-kwargs",
+        '{"num_tasks": 3}',
+    )
     assert report["summary"]["episodes"] == 3
 
 
@@ -415,7 +681,8 @@ def test_env_kwargs_on_the_command_line(item_data: tuple[Path, Path], tmp_path: 
     ],
 )
 def test_env_kwargs_that_are_not_a_json_object_are_argparse_errors(
-        text: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    text: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--env-kwargs", text])
     assert exit_info.value.code == 2
@@ -427,7 +694,9 @@ def test_env_kwargs_errors_from_the_python_api(item_data: tuple[Path, Path]) -> 
     tasks, _ = item_data
     with pytest.raises(EvaluateError, match="must be a JSON object, got list"):
         run(EvalConfig(data=str(tasks), env_kwargs=["prompt_style"]))  # type: ignore[arg-type]
-    with pytest.raises(EvaluateError, match=r"unknown key 'render_mode'; valid: prompt_style, tool_kwargs"):
+    with pytest.raises(
+        EvaluateError, match=r"unknown key 'render_mode'; valid: prompt_style, tool_kwargs"
+    ):
         run(EvalConfig(data=str(tasks), env_kwargs={"render_mode": "ansi"}))
 
 
@@ -451,28 +720,71 @@ def test_env_kwargs_errors_from_the_python_api(item_data: tuple[Path, Path]) -> 
         (["--tools", "Laser_Tool"], "unknown tool 'Laser_Tool'"),
         (["--episodes", "0"], "--episodes must be >= 1"),
         (["--corpus", "/no/corpus.jsonl"], "--corpus '/no/corpus.jsonl': no such file"),
-        (["--env-kwargs", '{"max_turns": 2}'], "--env-kwargs 'max_turns' has an option of its own: use --max-turns"),
-        (["--env-kwargs", '{"engine": "hf:x"}'], "'engine' has an option of its own: use --module-engine"),
-        (["--env-kwargs", '{"top_k": 1}'], "--env-kwargs: unknown key 'top_k'; valid: prompt_style, tool_kwargs"),
-        (["--env-kwargs", '{"prompt_style": "tiny"}'],
-         "--env-kwargs: prompt_style: Input should be 'full' or 'compact' (got 'tiny')"),
-        (["--env-kwargs", '{"num_tasks": "5"}'], "num_tasks: Input should be a valid integer (got '5')"),
-        (["--env-kwargs", '{"tool_kwargs": {"Search_Tool": 1}}'],
-         "tool_kwargs.Search_Tool: Input should be a valid dictionary (got 1)"),
-        (["--env-kwargs", '{"tool_kwargs": {"Search_Tool": {"top_k": 1}}}'],
-         "tool_kwargs names 'Search_Tool', not a tool of this run (no tools) (Search_Tool needs --corpus"),
-        (["--corpus", "CORPUS", "--tools", "Python_Coder_Tool", "--env-kwargs",
-          '{"tool_kwargs": {"Search_Tool": {"top_k": 1}}}'], "not a tool of this run (Python_Coder_Tool)\n"),
-        (["--env-kwargs", '{"num_tasks": 5}'], "num_tasks / task_kwargs shape the generated task set"),
-        (["--corpus", "CORPUS", "--env-kwargs", '{"tool_kwargs": {"Search_Tool": {"top_k": 0}}}'],
-         "could not build AgentFlow-Search-v0: ValueError: top_k must be an integer in [1, 50], got 0"),
-        (["--corpus", "CORPUS", "--env-kwargs", '{"tool_kwargs": {"Search_Tool": {"topk": 1}}}'],
-         "TypeError: SearchTool.__init__() got an unexpected keyword argument 'topk'"),
+        (
+            ["--env-kwargs", '{"max_turns": 2}'],
+            "--env-kwargs 'max_turns' has an option of its own: use --max-turns",
+        ),
+        (
+            ["--env-kwargs", '{"engine": "hf:x"}'],
+            "'engine' has an option of its own: use --module-engine",
+        ),
+        (
+            ["--env-kwargs", '{"top_k": 1}'],
+            "--env-kwargs: unknown key 'top_k'; valid: prompt_style, tool_kwargs",
+        ),
+        (
+            ["--env-kwargs", '{"prompt_style": "tiny"}'],
+            "--env-kwargs: prompt_style: Input should be 'full' or 'compact' (got 'tiny')",
+        ),
+        (
+            ["--env-kwargs", '{"num_tasks": "5"}'],
+            "num_tasks: Input should be a valid integer (got '5')",
+        ),
+        (
+            ["--env-kwargs", '{"tool_kwargs": {"Search_Tool": 1}}'],
+            "tool_kwargs.Search_Tool: Input should be a valid dictionary (got 1)",
+        ),
+        (
+            ["--env-kwargs", '{"tool_kwargs": {"Search_Tool": {"top_k": 1}}}'],
+            "tool_kwargs names 'Search_Tool', not a tool of this run (no tools) (Search_Tool needs --corpus",
+        ),
+        (
+            [
+                "--corpus",
+                "CORPUS",
+                "--tools",
+                "Python_Coder_Tool",
+                "--env-kwargs",
+                '{"tool_kwargs": {"Search_Tool": {"top_k": 1}}}',
+            ],
+            "not a tool of this run (Python_Coder_Tool)\n",
+        ),
+        (
+            ["--env-kwargs", '{"num_tasks": 5}'],
+            "num_tasks / task_kwargs shape the generated task set",
+        ),
+        (
+            [
+                "--corpus",
+                "CORPUS",
+                "--env-kwargs",
+                '{"tool_kwargs": {"Search_Tool": {"top_k": 0}}}',
+            ],
+            "could not build AgentFlow-Search-v0: ValueError: top_k must be an integer in [1, 50], got 0",
+        ),
+        (
+            ["--corpus", "CORPUS", "--env-kwargs", '{"tool_kwargs": {"Search_Tool": {"topk": 1}}}'],
+            "TypeError: SearchTool.__init__() got an unexpected keyword argument 'topk'",
+        ),
     ],
 )
-def test_bad_arguments_get_clear_errors(argv: list[str], message: str, item_data: tuple[Path, Path],
-                                        capsys: pytest.CaptureFixture[str],
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_arguments_get_clear_errors(
+    argv: list[str],
+    message: str,
+    item_data: tuple[Path, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # no network attempt if `datasets` is installed
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     tasks, corpus = item_data
@@ -499,16 +811,25 @@ def test_wilson_interval() -> None:
 
 
 def test_kind_and_tool_choice() -> None:
-    def tasks(scorer: str, source: str = "x.json", choices: tuple[str, ...] | None = None) -> list[Task]:
-        return [Task(id="a", question="q", answer="A", scorer=scorer, source=source, choices=choices)]  # type: ignore[arg-type]
+    def tasks(
+        scorer: str, source: str = "x.json", choices: tuple[str, ...] | None = None
+    ) -> list[Task]:
+        return [
+            Task(id="a", question="q", answer="A", scorer=scorer, source=source, choices=choices)
+        ]  # type: ignore[arg-type]
 
     assert infer_kind(tasks("math")) == infer_kind(tasks("game24")) == "math"
     assert infer_kind(tasks("mc", choices=("x", "y"))) == "science"
     assert infer_kind(tasks("exact", source="gaia.json")) == "agentic"
     assert infer_kind(tasks("f1")) == "search"
     assert choose_tools("agentic", None, None, False) == (
-        ["Python_Coder_Tool"], ["Search_Tool left out: no corpus for this data (pass --corpus PATH.jsonl)"])
-    assert choose_tools("search", None, "c.jsonl", True) == (["Search_Tool", "Base_Generator_Tool"], [])
+        ["Python_Coder_Tool"],
+        ["Search_Tool left out: no corpus for this data (pass --corpus PATH.jsonl)"],
+    )
+    assert choose_tools("search", None, "c.jsonl", True) == (
+        ["Search_Tool", "Base_Generator_Tool"],
+        [],
+    )
     names, notes = choose_tools("search", None, None, False)
     assert names == [] and notes[-1] == "no tools: the planner answers closed-book"
     assert choose_tools("math", ["Python_Coder_Tool"], None, False) == (["Python_Coder_Tool"], [])

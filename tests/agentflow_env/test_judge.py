@@ -29,7 +29,11 @@ def lenient_grader(request: GenerationRequest) -> str:
     prompt = request.messages[-1].content  # type: ignore[index]
     reference, response = _field(prompt, "Reference answer"), _field(prompt, "Response")
     same = reference.split()[-1].lower().strip(".") == response.split()[-1].lower().strip(".")
-    return "Both name the same person.\nVerdict: CORRECT" if same else "They differ.\nVerdict: INCORRECT"
+    return (
+        "Both name the same person.\nVerdict: CORRECT"
+        if same
+        else "They differ.\nVerdict: INCORRECT"
+    )
 
 
 def engine_of(fn: Callable[[GenerationRequest], str]) -> CallableEngine:
@@ -45,9 +49,13 @@ def test_prompt_carries_question_reference_response_and_choices() -> None:
 
 @pytest.mark.parametrize(
     ("text", "correct"),
-    [("Same meaning.\nVerdict: CORRECT", True), ("**Verdict:** incorrect", False),
-     ("verdict - True", True), ("Verdict: CORRECT\nOn reflection...\nVerdict: INCORRECT", False),
-     ("Verdict: yes", True)],
+    [
+        ("Same meaning.\nVerdict: CORRECT", True),
+        ("**Verdict:** incorrect", False),
+        ("verdict - True", True),
+        ("Verdict: CORRECT\nOn reflection...\nVerdict: INCORRECT", False),
+        ("Verdict: yes", True),
+    ],
 )
 def test_parse_verdict(text: str, correct: bool) -> None:
     assert parse_verdict(text).correct is correct
@@ -73,8 +81,10 @@ def test_judge_many_is_one_batched_call_with_the_sampling_settings() -> None:
     class Recording:
         def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
             batches.append(list(requests))
-            return [GenerationResult(text=lenient_grader(r), prompt_tokens=10, completion_tokens=3)
-                    for r in requests]
+            return [
+                GenerationResult(text=lenient_grader(r), prompt_tokens=10, completion_tokens=3)
+                for r in requests
+            ]
 
         def close(self) -> None:
             pass
@@ -114,7 +124,9 @@ def test_fallback_is_used_and_recorded(caplog: pytest.LogCaptureFixture) -> None
     exact = Task(id="q2", question="2+2?", answer="4", scorer="exact")
     with caplog.at_level("WARNING"):
         assert judge("4", exact) == 1.0
-    assert judge.fallbacks and judge.fallbacks[0][0] == "q2" and "unparseable" in judge.fallbacks[0][1]
+    assert (
+        judge.fallbacks and judge.fallbacks[0][0] == "q2" and "unparseable" in judge.fallbacks[0][1]
+    )
     assert "fallback" in caplog.text
 
 

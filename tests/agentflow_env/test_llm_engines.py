@@ -319,8 +319,13 @@ def test_hf_per_row_prefill_gives_what_each_request_gets_alone(hf: HFEngine) -> 
     requests = [
         chat(Q, max_tokens=20, logprobs=True),
         chat("Short?", temperature=1.0, seed=4, n=2, max_tokens=20, logprobs=True),
-        chat(Q + " " + Q + " Then the company?", temperature=0.7, seed=9, max_tokens=20,
-             logprobs=True),
+        chat(
+            Q + " " + Q + " Then the company?",
+            temperature=0.7,
+            seed=9,
+            max_tokens=20,
+            logprobs=True,
+        ),
     ]
     one_token = GenerationRequest(prompt="a", sampling={"max_tokens": 5})
     per_row = HFEngine(hf.model, hf.tokenizer, prefill="per_row")

@@ -14,12 +14,19 @@ from agentflow_env.tasks.base import Task
 from agentflow_env.tasks.loaders import DatasetUnavailableError, TaskLoadError, load_tasks
 
 SHARED = (Path(__file__).parents[2] / "../shared/benchmarks/agentflow").resolve()
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(),
-                                  reason=f"the authors' benchmark files are not at {SHARED}")
+needs_shared = pytest.mark.skipif(
+    not SHARED.is_dir(), reason=f"the authors' benchmark files are not at {SHARED}"
+)
 EXPECTED = {  # file -> (records, scorer)
-    "2wiki.json": (200, "exact"), "aime24.json": (30, "math"), "amc23.json": (40, "math"),
-    "bamboogle.json": (125, "exact"), "gaia.json": (127, "exact"), "gameof24.json": (300, "game24"),
-    "gpqa.json": (300, "mc"), "hotpotqa.json": (100, "exact"), "medqa.json": (300, "mc"),
+    "2wiki.json": (200, "exact"),
+    "aime24.json": (30, "math"),
+    "amc23.json": (40, "math"),
+    "bamboogle.json": (125, "exact"),
+    "gaia.json": (127, "exact"),
+    "gameof24.json": (300, "game24"),
+    "gpqa.json": (300, "mc"),
+    "hotpotqa.json": (100, "exact"),
+    "medqa.json": (300, "mc"),
     "musique.json": (200, "exact"),
 }
 
@@ -45,7 +52,7 @@ def test_every_shared_file_loads_with_its_scorer_and_count(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_reference_answers_score_one_against_themselves(name: str) -> None:
     tasks, raw = load_tasks(SHARED / name), _raw(name)
-    for task, record in zip(tasks, raw):
+    for task, record in zip(tasks, raw, strict=False):
         assert score(task.answer, task) == 1.0, (task.id, task.answer)
         assert score(f"reasoning...\n<answer>{task.answer}</answer>", task) == 1.0
         golds = record["answer"] if isinstance(record["answer"], list) else [record["answer"]]
@@ -59,7 +66,7 @@ def test_reference_answers_score_one_against_themselves(name: str) -> None:
 def test_all_game_of_24_references_are_valid_and_wrong_ones_fail() -> None:
     tasks = load_tasks(SHARED / "gameof24.json")
     references = 0
-    for task, record in zip(tasks, _raw("gameof24.json")):
+    for task, record in zip(tasks, _raw("gameof24.json"), strict=False):
         assert task.metadata["numbers"] == record["question"]
         for expression in record["answer"]:
             references += 1
@@ -72,15 +79,18 @@ def test_all_game_of_24_references_are_valid_and_wrong_ones_fail() -> None:
 @needs_shared
 def test_multiple_choice_mappings_gpqa_and_medqa() -> None:
     gpqa = load_tasks(SHARED / "gpqa.json")
-    for task, record in zip(gpqa, _raw("gpqa.json")):
+    for task, record in zip(gpqa, _raw("gpqa.json"), strict=False):
         assert task.answer == "ABCD"[record["answer_idx"]]
         assert task.choices is not None and len(task.choices) == 4
         assert all(c in task.question for c in task.choices), "the query lists the options"
         wrong = "ABCD"[(record["answer_idx"] + 1) % 4]
         assert score(wrong, task) == 0.0
     medqa = load_tasks(SHARED / "medqa.json")
-    for task, record in zip(medqa, _raw("medqa.json")):
-        assert task.choices is not None and task.choices["ABCD".index(task.answer)] == record["answer"].strip()
+    for task, record in zip(medqa, _raw("medqa.json"), strict=False):
+        assert (
+            task.choices is not None
+            and task.choices["ABCD".index(task.answer)] == record["answer"].strip()
+        )
         assert score(f"({task.answer})", task) == 1.0
 
 
@@ -90,15 +100,18 @@ def test_gaia_uses_final_answer_and_keeps_its_metadata() -> None:
     raw = _raw("gaia.json")
     assert [t.answer for t in tasks] == [r["Final answer"].strip() for r in raw]
     assert {t.metadata["level"] for t in tasks} <= {"1", "2", "3"}
-    assert all(t.metadata["task_id"] == r["task_id"] for t, r in zip(tasks, raw))
+    assert all(t.metadata["task_id"] == r["task_id"] for t, r in zip(tasks, raw, strict=False))
     assert len(load_tasks(SHARED / "gaia.json", split="validation")) == 127
     assert load_tasks(SHARED / "gaia.json", split="test") == []
 
 
 @needs_shared
 def test_limit_and_list_answers_become_aliases() -> None:
-    assert [t.id for t in load_tasks(SHARED / "hotpotqa.json", limit=3)] == \
-        ["hotpotqa-0", "hotpotqa-1", "hotpotqa-2"]
+    assert [t.id for t in load_tasks(SHARED / "hotpotqa.json", limit=3)] == [
+        "hotpotqa-0",
+        "hotpotqa-1",
+        "hotpotqa-2",
+    ]
     game = load_tasks(SHARED / "gameof24.json")
     with_aliases = [t for t in game if t.metadata.get("aliases")]
     assert with_aliases and all(len(t.metadata["aliases"]) >= 1 for t in with_aliases)
@@ -114,9 +127,11 @@ def test_scorer_override() -> None:
 
 def test_jsonl_and_records(tmp_path: Path) -> None:
     path = tmp_path / "mine.jsonl"
-    lines = [{"question": "2+2?", "answer": "4", "scorer": "math", "id": "q1"},
-             {"question": "Capital of Zorva?", "answer": ["Kell", "Kell City"], "metadata": {"hops": 1}},
-             {"question": "Pick one", "answer": "B", "choices": ["x", "y"]}]
+    lines = [
+        {"question": "2+2?", "answer": "4", "scorer": "math", "id": "q1"},
+        {"question": "Capital of Zorva?", "answer": ["Kell", "Kell City"], "metadata": {"hops": 1}},
+        {"question": "Pick one", "answer": "B", "choices": ["x", "y"]},
+    ]
     path.write_text("\n".join(json.dumps(x) for x in lines) + "\n\n", encoding="utf-8")
     tasks = load_tasks(path)
     assert [t.id for t in tasks] == ["q1", "mine-1", "mine-2"]
@@ -134,7 +149,9 @@ def test_jsonl_and_records(tmp_path: Path) -> None:
 def test_missing_fields_name_the_file_and_the_fields(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps({"prompt_text": "hi", "label": 3}) + "\n", encoding="utf-8")
-    with pytest.raises(TaskLoadError, match=r"bad\.jsonl record 0: missing a question field.*label"):
+    with pytest.raises(
+        TaskLoadError, match=r"bad\.jsonl record 0: missing a question field.*label"
+    ):
         load_tasks(path)
     path.write_text(json.dumps({"question": "hi"}) + "\n", encoding="utf-8")
     with pytest.raises(TaskLoadError, match=r"bad\.jsonl record 0: missing an answer field"):
@@ -160,14 +177,18 @@ def test_missing_fields_name_the_file_and_the_fields(tmp_path: Path) -> None:
         load_tasks([{"question": "q", "answer": "a"}], limit=-1)
 
 
-def test_hf_source_without_datasets_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hf_source_without_datasets_package_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # A None entry in sys.modules makes `import datasets` raise ImportError, installed or not.
     monkeypatch.setitem(sys.modules, "datasets", None)
     with pytest.raises(DatasetUnavailableError, match="pip install datasets"):
         load_tasks("hf:openai/gsm8k:test")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("datasets") is None, reason="`datasets` is not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("datasets") is None, reason="`datasets` is not installed"
+)
 def test_hf_source_unavailable_offline_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -26,10 +26,16 @@ CARD = ToolCard(name="Lookup_Tool", description="d", input_types={"query": "str"
     ("text", "inputs"),
     [
         ('Analysis: ok\nCommand: execution = tool.execute(query="item 1")', {"query": "item 1"}),
-        ("```python\nexecution = tool.execute(query='a b', top_k=2)\n```", {"query": "a b", "top_k": 2}),
+        (
+            "```python\nexecution = tool.execute(query='a b', top_k=2)\n```",
+            {"query": "a b", "top_k": 2},
+        ),
         ('tool.execute("positional")', {"query": "positional"}),
         ("Command: item 2", {"query": "item 2"}),  # fallback: the text after Command:
-        ('Command: tool.execute(query="unterminated', {"query": 'tool.execute(query="unterminated'}),
+        (
+            'Command: tool.execute(query="unterminated',
+            {"query": 'tool.execute(query="unterminated'},
+        ),
     ],
 )
 def test_executor_output_forms(text: str, inputs: dict) -> None:
@@ -51,8 +57,12 @@ def test_executor_unknown_input_name_is_an_error() -> None:
 # ------------------------------------------------------------------------------- verifier
 @pytest.mark.parametrize(
     ("text", "stop"),
-    [("Analysis: enough.\nConclusion: STOP", True), ("**Conclusion:** continue", False),
-     ("STOP? no. Conclusion: CONTINUE", False), ("Enough info. STOP", True)],
+    [
+        ("Analysis: enough.\nConclusion: STOP", True),
+        ("**Conclusion:** continue", False),
+        ("STOP? no. Conclusion: CONTINUE", False),
+        ("Enough info. STOP", True),
+    ],
 )
 def test_verifier_output_forms(text: str, stop: bool) -> None:
     out = parse_verifier_output(text)
@@ -99,13 +109,20 @@ class ScriptedModules:
 def test_full_llm_mode_episode() -> None:
     brain = ScriptedModules()
     engine = CallableEngine(brain, batched=True)
-    env = AgentFlowEnv(**lookup_env_kwargs(executor="llm", verifier="llm", generator="llm", engine=engine,
-                                           query_analysis=True))
+    env = AgentFlowEnv(
+        **lookup_env_kwargs(
+            executor="llm", verifier="llm", generator="llm", engine=engine, query_analysis=True
+        )
+    )
     obs, info = env.reset(options={"task_index": 3})
     assert "Query analysis: The query asks for an item code" in obs
     # The planner's sub-goal names the key; the LLM executor writes the call.
     obs, reward, term, trunc, info = env.step("Sub-Goal: look up item 3\nTool Name: Lookup_Tool")
-    assert info["tool_input"] == "item 3" and info["tool_result"] == "code-3" and info["verifier"] == "CONTINUE"
+    assert (
+        info["tool_input"] == "item 3"
+        and info["tool_result"] == "code-3"
+        and info["verifier"] == "CONTINUE"
+    )
     obs, reward, term, trunc, info = env.step("Sub-Goal: look up item 3\nTool Name: Lookup_Tool")
     assert term and info["verifier"] == "STOP" and info["answer"] == "code-3" and reward == 1.0
     # Default module sampling reaches the engine (greedy), never silently replaced.
@@ -114,7 +131,9 @@ def test_full_llm_mode_episode() -> None:
 
 def test_modes_mix_freely_direct_executor_llm_verifier() -> None:
     brain = ScriptedModules(verdicts=["STOP"])
-    env = AgentFlowEnv(**lookup_env_kwargs(verifier="llm", verifier_engine=CallableEngine(brain, batched=True)))
+    env = AgentFlowEnv(
+        **lookup_env_kwargs(verifier="llm", verifier_engine=CallableEngine(brain, batched=True))
+    )
     env.reset(options={"task_index": 1})
     _, reward, term, _, info = env.step(lookup_action("item 1") + "\n<answer>code-1</answer>")
     assert info["tool_result"] == "code-1" and term and reward == 1.0
@@ -123,7 +142,11 @@ def test_modes_mix_freely_direct_executor_llm_verifier() -> None:
 
 def test_unparseable_module_outputs_are_recorded_not_raised() -> None:
     engine = CallableEngine(lambda reqs: ["gibberish"] * len(reqs), batched=True)
-    env = AgentFlowEnv(**lookup_env_kwargs(executor="llm", verifier="llm", generator="llm", engine=engine, max_turns=1))
+    env = AgentFlowEnv(
+        **lookup_env_kwargs(
+            executor="llm", verifier="llm", generator="llm", engine=engine, max_turns=1
+        )
+    )
     env.reset(options={"task_index": 0})
     obs, reward, term, trunc, info = env.step("Sub-Goal: look up item 0\nTool Name: Lookup_Tool")
     assert info["error_kind"] == "executor" and "Error: executor failed" in obs
@@ -135,7 +158,9 @@ def test_engine_errors_are_recorded() -> None:
     def failing(reqs: Sequence[GenerationRequest]) -> list[GenerationResult]:
         return [GenerationResult(text="", error="HTTP 503 after 3 retries") for _ in reqs]
 
-    env = AgentFlowEnv(**lookup_env_kwargs(executor="llm", engine=CallableEngine(failing, batched=True)))
+    env = AgentFlowEnv(
+        **lookup_env_kwargs(executor="llm", engine=CallableEngine(failing, batched=True))
+    )
     env.reset(options={"task_index": 0})
     _, _, _, _, info = env.step("Sub-Goal: look up item 0\nTool Name: Lookup_Tool")
     assert info["error"] == "executor engine failed: HTTP 503 after 3 retries"
@@ -150,7 +175,9 @@ def test_module_sampling_settings_reach_the_engine() -> None:
 
     sampling = SamplingParams(temperature=0.7, top_p=0.9, max_tokens=77, stop=("\n\n",), seed=5)
     executor = LLMExecutor(CallableEngine(record, batched=True), sampling=sampling)
-    env = AgentFlowEnv(**lookup_env_kwargs(executor=executor, tools=[LookupTool({"item 0": "code-0"})]))
+    env = AgentFlowEnv(
+        **lookup_env_kwargs(executor=executor, tools=[LookupTool({"item 0": "code-0"})])
+    )
     env.reset(options={"task_index": 0})
     _, _, _, _, info = env.step("Sub-Goal: anything\nTool Name: Lookup_Tool")
     assert info["tool_result"] == "code-0" and seen == [sampling]

@@ -37,12 +37,16 @@ def test_oracle_solves_search_tasks_of_one_to_three_hops(verbose: bool) -> None:
 def test_wrong_answer_gets_zero_on_generated_search_task() -> None:
     env = gym.make("AgentFlow-Search-v0", num_tasks=5)
     env.reset(options={"task_index": 0})
-    _, reward, terminated, _, info = env.step("Tool Name: Finish\n<answer>Nobody In Particular</answer>")
+    _, reward, terminated, _, info = env.step(
+        "Tool Name: Finish\n<answer>Nobody In Particular</answer>"
+    )
     assert terminated and reward == 0.0 and info["score"] == 0.0
     env.close()
 
 
-@pytest.mark.parametrize("env_id", ["AgentFlow-Math-v0", "AgentFlow-Agentic-v0", "AgentFlow-Science-v0"])
+@pytest.mark.parametrize(
+    "env_id", ["AgentFlow-Math-v0", "AgentFlow-Agentic-v0", "AgentFlow-Science-v0"]
+)
 def test_oracle_solves_tool_using_families(env_id: str) -> None:
     env = gym.make(env_id, num_tasks=8)
     planner = OraclePlanner()
@@ -54,9 +58,13 @@ def test_oracle_solves_tool_using_families(env_id: str) -> None:
 def test_python_code_in_command_and_in_a_fence() -> None:
     env = gym.make("AgentFlow-Math-v0", num_tasks=4)
     env.reset(options={"task_index": 0})
-    _, _, _, _, info = env.step("Sub-Goal: add\nTool Name: Python_Coder_Tool\nCommand: print(19 + 23)")
+    _, _, _, _, info = env.step(
+        "Sub-Goal: add\nTool Name: Python_Coder_Tool\nCommand: print(19 + 23)"
+    )
     assert info["error"] is None and "42" in info["tool_result"]
-    _, _, _, _, info = env.step("Sub-Goal: multiply\nTool Name: Python_Coder_Tool\n```python\nx = 6 * 7\nprint(x)\n```")
+    _, _, _, _, info = env.step(
+        "Sub-Goal: multiply\nTool Name: Python_Coder_Tool\n```python\nx = 6 * 7\nprint(x)\n```"
+    )
     assert info["error"] is None and "42" in info["tool_result"]
     _, _, _, _, info = env.step("Sub-Goal: fail\nTool Name: Python_Coder_Tool\nCommand: 1/0")
     assert "ZeroDivisionError" in (info["error"] or "") + info["tool_result"]

@@ -34,7 +34,9 @@ def test_sub_goal_is_the_input_without_command() -> None:
     assert action.tool_input == "capital of Vorland"
 
 
-@pytest.mark.parametrize("written", ["python coder tool", "Python_Coder", "PYTHON-CODER-TOOL", "python_coder_tool"])
+@pytest.mark.parametrize(
+    "written", ["python coder tool", "Python_Coder", "PYTHON-CODER-TOOL", "python_coder_tool"]
+)
 def test_tool_names_ignore_case_spaces_underscores(written: str) -> None:
     action = parse_action(f"Tool Name: {written}\nCommand: print(1)", TOOLS)
     assert action.tool_name == "Python_Coder_Tool", action.error
@@ -90,11 +92,19 @@ def test_unknown_tool_error_lists_valid_names() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(st.text(max_size=2000), st.binary(max_size=2000).map(lambda b: b.decode("latin-1")), st.none(),
-                 st.integers()))
+@given(
+    st.one_of(
+        st.text(max_size=2000),
+        st.binary(max_size=2000).map(lambda b: b.decode("latin-1")),
+        st.none(),
+        st.integers(),
+    )
+)
 def test_fuzzed_actions_never_raise(text: object) -> None:
     action = parse_action(text, TOOLS)
-    assert (action.error is None) == (action.tool_name is not None and (action.is_finish or bool(action.tool_input)))
+    assert (action.error is None) == (
+        action.tool_name is not None and (action.is_finish or bool(action.tool_input))
+    )
 
 
 def test_one_megabyte_action_is_parsed_from_its_head() -> None:

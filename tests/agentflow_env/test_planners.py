@@ -59,15 +59,21 @@ def test_oracle_writes_the_solution_in_the_action_format(family: str, verbose: b
         assert len(actions) == len(path) + int(needs_code) + 1
         for i, action in enumerate(actions):
             fields = _fields(action)
-            expected = {"Sub-Goal", "Tool Name"} | ({"Justification", "Context"} if verbose else set())
+            expected = {"Sub-Goal", "Tool Name"} | (
+                {"Justification", "Context"} if verbose else set()
+            )
             assert expected <= set(fields) and ("Justification" in fields) == verbose
             parsed = parse_action(action, TOOLS)
             assert parsed.error is None, parsed.error
             if i < len(path):
-                assert fields["Tool Name"] == "Search_Tool" and fields["Command"] == path[i]["query"]
+                assert (
+                    fields["Tool Name"] == "Search_Tool" and fields["Command"] == path[i]["query"]
+                )
             elif i < len(actions) - 1:
                 assert fields["Tool Name"] == "Python_Coder_Tool"
-                assert fields["Command"].startswith("print(") and parsed.command == fields["Command"]
+                assert (
+                    fields["Command"].startswith("print(") and parsed.command == fields["Command"]
+                )
             else:
                 assert fields["Tool Name"] == "Finish" and "Command" not in fields
                 assert ANSWER.findall(action) == [parsed.answer] and parsed.is_finish
@@ -91,8 +97,13 @@ def test_oracle_reads_the_step_from_the_observation_and_keeps_finishing() -> Non
 def test_oracle_answers_loaded_tasks_directly() -> None:
     task = Task(id="x", question="Who?", answer="Ada Lovelace")
     assert ANSWER.findall(_run_oracle(task)[0]) == ["Ada Lovelace"]
-    g24 = Task(id="g", question="[1, 1, 1, 8]", answer="(1+1+1)×8", scorer="game24",
-               metadata={"numbers": [1, 1, 1, 8]})
+    g24 = Task(
+        id="g",
+        question="[1, 1, 1, 8]",
+        answer="(1+1+1)×8",
+        scorer="game24",
+        metadata={"numbers": [1, 1, 1, 8]},
+    )
     actions = _run_oracle(g24)
     assert _fields(actions[0])["Command"] == "print((1+1+1)*8)"
 
@@ -148,13 +159,19 @@ def test_random_tool_planner_acts_on_the_observation_and_can_be_reseeded() -> No
     assert planner.act(first) == a
 
 
-@pytest.mark.parametrize(("result", "title"), [
-    ("Doc 1 (Title: Zorvan Kell) Zorvan Kell was born in Ostra.\nDoc 2 (Title: B) b", "Zorvan Kell"),
-    ("[1] Zorvan Kell: Zorvan Kell was born in ...\n[2] Other: ...", "Zorvan Kell"),
-    ("Article 1: Zorvan Kell\n- Zorvan Kell was born in Ostra.", "Zorvan Kell"),
-    ("1. Zorvan Kell: Zorvan Kell was born", "Zorvan Kell"),
-    ("No passages matched the query.", None),
-])
+@pytest.mark.parametrize(
+    ("result", "title"),
+    [
+        (
+            "Doc 1 (Title: Zorvan Kell) Zorvan Kell was born in Ostra.\nDoc 2 (Title: B) b",
+            "Zorvan Kell",
+        ),
+        ("[1] Zorvan Kell: Zorvan Kell was born in ...\n[2] Other: ...", "Zorvan Kell"),
+        ("Article 1: Zorvan Kell\n- Zorvan Kell was born in Ostra.", "Zorvan Kell"),
+        ("1. Zorvan Kell: Zorvan Kell was born", "Zorvan Kell"),
+        ("No passages matched the query.", None),
+    ],
+)
 def test_first_hit_title_parses_search_results_leniently(result: str, title: str | None) -> None:
     assert first_hit_title(result) == title
 
@@ -164,14 +181,19 @@ def test_search_then_answer_planner() -> None:
     planner = SearchThenAnswerPlanner(verbose=False)
     planner.reset(task)
     first = planner.act(_observation(task.question, []))
-    assert _fields(first) == {"Sub-Goal": _fields(first)["Sub-Goal"], "Tool Name": "Search_Tool",
-                              "Command": task.question}
+    assert _fields(first) == {
+        "Sub-Goal": _fields(first)["Sub-Goal"],
+        "Tool Name": "Search_Tool",
+        "Command": task.question,
+    }
     result = "Doc 1 (Title: Ostra) Ostra is a city.\nDoc 2 (Title: Zorvan Kell) ..."
     second = planner.act(_observation(task.question, [(first, result)]))
     assert ANSWER.findall(second) == ["Ostra"] and parse_action(second, TOOLS).is_finish
     planner.reset(task)
     planner.act(_observation(task.question, []))
-    assert ANSWER.findall(planner.act(_observation(task.question, [(first, "Error: timeout")]))) == ["unknown"]
+    assert ANSWER.findall(
+        planner.act(_observation(task.question, [(first, "Error: timeout")]))
+    ) == ["unknown"]
 
 
 def test_observation_helpers() -> None:
@@ -185,8 +207,12 @@ def test_get_scripted_planner() -> None:
     for name in ("oracle", "random-tool", "search-then-answer"):
         planner = get_scripted_planner(name)
         assert isinstance(planner, ScriptedPlanner) and planner.name == name
-    assert get_scripted_planner("random-tool", tool_names=["Search_Tool"], seed=1).tool_names == ["Search_Tool"]
-    with pytest.raises(ValueError, match=r"valid names: \['oracle', 'random-tool', 'search-then-answer'\]"):
+    assert get_scripted_planner("random-tool", tool_names=["Search_Tool"], seed=1).tool_names == [
+        "Search_Tool"
+    ]
+    with pytest.raises(
+        ValueError, match=r"valid names: \['oracle', 'random-tool', 'search-then-answer'\]"
+    ):
         get_scripted_planner("gpt")
 
 
@@ -197,10 +223,15 @@ def test_oracle_queries_retrieve_the_right_document_first_with_bm25(family: str,
     titles = [d["title"] for d in suite.documents]
     corpus = [f"{d['title']}\n{d['text']}" for d in suite.documents]  # as tools.search indexes
     retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize(corpus, stopwords="en", show_progress=False), show_progress=False)
+    retriever.index(
+        bm25s.tokenize(corpus, stopwords="en", show_progress=False), show_progress=False
+    )
     hops = [h for t in suite.tasks for h in t.metadata["path"]]
-    ranked, _ = retriever.retrieve(bm25s.tokenize([h["query"] for h in hops], stopwords="en",
-                                                  show_progress=False), k=1, show_progress=False)
+    ranked, _ = retriever.retrieve(
+        bm25s.tokenize([h["query"] for h in hops], stopwords="en", show_progress=False),
+        k=1,
+        show_progress=False,
+    )
     hits = sum(titles[ranked[i, 0]] == h["entity"] for i, h in enumerate(hops))
     assert len(hops) > 500 and hits / len(hops) >= 0.95, f"{hits}/{len(hops)} top-1"
 

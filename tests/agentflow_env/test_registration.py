@@ -21,8 +21,12 @@ def env_id(request: pytest.FixtureRequest) -> str:
 
 
 def test_import_registers_every_id() -> None:
-    assert set(ENV_IDS) == {"AgentFlow-Search-v0", "AgentFlow-Agentic-v0", "AgentFlow-Math-v0",
-                            "AgentFlow-Science-v0"}
+    assert set(ENV_IDS) == {
+        "AgentFlow-Search-v0",
+        "AgentFlow-Agentic-v0",
+        "AgentFlow-Math-v0",
+        "AgentFlow-Science-v0",
+    }
     for env_id in ENV_IDS:
         assert env_id in gym.registry
         assert gym.registry[env_id].vector_entry_point == "agentflow_env.vector:AgentFlowVectorEnv"

@@ -24,18 +24,21 @@ from agentflow_env.rewards import (
 from agentflow_env.tasks.base import Task
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("reasoning <answer> Paris </answer>", "Paris"),
-    ("<answer>first</answer> then <ANSWER>second</ANSWER>", "second"),
-    ("<answer>multi\nline</answer>", "multi\nline"),
-    ("thinking... <answer>unclosed", "unclosed"),
-    ("stray </answer> then <answer>late", "late"),
-    ("Work.\nAnswer: 42", "42"),
-    ("Work.\n**Final Answer:** Rome", "Rome"),
-    ("so the answer is Zorvan Kell.", "Zorvan Kell"),
-    ("  just text  ", "just text"),
-    ("", ""),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("reasoning <answer> Paris </answer>", "Paris"),
+        ("<answer>first</answer> then <ANSWER>second</ANSWER>", "second"),
+        ("<answer>multi\nline</answer>", "multi\nline"),
+        ("thinking... <answer>unclosed", "unclosed"),
+        ("stray </answer> then <answer>late", "late"),
+        ("Work.\nAnswer: 42", "42"),
+        ("Work.\n**Final Answer:** Rome", "Rome"),
+        ("so the answer is Zorvan Kell.", "Zorvan Kell"),
+        ("  just text  ", "just text"),
+        ("", ""),
+    ],
+)
 def test_extract_answer(text: str, expected: str) -> None:
     assert extract_answer(text) == expected
 
@@ -66,22 +69,52 @@ def test_f1_score_by_hand() -> None:
     assert f1_score("red dog", ["cat", "red dog"]) == 1.0
 
 
-@pytest.mark.parametrize(("pred", "gold"), [
-    ("3/4", "\\frac{3}{4}"), ("0.75", "3/4"), ("\\boxed{\\dfrac{3}{4}}", "0.75"),
-    ("\\frac34", "0.75"), ("1,234", "1234"), ("1,234,567.5", "1234567.5"), ("50%", "0.5"),
-    ("50", "50%"), ("50\\%", "50"), ("27 miles", "27"), ("The answer is 27.", "27"),
-    ("1.5e3", "1500"), ("1.5 \\times 10^{3}", "1500"), ("x = 5", "5"), ("−5", "-5"),
-    ("$5$", "5"), ("033", "33"), ("0.3333333", "1/3"), ("12.0", "12"), ("90^\\circ", "90"),
-    ("\\text{27}", "27"), ("2\\sqrt{3}", "2 \\sqrt{3}"),
-])
+@pytest.mark.parametrize(
+    ("pred", "gold"),
+    [
+        ("3/4", "\\frac{3}{4}"),
+        ("0.75", "3/4"),
+        ("\\boxed{\\dfrac{3}{4}}", "0.75"),
+        ("\\frac34", "0.75"),
+        ("1,234", "1234"),
+        ("1,234,567.5", "1234567.5"),
+        ("50%", "0.5"),
+        ("50", "50%"),
+        ("50\\%", "50"),
+        ("27 miles", "27"),
+        ("The answer is 27.", "27"),
+        ("1.5e3", "1500"),
+        ("1.5 \\times 10^{3}", "1500"),
+        ("x = 5", "5"),
+        ("−5", "-5"),
+        ("$5$", "5"),
+        ("033", "33"),
+        ("0.3333333", "1/3"),
+        ("12.0", "12"),
+        ("90^\\circ", "90"),
+        ("\\text{27}", "27"),
+        ("2\\sqrt{3}", "2 \\sqrt{3}"),
+    ],
+)
 def test_math_equal_accepts_equivalent_forms(pred: str, gold: str) -> None:
     assert math_equal(pred, gold)
 
 
-@pytest.mark.parametrize(("pred", "gold"), [
-    ("27 or 28", "28"), ("0.74", "3/4"), ("50", "0.5"), ("", "5"), ("five", "5"),
-    ("1/0", "1"), ("1e999999", "1"), ("", ""), ("3", "\\sqrt{3}"), ("1,5", "15"),
-])
+@pytest.mark.parametrize(
+    ("pred", "gold"),
+    [
+        ("27 or 28", "28"),
+        ("0.74", "3/4"),
+        ("50", "0.5"),
+        ("", "5"),
+        ("five", "5"),
+        ("1/0", "1"),
+        ("1e999999", "1"),
+        ("", ""),
+        ("3", "\\sqrt{3}"),
+        ("1,5", "15"),
+    ],
+)
 def test_math_equal_rejects(pred: str, gold: str) -> None:
     assert not math_equal(pred, gold)
 
@@ -95,9 +128,23 @@ def test_parse_number() -> None:
 CHOICES = ("0.9", "0.7", "0.1", "0.3")
 
 
-@pytest.mark.parametrize("pred", ["B", "(B)", "B) 0.7", "B. 0.7", "b", "0.7", "0.70", "Answer: B",
-                                  "\\boxed{B}", "**B**", "The answer is (B).",
-                                  "I think the answer is B because of redshift"])
+@pytest.mark.parametrize(
+    "pred",
+    [
+        "B",
+        "(B)",
+        "B) 0.7",
+        "B. 0.7",
+        "b",
+        "0.7",
+        "0.70",
+        "Answer: B",
+        "\\boxed{B}",
+        "**B**",
+        "The answer is (B).",
+        "I think the answer is B because of redshift",
+    ],
+)
 def test_multiple_choice_accepts_letter_forms_and_text(pred: str) -> None:
     assert multiple_choice_correct(pred, "B", CHOICES)
 
@@ -117,21 +164,44 @@ def test_multiple_choice_gold_forms() -> None:
         multiple_choice_correct("A", "not an option", options)
 
 
-@pytest.mark.parametrize(("expr", "numbers"), [
-    ("(1+1+1)×8", [1, 1, 1, 8]), ("(1+1+1)*8", [1, 1, 1, 8]), ("(1+1+1)x8", [1, 1, 1, 8]),
-    ("(1+1+1)X8", [1, 1, 1, 8]), ("8*(1+1+1) = 24", [1, 1, 1, 8]), ("8/(3-8/3)", [3, 3, 8, 8]),
-    ("8÷(3-8÷3)", [3, 3, 8, 8]), ("\\boxed{8 \\div (3 - 8 \\div 3)}", [3, 3, 8, 8]),
-    ("$(4 + 8) \\times (8 - 7 + 1)$", [1, 4, 7, 8, 8]), ("[(1+1)+1] * 8", [1, 1, 1, 8]),
-])
+@pytest.mark.parametrize(
+    ("expr", "numbers"),
+    [
+        ("(1+1+1)×8", [1, 1, 1, 8]),
+        ("(1+1+1)*8", [1, 1, 1, 8]),
+        ("(1+1+1)x8", [1, 1, 1, 8]),
+        ("(1+1+1)X8", [1, 1, 1, 8]),
+        ("8*(1+1+1) = 24", [1, 1, 1, 8]),
+        ("8/(3-8/3)", [3, 3, 8, 8]),
+        ("8÷(3-8÷3)", [3, 3, 8, 8]),
+        ("\\boxed{8 \\div (3 - 8 \\div 3)}", [3, 3, 8, 8]),
+        ("$(4 + 8) \\times (8 - 7 + 1)$", [1, 4, 7, 8, 8]),
+        ("[(1+1)+1] * 8", [1, 1, 1, 8]),
+    ],
+)
 def test_game24_accepts_valid_solutions(expr: str, numbers: list[int]) -> None:
     assert check_game24(expr, numbers)
 
 
-@pytest.mark.parametrize("expr", [
-    "8*3", "(1+1+1)*8+1-1", "-(1-1-1)*8", "(1+1+1)**8", "__import__('os').system('true')",
-    "(1+1+1)*8.0", "abs(-24)", "1+1+1+8", "8(1+1+1)", "(1+1+1)*8; 24", "", "24",
-    "(1+1)/(1-1)*8", "[1,1,1,8]",
-])
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "8*3",
+        "(1+1+1)*8+1-1",
+        "-(1-1-1)*8",
+        "(1+1+1)**8",
+        "__import__('os').system('true')",
+        "(1+1+1)*8.0",
+        "abs(-24)",
+        "1+1+1+8",
+        "8(1+1+1)",
+        "(1+1+1)*8; 24",
+        "",
+        "24",
+        "(1+1)/(1-1)*8",
+        "[1,1,1,8]",
+    ],
+)
 def test_game24_rejects(expr: str) -> None:
     assert not check_game24(expr, [1, 1, 1, 8])
 
@@ -144,12 +214,22 @@ def _task(**kw: object) -> Task:
 def test_score_dispatch() -> None:
     assert score("<answer>The Kell</answer>", _task(answer="kell")) == 1.0
     assert score("<answer>1,999</answer>", _task(answer="1999")) == 1.0  # exact: numbers too
-    assert score("<answer>red big dog</answer>", _task(answer="red dog", scorer="f1")) == pytest.approx(0.8)
+    assert score(
+        "<answer>red big dog</answer>", _task(answer="red dog", scorer="f1")
+    ) == pytest.approx(0.8)
     assert score("<answer>\\frac{1}{2}</answer>", _task(answer="0.5", scorer="math")) == 1.0
-    assert score("<answer>(C)</answer>", _task(answer="C", scorer="mc", choices=("x", "y", "z"))) == 1.0
+    assert (
+        score("<answer>(C)</answer>", _task(answer="C", scorer="mc", choices=("x", "y", "z")))
+        == 1.0
+    )
     g24 = _task(question="Use [1, 1, 1, 8] to make 24", answer="(1+1+1)*8", scorer="game24")
-    assert score("<answer>8*(1+1+1)</answer>", g24) == 1.0 and score("<answer>8*3</answer>", g24) == 0.0
-    meta = _task(question="Make 24", answer="8/(3-8/3)", scorer="game24", metadata={"numbers": [3, 3, 8, 8]})
+    assert (
+        score("<answer>8*(1+1+1)</answer>", g24) == 1.0
+        and score("<answer>8*3</answer>", g24) == 0.0
+    )
+    meta = _task(
+        question="Make 24", answer="8/(3-8/3)", scorer="game24", metadata={"numbers": [3, 3, 8, 8]}
+    )
     assert score("8/(3-8/3)", meta) == 1.0
     assert score("anything", _task(answer="x", metadata={"aliases": ["anything"]})) == 1.0
 
@@ -165,8 +245,10 @@ def test_score_errors_only_for_malformed_tasks() -> None:
 
 
 JUNK_TASKS = [
-    _task(answer="Zorvan Kell"), _task(answer="Zorvan Kell", scorer="f1"),
-    _task(answer="3/4", scorer="math"), _task(answer="B", scorer="mc", choices=("1", "2", "3", "4")),
+    _task(answer="Zorvan Kell"),
+    _task(answer="Zorvan Kell", scorer="f1"),
+    _task(answer="3/4", scorer="math"),
+    _task(answer="B", scorer="mc", choices=("1", "2", "3", "4")),
     _task(answer="8/(3-8/3)", scorer="game24", metadata={"numbers": [3, 3, 8, 8]}),
 ]
 
@@ -179,10 +261,18 @@ def test_junk_predictions_never_raise(pred: str) -> None:
         assert isinstance(value, float) and 0.0 <= value <= 1.0
 
 
-@pytest.mark.parametrize("pred", [
-    "x" * 1_000_000, "<answer>" * 150_000, "(" * 500_000, "1" * 1_000_000,
-    "<answer>" + "9" * 100_000 + "</answer>", "\x00\xff" * 300_000, "\\frac{" * 100_000,
-])
+@pytest.mark.parametrize(
+    "pred",
+    [
+        "x" * 1_000_000,
+        "<answer>" * 150_000,
+        "(" * 500_000,
+        "1" * 1_000_000,
+        "<answer>" + "9" * 100_000 + "</answer>",
+        "\x00\xff" * 300_000,
+        "\\frac{" * 100_000,
+    ],
+)
 def test_huge_predictions_are_fast_and_score_zero(pred: str) -> None:
     start = time.perf_counter()
     for task in JUNK_TASKS:

@@ -33,8 +33,10 @@ from tests.conftest import REPO_ROOT
 
 MODEL = REPO_ROOT / "learners" / "assets" / "tiny-warmstart"
 MISSING = [m for m in SERVING_MODULES if importlib.util.find_spec(m) is None]
-needs_serve = pytest.mark.skipif(bool(MISSING), reason=f"transformers serve needs {MISSING} "
-                                 "(pip install 'transformers[serving]')")
+needs_serve = pytest.mark.skipif(
+    bool(MISSING),
+    reason=f"transformers serve needs {MISSING} (pip install 'transformers[serving]')",
+)
 
 
 def _server_children() -> set[int]:
@@ -42,7 +44,10 @@ def _server_children() -> set[int]:
     pids = set()
     for child in psutil.Process().children(recursive=True):
         try:
-            if "transformers.cli.transformers" in " ".join(child.cmdline()) or child.status() == "zombie":
+            if (
+                "transformers.cli.transformers" in " ".join(child.cmdline())
+                or child.status() == "zombie"
+            ):
                 pids.add(child.pid)
         except psutil.NoSuchProcess:
             pass
@@ -69,7 +74,11 @@ class _Boom(Exception):
 @needs_serve
 def test_serves_the_model_then_stops_and_reaps_it_even_when_the_block_raises() -> None:
     seen: TransformersServer | None = None
-    with _no_server_left(), pytest.raises(_Boom), serve_transformers(MODEL, timeout_s=120) as server:
+    with (
+        _no_server_left(),
+        pytest.raises(_Boom),
+        serve_transformers(MODEL, timeout_s=120) as server,
+    ):
         seen = server
         assert server.url == f"http://127.0.0.1:{server.port}/v1" and server.model == str(MODEL)
         assert psutil.Process(server.pid).is_running() and 0 < server.startup_s < 120
@@ -77,8 +86,13 @@ def test_serves_the_model_then_stops_and_reaps_it_even_when_the_block_raises() -
         with urllib.request.urlopen(f"{server.url}/models", timeout=10) as resp:
             assert resp.status == 200 and isinstance(json.load(resp)["data"], list)
         with make_engine(server.spec) as engine:  # the served model answers under its name
-            (result,) = engine.generate([GenerationRequest(prompt="Question: Where was Ada born?\n",
-                                                           sampling={"max_tokens": 8})])
+            (result,) = engine.generate(
+                [
+                    GenerationRequest(
+                        prompt="Question: Where was Ada born?\n", sampling={"max_tokens": 8}
+                    )
+                ]
+            )
         assert result.error is None and result.completion_tokens and result.completion_tokens > 0
         assert server.log_path.is_file()
         raise _Boom
@@ -112,7 +126,9 @@ def test_a_server_that_exits_raises_start_error_with_the_log_tail() -> None:
     # The line that names the mistake is kept whole, however long the option list printed after
     # it (transformers 5.25 prints every valid option), and the excerpt stays bounded.
     lines = info.value.log_tail.splitlines()
-    assert any("no such option" in line.lower() and "--no-such-option" in line for line in lines), lines
+    assert any("no such option" in line.lower() and "--no-such-option" in line for line in lines), (
+        lines
+    )
     assert len(info.value.log_tail) <= 3000
 
 

@@ -16,8 +16,8 @@ import pytest
 from agentflow_env.rewards import check_game24, math_equal, score
 from agentflow_env.tasks import TaskSuite, make_suite
 from agentflow_env.tasks.math_tasks import evaluate_arithmetic, format_number, solve_24
-from agentflow_env.tasks.search_world import RELATIONS, generate_world
 from agentflow_env.tasks.science import format_option
+from agentflow_env.tasks.search_world import RELATIONS, generate_world
 
 FAMILIES = ("search", "math", "agentic", "science")
 REPO = Path(__file__).parents[2]
@@ -44,18 +44,27 @@ def test_same_seed_same_suite_other_seed_other_suite(family: str) -> None:
 
 
 def test_same_suite_in_fresh_processes_with_different_hash_seeds() -> None:
-    code = ("import hashlib, json, sys; from agentflow_env.tasks import make_suite\n"
-            "out = []\n"
-            "for f in ('search', 'math', 'agentic', 'science'):\n"
-            "    s = make_suite(f, seed=3, num_tasks=40)\n"
-            "    p = [t.model_dump(mode='json') for t in s.tasks], list(s.documents)\n"
-            "    out.append(hashlib.sha256(json.dumps(p, sort_keys=True).encode()).hexdigest())\n"
-            "print(' '.join(out))")
+    code = (
+        "import hashlib, json, sys; from agentflow_env.tasks import make_suite\n"
+        "out = []\n"
+        "for f in ('search', 'math', 'agentic', 'science'):\n"
+        "    s = make_suite(f, seed=3, num_tasks=40)\n"
+        "    p = [t.model_dump(mode='json') for t in s.tasks], list(s.documents)\n"
+        "    out.append(hashlib.sha256(json.dumps(p, sort_keys=True).encode()).hexdigest())\n"
+        "print(' '.join(out))"
+    )
     digests = []
     for hash_seed in ("1", "12345"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             env=env, cwd=REPO, timeout=120, check=True)
+        run = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=120,
+            check=True,
+        )
         digests.append(run.stdout.split())
     here = [_digest(make_suite(f, seed=3, num_tasks=40)) for f in FAMILIES]
     assert digests[0] == digests[1] == here
@@ -65,7 +74,9 @@ def test_default_sizes_match_the_env_defaults() -> None:
     assert [len(make_suite(f)) for f in FAMILIES] == [500, 500, 300, 300]
 
 
-def test_search_tasks_follow_their_paths_through_the_documents(suites: dict[str, TaskSuite]) -> None:
+def test_search_tasks_follow_their_paths_through_the_documents(
+    suites: dict[str, TaskSuite],
+) -> None:
     suite = suites["search"]
     docs = {d["title"]: d["text"] for d in suite.documents}
     assert len(docs) == len(suite.documents) == 248, "one document per entity, unique titles"
@@ -108,9 +119,24 @@ def test_world_is_consistent() -> None:
         if entity.kind == "company":
             founder = world.entities[entity.links["founded_by"]]
             assert entity.facts["founded"] - founder.facts["birth_year"] >= 20
-    tokens = [w.lower() for name in world.entities for w in name.split()
-              if w not in ("Industries", "Labs", "Systems", "Works", "Holdings", "Dynamics", "Foods",
-                           "Motors", "Mills", "Group")]
+    tokens = [
+        w.lower()
+        for name in world.entities
+        for w in name.split()
+        if w
+        not in (
+            "Industries",
+            "Labs",
+            "Systems",
+            "Works",
+            "Holdings",
+            "Dynamics",
+            "Foods",
+            "Motors",
+            "Mills",
+            "Group",
+        )
+    ]
     assert len(tokens) == len(set(tokens)), "every invented word is used once"
     with pytest.raises(ValueError, match="n_people"):
         generate_world(0, n_people=3)
@@ -149,10 +175,15 @@ def test_arithmetic_evaluator_and_formatting() -> None:
     for bad in ["__import__('os')", "a + 1", "2 ** 100000", "1/0", "[1]", "x" * 20_000]:
         with pytest.raises(ValueError):
             evaluate_arithmetic(bad)
-    assert [format_number(Fraction(n, d)) for n, d in [(6, 3), (-5, 2), (1, 3), (3, 8)]] == \
-        ["2", "-2.5", "1/3", "0.375"]
-    assert [format_option(Fraction(n, d)) for n, d in [(25, 44), (90000, 1), (1, 4), (2000, 3)]] == \
-        ["0.5682", "90000", "0.25", "666.7"]
+    assert [format_number(Fraction(n, d)) for n, d in [(6, 3), (-5, 2), (1, 3), (3, 8)]] == [
+        "2",
+        "-2.5",
+        "1/3",
+        "0.375",
+    ]
+    assert [
+        format_option(Fraction(n, d)) for n, d in [(25, 44), (90000, 1), (1, 4), (2000, 3)]
+    ] == ["0.5682", "90000", "0.25", "666.7"]
 
 
 def test_agentic_tasks_need_search_and_computation(suites: dict[str, TaskSuite]) -> None:
@@ -168,7 +199,9 @@ def test_agentic_tasks_need_search_and_computation(suites: dict[str, TaskSuite])
         if task.scorer == "math":
             assert isinstance(value, int) and value > 0 and str(value) == task.answer
             numbers = [h["answer"] for h in path if h["answer"].isdigit()]
-            assert all(n in task.metadata["expression"] for n in numbers[-2:]), "computed from retrieved facts"
+            assert all(n in task.metadata["expression"] for n in numbers[-2:]), (
+                "computed from retrieved facts"
+            )
         else:
             assert task.scorer == "exact" and value == task.answer
         assert task.answer not in task.question or task.scorer == "exact"
@@ -185,7 +218,7 @@ def test_science_options_have_one_verifiable_key(suites: dict[str, TaskSuite]) -
         value = eval(task.metadata["expression"])  # our own generated expression
         shown = float(correct.split()[0])
         assert abs(shown - value) <= 1e-3 * abs(value), (task.id, correct, value)
-        for letter, choice in zip("ABCD", task.choices):
+        for letter, choice in zip("ABCD", task.choices, strict=False):
             assert f"{letter}. {choice}" in task.question
             assert score(letter, task) == (1.0 if letter == task.answer else 0.0)
         assert score(correct, task) == 1.0
@@ -199,5 +232,13 @@ def test_bad_arguments_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="num_tasks"):
         make_suite("science", num_tasks=0)
     with pytest.raises(ValueError, match="unique questions"):
-        make_suite("search", num_tasks=500, hops=1, n_people=4, n_cities=1, n_companies=1,
-                   n_countries=1, max_tries=2_000)
+        make_suite(
+            "search",
+            num_tasks=500,
+            hops=1,
+            n_people=4,
+            n_cities=1,
+            n_companies=1,
+            n_countries=1,
+            max_tries=2_000,
+        )

@@ -12,15 +12,26 @@ import pytest
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
 from agentflow_env import AgentFlowEnv, AgentFlowVectorEnv
+from tests.agentflow_env.helpers import (
+    LookupTool,
+    finish_action,
+    lookup_action,
+    lookup_env_kwargs,
+    numbered_tasks,
+)
 from tools.base import ToolResult
-from tests.agentflow_env.helpers import LookupTool, finish_action, lookup_action, lookup_env_kwargs, numbered_tasks
 
 
 def _policy(obs: str, rng: np.random.Generator) -> str:
     """A seeded random policy over good, bad and finishing actions."""
     item = obs.split("item ")[1].split("?")[0]
-    choices = [lookup_action(f"item {item}"), finish_action(f"code-{item}"), finish_action("wrong"),
-               "nonsense", lookup_action("nope")]
+    choices = [
+        lookup_action(f"item {item}"),
+        finish_action(f"code-{item}"),
+        finish_action("wrong"),
+        "nonsense",
+        lookup_action("nope"),
+    ]
     return choices[int(rng.integers(len(choices)))]
 
 
@@ -37,8 +48,12 @@ def test_shapes_and_first_step() -> None:
 
 
 def test_make_vec_uses_the_stage_batched_env() -> None:
-    envs = gym.make_vec("AgentFlow-Search-v0", num_envs=3, vectorization_mode="vector_entry_point",
-                        **lookup_env_kwargs())
+    envs = gym.make_vec(
+        "AgentFlow-Search-v0",
+        num_envs=3,
+        vectorization_mode="vector_entry_point",
+        **lookup_env_kwargs(),
+    )
     assert isinstance(envs.unwrapped, AgentFlowVectorEnv) and envs.num_envs == 3
     envs.close()
 
@@ -80,11 +95,15 @@ def test_same_step_autoreset_reports_final_obs() -> None:
 
 def test_disabled_autoreset_finished_envs_wait_without_work() -> None:
     tool = LookupTool({"item 1": "code-1"})
-    envs = AgentFlowVectorEnv(2, autoreset_mode=AutoresetMode.DISABLED, **lookup_env_kwargs(tools=[tool]))
+    envs = AgentFlowVectorEnv(
+        2, autoreset_mode=AutoresetMode.DISABLED, **lookup_env_kwargs(tools=[tool])
+    )
     envs.reset(options={"task_indices": [0, 1]})
     envs.step([finish_action("code-0"), lookup_action("item 1")])
     calls_before = list(tool.calls)
-    obs, rewards, terms, truncs, infos = envs.step([lookup_action("item 1"), lookup_action("item 1")])
+    obs, rewards, terms, truncs, infos = envs.step(
+        [lookup_action("item 1"), lookup_action("item 1")]
+    )
     assert tool.calls == calls_before + ["item 1"], "the finished episode made no tool call"
     assert infos["skipped"][0] and not terms[0] and rewards[0] == 0.0
     obs, infos = envs.reset(options={"reset_mask": np.array([True, False])})
@@ -136,11 +155,15 @@ def test_slow_tool_affects_only_its_episode() -> None:
     envs = AgentFlowVectorEnv(4, **lookup_env_kwargs(tools=[tool], tool_timeout_s=0.5))
     envs.reset(options={"task_indices": [0, 1, 2, 3]})
     start = time.perf_counter()
-    obs, _, _, _, infos = envs.step([lookup_action("hang")] + [lookup_action(f"item {i}") for i in (1, 2, 3)])
+    obs, _, _, _, infos = envs.step(
+        [lookup_action("hang")] + [lookup_action(f"item {i}") for i in (1, 2, 3)]
+    )
     assert time.perf_counter() - start < 1.5
     assert "timed out" in infos["error"][0]
     assert [infos["tool_result"][i] for i in (1, 2, 3)] == ["code-1", "code-2", "code-3"]
-    _, rewards, terms, _, _ = envs.step([finish_action("code-0")] + [finish_action(f"code-{i}") for i in (1, 2, 3)])
+    _, rewards, terms, _, _ = envs.step(
+        [finish_action("code-0")] + [finish_action(f"code-{i}") for i in (1, 2, 3)]
+    )
     assert terms.all() and rewards.tolist() == [1.0] * 4
 
 
@@ -160,12 +183,19 @@ class _ThreadRecordingTool(LookupTool):
 
 def test_inline_tools_run_on_the_stepping_thread_and_pool_tools_do_not() -> None:
     table = {f"item {i}": f"code-{i}" for i in range(4)}
-    inline, pooled = _ThreadRecordingTool(table, "Inline_Tool", True), _ThreadRecordingTool(table, "Pool_Tool", False)
+    inline, pooled = (
+        _ThreadRecordingTool(table, "Inline_Tool", True),
+        _ThreadRecordingTool(table, "Pool_Tool", False),
+    )
     envs = AgentFlowVectorEnv(4, **lookup_env_kwargs(tools=[inline, pooled]))
     envs.reset(options={"task_indices": [0, 1, 2, 3]})
-    act = [lookup_action(f"item {i}").replace("Lookup_Tool", name)
-           for i, name in enumerate(["Inline_Tool", "Pool_Tool", "Inline_Tool", "Pool_Tool"])]
-    act[2] = act[2].replace("item 2", "boom")  # an inline tool that raises only fails its own episode
+    act = [
+        lookup_action(f"item {i}").replace("Lookup_Tool", name)
+        for i, name in enumerate(["Inline_Tool", "Pool_Tool", "Inline_Tool", "Pool_Tool"])
+    ]
+    act[2] = act[2].replace(
+        "item 2", "boom"
+    )  # an inline tool that raises only fails its own episode
     _, _, _, _, infos = envs.step(act)
     assert [infos["tool_result"][i] for i in (0, 1, 3)] == ["code-0", "code-1", "code-3"]
     assert infos["error_kind"][2] == "tool" and "RuntimeError: tool exploded" in infos["error"][2]
@@ -179,8 +209,10 @@ def _make_single():
 
 
 def test_gymnasium_sync_and_async_vector_envs_still_work() -> None:
-    for envs in (SyncVectorEnv([_make_single] * 2),
-                 AsyncVectorEnv([_make_single] * 2, shared_memory=False, context="fork")):
+    for envs in (
+        SyncVectorEnv([_make_single] * 2),
+        AsyncVectorEnv([_make_single] * 2, shared_memory=False, context="fork"),
+    ):
         obs, _ = envs.reset(seed=0)
         assert all(o.startswith("You are the planner") for o in obs)
         obs, rewards, terms, _, infos = envs.step([lookup_action("item 0"), "junk"])
@@ -191,7 +223,9 @@ def test_gymnasium_sync_and_async_vector_envs_still_work() -> None:
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="num_envs"):
         AgentFlowVectorEnv(0, **lookup_env_kwargs())
-    envs = AgentFlowVectorEnv(2, tasks=numbered_tasks(2), tools=[LookupTool()], scorer=lambda a, t: 0.0)
+    envs = AgentFlowVectorEnv(
+        2, tasks=numbered_tasks(2), tools=[LookupTool()], scorer=lambda a, t: 0.0
+    )
     with pytest.raises(gym.error.ResetNeeded):
         envs.step(["a", "b"])
     envs.reset()

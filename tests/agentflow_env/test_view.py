@@ -338,7 +338,9 @@ def test_cli_from_a_real_recorded_run(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main([str(traj), str(traj), "-o", str(out), "--max-episodes", "3"]) == 0
     both = Page(out.read_text())
     assert len(both.by_class("details", "episode")) == 3
-    assert "AgentFlow trajectories: traj.jsonl and 1 more" in "".join(both.text)  # the title names both files
+    assert "AgentFlow trajectories: traj.jsonl and 1 more" in "".join(
+        both.text
+    )  # the title names both files
 
 
 def test_cli_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -404,7 +404,7 @@ def test_feature_layout_and_relations_single_out_the_answer(world: Any) -> None:
     text, *_ = base.unwrapped.step(search_action("Search_Tool", "Where was Alia Varn born?"))
     view = split_observation(text)
     rel = {
-        c: dict(zip(RELATION_NAMES, candidate_relations(view, finish_action(c))[4:]))
+        c: dict(zip(RELATION_NAMES, candidate_relations(view, finish_action(c))[4:], strict=False))
         for c in ("Tolmere", "Alia Varn", COMPANIES[0], "Brackwater")
     }
     assert rel["Tolmere"]["context_overlap"] == 1.0 and rel["Tolmere"]["arg_in_question"] == 0.0
@@ -412,7 +412,10 @@ def test_feature_layout_and_relations_single_out_the_answer(world: Any) -> None:
     assert rel[COMPANIES[0]]["context_overlap"] < 1.0
     assert all(r["finish"] == 1.0 and r["valid"] == 1.0 for r in rel.values())
     search = candidate_relations(view, search_action("Search_Tool", "Where was Alia Varn born?"))
-    assert search[0] == 1.0 and dict(zip(RELATION_NAMES, search[4:]))["arg_repeated"] == 1.0
+    assert (
+        search[0] == 1.0
+        and dict(zip(RELATION_NAMES, search[4:], strict=False))["arg_repeated"] == 1.0
+    )
     assert not candidate_relations(view, "garbage without fields").any()
     vec = env.observation({"text": text, "candidates": (finish_action("Tolmere"), "", "", "")})
     assert env.observation_space.contains(vec)
@@ -480,7 +483,9 @@ def test_features_carry_enough_signal_for_a_fixed_linear_rule(world: Any) -> Non
     def rule(env: TextFeatureWrapper, obs: np.ndarray) -> int:
         scores = []
         for i in range(env.k):
-            r = dict(zip(RELATION_NAMES, obs[env.layout[f"candidate_{i}"]][env.dim + 4 :]))
+            r = dict(
+                zip(RELATION_NAMES, obs[env.layout[f"candidate_{i}"]][env.dim + 4 :], strict=False)
+            )
             turn1 = obs[env.layout["progress"]][0] == 1.0
             scores.append(
                 r["question_recall"]
@@ -590,7 +595,9 @@ def test_candidate_policy_is_permutation_equivariant_and_trains(world: Any) -> N
     )
     before = [p.detach().clone() for p in model.policy.parameters()]
     model.learn(128)
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.policy.parameters()))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before, model.policy.parameters(), strict=False)
+    )
     with pytest.raises(TypeError, match="TextFeatureWrapper"):
         candidate_policy_kwargs(make_env(world))
     with pytest.raises(ValueError, match="CandidateActionWrapper"):

@@ -11,25 +11,52 @@ from benchmarks.learning import main, merge_results
 
 
 def _run(method: str, seed: int, before: float, after: float, minutes: float) -> dict:
-    return {"method": method, "seed": seed, "before": before, "after": after, "gain": after - before,
-            "train_minutes": minutes, "curve": [{"step": 0, "eval_success": before, "minutes": 0.0},
-                                                {"step": 9, "eval_success": after, "minutes": minutes}]}
+    return {
+        "method": method,
+        "seed": seed,
+        "before": before,
+        "after": after,
+        "gain": after - before,
+        "train_minutes": minutes,
+        "curve": [
+            {"step": 0, "eval_success": before, "minutes": 0.0},
+            {"step": 9, "eval_success": after, "minutes": minutes},
+        ],
+    }
 
 
 def _file(path: Path, runs: list[dict], stamp: str) -> Path:
-    path.write_text(json.dumps({"quick": False, "results": runs, "machine": {"cpus": 2, "timestamp": stamp}}))
+    path.write_text(
+        json.dumps({"quick": False, "results": runs, "machine": {"cpus": 2, "timestamp": stamp}})
+    )
     return path
 
 
-def test_merge_later_file_replaces_same_method_and_seed_and_keeps_provenance(tmp_path: Path) -> None:
+def test_merge_later_file_replaces_same_method_and_seed_and_keeps_provenance(
+    tmp_path: Path,
+) -> None:
     pytest.importorskip("matplotlib")
-    old = _file(tmp_path / "old.json", [_run("flow_grpo", 0, 0.24, 0.47, 10.1), _run("flow_grpo", 1, 0.23, 0.48, 10.05),
-                                        _run("sft_only", 0, 0.24, 0.95, 10.0)], "2026-11-22T08:42:00")
-    new = _file(tmp_path / "new.json", [_run("flow_grpo", 0, 0.25, 0.46, 9.9), _run("flow_grpo", 1, 0.23, 0.52, 9.97)],
-                "2026-11-22T09:08:00")
+    old = _file(
+        tmp_path / "old.json",
+        [
+            _run("flow_grpo", 0, 0.24, 0.47, 10.1),
+            _run("flow_grpo", 1, 0.23, 0.48, 10.05),
+            _run("sft_only", 0, 0.24, 0.95, 10.0),
+        ],
+        "2026-11-22T08:42:00",
+    )
+    new = _file(
+        tmp_path / "new.json",
+        [_run("flow_grpo", 0, 0.25, 0.46, 9.9), _run("flow_grpo", 1, 0.23, 0.52, 9.97)],
+        "2026-11-22T09:08:00",
+    )
     results, quick = merge_results([old, new])
     assert not quick
-    assert [(r["method"], r["seed"]) for r in results] == [("flow_grpo", 0), ("flow_grpo", 1), ("sft_only", 0)]
+    assert [(r["method"], r["seed"]) for r in results] == [
+        ("flow_grpo", 0),
+        ("flow_grpo", 1),
+        ("sft_only", 0),
+    ]
     assert [r["measured"]["file"] for r in results] == [str(new), str(new), str(old)]
     assert results[0]["train_minutes"] == 9.9
     out = tmp_path / "merged.json"

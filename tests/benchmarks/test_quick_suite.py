@@ -19,12 +19,28 @@ BENCH_DEPS = [m for m in ("psutil", "trl", "matplotlib") if importlib.util.find_
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-@pytest.mark.skipif(bool(BENCH_DEPS), reason=f"the benchmarks need {BENCH_DEPS} (pip install -e '.[bench]')")
+@pytest.mark.skipif(
+    bool(BENCH_DEPS), reason=f"the benchmarks need {BENCH_DEPS} (pip install -e '.[bench]')"
+)
 def test_quick_suite_runs_every_benchmark(tmp_path: Path) -> None:
     saved = {p.name: p.read_bytes() for p in (ROOT / "benchmarks" / "results").glob("*.json")}
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--results-dir", str(tmp_path),
-                           "--markdown", str(tmp_path / "table.md")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=1700, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--results-dir",
+            str(tmp_path),
+            "--markdown",
+            str(tmp_path / "table.md"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1700,
+        check=False,
+    )
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     combined = json.loads((tmp_path / "all.json").read_text())
     assert combined["mode"] == "quick"
@@ -34,9 +50,13 @@ def test_quick_suite_runs_every_benchmark(tmp_path: Path) -> None:
         data = json.loads((tmp_path / f"{name}.json").read_text())
         assert data["quick"] is True and data["machine"]["cpus"] >= 1, name
     rows = {b["name"]: b["rows"] for b in combined["benchmarks"]}
-    assert any(r[0].startswith("target: flow_grpo") and "[quick run]" in r[0] for r in rows["learning"])
+    assert any(
+        r[0].startswith("target: flow_grpo") and "[quick run]" in r[0] for r in rows["learning"]
+    )
     assert any("vector/serial" in r[0] for r in rows["vector_throughput"])
     table = (tmp_path / "table.md").read_text()
     assert all(f"| {name} |" in table for name in BENCHMARKS)
     # the committed full results are left as they were
-    assert {p.name: p.read_bytes() for p in (ROOT / "benchmarks" / "results").glob("*.json")} == saved
+    assert {
+        p.name: p.read_bytes() for p in (ROOT / "benchmarks" / "results").glob("*.json")
+    } == saved

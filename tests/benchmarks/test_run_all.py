@@ -58,25 +58,61 @@ def test_learning_rows_follow_the_saved_json() -> None:
 
 
 def test_learning_hand_made_two_seeds_met() -> None:
-    runs = [{"method": "flow_grpo", "seed": 0, "before": 0.40, "after": 0.65, "gain": 0.25, "train_minutes": 8.0},
-            {"method": "flow_grpo", "seed": 1, "before": 0.50, "after": 0.65, "gain": 0.15, "train_minutes": 9.5}]
-    data = {"quick": False, "results": runs, "target_gain": 0.1, "target_minutes": 10.0, "target_met": True,
-            "summary": {"flow_grpo": {"mean_gain": 0.20, "std_gain": 0.05, "n": 2}}}
+    runs = [
+        {
+            "method": "flow_grpo",
+            "seed": 0,
+            "before": 0.40,
+            "after": 0.65,
+            "gain": 0.25,
+            "train_minutes": 8.0,
+        },
+        {
+            "method": "flow_grpo",
+            "seed": 1,
+            "before": 0.50,
+            "after": 0.65,
+            "gain": 0.15,
+            "train_minutes": 9.5,
+        },
+    ]
+    data = {
+        "quick": False,
+        "results": runs,
+        "target_gain": 0.1,
+        "target_minutes": 10.0,
+        "target_met": True,
+        "summary": {"flow_grpo": {"mean_gain": 0.20, "std_gain": 0.05, "n": 2}},
+    }
     assert summarize("learning", data) == [
         ("flow_grpo held-out gain (2 seeds)", "+0.20 ± 0.05 (0.45 -> 0.65)", "", ""),
-        ("target: flow_grpo +10 points in 10 min (every seed)", "worst seed +0.15 in 9.5 min",
-         ">= +0.10 in 10 min", "yes"),
+        (
+            "target: flow_grpo +10 points in 10 min (every seed)",
+            "worst seed +0.15 in 9.5 min",
+            ">= +0.10 in 10 min",
+            "yes",
+        ),
     ]
 
 
 def test_learning_without_a_flow_grpo_run_says_so() -> None:
-    data = {"quick": True, "results": [{"method": "sft_only", "before": 0.2, "after": 0.3, "gain": 0.1,
-                                        "train_minutes": 1.0}],
-            "summary": {"sft_only": {"mean_gain": 0.1, "std_gain": 0.0, "n": 1}},
-            "target_gain": 0.2, "target_minutes": 10.0, "target_met": False}
+    data = {
+        "quick": True,
+        "results": [
+            {"method": "sft_only", "before": 0.2, "after": 0.3, "gain": 0.1, "train_minutes": 1.0}
+        ],
+        "summary": {"sft_only": {"mean_gain": 0.1, "std_gain": 0.0, "n": 1}},
+        "target_gain": 0.2,
+        "target_minutes": 10.0,
+        "target_met": False,
+    }
     rows = summarize("learning", data)
-    assert rows[-1] == ("target: flow_grpo +20 points in 10 min (every seed) [quick run]", "no flow_grpo run",
-                        ">= +0.20 in 10 min", "NO")
+    assert rows[-1] == (
+        "target: flow_grpo +20 points in 10 min (every seed) [quick run]",
+        "no flow_grpo run",
+        ">= +0.20 in 10 min",
+        "NO",
+    )
 
 
 # ------------------------------------------------------------------------------------- update
@@ -94,9 +130,14 @@ def test_update_rows_follow_the_saved_json() -> None:
 
 
 def test_update_hand_made_side_by_side() -> None:
-    data = {"queries": 4, "group_size": 8, "rows": [
-        {"variant": "flow_grpo_packed", "tokens_per_s": 3000.4, "peak_rss_growth_mb": 12.6},
-        {"variant": "trl_grpo", "tokens_per_s": 1000.0, "peak_rss_growth_mb": 1234.0}]}
+    data = {
+        "queries": 4,
+        "group_size": 8,
+        "rows": [
+            {"variant": "flow_grpo_packed", "tokens_per_s": 3000.4, "peak_rss_growth_mb": 12.6},
+            {"variant": "trl_grpo", "tokens_per_s": 1000.0, "peak_rss_growth_mb": 1234.0},
+        ],
+    }
     assert summarize("update_throughput", data) == [
         ("update flow_grpo_packed (4x8): tokens/s | peak RSS growth", "3,000 | 13 MB", "", ""),
         ("update trl_grpo (4x8): tokens/s | peak RSS growth", "1,000 | 1,234 MB", "", ""),
@@ -107,14 +148,25 @@ def test_update_hand_made_side_by_side() -> None:
 
 
 # ---------------------------------------------------------------------------------- malformed
-@pytest.mark.parametrize(("name", "data", "detail"), [
-    ("learning", {}, "missing key 'results'"),
-    ("learning", {"results": [], "summary": {"flow_grpo": 0.3}}, "TypeError"),
-    ("learning", {"results": [], "summary": {}, "target_gain": "lots", "target_minutes": 10}, "ValueError"),
-    ("update_throughput", {"queries": 4, "group_size": 8, "rows": [{"variant": "x"}]}, "missing key 'tokens_per_s'"),
-    ("update_throughput", ["not", "an", "object"], "expected a JSON object, got list"),
-    ("search_throughput", {"rows": None}, "TypeError"),
-])
+@pytest.mark.parametrize(
+    ("name", "data", "detail"),
+    [
+        ("learning", {}, "missing key 'results'"),
+        ("learning", {"results": [], "summary": {"flow_grpo": 0.3}}, "TypeError"),
+        (
+            "learning",
+            {"results": [], "summary": {}, "target_gain": "lots", "target_minutes": 10},
+            "ValueError",
+        ),
+        (
+            "update_throughput",
+            {"queries": 4, "group_size": 8, "rows": [{"variant": "x"}]},
+            "missing key 'tokens_per_s'",
+        ),
+        ("update_throughput", ["not", "an", "object"], "expected a JSON object, got list"),
+        ("search_throughput", {"rows": None}, "TypeError"),
+    ],
+)
 def test_malformed_json_gives_one_clear_row(name: str, data: Any, detail: str) -> None:
     [(metric, value, target, met)] = summarize(name, data)
     assert target == ""
@@ -137,20 +189,37 @@ def test_read_result_of_missing_and_broken_files(tmp_path: Path) -> None:
 
 
 # -------------------------------------------------------------------------------- table, machine
-MACHINE = {"cpus": 2, "cpu_model": "Test CPU", "platform": "Linux-x", "python": "3.11.7", "loadavg": [1.0]}
+MACHINE = {
+    "cpus": 2,
+    "cpu_model": "Test CPU",
+    "platform": "Linux-x",
+    "python": "3.11.7",
+    "loadavg": [1.0],
+}
 
 
 def test_machine_caption_names_the_machine_once_or_per_benchmark() -> None:
-    same = [{"name": "a", "machine": MACHINE}, {"name": "b", "machine": {**MACHINE, "loadavg": [3.0]}}]
+    same = [
+        {"name": "a", "machine": MACHINE},
+        {"name": "b", "machine": {**MACHINE, "loadavg": [3.0]}},
+    ]
     assert machine_caption(MACHINE, same) == "measured on 2 CPUs (Test CPU), Linux-x, Python 3.11.7"
     mixed = [*same, {"name": "c", "machine": {"cpus": 8, "platform": "Linux-y"}}, {"name": "d"}]
-    assert machine_caption(MACHINE, mixed) == ("measured on: a, b: 2 CPUs (Test CPU), Linux-x, Python 3.11.7; "
-                                               "c: 8 CPUs, Linux-y; d: machine not recorded")
+    assert machine_caption(MACHINE, mixed) == (
+        "measured on: a, b: 2 CPUs (Test CPU), Linux-x, Python 3.11.7; "
+        "c: 8 CPUs, Linux-y; d: machine not recorded"
+    )
 
 
 def test_table_shows_cells_as_written_and_the_machine() -> None:
-    results = [{"name": "learning", "status": "ok", "machine": MACHINE,
-                "rows": [("[bold]not markup[/bold]", "+0.08", "", "NO")]}]
+    results = [
+        {
+            "name": "learning",
+            "status": "ok",
+            "machine": MACHINE,
+            "rows": [("[bold]not markup[/bold]", "+0.08", "", "NO")],
+        }
+    ]
     out = io.StringIO()
     Console(file=out, width=200).print(render_table(results, MACHINE, "quick"))
     text = out.getvalue()
@@ -159,26 +228,58 @@ def test_table_shows_cells_as_written_and_the_machine() -> None:
 
 
 def test_markdown_table_escapes_pipes_and_names_the_machine() -> None:
-    results = [{"name": "update_throughput", "status": "ok", "machine": MACHINE,
-                "rows": [("tokens/s | peak RSS", "2,722 | 938 MB", "", ""), ("ratio", "2.8x", ">= 2x", "yes")]},
-               {"name": "learning", "status": "malformed", "rows": [("malformed learning.json", "x\ny", "", "NO")]}]
+    results = [
+        {
+            "name": "update_throughput",
+            "status": "ok",
+            "machine": MACHINE,
+            "rows": [
+                ("tokens/s | peak RSS", "2,722 | 938 MB", "", ""),
+                ("ratio", "2.8x", ">= 2x", "yes"),
+            ],
+        },
+        {
+            "name": "learning",
+            "status": "malformed",
+            "rows": [("malformed learning.json", "x\ny", "", "NO")],
+        },
+    ]
     md = render_markdown(results, MACHINE).splitlines()
-    assert md[:2] == ["| benchmark | measure | value | target | met |", "| --- | --- | --- | --- | --- |"]
+    assert md[:2] == [
+        "| benchmark | measure | value | target | met |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     assert md[2] == "| update_throughput | tokens/s \\| peak RSS | 2,722 \\| 938 MB |  |  |"
     assert md[3] == "|  | ratio | 2.8x | >= 2x | yes |"
     assert md[4] == "| learning (malformed) | malformed learning.json | x y |  | NO |"
-    assert md[-1] == ("measured on: update_throughput: 2 CPUs (Test CPU), Linux-x, Python 3.11.7; "
-                      "learning: machine not recorded")
+    assert md[-1] == (
+        "measured on: update_throughput: 2 CPUs (Test CPU), Linux-x, Python 3.11.7; "
+        "learning: machine not recorded"
+    )
 
 
 def test_summarize_only_writes_the_combined_json_with_the_machine(tmp_path: Path) -> None:
     for name in BENCHMARKS:
         _saved(name)
         shutil.copy(RESULTS / f"{name}.json", tmp_path / f"{name}.json")
-    assert main(["--summarize-only", "--results-dir", str(tmp_path), "--out", str(tmp_path / "all.json"),
-                 "--markdown", str(tmp_path / "table.md")]) == 0
+    assert (
+        main(
+            [
+                "--summarize-only",
+                "--results-dir",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "all.json"),
+                "--markdown",
+                str(tmp_path / "table.md"),
+            ]
+        )
+        == 0
+    )
     table = (tmp_path / "table.md").read_text()
-    assert table.startswith("| benchmark | measure |") and all(f"| {name} |" in table for name in BENCHMARKS)
+    assert table.startswith("| benchmark | measure |") and all(
+        f"| {name} |" in table for name in BENCHMARKS
+    )
     combined = json.loads((tmp_path / "all.json").read_text())
     assert combined["mode"] == "saved results" and combined["measured_on"].startswith("measured on")
     assert combined["machine"]["cpus"] == os.cpu_count() and "cpu_model" in combined["machine"]
@@ -189,4 +290,5 @@ def test_summarize_only_writes_the_combined_json_with_the_machine(tmp_path: Path
     assert main(["--summarize-only", "--results-dir", str(tmp_path), "--only", "learning"]) == 1
     [learning] = json.loads((tmp_path / "all.json").read_text())["benchmarks"]
     assert learning["status"] == "malformed" and learning["rows"] == [
-        ["malformed learning.json", "missing key 'results'", "", "NO"]]
+        ["malformed learning.json", "missing key 'results'", "", "NO"]
+    ]

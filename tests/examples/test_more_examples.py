@@ -15,8 +15,10 @@ from agentflow_env.llm.serve import SERVING_MODULES, free_port
 from tests.examples.test_examples import ROOT, _run
 
 SERVE_DEPS = [m for m in SERVING_MODULES if importlib.util.find_spec(m) is None]
-needs_serve = pytest.mark.skipif(bool(SERVE_DEPS), reason=f"transformers serve needs {SERVE_DEPS} "
-                                 "(pip install 'transformers[serving]')")
+needs_serve = pytest.mark.skipif(
+    bool(SERVE_DEPS),
+    reason=f"transformers serve needs {SERVE_DEPS} (pip install 'transformers[serving]')",
+)
 
 
 def _listening(port: int) -> bool:
@@ -29,8 +31,15 @@ def _listening(port: int) -> bool:
 @needs_serve
 def test_evaluate_openai_server_benchmarks_the_served_planner_then_stops_the_server() -> None:
     port = free_port()
-    out = _run("evaluate_openai_server.py", "--num-tasks", "12", "--port", str(port), "--compare-in-process",
-               timeout=300)
+    out = _run(
+        "evaluate_openai_server.py",
+        "--num-tasks",
+        "12",
+        "--port",
+        str(port),
+        "--compare-in-process",
+        timeout=300,
+    )
     flat = " ".join(out.split())  # rich wraps long lines at the terminal width
     served = re.search(r"served planner success (\d\.\d\d) over 12 held-out tasks", flat)
     local = re.search(r"in-process planner success (\d\.\d\d) over 12 held-out tasks", flat)
@@ -53,25 +62,55 @@ def test_evaluate_openai_server_benchmarks_the_served_planner_then_stops_the_ser
 
 @needs_serve
 def test_evaluate_openai_server_reports_a_server_that_is_not_ready_in_time() -> None:
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "evaluate_openai_server.py"),
-                           "--num-tasks", "1", "--timeout", "0.05"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "evaluate_openai_server.py"),
+            "--num-tasks",
+            "1",
+            "--timeout",
+            "0.05",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 1
     assert "did not answer" in proc.stderr and "within 0.05 s" in proc.stderr
 
 
 def test_evaluate_openai_server_rejects_a_bad_task_count() -> None:
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "evaluate_openai_server.py"),
-                           "--num-tasks", "0"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "evaluate_openai_server.py"), "--num-tasks", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 2 and "--num-tasks must be in [1, 100]" in proc.stderr
 
 
 @pytest.mark.slow
 def test_flow_grpo_tiny_trains_and_writes_events_checkpoint_and_model(tmp_path: Path) -> None:
     out_dir = tmp_path / "run"
-    out = _run("flow_grpo_tiny.py", "--steps", "1", "--queries", "2", "--eval-tasks", "8",
-               "--output-dir", str(out_dir), timeout=240)
-    line = re.search(r"eval/success (\d\.\d\d) -> (\d\.\d\d) on 8 held-out tasks after 1 steps", out)
+    out = _run(
+        "flow_grpo_tiny.py",
+        "--steps",
+        "1",
+        "--queries",
+        "2",
+        "--eval-tasks",
+        "8",
+        "--output-dir",
+        str(out_dir),
+        timeout=240,
+    )
+    line = re.search(
+        r"eval/success (\d\.\d\d) -> (\d\.\d\d) on 8 held-out tasks after 1 steps", out
+    )
     assert line, out
     assert all(0.0 <= float(v) <= 1.0 for v in line.groups())
     checkpoint = out_dir / "checkpoints" / "ckpt-0000001"

@@ -24,8 +24,12 @@ SAMPLE_TRAJ = np.repeat(np.arange(8), TURNS)
 SAMPLE_TURN = np.concatenate([np.arange(n) for n in TURNS])
 
 
-def inputs(rewards=REWARDS, groups=GROUPS, traj=SAMPLE_TRAJ, turn=SAMPLE_TURN, g=4) -> AdvantageInputs:
-    return AdvantageInputs(np.asarray(rewards), np.asarray(groups), np.asarray(traj), np.asarray(turn), g)
+def inputs(
+    rewards=REWARDS, groups=GROUPS, traj=SAMPLE_TRAJ, turn=SAMPLE_TURN, g=4
+) -> AdvantageInputs:
+    return AdvantageInputs(
+        np.asarray(rewards), np.asarray(groups), np.asarray(traj), np.asarray(turn), g
+    )
 
 
 def test_flow_grpo_broadcasts_group_normalized_outcome() -> None:
@@ -65,8 +69,12 @@ def test_last_turn_with_unsorted_samples() -> None:
 
 def test_incomplete_group_is_rejected_loudly() -> None:
     with pytest.raises(IncompleteGroupError, match="group_size=4"):
-        compute_advantages("flow_grpo", inputs(rewards=REWARDS[:7], groups=GROUPS[:7],
-                                               traj=SAMPLE_TRAJ[:-2], turn=SAMPLE_TURN[:-2]))
+        compute_advantages(
+            "flow_grpo",
+            inputs(
+                rewards=REWARDS[:7], groups=GROUPS[:7], traj=SAMPLE_TRAJ[:-2], turn=SAMPLE_TURN[:-2]
+            ),
+        )
 
 
 def test_trajectory_without_turns_is_rejected() -> None:
@@ -98,7 +106,9 @@ def test_registered_estimator_is_a_small_function() -> None:
         return inp.rewards[inp.sample_traj]
 
     try:
-        np.testing.assert_allclose(compute_advantages("raw_outcome_test", inputs()), REWARDS[SAMPLE_TRAJ])
+        np.testing.assert_allclose(
+            compute_advantages("raw_outcome_test", inputs()), REWARDS[SAMPLE_TRAJ]
+        )
     finally:
         ESTIMATORS.pop("raw_outcome_test")
 

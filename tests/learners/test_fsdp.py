@@ -43,7 +43,15 @@ def _env() -> dict[str, str]:
 
 
 def _torchrun(*args: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        *args,
+    ]
 
 
 def _run(cmd: list[str]) -> None:
@@ -55,14 +63,29 @@ def _run(cmd: list[str]) -> None:
 def _config(mode: str, model: str, out: str) -> Any:
     from learners.flow_grpo.config import make_config
 
-    return make_config("tiny", overrides={
-        "model.name_or_path": model, "output_dir": out, "seed": 0,
-        "env.num_tasks": 30, "env.eval_tasks": 2, "rollout.queries_per_step": 2, "rollout.group_size": 2,
-        # KL (a sharded reference), entropy and active clipping: every FSDP path of the update.
-        "algo.kl_coef": 0.05, "algo.entropy_coef": 0.01, "algo.max_grad_norm": 0.05, "algo.lr": 3e-4,
-        "algo.mini_batches": 1, "algo.micro_batch_size": 1,
-        "train.distributed": mode, "train.num_threads": 1, "train.progress": False,
-        "train.save_trajectories": False})
+    return make_config(
+        "tiny",
+        overrides={
+            "model.name_or_path": model,
+            "output_dir": out,
+            "seed": 0,
+            "env.num_tasks": 30,
+            "env.eval_tasks": 2,
+            "rollout.queries_per_step": 2,
+            "rollout.group_size": 2,
+            # KL (a sharded reference), entropy and active clipping: every FSDP path of the update.
+            "algo.kl_coef": 0.05,
+            "algo.entropy_coef": 0.01,
+            "algo.max_grad_norm": 0.05,
+            "algo.lr": 3e-4,
+            "algo.mini_batches": 1,
+            "algo.micro_batch_size": 1,
+            "train.distributed": mode,
+            "train.num_threads": 1,
+            "train.progress": False,
+            "train.save_trajectories": False,
+        },
+    )
 
 
 def _batch(model: str) -> tuple[list[Any], np.ndarray]:
@@ -78,14 +101,20 @@ def _batch(model: str) -> tuple[list[Any], np.ndarray]:
         for turn in range(2):
             response = rng.integers(5, 400, size=int(rng.integers(2, 7))).tolist()
             with torch.no_grad():
-                logp, _ = policy.score([prompt + response], [[False] * len(prompt) + [True] * len(response)])
+                logp, _ = policy.score(
+                    [prompt + response], [[False] * len(prompt) + [True] * len(response)]
+                )
             old = (logp + torch.from_numpy(rng.normal(0.0, 0.2, len(response)))).tolist()
-            samples.append(TurnSample(traj, traj // 2, turn, list(prompt), response, old, "stop", ""))
+            samples.append(
+                TurnSample(traj, traj // 2, turn, list(prompt), response, old, "stop", "")
+            )
             prompt = prompt + response + rng.integers(5, 400, size=3).tolist()
     return samples, rng.normal(0.0, 1.0, len(samples))
 
 
-def _update(trainer: Any, samples: list[Any], advantages: np.ndarray, split: tuple[list[int], list[int]]) -> dict[str, float]:
+def _update(
+    trainer: Any, samples: list[Any], advantages: np.ndarray, split: tuple[list[int], list[int]]
+) -> dict[str, float]:
     d = trainer.dist
     mine = set(range(6)) if not d.enabled else set(split[d.rank])
     idx = [k for k, s in enumerate(samples) if s.traj in mine]
@@ -149,7 +178,9 @@ def test_fsdp_update_matches_ddp_and_one_process(tiny_model_dir: Path, tmp_path:
     res = {m: torch.load(p / "result.pt", weights_only=True) for m, p in runs.items()}
     start = _load_plain(tiny_model_dir).state_dict()
     moved = max(float((res["none"]["after3"][k] - start[k]).abs().max()) for k in start)
-    assert moved > 100 * ATOL, "the updates barely moved the parameters: the comparison would be vacuous"
+    assert moved > 100 * ATOL, (
+        "the updates barely moved the parameters: the comparison would be vacuous"
+    )
     for key in ("after2", "after3"):
         _close(res["fsdp"][key], res["ddp"][key])
         _close(res["fsdp"][key], res["none"][key])
@@ -159,7 +190,11 @@ def test_fsdp_update_matches_ddp_and_one_process(tiny_model_dir: Path, tmp_path:
         assert norms[0] > 0.05, norms
         for key in ("train/grad_norm", "train/loss", "train/kl"):
             values = [res[m]["stats"][step][key] for m in ("none", "ddp", "fsdp")]
-            assert max(values) - min(values) <= RTOL_STATS * max(abs(v) for v in values), (step, key, values)
+            assert max(values) - min(values) <= RTOL_STATS * max(abs(v) for v in values), (
+                step,
+                key,
+                values,
+            )
     # Resuming an FSDP checkpoint continues exactly (bitwise).
     for k, v in res["fsdp"]["after3"].items():
         assert torch.equal(v, res["fsdp"]["resumed3"][k]), k
@@ -170,11 +205,15 @@ def test_fsdp_update_matches_ddp_and_one_process(tiny_model_dir: Path, tmp_path:
     optim = torch.optim.AdamW([p for p in plain.parameters() if p.requires_grad], lr=3e-4)
     fsdp_optim = torch.load(ckpt / "optimizer.pt", weights_only=True)
     optim.load_state_dict(fsdp_optim)
-    ddp_optim = torch.load(runs["ddp"] / "checkpoints" / "ckpt-0000002" / "optimizer.pt", weights_only=True)
+    ddp_optim = torch.load(
+        runs["ddp"] / "checkpoints" / "ckpt-0000002" / "optimizer.pt", weights_only=True
+    )
     assert fsdp_optim["param_groups"][0]["params"] == ddp_optim["param_groups"][0]["params"]
     for i, state in ddp_optim["state"].items():
         assert torch.equal(state["step"], fsdp_optim["state"][i]["step"])
-        torch.testing.assert_close(fsdp_optim["state"][i]["exp_avg"], state["exp_avg"], atol=1e-7, rtol=0)
+        torch.testing.assert_close(
+            fsdp_optim["state"][i]["exp_avg"], state["exp_avg"], atol=1e-7, rtol=0
+        )
 
 
 def _load_plain(path: Path) -> Any:
@@ -184,22 +223,61 @@ def _load_plain(path: Path) -> Any:
 
 
 @pytest.mark.slow
-def test_fsdp_training_run_matches_ddp_and_saves_a_loadable_model(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_fsdp_training_run_matches_ddp_and_saves_a_loadable_model(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
-    args = ["--model.name-or-path", str(tiny_model_dir), "--total-steps", "2", "--rollout.queries-per-step", "2",
-            "--rollout.group-size", "2", "--rollout.max-new-tokens", "12", "--env.num-tasks", "30",
-            "--env.eval-tasks", "2", "--env.max-turns", "2", "--algo.skip-zero-variance-groups", "false",
-            "--algo.entropy-coef", "0.01", "--algo.kl-coef", "0.01", "--algo.micro-batch-size", "1",
-            "--train.num-threads", "1", "--train.progress", "false"]
+    args = [
+        "--model.name-or-path",
+        str(tiny_model_dir),
+        "--total-steps",
+        "2",
+        "--rollout.queries-per-step",
+        "2",
+        "--rollout.group-size",
+        "2",
+        "--rollout.max-new-tokens",
+        "12",
+        "--env.num-tasks",
+        "30",
+        "--env.eval-tasks",
+        "2",
+        "--env.max-turns",
+        "2",
+        "--algo.skip-zero-variance-groups",
+        "false",
+        "--algo.entropy-coef",
+        "0.01",
+        "--algo.kl-coef",
+        "0.01",
+        "--algo.micro-batch-size",
+        "1",
+        "--train.num-threads",
+        "1",
+        "--train.progress",
+        "false",
+    ]
     for mode in ("fsdp", "ddp"):
-        _run(_torchrun("-m", "learners.flow_grpo", *args, "--output-dir", str(tmp_path / mode),
-                       "--train.distributed", mode))
+        _run(
+            _torchrun(
+                "-m",
+                "learners.flow_grpo",
+                *args,
+                "--output-dir",
+                str(tmp_path / mode),
+                "--train.distributed",
+                mode,
+            )
+        )
     ranks = json.loads((tmp_path / "fsdp" / "ranks.json").read_text())
     assert ranks["world_size"] == 2 and ranks["step"] == 2 and ranks["identical"]
     final = tmp_path / "fsdp" / "final_model"
-    fsdp, ddp = load_file(final / "model.safetensors"), load_file(tmp_path / "ddp" / "final_model" / "model.safetensors")
+    fsdp, ddp = (
+        load_file(final / "model.safetensors"),
+        load_file(tmp_path / "ddp" / "final_model" / "model.safetensors"),
+    )
     before = load_file(tiny_model_dir / "model.safetensors")
     assert fsdp.keys() == ddp.keys() == before.keys()  # tied lm_head not duplicated
     assert any(not torch.equal(before[k], fsdp[k]) for k in before), "no parameter changed"

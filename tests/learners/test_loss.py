@@ -35,7 +35,9 @@ def test_clipped_objective_and_gradient_by_hand() -> None:
     assert out.ratio_mean == pytest.approx(1.0)
     out.loss.backward()
     # clipped tokens give no gradient; d/dlogp(-A ratio)/4 = -A ratio / 4 otherwise
-    torch.testing.assert_close(logp.grad, torch.tensor([0.0, 0.0, -0.125, 0.375], dtype=torch.float64))
+    torch.testing.assert_close(
+        logp.grad, torch.tensor([0.0, 0.0, -0.125, 0.375], dtype=torch.float64)
+    )
 
 
 def test_asymmetric_clip_edges() -> None:
@@ -49,7 +51,9 @@ def test_asymmetric_clip_edges() -> None:
 def test_ratio_at_the_edge_is_not_counted_as_clipped() -> None:
     old = torch.zeros(1, dtype=torch.float64)
     logp = torch.log(torch.tensor([1.2], dtype=torch.float64))
-    out = policy_loss(logp, old, torch.ones(1, dtype=torch.float64), torch.ones(1), clip_low=0.2, clip_high=0.2)
+    out = policy_loss(
+        logp, old, torch.ones(1, dtype=torch.float64), torch.ones(1), clip_low=0.2, clip_high=0.2
+    )
     assert out.clip_frac == 0.0 and out.loss.item() == pytest.approx(-1.2)
 
 
@@ -65,8 +69,18 @@ def test_kl_and_entropy_terms_enter_the_loss() -> None:
     ref = torch.log(torch.tensor([0.25, 0.5], dtype=torch.float64))
     ent = torch.tensor([1.0, 3.0], dtype=torch.float64)
     w = aggregation_weights(torch.arange(2), "token-mean")
-    out = policy_loss(logp, logp.detach(), torch.zeros(2, dtype=torch.float64), w, clip_low=0.2,
-                      clip_high=0.3, ref_logp=ref, kl_coef=0.1, entropy=ent, entropy_coef=0.01)
+    out = policy_loss(
+        logp,
+        logp.detach(),
+        torch.zeros(2, dtype=torch.float64),
+        w,
+        clip_low=0.2,
+        clip_high=0.3,
+        ref_logp=ref,
+        kl_coef=0.1,
+        entropy=ent,
+        entropy_coef=0.01,
+    )
     k = 0.5 + math.log(2) - 1
     assert out.kl == pytest.approx(k / 2)
     assert out.entropy == pytest.approx(2.0)

@@ -12,8 +12,13 @@ from learners.policy import Policy, SamplingSettings, resolve_device
 
 def test_lora_trains_adapters_only_and_saves_merged(tiny_model_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("peft")
-    pol = Policy.from_pretrained(tiny_model_dir, device="cpu", lora_rank=4,
-                                 lora_target_modules=("q_proj", "v_proj"), gradient_checkpointing=True)
+    pol = Policy.from_pretrained(
+        tiny_model_dir,
+        device="cpu",
+        lora_rank=4,
+        lora_target_modules=("q_proj", "v_proj"),
+        gradient_checkpointing=True,
+    )
     assert pol.is_lora and 0 < pol.num_parameters(trainable_only=True) < pol.num_parameters() // 5
     ctx = pol.text_ids("Query: hi\n### Step 1\n")
     out = pol.generate([ctx], SamplingSettings(temperature=1.0, max_new_tokens=6, seed=0))[0]
@@ -68,16 +73,23 @@ def test_vllm_backend_needs_a_gpu() -> None:
 
 def test_length_grouped_chunks_keep_each_context_its_own_output(tiny_model_dir: Path) -> None:
     pol = Policy.from_pretrained(tiny_model_dir, device="cpu")
-    prompts = ["Query: a much longer question about many things\n### Step 1\n", "Q: hi\n",
-               "Query: medium length\n### Step 1\n", "Q\n", "Query: x y z\n"]
+    prompts = [
+        "Query: a much longer question about many things\n### Step 1\n",
+        "Q: hi\n",
+        "Query: medium length\n### Step 1\n",
+        "Q\n",
+        "Query: x y z\n",
+    ]
     contexts = [pol.text_ids(p) for p in prompts]
     greedy = SamplingSettings(temperature=0.0, max_new_tokens=8)
     pol.generator.max_batch_size = 2  # 3 chunks, contexts reordered by length inside generate
     chunked = pol.generate(contexts, greedy)
     alone = [pol.generate([c], greedy)[0] for c in contexts]  # no padding at all
     assert [o.token_ids for o in chunked] == [o.token_ids for o in alone]
-    for ctx, out in zip(contexts, chunked):  # log-probs belong to their own context
+    for ctx, out in zip(contexts, chunked, strict=False):  # log-probs belong to their own context
         mask = [False] * len(ctx) + [True] * len(out.token_ids)
         with torch.no_grad():
             logp, _ = pol.score([ctx + out.token_ids], [mask])
-        assert torch.allclose(logp.reshape(-1).double(), torch.tensor(out.logprobs, dtype=torch.float64), atol=1e-4)
+        assert torch.allclose(
+            logp.reshape(-1).double(), torch.tensor(out.logprobs, dtype=torch.float64), atol=1e-4
+        )

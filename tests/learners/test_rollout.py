@@ -24,10 +24,14 @@ def policy(tiny_model_dir: Path) -> Policy:
 
 @pytest.fixture(scope="module")
 def batch(policy: Policy):
-    envs = AgentFlowVectorEnv(num_envs=6, autoreset_mode=AutoresetMode.DISABLED, **lookup_env_kwargs(6))
+    envs = AgentFlowVectorEnv(
+        num_envs=6, autoreset_mode=AutoresetMode.DISABLED, **lookup_env_kwargs(6)
+    )
     try:
         queries = envs.tasks[:2]
-        out = collect_groups(envs, policy, queries, 3, SamplingSettings(1.0, 1.0, 24), np.random.default_rng(0))
+        out = collect_groups(
+            envs, policy, queries, 3, SamplingSettings(1.0, 1.0, 24), np.random.default_rng(0)
+        )
     finally:
         envs.close()
     return out
@@ -35,11 +39,15 @@ def batch(policy: Policy):
 
 def test_sampled_logprobs_equal_recomputed_logprobs(policy: Policy) -> None:
     # Contexts of different lengths: generation left-pads, scoring right-pads; same numbers.
-    ctx = [policy.text_ids("Query: What is the code of item 3?\nTools: Lookup_Tool, Finish\n\n### Step 1\n"),
-           policy.text_ids("Where")]
+    ctx = [
+        policy.text_ids(
+            "Query: What is the code of item 3?\nTools: Lookup_Tool, Finish\n\n### Step 1\n"
+        ),
+        policy.text_ids("Where"),
+    ]
     outs = policy.generate(ctx, SamplingSettings(temperature=0.8, max_new_tokens=16, seed=5))
-    seqs = [c + o.token_ids for c, o in zip(ctx, outs)]
-    masks = [[False] * len(c) + [True] * len(o.token_ids) for c, o in zip(ctx, outs)]
+    seqs = [c + o.token_ids for c, o in zip(ctx, outs, strict=False)]
+    masks = [[False] * len(c) + [True] * len(o.token_ids) for c, o in zip(ctx, outs, strict=False)]
     with torch.no_grad():
         logp, ent = policy.score(seqs, masks, temperature=0.8, with_entropy=True)
     sampled = torch.tensor([x for o in outs for x in o.logprobs])
@@ -82,7 +90,7 @@ def test_next_turn_prompt_extends_the_previous_tokens(batch, policy: Policy) -> 
         if nxt is None:
             continue
         prefix = s.prompt_ids + s.response_ids
-        if nxt.prompt_ids[:len(prefix)] == prefix:
+        if nxt.prompt_ids[: len(prefix)] == prefix:
             extended += 1
             # The token context decodes to the env's observation text (action as written + result).
             text = policy.tokenizer.decode(nxt.prompt_ids, skip_special_tokens=True)
@@ -111,18 +119,29 @@ def test_packed_scoring_equals_per_turn_scoring(batch, policy: Policy) -> None:
 def test_next_context_falls_back_when_not_append_only(policy: Policy) -> None:
     ctx = policy.text_ids("Query: q\n### Step 1\n")
     resp = policy.text_ids("Tool Name: Finish")
-    ids, packable = next_context(policy, ctx, resp, "Query: q\n### Step 1\n", "Tool Name: Finish",
-                                 "Query: q\n### Step 1\nTool Name: Finish\nResult: ok\n\n### Step 2\n")
-    assert packable and ids[:len(ctx) + len(resp)] == ctx + resp
-    ids, packable = next_context(policy, ctx, resp, "Query: q\n### Step 1\n", "Tool Name: Finish",
-                                 "something else entirely")
+    ids, packable = next_context(
+        policy,
+        ctx,
+        resp,
+        "Query: q\n### Step 1\n",
+        "Tool Name: Finish",
+        "Query: q\n### Step 1\nTool Name: Finish\nResult: ok\n\n### Step 2\n",
+    )
+    assert packable and ids[: len(ctx) + len(resp)] == ctx + resp
+    ids, packable = next_context(
+        policy, ctx, resp, "Query: q\n### Step 1\n", "Tool Name: Finish", "something else entirely"
+    )
     assert not packable and ids == policy.text_ids("something else entirely")
 
 
 def test_wrong_vector_env_size_is_rejected(policy: Policy) -> None:
-    envs = AgentFlowVectorEnv(num_envs=4, autoreset_mode=AutoresetMode.DISABLED, **lookup_env_kwargs(6))
+    envs = AgentFlowVectorEnv(
+        num_envs=4, autoreset_mode=AutoresetMode.DISABLED, **lookup_env_kwargs(6)
+    )
     try:
         with pytest.raises(ValueError, match="num_envs = queries_per_step"):
-            collect_groups(envs, policy, envs.tasks[:3], 2, SamplingSettings(), np.random.default_rng(0))
+            collect_groups(
+                envs, policy, envs.tasks[:3], 2, SamplingSettings(), np.random.default_rng(0)
+            )
     finally:
         envs.close()

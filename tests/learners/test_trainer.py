@@ -25,11 +25,39 @@ REPO = Path(__file__).resolve().parents[2]
 def _args(model: Path, out: Path, steps: int, *extra: str) -> list[str]:
     # Every loss term on (entropy, KL) and no group skipping: the tiny test model rarely
     # succeeds, and the update must still run through every code path.
-    return ["--model.name-or-path", str(model), "--output-dir", str(out), "--total-steps", str(steps),
-            "--rollout.queries-per-step", "2", "--rollout.group-size", "2", "--rollout.max-new-tokens", "12",
-            "--env.num-tasks", "30", "--env.eval-tasks", "2", "--env.max-turns", "2",
-            "--algo.skip-zero-variance-groups", "false", "--algo.entropy-coef", "0.01", "--algo.kl-coef", "0.01",
-            "--algo.micro-batch-size", "2", "--train.num-threads", "1", "--train.progress", "false", *extra]
+    return [
+        "--model.name-or-path",
+        str(model),
+        "--output-dir",
+        str(out),
+        "--total-steps",
+        str(steps),
+        "--rollout.queries-per-step",
+        "2",
+        "--rollout.group-size",
+        "2",
+        "--rollout.max-new-tokens",
+        "12",
+        "--env.num-tasks",
+        "30",
+        "--env.eval-tasks",
+        "2",
+        "--env.max-turns",
+        "2",
+        "--algo.skip-zero-variance-groups",
+        "false",
+        "--algo.entropy-coef",
+        "0.01",
+        "--algo.kl-coef",
+        "0.01",
+        "--algo.micro-batch-size",
+        "2",
+        "--train.num-threads",
+        "1",
+        "--train.progress",
+        "false",
+        *extra,
+    ]
 
 
 def _env() -> dict[str, str]:
@@ -37,8 +65,9 @@ def _env() -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_smoke_run_updates_parameters_and_writes_everything(tiny_model_dir: Path, tmp_path: Path,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_smoke_run_updates_parameters_and_writes_everything(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from safetensors.torch import load_file
 
     out = tmp_path / "run"
@@ -52,8 +81,17 @@ def test_smoke_run_updates_parameters_and_writes_everything(tiny_model_dir: Path
     events = EventAccumulator(str(out / "tb"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    for tag in ("rollout/success", "rollout/turns", "train/loss", "train/kl", "train/clip_frac", "train/entropy",
-                "train/grad_norm", "time/tokens_per_s", "eval/success"):
+    for tag in (
+        "rollout/success",
+        "rollout/turns",
+        "train/loss",
+        "train/kl",
+        "train/clip_frac",
+        "train/entropy",
+        "train/grad_norm",
+        "time/tokens_per_s",
+        "eval/success",
+    ):
         assert tag in tags, tag
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
     assert latest_checkpoint(out / "checkpoints").name == "ckpt-0000002"
@@ -65,10 +103,19 @@ def test_smoke_run_updates_parameters_and_writes_everything(tiny_model_dir: Path
 def test_killed_run_resumes_to_the_same_parameters(tiny_model_dir: Path, tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "learners.flow_grpo"]
     full, killed = tmp_path / "full", tmp_path / "killed"
-    subprocess.run(cmd + _args(tiny_model_dir, full, 4, "--train.checkpoint-every", "2"), env=_env(),
-                   check=True, capture_output=True, timeout=600)
-    proc = subprocess.Popen(cmd + _args(tiny_model_dir, killed, 4, "--train.checkpoint-every", "2"), env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        cmd + _args(tiny_model_dir, full, 4, "--train.checkpoint-every", "2"),
+        env=_env(),
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    proc = subprocess.Popen(
+        cmd + _args(tiny_model_dir, killed, 4, "--train.checkpoint-every", "2"),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 600
     try:
         while latest_checkpoint(killed / "checkpoints") is None:
@@ -82,8 +129,13 @@ def test_killed_run_resumes_to_the_same_parameters(tiny_model_dir: Path, tmp_pat
     assert alive, "the run finished before the kill; nothing was interrupted"
     assert json.loads((killed / "checkpoints" / "latest.json").read_text())["step"] == 2
     shutil.rmtree(killed / "final_model", ignore_errors=True)
-    subprocess.run(cmd + _args(tiny_model_dir, killed, 4, "--train.checkpoint-every", "2") + ["--resume"],
-                   env=_env(), check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        cmd + _args(tiny_model_dir, killed, 4, "--train.checkpoint-every", "2") + ["--resume"],
+        env=_env(),
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     a = torch.load(full / "checkpoints" / "ckpt-0000004" / "model.pt", weights_only=True)
     b = torch.load(killed / "checkpoints" / "ckpt-0000004" / "model.pt", weights_only=True)
     assert a.keys() == b.keys()
@@ -91,14 +143,24 @@ def test_killed_run_resumes_to_the_same_parameters(tiny_model_dir: Path, tmp_pat
         assert torch.equal(a[k], b[k]), k
     oa = torch.load(full / "checkpoints" / "ckpt-0000004" / "optimizer.pt", weights_only=True)
     ob = torch.load(killed / "checkpoints" / "ckpt-0000004" / "optimizer.pt", weights_only=True)
-    assert all(torch.equal(oa["state"][i]["exp_avg"], ob["state"][i]["exp_avg"]) for i in oa["state"])
+    assert all(
+        torch.equal(oa["state"][i]["exp_avg"], ob["state"][i]["exp_avg"]) for i in oa["state"]
+    )
 
 
 @pytest.mark.slow
 def test_two_gloo_ranks_keep_identical_parameters(tiny_model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "learners.flow_grpo"] + _args(tiny_model_dir, out, 2)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "learners.flow_grpo",
+    ] + _args(tiny_model_dir, out, 2)
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = json.loads((out / "ranks.json").read_text())
@@ -112,16 +174,29 @@ def test_two_gloo_ranks_keep_identical_parameters(tiny_model_dir: Path, tmp_path
     assert (out / "trajectories.jsonl").is_file() and (out / "trajectories-rank1.jsonl").is_file()
 
 
-def test_time_budget_stops_early_and_sampled_eval_plays_each_task_eval_samples_times(tiny_model_dir: Path,
-                                                                                        tmp_path: Path) -> None:
+def test_time_budget_stops_early_and_sampled_eval_plays_each_task_eval_samples_times(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
     from learners.flow_grpo.config import make_config
     from learners.flow_grpo.trainer import FlowGRPOTrainer
 
-    overrides = {"model.name_or_path": str(tiny_model_dir), "output_dir": str(tmp_path / "run"),
-                 "train.total_steps": 5, "train.max_minutes": 1e-6, "train.eval_samples": 3,
-                 "train.eval_temperature": 1.0, "train.progress": False, "train.save_trajectories": False,
-                 "rollout.queries_per_step": 2, "rollout.group_size": 2, "rollout.max_new_tokens": 8,
-                 "env.num_tasks": 30, "env.eval_tasks": 2, "env.max_turns": 2, "algo.micro_batch_size": 2}
+    overrides = {
+        "model.name_or_path": str(tiny_model_dir),
+        "output_dir": str(tmp_path / "run"),
+        "train.total_steps": 5,
+        "train.max_minutes": 1e-6,
+        "train.eval_samples": 3,
+        "train.eval_temperature": 1.0,
+        "train.progress": False,
+        "train.save_trajectories": False,
+        "rollout.queries_per_step": 2,
+        "rollout.group_size": 2,
+        "rollout.max_new_tokens": 8,
+        "env.num_tasks": 30,
+        "env.eval_tasks": 2,
+        "env.max_turns": 2,
+        "algo.micro_batch_size": 2,
+    }
     trainer = FlowGRPOTrainer(make_config("tiny", overrides=overrides))
     try:
         trainer.train()

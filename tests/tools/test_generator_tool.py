@@ -48,13 +48,21 @@ class ArithmeticEngine:
         out = []
         for req in requests:
             # Plain dicts (the tool's default) or GenerationRequest objects (what the env passes).
-            question = req["messages"][-1]["content"] if isinstance(req, dict) else req.messages[-1].content
+            question = (
+                req["messages"][-1]["content"]
+                if isinstance(req, dict)
+                else req.messages[-1].content
+            )
             try:
                 value = _arith(ast.parse(question.split(":")[-1].strip(), mode="eval").body)
             except (ValueError, SyntaxError):
-                out.append(_Result(text="I cannot compute that.", prompt_tokens=5, completion_tokens=4))
+                out.append(
+                    _Result(text="I cannot compute that.", prompt_tokens=5, completion_tokens=4)
+                )
                 continue
-            out.append(_Result(text=f"  The answer is {value}.  ", prompt_tokens=7, completion_tokens=5))
+            out.append(
+                _Result(text=f"  The answer is {value}.  ", prompt_tokens=7, completion_tokens=5)
+            )
         return out
 
     def close(self) -> None:
@@ -78,7 +86,10 @@ def test_execute_builds_plain_data_request_and_strips_answer() -> None:
     assert result.data == {"query": "Compute: 2 + 3", "prompt_tokens": 7, "completion_tokens": 5}
     [[request]] = engine.batches
     assert request == {
-        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Compute: 2 + 3"}],
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Compute: 2 + 3"},
+        ],
         "sampling": {"temperature": 0.3, "max_tokens": 64},
     }
 
@@ -93,7 +104,9 @@ def test_request_factory_converts_to_engine_requests() -> None:
             seen.extend(requests)
             return [_Result(text=(r.messages or ())[-1].content.upper()) for r in requests]
 
-    tool = BaseGeneratorTool(TypedEngine(), request_factory=GenerationRequest.model_validate, max_tokens=9)
+    tool = BaseGeneratorTool(
+        TypedEngine(), request_factory=GenerationRequest.model_validate, max_tokens=9
+    )
     assert tool.execute(query="hello").output == "HELLO"
     assert isinstance(seen[0], GenerationRequest)
     assert seen[0].sampling.max_tokens == 9 and seen[0].sampling.temperature == 0.0
@@ -111,8 +124,12 @@ def test_batch_execute_is_one_engine_call_and_keeps_order() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"query": None}, "string"), ({"query": "   "}, "empty"), ({"query": "x" * 101}, "limit is 100"),
-     ({"query": "hi", "code": "1"}, "unknown inputs")],
+    [
+        ({"query": None}, "string"),
+        ({"query": "   "}, "empty"),
+        ({"query": "x" * 101}, "limit is 100"),
+        ({"query": "hi", "code": "1"}, "unknown inputs"),
+    ],
 )
 def test_bad_input_gives_error_results(kwargs: dict[str, Any], match: str) -> None:
     engine = ArithmeticEngine()
@@ -137,8 +154,13 @@ def test_engine_failures_become_error_results() -> None:
                 return [object() for _ in requests]
             return [_Result(text="   ") for _ in requests]
 
-    expected = {"raise": "ConnectionError: server down", "error": "HTTP 503 after 3 retries",
-                "count": "0 results for 1", "notext": "no text", "empty": "empty answer"}
+    expected = {
+        "raise": "ConnectionError: server down",
+        "error": "HTTP 503 after 3 retries",
+        "count": "0 results for 1",
+        "notext": "no text",
+        "empty": "empty answer",
+    }
     for mode, message in expected.items():
         result = BaseGeneratorTool(Failing(mode)).execute(query="q")
         assert not result.ok and message in (result.error or ""), (mode, result)
@@ -185,7 +207,8 @@ def test_in_the_env_through_tool_kwargs() -> None:
     obs, _ = env.reset(seed=0)
     assert "Base_Generator_Tool" in obs
     obs, reward, terminated, truncated, info = env.step(
-        "Sub-Goal: compute\nTool Name: Base_Generator_Tool\nCommand: Compute: 6 * 7")
+        "Sub-Goal: compute\nTool Name: Base_Generator_Tool\nCommand: Compute: 6 * 7"
+    )
     assert info["tool_result"] == "The answer is 42." and "The answer is 42." in obs
     assert not (terminated or truncated) and reward == 0.0
     _, reward, terminated, _, info = env.step("Tool Name: Finish\n<answer>42</answer>")
@@ -201,7 +224,9 @@ def test_with_a_real_tiny_transformers_model(tiny_model_dir: Any) -> None:
 
     engine = make_engine(f"hf:{tiny_model_dir}")
     try:
-        tool = BaseGeneratorTool(engine, request_factory=GenerationRequest.model_validate, max_tokens=8)
+        tool = BaseGeneratorTool(
+            engine, request_factory=GenerationRequest.model_validate, max_tokens=8
+        )
         results = tool.batch_execute(["What is the capital of France?", "Name a prime number."])
         assert all(r.ok and r.output for r in results), results
         assert all(r.data["completion_tokens"] <= 8 for r in results)

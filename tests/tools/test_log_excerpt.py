@@ -86,8 +86,13 @@ def test_adversarial_input_is_fast() -> None:
 def test_a_real_child_log_file_keeps_its_error_line(tmp_path: Path) -> None:
     log = tmp_path / "child.log"
     with log.open("wb") as out:
-        done = subprocess.run([sys.executable, "-c", NOISY_CHILD], stdout=out, stderr=subprocess.STDOUT,
-                              timeout=60, check=False)
+        done = subprocess.run(
+            [sys.executable, "-c", NOISY_CHILD],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=60,
+            check=False,
+        )
     assert done.returncode == 2 and log.stat().st_size > 10_000
     excerpt = read_log_excerpt(log, max_chars=2000)
     assert USEFUL in excerpt.splitlines()
@@ -101,8 +106,13 @@ def test_an_unreadable_log_says_so(tmp_path: Path) -> None:
 
 
 def test_a_sandbox_worker_that_dies_at_start_reports_its_error_line(tmp_path: Path) -> None:
-    spec = LaunchSpec(isolation="process", argv=[sys.executable, "-c", NOISY_CHILD], env={},
-                      call_root=str(tmp_path), landlock_read=None)
+    spec = LaunchSpec(
+        isolation="process",
+        argv=[sys.executable, "-c", NOISY_CHILD],
+        env={},
+        call_root=str(tmp_path),
+        landlock_read=None,
+    )
     with pytest.raises(WorkerDied, match="failed to start") as info:
         WorkerHandle(spec, init={}, startup_timeout_s=30)
     message = str(info.value)

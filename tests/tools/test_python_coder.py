@@ -32,8 +32,7 @@ def tool():
 
 @pytest.fixture(scope="module")
 def process_tool():
-    with PythonCoderTool(isolation="process", timeout_s=5, pool_size=1,
-                         preload=SMALL_PRELOAD) as t:
+    with PythonCoderTool(isolation="process", timeout_s=5, pool_size=1, preload=SMALL_PRELOAD) as t:
         yield t
 
 
@@ -73,9 +72,11 @@ def test_print_and_variables(tool: PythonCoderTool) -> None:
 
 
 def test_only_simple_variables_are_reported(tool: PythonCoderTool) -> None:
-    code = ("import math\ndef f():\n    return 1\nclass C: pass\n_hidden = 1\n"
-            "big = list(range(500))\n"
-            "long = 'z' * 1000\nobj = C()\nfrac = __import__('fractions').Fraction(1, 3)\n")
+    code = (
+        "import math\ndef f():\n    return 1\nclass C: pass\n_hidden = 1\n"
+        "big = list(range(500))\n"
+        "long = 'z' * 1000\nobj = C()\nfrac = __import__('fractions').Fraction(1, 3)\n"
+    )
     variables = tool.execute(code=code).data["variables"]
     assert set(variables) == {"long", "frac"}
     assert variables["frac"] == "Fraction(1, 3)"
@@ -106,15 +107,18 @@ def test_syntax_error(tool: PythonCoderTool) -> None:
     assert result.data["exception"]["type"] == "SyntaxError"
 
 
-@pytest.mark.parametrize("code,expected", [
-    (None, "no code"),
-    (123, "must be a string"),
-    ("", "empty"),
-    ("   \n\t", "empty"),
-    ("```python\n```", "empty"),
-    ("print(1)\x00", "NUL"),
-    ("x" * 300_000, "limit"),
-])
+@pytest.mark.parametrize(
+    "code,expected",
+    [
+        (None, "no code"),
+        (123, "must be a string"),
+        ("", "empty"),
+        ("   \n\t", "empty"),
+        ("```python\n```", "empty"),
+        ("print(1)\x00", "NUL"),
+        ("x" * 300_000, "limit"),
+    ],
+)
 def test_bad_input_is_an_error_result(tool: PythonCoderTool, code: object, expected: str) -> None:
     result = tool.execute(code=code)
     assert not result.ok
@@ -127,16 +131,19 @@ def test_unknown_inputs_are_ignored(tool: PythonCoderTool) -> None:
 
 
 # --- fenced code -------------------------------------------------------------------------------
-@pytest.mark.parametrize("text,expected", [
-    ("print(1)", "print(1)"),
-    ("```python\nprint(1)\n```", "print(1)"),
-    ("```py\nprint(1)\n```", "print(1)"),
-    ("```\nprint(1)\n```", "print(1)"),
-    ("Here is the code:\n```python\nx = 2\nprint(x)\n```\nThat prints 2.", "x = 2\nprint(x)"),
-    ("```python\na = 1\n```\nthen\n```python\nprint(a)\n```", "a = 1\n\nprint(a)"),
-    ("    x = 1\n    print(x)", "x = 1\nprint(x)"),
-    ("```python\nprint('unterminated')", "print('unterminated')"),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("print(1)", "print(1)"),
+        ("```python\nprint(1)\n```", "print(1)"),
+        ("```py\nprint(1)\n```", "print(1)"),
+        ("```\nprint(1)\n```", "print(1)"),
+        ("Here is the code:\n```python\nx = 2\nprint(x)\n```\nThat prints 2.", "x = 2\nprint(x)"),
+        ("```python\na = 1\n```\nthen\n```python\nprint(a)\n```", "a = 1\n\nprint(a)"),
+        ("    x = 1\n    print(x)", "x = 1\nprint(x)"),
+        ("```python\nprint('unterminated')", "print('unterminated')"),
+    ],
+)
 def test_extract_code(text: str, expected: str) -> None:
     assert extract_code(text) == expected
 
@@ -162,23 +169,28 @@ def test_infinite_loop_is_killed_and_next_call_works() -> None:
 def test_host_environment_is_not_inherited(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENTFLOW_PARENT_ONLY", "visible-in-parent")
     with PythonCoderTool(timeout_s=5, pool_size=1, preload=SMALL_PRELOAD) as fresh:
-        result = fresh.execute(code="import os\nprint('AGENTFLOW_PARENT_ONLY' in os.environ)\n"
-                                    "print(sorted(os.environ))")
+        result = fresh.execute(
+            code="import os\nprint('AGENTFLOW_PARENT_ONLY' in os.environ)\n"
+            "print(sorted(os.environ))"
+        )
     assert result.ok
     assert result.data["stdout"].splitlines()[0] == "False"
     assert "visible-in-parent" not in result.output
 
 
 def test_no_state_leaks_between_calls(tool: PythonCoderTool) -> None:
-    first = tool.execute(code="import math, os\nmath.pi = 3\nleak = 'x'\n"
-                              "open('note.txt', 'w').write('hi')\nprint(os.getcwd())")
+    first = tool.execute(
+        code="import math, os\nmath.pi = 3\nleak = 'x'\n"
+        "open('note.txt', 'w').write('hi')\nprint(os.getcwd())"
+    )
     assert first.ok
     # two workers: repeat so both get exercised
     for _ in range(3):
-        again = tool.execute(code="import math, os\nprint(math.pi)\nprint('leak' in globals())\n"
-                                  "print(os.path.exists('note.txt'), os.listdir('.'))")
-        assert again.data["stdout"].splitlines() == ["3.141592653589793", "False",
-                                                     "False []"]
+        again = tool.execute(
+            code="import math, os\nprint(math.pi)\nprint('leak' in globals())\n"
+            "print(os.path.exists('note.txt'), os.listdir('.'))"
+        )
+        assert again.data["stdout"].splitlines() == ["3.141592653589793", "False", "False []"]
 
 
 def test_fresh_random_state_each_call(tool: PythonCoderTool) -> None:
@@ -196,18 +208,21 @@ def test_code_runs_in_another_process(process_tool: PythonCoderTool) -> None:
 
 
 def test_call_directory_is_removed(process_tool: PythonCoderTool) -> None:
-    result = process_tool.execute(code="import os\nopen('f.bin', 'wb').write(b'1' * 1000)\n"
-                                        "print(os.getcwd())")
+    result = process_tool.execute(
+        code="import os\nopen('f.bin', 'wb').write(b'1' * 1000)\nprint(os.getcwd())"
+    )
     cwd = Path(result.data["stdout"].strip())
     assert cwd.is_absolute() and "calls" in cwd.parts
     assert not cwd.exists()
 
 
 def test_threads_and_numpy_work(tool: PythonCoderTool) -> None:
-    code = ("import threading, numpy as np\nout = []\n"
-            "ts = [threading.Thread(target=out.append, args=(i,)) for i in range(4)]\n"
-            "[t.start() for t in ts]\n[t.join() for t in ts]\n"
-            "print(sorted(out), int(np.arange(10).sum()))")
+    code = (
+        "import threading, numpy as np\nout = []\n"
+        "ts = [threading.Thread(target=out.append, args=(i,)) for i in range(4)]\n"
+        "[t.start() for t in ts]\n[t.join() for t in ts]\n"
+        "print(sorted(out), int(np.arange(10).sum()))"
+    )
     assert tool.execute(code=code).data["stdout"] == "[0, 1, 2, 3] 45\n"
 
 
@@ -218,9 +233,11 @@ def test_sys_exit_zero_is_success(tool: PythonCoderTool) -> None:
 
 def test_many_small_processes_are_not_a_memory_bomb(tool: PythonCoderTool) -> None:
     # each child shares the preloaded modules copy-on-write: that must not count 12 times
-    code = ("import os, time\nkids = []\nfor _ in range(12):\n    pid = os.fork()\n"
-            "    if pid == 0:\n        time.sleep(0.3)\n        os._exit(0)\n    kids.append(pid)\n"
-            "for pid in kids:\n    os.waitpid(pid, 0)\nprint(len(kids))")
+    code = (
+        "import os, time\nkids = []\nfor _ in range(12):\n    pid = os.fork()\n"
+        "    if pid == 0:\n        time.sleep(0.3)\n        os._exit(0)\n    kids.append(pid)\n"
+        "for pid in kids:\n    os.waitpid(pid, 0)\nprint(len(kids))"
+    )
     result = tool.execute(code=code)
     assert result.ok, result.error
     assert result.data["stdout"] == "12\n"
@@ -228,8 +245,9 @@ def test_many_small_processes_are_not_a_memory_bomb(tool: PythonCoderTool) -> No
 
 # --- output cap ----------------------------------------------------------------------------------
 def test_output_is_truncated_with_marker() -> None:
-    with PythonCoderTool(timeout_s=5, pool_size=1, max_output_bytes=1000,
-                         preload=SMALL_PRELOAD) as small:
+    with PythonCoderTool(
+        timeout_s=5, pool_size=1, max_output_bytes=1000, preload=SMALL_PRELOAD
+    ) as small:
         result = small.execute(code="print('a' * 5000)\nx = 1")
         assert result.ok
         data = result.data
@@ -255,15 +273,17 @@ def test_strict_works_with_bubblewrap() -> None:
         assert strict.execute(code="print('ok')").ok
 
 
-def test_strict_without_bubblewrap_names_the_fix(monkeypatch: pytest.MonkeyPatch,
-                                                 tmp_path: Path) -> None:
+def test_strict_without_bubblewrap_names_the_fix(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty PATH: no bwrap to be found
     with pytest.raises(SandboxUnavailableError, match="apt-get install -y bubblewrap"):
         PythonCoderTool(isolation="strict", pool_size=1, preload=SMALL_PRELOAD)
 
 
-def test_auto_without_bubblewrap_falls_back_to_process(monkeypatch: pytest.MonkeyPatch,
-                                                       tmp_path: Path) -> None:
+def test_auto_without_bubblewrap_falls_back_to_process(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with PythonCoderTool(pool_size=1, preload=SMALL_PRELOAD) as fallback:
         assert fallback.isolation_level.startswith("process")
@@ -271,12 +291,12 @@ def test_auto_without_bubblewrap_falls_back_to_process(monkeypatch: pytest.Monke
         assert fallback.execute(code="print(7 * 6)").data["stdout"] == "42\n"
 
 
-def test_broken_bubblewrap_strict_raises_auto_falls_back(monkeypatch: pytest.MonkeyPatch,
-                                                         tmp_path: Path) -> None:
+def test_broken_bubblewrap_strict_raises_auto_falls_back(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     # a bwrap that cannot create namespaces, as in an unprivileged container
     fake = tmp_path / "bwrap"
-    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\n"
-                    "exit 1\n")
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
     with pytest.raises(SandboxUnavailableError, match="No permissions to create new namespace"):
@@ -292,10 +312,17 @@ def test_process_isolation_level(process_tool: PythonCoderTool) -> None:
     assert process_tool.execute(code="print('p')").data["stdout"] == "p\n"
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"isolation": "nope"}, {"backend": "docker"}, {"pool_size": 0}, {"timeout_s": 0},
-    {"memory_mb": 1}, {"max_output_bytes": 0},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"isolation": "nope"},
+        {"backend": "docker"},
+        {"pool_size": 0},
+        {"timeout_s": 0},
+        {"memory_mb": 1},
+        {"max_output_bytes": 0},
+    ],
+)
 def test_bad_configuration_raises(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         PythonCoderTool(preload=SMALL_PRELOAD, **kwargs)
@@ -306,8 +333,9 @@ def test_concurrent_callers_get_their_own_results(tool: PythonCoderTool) -> None
     results: dict[int, list[str]] = {}
 
     def caller(i: int) -> None:
-        results[i] = [tool.execute(code=f"print({i} * 1000 + {j})").data["stdout"]
-                      for j in range(5)]
+        results[i] = [
+            tool.execute(code=f"print({i} * 1000 + {j})").data["stdout"] for j in range(5)
+        ]
 
     threads = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
     for thread in threads:
@@ -357,14 +385,17 @@ def test_close_stops_workers_and_is_idempotent() -> None:
 
 @pytest.mark.parametrize("isolation", ["process"] + (["strict"] if HAS_BWRAP else []))
 def test_worker_killed_mid_call_leaves_no_process_behind(isolation: str) -> None:
-    with PythonCoderTool(isolation=isolation, timeout_s=10, pool_size=1,
-                         preload=SMALL_PRELOAD) as t:
+    with PythonCoderTool(
+        isolation=isolation, timeout_s=10, pool_size=1, preload=SMALL_PRELOAD
+    ) as t:
         uids = t._backend.worker_uids()
         if not uids:
             pytest.skip("no private uid to look for (not running as root)")
         (pid,) = t._backend.worker_pids()
-        code = ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\n"
-                "    os._exit(0)\ntime.sleep(5)")
+        code = (
+            "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\n"
+            "    os._exit(0)\ntime.sleep(5)"
+        )
         timer = threading.Timer(0.7, os.kill, args=(pid, signal.SIGKILL))
         timer.start()
         result = t.execute(code=code)

@@ -56,8 +56,10 @@ def test_config_error_is_a_sandbox_error() -> None:
 
 # --- mapping real SDK objects --------------------------------------------------------------------
 def test_mapping_of_a_successful_execution() -> None:
-    execution = Execution(results=[Result(text="42", is_main_result=True)],
-                          logs=Logs(stdout=["hello\n", "world\n"], stderr=["warn\n"]))
+    execution = Execution(
+        results=[Result(text="42", is_main_result=True)],
+        logs=Logs(stdout=["hello\n", "world\n"], stderr=["warn\n"]),
+    )
     result = execution_to_result(execution, 0.5, LIMITS)
     assert isinstance(result, ExecutionResult)
     assert result.ok and result.exit_reason == "ok"
@@ -70,9 +72,10 @@ def test_mapping_of_a_successful_execution() -> None:
 
 def test_mapping_of_an_error() -> None:
     trace = "Traceback (most recent call last):\n  Cell In[1], line 1\n----> 1 1/0\n" * 200
-    execution = Execution(logs=Logs(stdout=["partial\n"]),
-                          error=ExecutionError(name="ZeroDivisionError", value="division by zero",
-                                               traceback=trace))
+    execution = Execution(
+        logs=Logs(stdout=["partial\n"]),
+        error=ExecutionError(name="ZeroDivisionError", value="division by zero", traceback=trace),
+    )
     result = execution_to_result(execution, 0.1, LIMITS)
     assert not result.ok and result.exit_reason == "exception"
     assert result.exception is not None
@@ -85,8 +88,10 @@ def test_mapping_of_an_error() -> None:
 
 
 def test_mapping_of_memory_error_and_truncation() -> None:
-    execution = Execution(logs=Logs(stdout=["x" * 3000]),
-                          error=ExecutionError(name="MemoryError", value="", traceback=""))
+    execution = Execution(
+        logs=Logs(stdout=["x" * 3000]),
+        error=ExecutionError(name="MemoryError", value="", traceback=""),
+    )
     result = execution_to_result(execution, 0.1, LIMITS)
     assert result.exit_reason == "memory"
     assert result.truncated and "output truncated: 3000 bytes" in result.stdout
@@ -115,8 +120,9 @@ class StandInSandbox:
         cls.created.append(sandbox)
         return sandbox
 
-    def run_code(self, code: str, timeout: float | None = None,
-                 request_timeout: float | None = None) -> Execution:
+    def run_code(
+        self, code: str, timeout: float | None = None, request_timeout: float | None = None
+    ) -> Execution:
         assert not self.killed
         self.codes.append(code)
         if code == "hang":
@@ -133,8 +139,12 @@ class StandInSandbox:
 @pytest.fixture()
 def e2b_tool() -> Any:
     StandInSandbox.created = []
-    tool = PythonCoderTool(backend="e2b", e2b_api_key="e2b_test_key", timeout_s=3,
-                           e2b_options={"sandbox_cls": StandInSandbox})
+    tool = PythonCoderTool(
+        backend="e2b",
+        e2b_api_key="e2b_test_key",
+        timeout_s=3,
+        e2b_options={"sandbox_cls": StandInSandbox},
+    )
     yield tool
     tool.close()
 

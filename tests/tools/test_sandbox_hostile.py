@@ -16,8 +16,8 @@ import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -63,9 +63,16 @@ def sandbox(request: pytest.FixtureRequest) -> Iterator[PythonCoderTool]:
     # The secret is in this process's environment while the tool (and its workers) exist.
     os.environ[SECRET_NAME] = SECRET_VALUE
     before = _digest()
-    tool = PythonCoderTool(isolation=request.param, timeout_s=TIMEOUT_S, pool_size=2,
-                           max_processes=MAX_PROCESSES, memory_mb=512, max_file_mb=8,
-                           max_output_bytes=4096, preload=("math", "json", "numpy"))
+    tool = PythonCoderTool(
+        isolation=request.param,
+        timeout_s=TIMEOUT_S,
+        pool_size=2,
+        max_processes=MAX_PROCESSES,
+        memory_mb=512,
+        max_file_mb=8,
+        max_output_bytes=4096,
+        preload=("math", "json", "numpy"),
+    )
     try:
         yield tool
         assert _digest() == before, "the project checkout changed"
@@ -97,9 +104,11 @@ def assert_still_works(tool: PythonCoderTool) -> None:
 
 # --- processes -----------------------------------------------------------------------------------
 def test_process_cap_on_a_bounded_test_first(sandbox: PythonCoderTool) -> None:
-    code = ("import os, time\nstarted = 0\nfor _ in range(40):\n    try:\n        pid = os.fork()\n"
-            "    except OSError:\n        break\n    if pid == 0:\n        time.sleep(30)\n"
-            "        os._exit(0)\n    started += 1\nprint(started)")
+    code = (
+        "import os, time\nstarted = 0\nfor _ in range(40):\n    try:\n        pid = os.fork()\n"
+        "    except OSError:\n        break\n    if pid == 0:\n        time.sleep(30)\n"
+        "        os._exit(0)\n    started += 1\nprint(started)"
+    )
     result = sandbox.execute(code=code)
     assert result.ok, result.error
     started = int(result.data["stdout"])
@@ -120,8 +129,10 @@ def test_fork_bomb(sandbox: PythonCoderTool) -> None:
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        result = sandbox.execute(code="import os\nwhile True:\n    try:\n        os.fork()\n"
-                                      "    except OSError:\n        pass")
+        result = sandbox.execute(
+            code="import os\nwhile True:\n    try:\n        os.fork()\n"
+            "    except OSError:\n        pass"
+        )
     finally:
         stop.set()
         watcher.join()
@@ -133,10 +144,12 @@ def test_fork_bomb(sandbox: PythonCoderTool) -> None:
 
 
 def test_background_process_does_not_outlive_the_call(sandbox: PythonCoderTool) -> None:
-    code = ("import os, subprocess, time\n"
-            "p = subprocess.Popen(['sleep', '60'], start_new_session=True)\n"
-            "pid = os.fork()\nif pid == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
-            "        time.sleep(60)\n    os._exit(0)\nos.waitpid(pid, 0)\nprint('started', p.pid)")
+    code = (
+        "import os, subprocess, time\n"
+        "p = subprocess.Popen(['sleep', '60'], start_new_session=True)\n"
+        "pid = os.fork()\nif pid == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+        "        time.sleep(60)\n    os._exit(0)\nos.waitpid(pid, 0)\nprint('started', p.pid)"
+    )
     start = time.monotonic()
     result = sandbox.execute(code=code)
     if sandbox._backend.worker_uids():
@@ -149,11 +162,13 @@ def test_background_process_does_not_outlive_the_call(sandbox: PythonCoderTool) 
 
 def test_killing_the_parent_and_the_worker(sandbox: PythonCoderTool) -> None:
     pids = sandbox._backend.worker_pids()
-    code = ("import os, signal\nfor target in (os.getppid(), 1):\n    try:\n"
-            "        os.kill(target, signal.SIGKILL)\n        print(target, 'sent')\n"
-            "    except OSError as exc:\n        print(target, type(exc).__name__)\n"
-            "try:\n    os.killpg(os.getpgid(os.getppid()), signal.SIGKILL)\n"
-            "    print('pg sent')\nexcept OSError as exc:\n    print('pg', type(exc).__name__)\n")
+    code = (
+        "import os, signal\nfor target in (os.getppid(), 1):\n    try:\n"
+        "        os.kill(target, signal.SIGKILL)\n        print(target, 'sent')\n"
+        "    except OSError as exc:\n        print(target, type(exc).__name__)\n"
+        "try:\n    os.killpg(os.getpgid(os.getppid()), signal.SIGKILL)\n"
+        "    print('pg sent')\nexcept OSError as exc:\n    print('pg', type(exc).__name__)\n"
+    )
     result = sandbox.execute(code=code)
     assert result.ok
     lines = result.data["stdout"].splitlines()
@@ -177,14 +192,17 @@ def test_infinite_loop(sandbox: PythonCoderTool) -> None:
     assert_still_works(sandbox)
 
 
-@pytest.mark.parametrize("code", [
-    "x = bytearray(8 * 1024 ** 3)",
-    "blocks = []\nwhile True:\n    blocks.append(bytearray(64 * 1024 ** 2))",
-    "import numpy as np\na = np.ones((40_000, 40_000))",
-    # several processes, each under the per-process limit, together far above it
-    "import os, time\nfor _ in range(MAX - 1):\n    if os.fork() == 0:\n        break\n"
-    "block = b'x' * (200 * 1024 ** 2)\ntime.sleep(30)",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "x = bytearray(8 * 1024 ** 3)",
+        "blocks = []\nwhile True:\n    blocks.append(bytearray(64 * 1024 ** 2))",
+        "import numpy as np\na = np.ones((40_000, 40_000))",
+        # several processes, each under the per-process limit, together far above it
+        "import os, time\nfor _ in range(MAX - 1):\n    if os.fork() == 0:\n        break\n"
+        "block = b'x' * (200 * 1024 ** 2)\ntime.sleep(30)",
+    ],
+)
 def test_memory_bomb(sandbox: PythonCoderTool, code: str) -> None:
     forks = "os.fork()" in code
     if forks and not sandbox._backend.worker_uids():
@@ -195,15 +213,18 @@ def test_memory_bomb(sandbox: PythonCoderTool, code: str) -> None:
     if forks:  # stopped by the aggregate cap (the reason says so), not by the timeout
         assert_no_leftovers(sandbox)
     else:
-        assert data.exception is not None and data.exception.type in {"MemoryError",
-                                                                       "_ArrayMemoryError"}
+        assert data.exception is not None and data.exception.type in {
+            "MemoryError",
+            "_ArrayMemoryError",
+        }
     assert_still_works(sandbox)
 
 
 def test_hundred_megabytes_of_output(sandbox: PythonCoderTool) -> None:
     start = time.monotonic()
-    result = sandbox.execute(code="import sys\nfor _ in range(100):\n"
-                                  "    sys.stdout.write('x' * 1024 * 1024)")
+    result = sandbox.execute(
+        code="import sys\nfor _ in range(100):\n    sys.stdout.write('x' * 1024 * 1024)"
+    )
     data = assert_clean_error(result, "output_limit")
     assert data.truncated and "output truncated" in data.stdout
     assert len(result.output) < 10_000
@@ -212,8 +233,10 @@ def test_hundred_megabytes_of_output(sandbox: PythonCoderTool) -> None:
 
 
 def test_one_gigabyte_file(sandbox: PythonCoderTool) -> None:
-    code = ("import os\nprint(os.getcwd(), flush=True)\nwith open('big.bin', 'wb') as fh:\n"
-            "    for _ in range(1024):\n        fh.write(b'\\0' * 1024 * 1024)")
+    code = (
+        "import os\nprint(os.getcwd(), flush=True)\nwith open('big.bin', 'wb') as fh:\n"
+        "    for _ in range(1024):\n        fh.write(b'\\0' * 1024 * 1024)"
+    )
     result = sandbox.execute(code=code)
     data = assert_clean_error(result, "file_limit")
     assert "File size limit" in (result.error or "")
@@ -226,12 +249,13 @@ def test_one_gigabyte_file(sandbox: PythonCoderTool) -> None:
 # --- secrets, network, the checkout --------------------------------------------------------------
 def test_host_secret_is_not_readable(sandbox: PythonCoderTool) -> None:
     assert os.environ[SECRET_NAME] == SECRET_VALUE
-    code = ("import os\nprint(os.environ.get(%r))\nseen = []\n"
-            "for path in ['/proc/self/environ', '/proc/1/environ', '/proc/%d/environ']"
-            " + ['/proc/%%s/environ' %% p for p in os.listdir('/proc') if p.isdigit()]:\n"
-            "    try:\n        seen.append(open(path, 'rb').read().decode('latin-1'))\n"
-            "    except OSError:\n        pass\nprint('|'.join(seen))"
-            % (SECRET_NAME, os.getpid()))
+    code = (
+        "import os\nprint(os.environ.get(%r))\nseen = []\n"
+        "for path in ['/proc/self/environ', '/proc/1/environ', '/proc/%d/environ']"
+        " + ['/proc/%%s/environ' %% p for p in os.listdir('/proc') if p.isdigit()]:\n"
+        "    try:\n        seen.append(open(path, 'rb').read().decode('latin-1'))\n"
+        "    except OSError:\n        pass\nprint('|'.join(seen))" % (SECRET_NAME, os.getpid())
+    )
     result = sandbox.execute(code=code)
     assert result.ok, result.error
     assert result.data["stdout"].startswith("None\n")
@@ -244,8 +268,10 @@ def test_tcp_to_a_local_listener_fails(sandbox: PythonCoderTool) -> None:
         server.listen(4)
         server.settimeout(0.5)
         port = server.getsockname()[1]
-        code = ("import socket\nsock = socket.create_connection(('127.0.0.1', %d), timeout=2)\n"
-                "sock.sendall(b'escaped')\nprint('connected')" % port)
+        code = (
+            "import socket\nsock = socket.create_connection(('127.0.0.1', %d), timeout=2)\n"
+            "sock.sendall(b'escaped')\nprint('connected')" % port
+        )
         result = sandbox.execute(code=code)
         data = assert_clean_error(result, "exception")
         assert "connected" not in data.stdout
@@ -256,16 +282,18 @@ def test_tcp_to_a_local_listener_fails(sandbox: PythonCoderTool) -> None:
 def test_project_checkout_is_out_of_reach(sandbox: PythonCoderTool) -> None:
     marker = ROOT / f"sandbox_escape_{uuid.uuid4().hex}.txt"
     host_tmp = Path("/tmp") / f"sandbox_escape_{uuid.uuid4().hex}.txt"
-    code = (f"import os\nops = {{\n"
-            f"    'read': lambda: open({str(ROOT / 'pyproject.toml')!r}).read(),\n"
-            f"    'create': lambda: open({str(marker)!r}, 'w').write('x'),\n"
-            f"    'append': lambda: open({str(ROOT / 'pyproject.toml')!r}, 'a').write('#'),\n"
-            f"    'tmp': lambda: open({str(host_tmp)!r}, 'w').write('x'),\n"
-            f"}}\nfor name, op in ops.items():\n    try:\n        op()\n"
-            f"        print(name, 'DONE')\n    except OSError as exc:\n"
-            f"        print(name, 'blocked', type(exc).__name__)\n"
-            f"try:\n    print(sorted(os.listdir({str(ROOT)!r})))\n"
-            f"except OSError as exc:\n    print([])")
+    code = (
+        f"import os\nops = {{\n"
+        f"    'read': lambda: open({str(ROOT / 'pyproject.toml')!r}).read(),\n"
+        f"    'create': lambda: open({str(marker)!r}, 'w').write('x'),\n"
+        f"    'append': lambda: open({str(ROOT / 'pyproject.toml')!r}, 'a').write('#'),\n"
+        f"    'tmp': lambda: open({str(host_tmp)!r}, 'w').write('x'),\n"
+        f"}}\nfor name, op in ops.items():\n    try:\n        op()\n"
+        f"        print(name, 'DONE')\n    except OSError as exc:\n"
+        f"        print(name, 'blocked', type(exc).__name__)\n"
+        f"try:\n    print(sorted(os.listdir({str(ROOT)!r})))\n"
+        f"except OSError as exc:\n    print([])"
+    )
     result = sandbox.execute(code=code)
     assert result.ok, result.error
     *lines, listing = result.data["stdout"].splitlines()
@@ -306,8 +334,9 @@ def test_deep_recursion(sandbox: PythonCoderTool) -> None:
     assert data.exception is not None and data.exception.type == "RecursionError"
     assert len(data.exception.traceback) <= 4100
     unbounded = "import sys\nsys.setrecursionlimit(10 ** 8)\n" + code
-    assert_clean_error(sandbox.execute(code=unbounded),
-                       {"killed", "memory", "exception", "timeout"})
+    assert_clean_error(
+        sandbox.execute(code=unbounded), {"killed", "memory", "exception", "timeout"}
+    )
     assert_still_works(sandbox)
 
 
@@ -318,16 +347,19 @@ def test_missing_module(sandbox: PythonCoderTool) -> None:
 
 
 def test_forged_report_is_not_trusted(sandbox: PythonCoderTool) -> None:
-    code = ("import os, json\nos.write(3, json.dumps({'exit_reason': 'bogus', "
-            "'exception': {'nope': 1}, 'exit_code': 'x'}).encode())\nos._exit(0)")
+    code = (
+        "import os, json\nos.write(3, json.dumps({'exit_reason': 'bogus', "
+        "'exception': {'nope': 1}, 'exit_code': 'x'}).encode())\nos._exit(0)"
+    )
     result = sandbox.execute(code=code)
     assert_clean_error(result, "sandbox_error")
     assert_still_works(sandbox)
 
 
 def test_after_the_suite_everything_still_works(sandbox: PythonCoderTool) -> None:
-    result = sandbox.execute(code="from fractions import Fraction\n"
-                                  "print(Fraction(1, 3) + Fraction(1, 6))\nanswer = 42")
+    result = sandbox.execute(
+        code="from fractions import Fraction\nprint(Fraction(1, 3) + Fraction(1, 6))\nanswer = 42"
+    )
     assert result.ok
     assert result.data["stdout"] == "1/2\n" and result.data["variables"] == {"answer": "42"}
     assert sandbox._backend.restarts == 0

@@ -365,7 +365,7 @@ def test_numba_backend_agrees_with_numpy(index_dir: Path, world: list[dict[str, 
         SearchTool(index_dir=index_dir, backend="numpy") as plain,
     ):
         assert fast.index.backend == "numba" and plain.index.backend == "numpy"
-        for a, b in zip(fast.batch_execute(queries), plain.batch_execute(queries)):
+        for a, b in zip(fast.batch_execute(queries), plain.batch_execute(queries), strict=False):
             assert a.output == b.output
             assert a.data["hits"] == b.data["hits"]
 

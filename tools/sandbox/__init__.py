@@ -8,8 +8,22 @@
 - :mod:`.local`, :mod:`.e2b_backend`: the two backends behind ``PythonCoderTool``.
 """
 
-from tools.sandbox.models import (E2BConfigError, ExceptionInfo, ExecutionResult, ExitReason,
-                                  SandboxError, SandboxLimits, SandboxUnavailableError)
+from tools.sandbox.models import (
+    E2BConfigError,
+    ExceptionInfo,
+    ExecutionResult,
+    ExitReason,
+    SandboxError,
+    SandboxLimits,
+    SandboxUnavailableError,
+)
 
-__all__ = ["E2BConfigError", "ExceptionInfo", "ExecutionResult", "ExitReason", "SandboxError",
-           "SandboxLimits", "SandboxUnavailableError"]
+__all__ = [
+    "E2BConfigError",
+    "ExceptionInfo",
+    "ExecutionResult",
+    "ExitReason",
+    "SandboxError",
+    "SandboxLimits",
+    "SandboxUnavailableError",
+]

@@ -23,23 +23,62 @@ import os
 import resource
 import socket
 import tempfile
-from typing import Any
 from collections.abc import Iterable
+from typing import Any
 
-__all__ = ["apply_rlimits", "drop_privileges", "build_seccomp_filter", "SeccompProgram",
-           "landlock_abi", "LandlockRuleset", "processes_of", "anonymous_memory_of",
-           "own_anonymous_memory"]
+__all__ = [
+    "apply_rlimits",
+    "drop_privileges",
+    "build_seccomp_filter",
+    "SeccompProgram",
+    "landlock_abi",
+    "LandlockRuleset",
+    "processes_of",
+    "anonymous_memory_of",
+    "own_anonymous_memory",
+]
 
 _MB = 1024 * 1024
 
 # Calls no snippet needs; most already fail for an unprivileged uid, the filter makes it explicit.
 _DENIED_SYSCALLS = (
-    "ptrace", "process_vm_readv", "process_vm_writev", "mount", "umount2", "pivot_root", "chroot",
-    "unshare", "setns", "bpf", "perf_event_open", "kexec_load", "kexec_file_load", "init_module",
-    "finit_module", "delete_module", "reboot", "swapon", "swapoff", "keyctl", "add_key",
-    "request_key", "open_by_handle_at", "name_to_handle_at", "userfaultfd", "acct",
-    "io_uring_setup", "io_uring_enter", "io_uring_register", "fanotify_init", "quotactl",
-    "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "syslog", "vhangup",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "unshare",
+    "setns",
+    "bpf",
+    "perf_event_open",
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "reboot",
+    "swapon",
+    "swapoff",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "open_by_handle_at",
+    "name_to_handle_at",
+    "userfaultfd",
+    "acct",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "fanotify_init",
+    "quotactl",
+    "settimeofday",
+    "clock_settime",
+    "clock_adjtime",
+    "adjtimex",
+    "syslog",
+    "vhangup",
 )
 _CLONE_THREAD = 0x00010000
 
@@ -88,8 +127,7 @@ def build_seccomp_filter(deny_new_processes: bool) -> Any | None:
             continue  # not a syscall on this architecture
     if deny_new_processes:
         # Threads (CLONE_THREAD) stay allowed so numpy & co. work; new processes do not.
-        filt.add_rule(sc.ERRNO(errno.EAGAIN), "clone",
-                      sc.Arg(0, sc.MASKED_EQ, _CLONE_THREAD, 0))
+        filt.add_rule(sc.ERRNO(errno.EAGAIN), "clone", sc.Arg(0, sc.MASKED_EQ, _CLONE_THREAD, 0))
         for name in ("fork", "vfork"):
             try:
                 filt.add_rule(sc.ERRNO(errno.EAGAIN), name)
@@ -113,8 +151,9 @@ class SeccompProgram:
         if not bpf or len(bpf) % 8:
             raise ValueError("not a BPF program")
         self._buffer = ctypes.create_string_buffer(bpf, len(bpf))
-        self._prog = _SockFprog(len=len(bpf) // 8,
-                                filter=ctypes.cast(self._buffer, ctypes.c_void_p))
+        self._prog = _SockFprog(
+            len=len(bpf) // 8, filter=ctypes.cast(self._buffer, ctypes.c_void_p)
+        )
         self._prctl = ctypes.CDLL(None, use_errno=True).prctl
 
     @classmethod
@@ -159,7 +198,7 @@ def _field_kb(status: bytes, key: bytes) -> int:
     start = status.find(key)
     if start < 0:
         return 0  # zombies have no memory lines
-    return int(status[start + len(key):status.find(b"\n", start)].split()[0])
+    return int(status[start + len(key) : status.find(b"\n", start)].split()[0])
 
 
 def _scan_uid(uid: int) -> list[tuple[int, int]]:
@@ -174,7 +213,7 @@ def _scan_uid(uid: int) -> list[tuple[int, int]]:
         except OSError:
             continue  # exited meanwhile
         start = status.find(b"Uid:")
-        uids = status[start + 4:status.find(b"\n", start)].split()
+        uids = status[start + 4 : status.find(b"\n", start)].split()
         if wanted.encode() in uids:
             found.append((int(name), _field_kb(status, b"RssAnon:") * 1024))
     return found
@@ -191,8 +230,11 @@ _SCOPE_ABSTRACT_UNIX, _SCOPE_SIGNAL = 1 << 0, 1 << 1
 
 
 class _RulesetAttr(ctypes.Structure):
-    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
-                ("scoped", ctypes.c_uint64)]
+    _fields_ = [
+        ("handled_access_fs", ctypes.c_uint64),
+        ("handled_access_net", ctypes.c_uint64),
+        ("scoped", ctypes.c_uint64),
+    ]
 
 
 class _PathBeneathAttr(ctypes.Structure):
@@ -244,8 +286,13 @@ class LandlockRuleset:
     signals or abstract sockets reaching outside the call are denied where the ABI allows.
     """
 
-    def __init__(self, abi: int, full_access: Iterable[str], read_only: Iterable[str] | None,
-                 rw_files: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        abi: int,
+        full_access: Iterable[str],
+        read_only: Iterable[str] | None,
+        rw_files: Iterable[str] = (),
+    ) -> None:
         if abi <= 0:
             raise OSError(errno.ENOSYS, "Landlock is not available")
         sysc = _syscall()
@@ -260,16 +307,22 @@ class LandlockRuleset:
         if abi >= 6:
             attr.scoped = _SCOPE_ABSTRACT_UNIX | _SCOPE_SIGNAL
             size = 24
-        fd = sysc(ctypes.c_long(_SYS_CREATE), ctypes.byref(attr), ctypes.c_size_t(size),
-                  ctypes.c_uint32(0))
+        fd = sysc(
+            ctypes.c_long(_SYS_CREATE),
+            ctypes.byref(attr),
+            ctypes.c_size_t(size),
+            ctypes.c_uint32(0),
+        )
         if fd < 0:
             raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
         self.fd = int(fd)
         try:
             rules: list[tuple[str, int]] = [(p, handled) for p in full_access]
             rules += [(p, read_rights & handled) for p in (read_only or ())]
-            rules += [(p, (_FS_READ_FILE | _FS_WRITE_FILE | (_FS_TRUNCATE if abi >= 3 else 0))
-                       & handled) for p in rw_files]
+            rules += [
+                (p, (_FS_READ_FILE | _FS_WRITE_FILE | (_FS_TRUNCATE if abi >= 3 else 0)) & handled)
+                for p in rw_files
+            ]
             for path, allowed in rules:
                 _add_path_rule(sysc, self.fd, path, allowed, file_rights)
         except BaseException:
@@ -297,8 +350,16 @@ def _add_path_rule(sysc: Any, ruleset: int, path: str, allowed: int, file_rights
         if not os.path.isdir(path):
             allowed &= file_rights
         beneath = _PathBeneathAttr(allowed_access=allowed, parent_fd=fd)
-        if sysc(ctypes.c_long(_SYS_ADD_RULE), ctypes.c_int(ruleset), ctypes.c_int(1),
-                ctypes.byref(beneath), ctypes.c_uint32(0)) != 0:
+        if (
+            sysc(
+                ctypes.c_long(_SYS_ADD_RULE),
+                ctypes.c_int(ruleset),
+                ctypes.c_int(1),
+                ctypes.byref(beneath),
+                ctypes.c_uint32(0),
+            )
+            != 0
+        ):
             raise OSError(ctypes.get_errno(), f"landlock_add_rule failed for {path}")
     finally:
         os.close(fd)

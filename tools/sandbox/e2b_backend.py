@@ -14,8 +14,13 @@ import threading
 import time
 from typing import Any
 
-from tools.sandbox.models import (E2BConfigError, ExceptionInfo, ExecutionResult, ExitReason,
-                                  SandboxLimits)
+from tools.sandbox.models import (
+    E2BConfigError,
+    ExceptionInfo,
+    ExecutionResult,
+    ExitReason,
+    SandboxLimits,
+)
 
 __all__ = ["E2BBackend", "execution_to_result"]
 
@@ -33,8 +38,9 @@ def _cap(text: str, limit: int) -> tuple[str, bool]:
     return kept + marker, True
 
 
-def execution_to_result(execution: Any, duration_s: float,
-                        limits: SandboxLimits) -> ExecutionResult:
+def execution_to_result(
+    execution: Any, duration_s: float, limits: SandboxLimits
+) -> ExecutionResult:
     """Map an ``e2b_code_interpreter.models.Execution`` onto our :class:`ExecutionResult`.
 
     stdout/stderr are the concatenated log chunks (capped like the local backend); the value of
@@ -58,12 +64,19 @@ def execution_to_result(execution: Any, duration_s: float,
             half = _TRACEBACK_CHARS // 2
             trace = trace[:half] + "\n... (traceback trimmed) ...\n" + trace[-half:]
         name = str(getattr(error, "name", "Error"))
-        exception = ExceptionInfo(type=name, message=str(getattr(error, "value", "")),
-                                  traceback=trace)
+        exception = ExceptionInfo(
+            type=name, message=str(getattr(error, "value", "")), traceback=trace
+        )
         reason = "memory" if name == "MemoryError" else "exception"
-    return ExecutionResult(stdout=stdout, stderr=stderr, exception=exception,
-                           truncated=cut_out or cut_err, duration_s=duration_s,
-                           exit_reason=reason, isolation="e2b")
+    return ExecutionResult(
+        stdout=stdout,
+        stderr=stderr,
+        exception=exception,
+        truncated=cut_out or cut_err,
+        duration_s=duration_s,
+        exit_reason=reason,
+        isolation="e2b",
+    )
 
 
 class E2BBackend:
@@ -72,21 +85,29 @@ class E2BBackend:
 
     isolation_level = "e2b"
 
-    def __init__(self, limits: SandboxLimits, api_key: str | None = None,
-                 template: str | None = None, sandbox_timeout_s: int = 600,
-                 allow_internet_access: bool = False, request_timeout_s: float = 30.0,
-                 sandbox_cls: Any | None = None) -> None:
+    def __init__(
+        self,
+        limits: SandboxLimits,
+        api_key: str | None = None,
+        template: str | None = None,
+        sandbox_timeout_s: int = 600,
+        allow_internet_access: bool = False,
+        request_timeout_s: float = 30.0,
+        sandbox_cls: Any | None = None,
+    ) -> None:
         key = api_key or os.environ.get("E2B_API_KEY")
         if not key:
             raise E2BConfigError(
                 "backend='e2b' needs an E2B API key: set the E2B_API_KEY environment variable "
-                "or pass e2b_api_key=...; use backend='local' to run without E2B")
+                "or pass e2b_api_key=...; use backend='local' to run without E2B"
+            )
         try:
             from e2b_code_interpreter import Sandbox, TimeoutException
         except ImportError as exc:
             raise E2BConfigError(
                 "backend='e2b' needs the e2b-code-interpreter package: "
-                "pip install 'agentflow-gym[e2b]'") from exc
+                "pip install 'agentflow-gym[e2b]'"
+            ) from exc
         # ``sandbox_cls``: anything with the SDK's ``create``/``run_code``/``kill`` shape
         # (a subclass with custom defaults, or a test double where no E2B service is reachable)
         self._sandbox_cls = sandbox_cls if sandbox_cls is not None else Sandbox
@@ -105,9 +126,13 @@ class E2BBackend:
         if self._sandbox is None:
             logger.info("creating E2B sandbox (template=%s)", self.template)
             self._sandbox = self._sandbox_cls.create(
-                template=self.template, timeout=self.sandbox_timeout_s, envs={},
-                allow_internet_access=self.allow_internet_access, api_key=self._api_key,
-                request_timeout=self.request_timeout_s)
+                template=self.template,
+                timeout=self.sandbox_timeout_s,
+                envs={},
+                allow_internet_access=self.allow_internet_access,
+                api_key=self._api_key,
+                request_timeout=self.request_timeout_s,
+            )
         return self._sandbox
 
     def run(self, code: str, limits: SandboxLimits | None = None) -> ExecutionResult:
@@ -119,16 +144,19 @@ class E2BBackend:
                 return _error("the E2B backend is closed", 0.0)
             try:
                 sandbox = self._ensure_sandbox()
-                execution = sandbox.run_code(code, timeout=limits.timeout_s,
-                                             request_timeout=limits.timeout_s
-                                             + self.request_timeout_s)
+                execution = sandbox.run_code(
+                    code,
+                    timeout=limits.timeout_s,
+                    request_timeout=limits.timeout_s + self.request_timeout_s,
+                )
             except Exception as exc:  # SDK/network errors become results, never exceptions
                 duration = time.monotonic() - start
                 if isinstance(exc, self._timeout_exc):
                     # the remote kernel may still be busy: start afresh on the next call
                     self._kill_locked()
-                    return ExecutionResult(exit_reason="timeout", duration_s=duration,
-                                           isolation="e2b")
+                    return ExecutionResult(
+                        exit_reason="timeout", duration_s=duration, isolation="e2b"
+                    )
                 self._kill_locked()
                 return _error(f"E2B call failed: {type(exc).__name__}: {exc}", duration)
         return execution_to_result(execution, time.monotonic() - start, limits)
@@ -153,5 +181,9 @@ class E2BBackend:
 
 
 def _error(message: str, duration_s: float) -> ExecutionResult:
-    return ExecutionResult(exception=ExceptionInfo(type="SandboxError", message=message),
-                           exit_reason="sandbox_error", duration_s=duration_s, isolation="e2b")
+    return ExecutionResult(
+        exception=ExceptionInfo(type="SandboxError", message=message),
+        exit_reason="sandbox_error",
+        duration_s=duration_s,
+        isolation="e2b",
+    )

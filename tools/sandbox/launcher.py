@@ -22,8 +22,15 @@ from typing import Literal
 
 from tools.sandbox.models import SandboxUnavailableError
 
-__all__ = ["LaunchSpec", "Isolation", "bwrap_path", "python_roots", "build_spec",
-           "BWRAP_INSTALL_HINT", "SANDBOX_ENV"]
+__all__ = [
+    "LaunchSpec",
+    "Isolation",
+    "bwrap_path",
+    "python_roots",
+    "build_spec",
+    "BWRAP_INSTALL_HINT",
+    "SANDBOX_ENV",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +57,18 @@ SANDBOX_ENV: dict[str, str] = {
 
 # System locations a Python process needs, read-only. /etc is reduced to loader and locale files.
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
-_ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime",
-              "/etc/nsswitch.conf", "/etc/passwd", "/etc/group", "/etc/mime.types",
-              "/etc/alternatives", "/etc/ssl/certs")
+_ETC_FILES = (
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/localtime",
+    "/etc/nsswitch.conf",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/mime.types",
+    "/etc/alternatives",
+    "/etc/ssl/certs",
+)
 _CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_KILL")
 
 
@@ -78,8 +94,13 @@ def bwrap_path() -> str | None:
 
 def python_roots() -> list[str]:
     """Directories holding the running interpreter, its standard library and site-packages."""
-    candidates = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-                  os.path.dirname(os.path.realpath(sys.executable))]
+    candidates = [
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        sys.base_exec_prefix,
+        os.path.dirname(os.path.realpath(sys.executable)),
+    ]
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
         path = sysconfig.get_paths().get(key)
         if path:
@@ -89,15 +110,15 @@ def python_roots() -> list[str]:
     except AttributeError:  # pragma: no cover - very old virtualenvs
         pass
     roots: list[str] = []
-    for path in sorted({os.path.realpath(p) for p in candidates if p and os.path.isdir(p)},
-                       key=len):
+    for path in sorted(
+        {os.path.realpath(p) for p in candidates if p and os.path.isdir(p)}, key=len
+    ):
         if path in _SYSTEM_DIRS or any(path == r or path.startswith(r + os.sep) for r in roots):
             continue
         roots.append(path)
     # also keep the non-resolved prefixes: the venv's python finds pyvenv.cfg through them
     for path in (sys.prefix, os.path.dirname(sys.executable)):
-        if os.path.isdir(path) and not any(
-                path == r or path.startswith(r + os.sep) for r in roots):
+        if os.path.isdir(path) and not any(path == r or path.startswith(r + os.sep) for r in roots):
             roots.append(path)
     return [r for r in roots if not any(r == s or r.startswith(s + os.sep) for s in _SYSTEM_DIRS)]
 
@@ -108,8 +129,16 @@ def _ancestors(path: str) -> list[str]:
 
 
 def _bwrap_argv(bwrap: str, tmpfs_mb: int) -> list[str]:
-    argv = [bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
-            "--unshare-cgroup-try", "--die-with-parent", "--new-session"]
+    argv = [
+        bwrap,
+        "--unshare-ipc",
+        "--unshare-pid",
+        "--unshare-net",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--die-with-parent",
+        "--new-session",
+    ]
     if os.geteuid() == 0:
         # As root bwrap keeps every capability by default; the fork server needs only these
         # (switching uid for the per-call children, managing their directories, killing them
@@ -139,20 +168,36 @@ def _bwrap_argv(bwrap: str, tmpfs_mb: int) -> list[str]:
                 made.add(parent)
         argv += ["--ro-bind", root, root]
         made.add(root)
-    argv += ["--ro-bind", _WORKER_DIR, _MOUNTED_WORKER_DIR,
-             "--proc", "/proc", "--dev", "/dev",
-             "--clearenv"]
+    argv += [
+        "--ro-bind",
+        _WORKER_DIR,
+        _MOUNTED_WORKER_DIR,
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--clearenv",
+    ]
     for key, value in SANDBOX_ENV.items():
         argv += ["--setenv", key, value]
-    argv += ["--chdir", _SANDBOX_TMP, sys.executable, "-I", "-B",
-             f"{_MOUNTED_WORKER_DIR}/worker.py"]
+    argv += [
+        "--chdir",
+        _SANDBOX_TMP,
+        sys.executable,
+        "-I",
+        "-B",
+        f"{_MOUNTED_WORKER_DIR}/worker.py",
+    ]
     return argv
 
 
 def landlock_read_list() -> list[str]:
     """What a snippet may read in process isolation: the system, Python, and a few pseudo-fs."""
-    paths = list(_SYSTEM_DIRS) + python_roots() + [
-        "/etc", "/proc", "/dev", "/sys/devices/system/cpu", "/usr/share/zoneinfo"]
+    paths = (
+        list(_SYSTEM_DIRS)
+        + python_roots()
+        + ["/etc", "/proc", "/dev", "/sys/devices/system/cpu", "/usr/share/zoneinfo"]
+    )
     return [p for p in paths if os.path.exists(p)]
 
 
@@ -163,13 +208,23 @@ def build_spec(isolation: Isolation, tmpfs_mb: int) -> LaunchSpec:
         if bwrap is None:
             raise SandboxUnavailableError(
                 f"namespace isolation needs bubblewrap and `bwrap` is not on PATH; "
-                f"{BWRAP_INSTALL_HINT}")
-        return LaunchSpec(isolation="bwrap", argv=_bwrap_argv(bwrap, tmpfs_mb),
-                          env={"PATH": SANDBOX_ENV["PATH"]}, call_root=f"{_SANDBOX_TMP}/calls",
-                          landlock_read=None)
+                f"{BWRAP_INSTALL_HINT}"
+            )
+        return LaunchSpec(
+            isolation="bwrap",
+            argv=_bwrap_argv(bwrap, tmpfs_mb),
+            env={"PATH": SANDBOX_ENV["PATH"]},
+            call_root=f"{_SANDBOX_TMP}/calls",
+            landlock_read=None,
+        )
     host_dir = tempfile.mkdtemp(prefix="agentflow-sandbox-")
     os.chmod(host_dir, 0o711)  # the private uid must reach its own call directory inside
     argv = [sys.executable, "-I", "-B", os.path.join(_WORKER_DIR, "worker.py")]
-    return LaunchSpec(isolation="process", argv=argv, env=dict(SANDBOX_ENV),
-                      call_root=os.path.join(host_dir, "calls"),
-                      landlock_read=landlock_read_list(), host_dirs=[host_dir])
+    return LaunchSpec(
+        isolation="process",
+        argv=argv,
+        env=dict(SANDBOX_ENV),
+        call_root=os.path.join(host_dir, "calls"),
+        landlock_read=landlock_read_list(),
+        host_dirs=[host_dir],
+    )

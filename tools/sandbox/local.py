@@ -6,15 +6,25 @@ import logging
 import os
 import stat
 import time
-from typing import Any, Literal
 from collections.abc import Sequence
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from tools.sandbox.launcher import (BWRAP_INSTALL_HINT, SANDBOX_ENV, Isolation, build_spec,
-                                    bwrap_path, python_roots)
-from tools.sandbox.models import (ExceptionInfo, ExecutionResult, SandboxLimits,
-                                  SandboxUnavailableError)
+from tools.sandbox.launcher import (
+    BWRAP_INSTALL_HINT,
+    SANDBOX_ENV,
+    Isolation,
+    build_spec,
+    bwrap_path,
+    python_roots,
+)
+from tools.sandbox.models import (
+    ExceptionInfo,
+    ExecutionResult,
+    SandboxLimits,
+    SandboxUnavailableError,
+)
 from tools.sandbox.pool import WorkerDied, WorkerPool
 
 __all__ = ["LocalBackend", "IsolationRequest", "DEFAULT_PRELOAD"]
@@ -26,9 +36,30 @@ IsolationRequest = Literal["auto", "strict", "process"]
 # Imported once by each fork server so snippets start with them loaded (a call then costs a
 # fork, not an import). Missing optional libraries are skipped.
 DEFAULT_PRELOAD: tuple[str, ...] = (
-    "math", "cmath", "random", "statistics", "fractions", "decimal", "itertools", "functools",
-    "collections", "heapq", "bisect", "operator", "re", "string", "json", "datetime", "time",
-    "copy", "typing", "dataclasses", "textwrap", "unicodedata", "numpy", "sympy",
+    "math",
+    "cmath",
+    "random",
+    "statistics",
+    "fractions",
+    "decimal",
+    "itertools",
+    "functools",
+    "collections",
+    "heapq",
+    "bisect",
+    "operator",
+    "re",
+    "string",
+    "json",
+    "datetime",
+    "time",
+    "copy",
+    "typing",
+    "dataclasses",
+    "textwrap",
+    "unicodedata",
+    "numpy",
+    "sympy",
 )
 
 
@@ -40,9 +71,14 @@ class LocalBackend:
     falls back to a confined process otherwise; ``"process"`` never uses namespaces.
     """
 
-    def __init__(self, limits: SandboxLimits, isolation: IsolationRequest = "auto",
-                 pool_size: int = 2, preload: Sequence[str] = DEFAULT_PRELOAD,
-                 startup_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        limits: SandboxLimits,
+        isolation: IsolationRequest = "auto",
+        pool_size: int = 2,
+        preload: Sequence[str] = DEFAULT_PRELOAD,
+        startup_timeout_s: float = 60.0,
+    ) -> None:
         if isolation not in ("auto", "strict", "process"):
             raise ValueError(f"isolation must be 'auto', 'strict' or 'process', not {isolation!r}")
         if pool_size < 1:
@@ -58,13 +94,16 @@ class LocalBackend:
             except WorkerDied as exc:
                 if isolation == "strict":
                     raise SandboxUnavailableError(
-                        f"bubblewrap is installed but could not start a sandbox: {exc}") from exc
-                logger.warning("bubblewrap sandbox failed to start, falling back to process "
-                               "isolation: %s", exc)
+                        f"bubblewrap is installed but could not start a sandbox: {exc}"
+                    ) from exc
+                logger.warning(
+                    "bubblewrap sandbox failed to start, falling back to process isolation: %s", exc
+                )
         elif isolation == "strict":
             raise SandboxUnavailableError(
                 "isolation='strict' needs namespace isolation, but `bwrap` was not found on "
-                f"PATH; {BWRAP_INSTALL_HINT} (or pass isolation='auto' to accept a weaker sandbox)")
+                f"PATH; {BWRAP_INSTALL_HINT} (or pass isolation='auto' to accept a weaker sandbox)"
+            )
         if self.pool is None:
             try:
                 self.pool = self._make_pool("process", pool_size, init, startup_timeout_s)
@@ -74,15 +113,19 @@ class LocalBackend:
         if self.kind == "process" and self.pool.features.get("drop"):
             _warn_if_python_unreadable()
         if not self.pool.features.get("drop") and not self.pool.features.get("seccomp"):
-            logger.warning("sandbox cannot switch to a private uid nor load seccomp: the process "
-                           "cap (max_processes) is not enforced")
+            logger.warning(
+                "sandbox cannot switch to a private uid nor load seccomp: the process "
+                "cap (max_processes) is not enforced"
+            )
         logger.info("python sandbox ready: %s, %d workers", self.isolation_level, pool_size)
 
-    def _make_pool(self, kind: Isolation, size: int, init: dict[str, Any],
-                   startup_timeout_s: float) -> WorkerPool:
+    def _make_pool(
+        self, kind: Isolation, size: int, init: dict[str, Any], startup_timeout_s: float
+    ) -> WorkerPool:
         tmpfs_mb = self.limits.tmpfs_mb
-        return WorkerPool(lambda: build_spec(kind, tmpfs_mb), size, init,
-                          startup_timeout_s=startup_timeout_s)
+        return WorkerPool(
+            lambda: build_spec(kind, tmpfs_mb), size, init, startup_timeout_s=startup_timeout_s
+        )
 
     def run(self, code: str, limits: SandboxLimits | None = None) -> ExecutionResult:
         """Run ``code`` in a fresh child of an idle worker and return the structured result."""
@@ -125,7 +168,9 @@ def _warn_if_python_unreadable() -> None:
                 logger.warning(
                     "process isolation: %s is not accessible to the sandbox's unprivileged uid, "
                     "so snippets can only import the preloaded modules; install bubblewrap "
-                    "(apt-get install -y bubblewrap) or use a world-readable Python", path)
+                    "(apt-get install -y bubblewrap) or use a world-readable Python",
+                    path,
+                )
                 return
             path = os.path.dirname(path)
 
@@ -152,16 +197,27 @@ def to_result(raw: dict[str, Any], duration_s: float, isolation: str) -> Executi
     variables = raw.get("variables")
     try:
         return ExecutionResult(
-            stdout=str(raw.get("stdout", "")), stderr=str(raw.get("stderr", "")),
+            stdout=str(raw.get("stdout", "")),
+            stderr=str(raw.get("stderr", "")),
             exception=ExceptionInfo.model_validate(exc) if exc is not None else None,
-            truncated=bool(raw.get("truncated", False)), duration_s=duration_s,
+            truncated=bool(raw.get("truncated", False)),
+            duration_s=duration_s,
             variables={str(k): str(v) for k, v in variables.items()}
-            if isinstance(variables, dict) else {},
-            exit_reason=raw.get("exit_reason", "sandbox_error"), exit_code=raw.get("exit_code"),
-            signal=raw.get("signal"), isolation=isolation)
+            if isinstance(variables, dict)
+            else {},
+            exit_reason=raw.get("exit_reason", "sandbox_error"),
+            exit_code=raw.get("exit_code"),
+            signal=raw.get("signal"),
+            isolation=isolation,
+        )
     except (ValidationError, TypeError, ValueError) as err:
         return ExecutionResult(
-            stdout=str(raw.get("stdout", "")), stderr=str(raw.get("stderr", "")),
-            exception=ExceptionInfo(type="SandboxError",
-                                    message=f"malformed result from the sandbox: {err}"),
-            duration_s=duration_s, exit_reason="sandbox_error", isolation=isolation)
+            stdout=str(raw.get("stdout", "")),
+            stderr=str(raw.get("stderr", "")),
+            exception=ExceptionInfo(
+                type="SandboxError", message=f"malformed result from the sandbox: {err}"
+            ),
+            duration_s=duration_s,
+            exit_reason="sandbox_error",
+            isolation=isolation,
+        )

@@ -6,19 +6,26 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["ExitReason", "ExceptionInfo", "ExecutionResult", "SandboxLimits", "SandboxError",
-           "SandboxUnavailableError", "E2BConfigError"]
+__all__ = [
+    "ExitReason",
+    "ExceptionInfo",
+    "ExecutionResult",
+    "SandboxLimits",
+    "SandboxError",
+    "SandboxUnavailableError",
+    "E2BConfigError",
+]
 
 ExitReason = Literal[
-    "ok",            # the code ran to the end without an exception
-    "exception",     # the code raised an exception
-    "exit",          # sys.exit / os._exit (``exit_code`` says which code)
-    "timeout",       # wall-clock timeout: the whole process tree was killed
-    "cpu",           # RLIMIT_CPU exceeded (SIGXCPU / SIGKILL)
-    "memory",        # MemoryError under the address-space limit
-    "file_limit",    # a write went past the file-size limit (EFBIG)
+    "ok",  # the code ran to the end without an exception
+    "exception",  # the code raised an exception
+    "exit",  # sys.exit / os._exit (``exit_code`` says which code)
+    "timeout",  # wall-clock timeout: the whole process tree was killed
+    "cpu",  # RLIMIT_CPU exceeded (SIGXCPU / SIGKILL)
+    "memory",  # MemoryError under the address-space limit
+    "file_limit",  # a write went past the file-size limit (EFBIG)
     "output_limit",  # far more output than the cap: killed
-    "killed",        # ended by a signal (segfault, abort, OOM...)
+    "killed",  # ended by a signal (segfault, abort, OOM...)
     "sandbox_error",  # the sandbox itself failed (worker died, protocol error); the pool recovers
 ]
 

@@ -49,8 +49,13 @@ class WorkerDied(RuntimeError):
 class WorkerHandle:
     """One running fork server. Not thread-safe: the pool gives it to one caller at a time."""
 
-    def __init__(self, spec: LaunchSpec, init: dict[str, Any], startup_timeout_s: float,
-                 spawner: ThreadPoolExecutor | None = None) -> None:
+    def __init__(
+        self,
+        spec: LaunchSpec,
+        init: dict[str, Any],
+        startup_timeout_s: float,
+        spawner: ThreadPoolExecutor | None = None,
+    ) -> None:
         self.spec = spec
         # The worker's stderr: its first lines (where a start-up failure says why) and its last.
         self._stderr_head: list[str] = []
@@ -67,18 +72,27 @@ class WorkerHandle:
         self.uid = _UID_BASE + self.proc.pid
         self._buffer = b""
         self._stderr_thread = threading.Thread(
-            target=self._pump_stderr, name=f"sandbox-stderr-{self.proc.pid}", daemon=True)
+            target=self._pump_stderr, name=f"sandbox-stderr-{self.proc.pid}", daemon=True
+        )
         self._stderr_thread.start()
         self.features: dict[str, Any] = {}
         try:
-            self._send({"op": "init", "uid": self.uid, "call_root": spec.call_root,
-                        "landlock_read": spec.landlock_read, **init})
+            self._send(
+                {
+                    "op": "init",
+                    "uid": self.uid,
+                    "call_root": spec.call_root,
+                    "landlock_read": spec.landlock_read,
+                    **init,
+                }
+            )
             ready = self._recv(time.monotonic() + startup_timeout_s)
         except WorkerDied as exc:
             self.kill()
             self._stderr_thread.join(timeout=2)  # the dead worker's last words explain why
-            raise WorkerDied(f"sandbox worker failed to start: {exc}; "
-                             f"stderr: {self.stderr_tail() or '(empty)'}") from exc
+            raise WorkerDied(
+                f"sandbox worker failed to start: {exc}; stderr: {self.stderr_tail() or '(empty)'}"
+            ) from exc
         if ready.get("op") != "ready":
             self.kill()
             raise WorkerDied(f"unexpected first message from the sandbox worker: {ready}")
@@ -102,7 +116,9 @@ class WorkerHandle:
     def stderr_tail(self) -> str:
         """An excerpt of the worker's stderr: the lines naming the failure, then the last lines."""
         gap = [f"[... {self._stderr_dropped} lines left out ...]"] if self._stderr_dropped else []
-        return log_excerpt("\n".join([*self._stderr_head, *gap, *self._stderr_tail]), max_chars=4000)
+        return log_excerpt(
+            "\n".join([*self._stderr_head, *gap, *self._stderr_tail]), max_chars=4000
+        )
 
     def _send(self, message: dict[str, Any]) -> None:
         body = json.dumps(message).encode("utf-8")
@@ -199,8 +215,14 @@ class WorkerHandle:
 
 def _popen(spec: LaunchSpec) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        spec.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=spec.env, start_new_session=True, close_fds=True)
+        spec.argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=spec.env,
+        start_new_session=True,
+        close_fds=True,
+    )
 
 
 def _kill_uid(uid: int) -> None:
@@ -213,9 +235,17 @@ def _kill_uid(uid: int) -> None:
     for _ in range(100):
         if not processes_of(uid):
             return
-        subprocess.run([kill, "-KILL", "-1"], user=uid, group=uid, extra_groups=[], env={},
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=5,
-                       check=False)
+        subprocess.run(
+            [kill, "-KILL", "-1"],
+            user=uid,
+            group=uid,
+            extra_groups=[],
+            env={},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=5,
+            check=False,
+        )
         time.sleep(0.01)
     logger.error("processes of sandbox uid %d survived repeated SIGKILL", uid)
 
@@ -273,8 +303,14 @@ class _FairQueue:
 class WorkerPool:
     """Pre-started workers lent to one caller at a time; dead workers are replaced on next use."""
 
-    def __init__(self, spec_factory: Any, size: int, init: dict[str, Any],
-                 startup_timeout_s: float = 60.0, acquire_timeout_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        spec_factory: Any,
+        size: int,
+        init: dict[str, Any],
+        startup_timeout_s: float = 60.0,
+        acquire_timeout_s: float = 600.0,
+    ) -> None:
         if size < 1:
             raise ValueError("pool_size must be >= 1")
         self._spec_factory = spec_factory
@@ -305,8 +341,9 @@ class WorkerPool:
 
         def start(slot: _Slot) -> None:
             try:
-                slot.handle = WorkerHandle(self._spec_factory(), self._init,
-                                           self._startup_timeout_s, self._spawner)
+                slot.handle = WorkerHandle(
+                    self._spec_factory(), self._init, self._startup_timeout_s, self._spawner
+                )
             except BaseException as exc:  # collected and re-raised below
                 errors.append(exc)
 
@@ -342,11 +379,16 @@ class WorkerPool:
             try:
                 result = handle.call(code, limits)
             except WorkerDied as exc:
-                logger.warning("sandbox worker %d lost during a call: %s; stderr: %s",
-                               handle.proc.pid, exc, handle.stderr_tail())
+                logger.warning(
+                    "sandbox worker %d lost during a call: %s; stderr: %s",
+                    handle.proc.pid,
+                    exc,
+                    handle.stderr_tail(),
+                )
                 self._discard(slot)
-                return _error_result(f"the sandbox worker died during the call ({exc}); "
-                                     "it has been replaced")
+                return _error_result(
+                    f"the sandbox worker died during the call ({exc}); it has been replaced"
+                )
             if result.get("fatal"):
                 self._discard(slot)
             return result
@@ -360,8 +402,9 @@ class WorkerPool:
         self._discard(slot)
         with self._lock:
             self.restarts += 1
-        handle = WorkerHandle(self._spec_factory(), self._init, self._startup_timeout_s,
-                              self._spawner)
+        handle = WorkerHandle(
+            self._spec_factory(), self._init, self._startup_timeout_s, self._spawner
+        )
         slot.handle = handle
         logger.info("sandbox worker slot %d (re)started as pid %d", slot.index, handle.proc.pid)
         return handle
@@ -374,8 +417,11 @@ class WorkerPool:
 
     def worker_uids(self) -> list[int]:
         """The private uids the live workers run snippets under (for monitoring and tests)."""
-        return [s.handle.uid for s in self._slots
-                if s.handle is not None and s.handle.alive and s.handle.features.get("drop")]
+        return [
+            s.handle.uid
+            for s in self._slots
+            if s.handle is not None and s.handle.alive and s.handle.features.get("drop")
+        ]
 
     def worker_pids(self) -> list[int]:
         """Host pids of the live workers (for monitoring and tests)."""
@@ -413,6 +459,14 @@ def _kill_slots(slots: list[_Slot]) -> None:
 
 
 def _error_result(message: str) -> dict[str, Any]:
-    return {"op": "result", "stdout": "", "stderr": "", "truncated": False, "variables": {},
-            "exit_reason": "sandbox_error", "exit_code": None, "signal": None,
-            "exception": {"type": "SandboxError", "message": message, "traceback": ""}}
+    return {
+        "op": "result",
+        "stdout": "",
+        "stderr": "",
+        "truncated": False,
+        "variables": {},
+        "exit_reason": "sandbox_error",
+        "exit_code": None,
+        "signal": None,
+        "exception": {"type": "SandboxError", "message": message, "traceback": ""},
+    }

@@ -37,7 +37,8 @@ def _is_simple(value: Any, depth: int = 0) -> bool:
         return len(value) <= _MAX_CONTAINER and all(_is_simple(v, depth + 1) for v in value)
     if isinstance(value, dict):
         return len(value) <= _MAX_CONTAINER and all(
-            _is_simple(k, depth + 1) and _is_simple(v, depth + 1) for k, v in value.items())
+            _is_simple(k, depth + 1) and _is_simple(v, depth + 1) for k, v in value.items()
+        )
     # numpy scalars and small arrays print well; detected by name so numpy is never imported here
     kind = type(value).__module__
     if kind == "numpy":
@@ -46,8 +47,9 @@ def _is_simple(value: Any, depth: int = 0) -> bool:
     return False
 
 
-def collect_variables(namespace: dict[str, Any], max_variables: int,
-                      max_repr_chars: int) -> dict[str, str]:
+def collect_variables(
+    namespace: dict[str, Any], max_variables: int, max_repr_chars: int
+) -> dict[str, str]:
     """Simple, public top-level variables as ``name -> repr`` (each repr cut to the limit)."""
     out: dict[str, str] = {}
     for name, value in namespace.items():
@@ -92,8 +94,9 @@ def _install_streams() -> None:
     """Unbuffered text streams on fds 1/2 so nothing is lost on ``os._exit`` or a crash."""
     for fd, name in ((1, "stdout"), (2, "stderr")):
         raw = io.FileIO(fd, "w", closefd=False)
-        stream = io.TextIOWrapper(raw, encoding="utf-8", errors="backslashreplace",
-                                  write_through=True)
+        stream = io.TextIOWrapper(
+            raw, encoding="utf-8", errors="backslashreplace", write_through=True
+        )
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
     sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
@@ -121,9 +124,15 @@ def run_snippet(code: str, report_fd: int, max_variables: int, max_repr_chars: i
             print(code_value, file=sys.stderr)
         report.update(exit_reason="exit", exit_code=exit_code)
     except BaseException as exc:  # everything the snippet raises is reported, never re-raised
-        report.update(exit_reason=_classify(exc), exit_code=1, exception={
-            "type": type(exc).__name__, "message": str(exc)[:2000],
-            "traceback": _trimmed_traceback(exc)})
+        report.update(
+            exit_reason=_classify(exc),
+            exit_code=1,
+            exception={
+                "type": type(exc).__name__,
+                "message": str(exc)[:2000],
+                "traceback": _trimmed_traceback(exc),
+            },
+        )
     if os.getpid() != owner:
         return 0
     try:

@@ -71,7 +71,7 @@ class Channel:
         body = json.dumps(message).encode("utf-8", "backslashreplace")
         view = memoryview(_HEADER.pack(len(body)) + body)
         while view:
-            view = view[os.write(self.wfd, view):]
+            view = view[os.write(self.wfd, view) :]
 
 
 class _Sink:
@@ -120,15 +120,20 @@ class Worker:
         if self.landlock_abi:
             # Full access beneath the call root: during a call only that call's directory
             # exists there, and it is the only one the call's uid may write by ownership.
-            self.landlock = confine.LandlockRuleset(self.landlock_abi, [self.call_root],
-                                                    self.read_only, rw_files=[os.devnull])
+            self.landlock = confine.LandlockRuleset(
+                self.landlock_abi, [self.call_root], self.read_only, rw_files=[os.devnull]
+            )
 
     def features(self) -> dict[str, Any]:
-        return {"uid": self.uid if self.drop else None, "drop": self.drop,
-                "seccomp": self.seccomp is not None,
-                "landlock": self.landlock_abi if self.landlock is not None else 0,
-                "preloaded": self.preloaded, "pid": os.getpid(),
-                "python": sys.version.split()[0]}
+        return {
+            "uid": self.uid if self.drop else None,
+            "drop": self.drop,
+            "seccomp": self.seccomp is not None,
+            "landlock": self.landlock_abi if self.landlock is not None else 0,
+            "preloaded": self.preloaded,
+            "pid": os.getpid(),
+            "python": sys.version.split()[0],
+        }
 
     # -- one call --------------------------------------------------------------------------
     def run(self, code: str, limits: dict[str, Any]) -> dict[str, Any]:
@@ -155,8 +160,9 @@ class Worker:
         result["duration_s"] = time.monotonic() - start
         return result
 
-    def _child(self, code: str, limits: dict[str, Any], call_dir: str,
-               out_w: int, err_w: int, rep_w: int) -> None:
+    def _child(
+        self, code: str, limits: dict[str, Any], call_dir: str, out_w: int, err_w: int, rep_w: int
+    ) -> None:
         exit_code = 70
         report_fd = rep_w  # fd 3 may still be a protocol fd until the dup2 below
         try:
@@ -179,8 +185,9 @@ class Worker:
             if self.seccomp is not None:
                 self.seccomp.install()
             _fresh_interpreter_state()
-            exit_code = runner.run_snippet(code, 3, int(limits["max_variables"]),
-                                           int(limits["max_repr_chars"]))
+            exit_code = runner.run_snippet(
+                code, 3, int(limits["max_variables"]), int(limits["max_repr_chars"])
+            )
         except BaseException as exc:  # setup failed: report it, never run the code unconfined
             try:
                 message = json.dumps({"setup_error": f"{type(exc).__name__}: {exc}"})
@@ -190,8 +197,9 @@ class Worker:
         finally:
             os._exit(exit_code)
 
-    def _supervise(self, pid: int, limits: dict[str, Any], start: float,
-                   out_r: int, err_r: int, rep_r: int) -> dict[str, Any]:
+    def _supervise(
+        self, pid: int, limits: dict[str, Any], start: float, out_r: int, err_r: int, rep_r: int
+    ) -> dict[str, Any]:
         """Collect output until the call ends; enforce the timeout, output and memory caps."""
         cap = int(limits["max_output_bytes"])
         kill_at = cap * int(limits["output_kill_factor"])
@@ -237,9 +245,18 @@ class Worker:
             os.close(pidfd)
         if status is None:  # timeout or a cap: kill the whole tree, then collect the status
             status, rusage = self._terminate(pid)
-        return _build_result(sink.data[out_r], sink.data[err_r], bytes(sink.data[rep_r]),
-                             sink.totals[out_r], sink.totals[err_r], cap, status, rusage,
-                             reason, limits)
+        return _build_result(
+            sink.data[out_r],
+            sink.data[err_r],
+            bytes(sink.data[rep_r]),
+            sink.totals[out_r],
+            sink.totals[err_r],
+            cap,
+            status,
+            rusage,
+            reason,
+            limits,
+        )
 
     def _over_memory(self, cap: int) -> bool:
         """Whether the call's processes together hold more than ``cap`` bytes.
@@ -312,14 +329,29 @@ class Worker:
             os.setresuid(0, 0, 0)
 
 
-def _build_result(out: bytearray, err: bytearray, report_raw: bytes, out_total: int,
-                  err_total: int, cap: int, status: int, rusage: Any, reason: str | None,
-                  limits: dict[str, Any]) -> dict[str, Any]:
+def _build_result(
+    out: bytearray,
+    err: bytearray,
+    report_raw: bytes,
+    out_total: int,
+    err_total: int,
+    cap: int,
+    status: int,
+    rusage: Any,
+    reason: str | None,
+    limits: dict[str, Any],
+) -> dict[str, Any]:
     truncated = out_total > cap or err_total > cap
     result: dict[str, Any] = {
-        "op": "result", "stdout": _text(out, out_total, cap), "stderr": _text(err, err_total, cap),
-        "truncated": truncated, "exception": None, "variables": {}, "exit_code": None,
-        "signal": None, "exit_reason": reason or "ok",
+        "op": "result",
+        "stdout": _text(out, out_total, cap),
+        "stderr": _text(err, err_total, cap),
+        "truncated": truncated,
+        "exception": None,
+        "variables": {},
+        "exit_code": None,
+        "signal": None,
+        "exit_reason": reason or "ok",
     }
     if reason is not None:
         return result
@@ -330,21 +362,31 @@ def _build_result(out: bytearray, err: bytearray, report_raw: bytes, out_total: 
         except ValueError:
             report = None
     if isinstance(report, dict) and "setup_error" in report:
-        result.update(exit_reason="sandbox_error", exception={
-            "type": "SandboxSetupError", "message": str(report["setup_error"]), "traceback": ""})
+        result.update(
+            exit_reason="sandbox_error",
+            exception={
+                "type": "SandboxSetupError",
+                "message": str(report["setup_error"]),
+                "traceback": "",
+            },
+        )
         return result
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         cpu_used = rusage.ru_utime + rusage.ru_stime if rusage is not None else 0.0
-        hit_cpu = sig == signal.SIGXCPU or (sig == signal.SIGKILL
-                                            and cpu_used >= float(limits["cpu_s"]) - 0.05)
+        hit_cpu = sig == signal.SIGXCPU or (
+            sig == signal.SIGKILL and cpu_used >= float(limits["cpu_s"]) - 0.05
+        )
         result.update(exit_reason="cpu" if hit_cpu else "killed", signal=_signal_name(sig))
         return result
     exit_code = os.WEXITSTATUS(status)
     if isinstance(report, dict):
-        result.update(exit_reason=report.get("exit_reason", "ok"),
-                      exception=report.get("exception"), variables=report.get("variables") or {},
-                      exit_code=report.get("exit_code"))
+        result.update(
+            exit_reason=report.get("exit_reason", "ok"),
+            exception=report.get("exception"),
+            variables=report.get("variables") or {},
+            exit_code=report.get("exit_code"),
+        )
     else:  # no report: the snippet left through os._exit (or closed the report pipe)
         result.update(exit_reason="exit", exit_code=exit_code)
     return result
@@ -432,9 +474,14 @@ def main() -> int:
         try:
             result = worker.run(str(message["code"]), dict(message["limits"]))
         except Exception as exc:  # the worker is now in doubt: report, then exit to be replaced
-            chan.send({"op": "result", "exit_reason": "sandbox_error", "fatal": True,
-                       "exception": {"type": type(exc).__name__, "message": str(exc),
-                                     "traceback": ""}})
+            chan.send(
+                {
+                    "op": "result",
+                    "exit_reason": "sandbox_error",
+                    "fatal": True,
+                    "exception": {"type": type(exc).__name__, "message": str(exc), "traceback": ""},
+                }
+            )
             return 3
         chan.send(result)
 
