@@ -102,7 +102,8 @@ class EvalConfig:
     judge: str | Engine | None = None
     """engine (spec) for the LLM-judge scorer; None: rule scorers"""
     judge_fallback: bool = False
-    """on judge failure score with the rule scorer (counted as ``judge_fallback``) instead of an error"""
+    """on judge failure score with the rule scorer (counted as ``judge_fallback``) instead of an
+    error"""
     tools: list[str] | None = None
     """tool names; None: chosen per data file (module docstring)"""
     corpus: str | None = None
@@ -152,7 +153,8 @@ _OWN_OPTION = {
 
 
 class EnvOverrides(BaseModel):
-    """Env constructor arguments ``env_kwargs`` may set (see :func:`agentflow_env.env.build_flow`)."""
+    """Env constructor arguments ``env_kwargs`` may set (see
+    :func:`agentflow_env.env.build_flow`)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -656,7 +658,8 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------ CLI
 def _json_object(text: str) -> dict[str, Any]:
-    """argparse type of ``--env-kwargs``: a JSON object (argparse reports a failure, exit code 2)."""
+    """argparse type of ``--env-kwargs``: a JSON object (argparse reports a failure,
+    exit code 2)."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -1,4 +1,5 @@
-"""The AgentFlow step, batched: parse -> executor -> tools -> memory -> verifier -> generator -> score.
+"""The AgentFlow step, batched:
+parse -> executor -> tools -> memory -> verifier -> generator -> score.
 
 :class:`AgentFlow` holds the tools and modules; :meth:`AgentFlow.step` advances a batch of
 :class:`Episode` states by one planner turn, running each stage once for the whole batch
@@ -160,7 +161,8 @@ class AgentFlow:
     def step(
         self, episodes: Sequence[Episode], actions: Sequence[object]
     ) -> list[tuple[float, bool, bool, dict[str, Any]]]:
-        """Advance every (not done) episode by one turn. Returns (reward, terminated, truncated, info)."""
+        """Advance every (not done) episode by one turn.
+        Returns (reward, terminated, truncated, info)."""
         if len(episodes) != len(actions):
             raise ValueError(f"got {len(actions)} actions for {len(episodes)} episodes")
         live = [i for i, ep in enumerate(episodes) if not ep.done]

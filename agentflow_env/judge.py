@@ -4,7 +4,9 @@ The paper scored free-form answers with an LLM judge. :class:`LLMJudge` is a sco
 (``judge(prediction, task) -> float``, 1.0 or 0.0) usable wherever a rule scorer is::
 
     from agentflow_env.judge import LLMJudge
-    env = gym.make("AgentFlow-Search-v0", tasks="bamboogle.json", scorer=LLMJudge("openai:gpt-4o-mini@..."))
+    env = gym.make(
+        "AgentFlow-Search-v0", tasks="bamboogle.json", scorer=LLMJudge("openai:gpt-4o-mini@...")
+    )
 
 A judge failure (engine error, unparseable verdict) raises :class:`JudgeError`; the environment
 turns that into ``info["score_error"]`` with ``info["score"] = nan`` (reward 0.0 but reported),

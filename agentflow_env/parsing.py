@@ -87,7 +87,8 @@ def _clean(value: str) -> str:
 
 @functools.lru_cache(maxsize=256)
 def _field_key(label: str) -> str:
-    """Field name for a label as written (``Sub-Goal``, ``tool name``, ...); few distinct spellings occur."""
+    """Field name for a label as written (``Sub-Goal``, ``tool name``, ...); few distinct
+    spellings occur."""
     return _FIELDS[_LABEL_JUNK.sub("", label.lower())]
 
 
@@ -151,7 +152,8 @@ def parse_action(text: object, tool_names: Sequence[str], max_chars: int = 20_00
     if not isinstance(text, str):
         text = "" if text is None else str(text)
     raw = text
-    # Junk control characters carry no meaning for the parser; long outputs are judged by their head.
+    # Junk control characters carry no meaning for the parser; long outputs are judged by their
+    # head.
     text = text[:max_chars].replace("\x00", "")
     answers = _ANSWER.findall(text)
     answer = answers[-1].strip() if answers else None

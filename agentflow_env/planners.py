@@ -76,7 +76,8 @@ def format_action(
     context: str = "",
     verbose: bool = True,
 ) -> str:
-    """One tool-calling action in the env's format (``verbose=False`` drops the first two fields)."""
+    """One tool-calling action in the env's format (``verbose=False`` drops the first two
+    fields)."""
     lines = []
     if verbose:
         lines += [f"Justification: {justification or sub_goal}", f"Context: {context or 'None'}"]

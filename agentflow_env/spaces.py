@@ -1,7 +1,8 @@
 """Text spaces with an explicit charset.
 
 ``gymnasium.spaces.Text`` defaults to 62 alphanumerics, which rejects ordinary prose. We use the
-Basic Multilingual Plane minus NUL and surrogates (building its tables costs ~0.1 s, so it is done once per length); observations are
+Basic Multilingual Plane minus NUL and surrogates (building its tables costs ~0.1 s, so it is
+done once per length); observations are
 sanitized so that they always belong to the space.
 """
 

@@ -50,23 +50,28 @@ border-bottom:1px solid var(--line);display:flex;flex-wrap:wrap;gap:14px;align-i
 border-radius:8px;margin:14px 0;padding:10px 14px}.episode.correct{border-left-color:var(--ok)}
 .episode.incorrect{border-left-color:var(--bad)}.episode.partial{border-left-color:var(--mid)}
 .episode>summary{cursor:pointer;list-style:none}.episode>summary::-webkit-details-marker{display:none}
-.eh{display:flex;flex-wrap:wrap;gap:8px;align-items:baseline}.badge{border-radius:10px;padding:1px 8px;
+.eh{display:flex;flex-wrap:wrap;gap:8px;align-items:baseline}\
+.badge{border-radius:10px;padding:1px 8px;
 font-size:12px;font-weight:600;color:#fff;background:var(--none)}.badge.correct{background:var(--ok)}
 .badge.incorrect{background:var(--bad)}.badge.partial{background:var(--mid)}.muted{color:var(--none);font-size:12px}
 .question{font-weight:600;margin:6px 0;white-space:pre-wrap}.answers{display:grid;
 grid-template-columns:max-content 1fr;gap:2px 12px;margin:6px 0}.answers dt{color:var(--none)}
-.answers dd{margin:0;white-space:pre-wrap}ol.timeline{list-style:none;margin:8px 0 4px;padding:0 0 0 14px;
+.answers dd{margin:0;white-space:pre-wrap}\
+ol.timeline{list-style:none;margin:8px 0 4px;padding:0 0 0 14px;
 border-left:2px solid var(--line)}.turn{position:relative;margin:0 0 12px;padding-left:10px}
 .turn::before{content:"";position:absolute;left:-21px;top:6px;width:12px;height:12px;border-radius:50%;
 background:#fff;border:2px solid #475467}.turn.err::before{border-color:var(--bad)}
 .th{display:flex;flex-wrap:wrap;gap:8px;font-weight:600}.tool{background:#eef4ff;color:#3538cd;
 border-radius:4px;padding:0 6px}.verifier{border-radius:4px;padding:0 6px;background:#f2f4f7}
-.verifier.STOP{background:#dcfae6;color:var(--ok)}dl.plan{display:grid;grid-template-columns:max-content 1fr;
+.verifier.STOP{background:#dcfae6;color:var(--ok)}\
+dl.plan{display:grid;grid-template-columns:max-content 1fr;
 gap:2px 10px;margin:4px 0}dl.plan dt{color:var(--none)}dl.plan dd{margin:0;white-space:pre-wrap}
 pre{background:#f2f4f7;border-radius:6px;padding:6px 8px;margin:3px 0;white-space:pre-wrap;
-word-break:break-word;max-height:420px;overflow:auto;font:12px/1.4 ui-monospace,Menlo,Consolas,monospace}
+word-break:break-word;max-height:420px;overflow:auto;\
+font:12px/1.4 ui-monospace,Menlo,Consolas,monospace}
 .error{color:var(--bad);white-space:pre-wrap}.label{color:var(--none);font-size:12px;margin-top:4px}
-table.tools{border-collapse:collapse}table.tools td,table.tools th{border:1px solid var(--line);padding:2px 8px}
+table.tools{border-collapse:collapse}\
+table.tools td,table.tools th{border:1px solid var(--line);padding:2px 8px}
 """
 
 _JS = """
@@ -78,9 +83,11 @@ _JS = """
   var boxes = Array.prototype.slice.call(document.querySelectorAll("input.f-tool"));
   var episodes = Array.prototype.slice.call(document.querySelectorAll("details.episode"));
   var count = document.getElementById("count");
-  function selectedTools(){ return boxes.filter(function(b){return b.checked;}).map(function(b){return b.value;}); }
+  function selectedTools(){ return boxes.filter(function(b){return b.checked;})\
+.map(function(b){return b.value;}); }
   function apply(){
-    var want = outcome.value, tools = selectedTools(), text = query.value.trim().toLowerCase(), shown = 0;
+    var want = outcome.value, tools = selectedTools(), text = query.value.trim().toLowerCase(), \
+shown = 0;
     var allTools = tools.length === boxes.length;
     episodes.forEach(function(ep){
       var used = ep.getAttribute("data-tools").split(" ").filter(Boolean);
@@ -95,13 +102,16 @@ _JS = """
     count.textContent = "Showing " + shown + " of " + episodes.length + " episodes";
     var params = new URLSearchParams();
     if (want !== "all") { params.set("outcome", want); }
-    if (!allTools) { tools.forEach(function(t){ params.append("tool", t === "none" ? "none" : meta.tools[+t]); }); }
+    if (!allTools) { tools.forEach(function(t){ \
+params.append("tool", t === "none" ? "none" : meta.tools[+t]); }); }
     if (text) { params.set("q", query.value.trim()); }
     var hash = params.toString();
-    if (history.replaceState) { history.replaceState(null, "", hash ? "#" + hash : location.pathname + location.search); }
+    if (history.replaceState) { \
+history.replaceState(null, "", hash ? "#" + hash : location.pathname + location.search); }
   }
   function fromHash(){
-    var params = new URLSearchParams((location.hash || "").replace(/^#/, "") || location.search.replace(/^\\?/, ""));
+    var params = new URLSearchParams((location.hash || "").replace(/^#/, "") || \
+location.search.replace(/^\\?/, ""));
     var want = params.get("outcome");
     if (want && meta.outcomes.indexOf(want) >= 0) { outcome.value = want; }
     var tools = params.getAll("tool");
@@ -247,7 +257,8 @@ def _episode_html(
         f'<div class="question">{_e(_clip(record.question, max_chars))}</div></summary>'
     )
     answers = (
-        f'<dl class="answers"><dt>Final answer</dt><dd>{_e(_clip(record.answer, max_chars)) or "<i>none</i>"}'
+        '<dl class="answers"><dt>Final answer</dt>'
+        f"<dd>{_e(_clip(record.answer, max_chars)) or '<i>none</i>'}"
         f"</dd><dt>Ground truth</dt><dd>{_e(_clip(record.ground_truth, max_chars))}</dd>"
     )
     if record.score_error:
@@ -259,9 +270,13 @@ def _episode_html(
         meta_text = json.dumps(
             record.metadata, indent=1, ensure_ascii=False, sort_keys=True, default=str
         )
-        meta = f'<details><summary class="label">Metadata</summary><pre>{_e(_clip(meta_text, max_chars))}</pre></details>'
+        meta = (
+            '<details><summary class="label">Metadata</summary>'
+            f"<pre>{_e(_clip(meta_text, max_chars))}</pre></details>"
+        )
     return (
-        f'<details class="episode {outcome}" id="ep-{index}" data-outcome="{outcome}"{" open" if is_open else ""} '
+        f'<details class="episode {outcome}" id="ep-{index}" data-outcome="{outcome}"'
+        f"{' open' if is_open else ''} "
         f'data-tools="{" ".join(map(str, used))}">{summary}{answers}'
         f'<ol class="timeline">{turns}</ol>{meta}</details>'
     )
@@ -344,7 +359,9 @@ def render_html(
         f'<option value="all">all ({len(records)})</option>{options}</select></label>'
         f"<fieldset><legend>Tools used</legend>{checks}</fieldset>"
         '<label>Text <input type="search" id="f-text" placeholder="filter by text"></label>'
-        f'<button type="button" id="f-expand" data-open="{int(is_open)}">{"Collapse all" if is_open else "Expand all"}</button><span id="count"></span></nav>'
+        f'<button type="button" id="f-expand" data-open="{int(is_open)}">'
+        f"{'Collapse all' if is_open else 'Expand all'}</button>"
+        '<span id="count"></span></nav>'
         f"<main>{episodes or '<p>No episodes.</p>'}</main>"
         f'<script type="application/json" id="af-meta">{json_for_script(meta)}</script>'
         f"<script>{_JS}</script></body></html>\n"

@@ -12,7 +12,8 @@ Prints a table (rich), writes ``benchmarks/results/learning.json`` and a learnin
 within 10 minutes on a 2-core CPU.
 
     python -m benchmarks.learning [--quick] [--seeds 0,1,2] [--methods flow_grpo,last_turn,sft_only]
-    python -m benchmarks.learning --merge all_methods.json flow_grpo_rerun.json   # combine saved runs
+    # combine saved runs:
+    python -m benchmarks.learning --merge all_methods.json flow_grpo_rerun.json
 """
 
 from __future__ import annotations

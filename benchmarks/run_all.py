@@ -122,7 +122,8 @@ def _learning(d: dict[str, Any]) -> list[Row]:
     grpo = [r for r in results if r["method"] == "flow_grpo"]
     gain, minutes = d["target_gain"], d["target_minutes"]
     worst = (
-        f"worst seed {min(r['gain'] for r in grpo):+.2f} in {max(r['train_minutes'] for r in grpo):.1f} min"
+        f"worst seed {min(r['gain'] for r in grpo):+.2f} "
+        f"in {max(r['train_minutes'] for r in grpo):.1f} min"
         if grpo
         else "no flow_grpo run"
     )

@@ -6,7 +6,8 @@ fixed 50 ms per call (a remote, latency-bound server). The planner is the script
 measured time is the environment's: modules, tools, memory, parsing. Also measures the env's own
 overhead per step beyond the tool's cost in offline modes.
 
-    python benchmarks/vector_throughput.py [--quick] [--out benchmarks/results/vector_throughput.json]
+    python benchmarks/vector_throughput.py [--quick]
+        [--out benchmarks/results/vector_throughput.json]
 """
 
 from __future__ import annotations
@@ -188,13 +189,13 @@ def throughput_rows(
                 kwargs = _env_kwargs(counter, suite, max_turns)
                 if label == "vector":
                     elapsed = runner(
-                        lambda k: AgentFlowVectorEnv(
+                        lambda k, kwargs=kwargs: AgentFlowVectorEnv(
                             k, autoreset_mode=AutoresetMode.DISABLED, **kwargs
                         ),
                         n,
                     )
                 else:
-                    elapsed = runner(lambda: AgentFlowEnv(**kwargs), n)
+                    elapsed = runner(lambda kwargs=kwargs: AgentFlowEnv(**kwargs), n)
                 samples[label].append(n / elapsed)
                 row[f"{label}_calls"] = counter.calls
         for label, values in samples.items():
@@ -324,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     episodes = 20 if args.quick else 100
     overhead = [
-        _median_run(lambda: offline_overhead(f, episodes), repeats) for f in ("search", "math")
+        _median_run(lambda f=f: offline_overhead(f, episodes), repeats) for f in ("search", "math")
     ]
     overhead.append(
         _median_run(

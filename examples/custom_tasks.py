@@ -1,4 +1,5 @@
-"""Your own task set from a JSONL file: one ``{"question", "answer", "scorer"?, "choices"?}`` per line.
+"""Your own task set from a JSONL file: \
+one ``{"question", "answer", "scorer"?, "choices"?}`` per line.
 
 The env scores answers with the rule named by ``scorer`` (exact, f1, math, mc, game24).
 

@@ -1,4 +1,5 @@
-"""Add your own tool to an env: anything with a ``ToolCard`` and ``execute(**inputs) -> ToolResult``.
+"""Add your own tool to an env: anything with a ``ToolCard`` and
+``execute(**inputs) -> ToolResult``.
 
 Here a unit converter joins the Search tool; the planner sees its card in the prompt and calls it
 by name. ``execute`` never raises on bad input: it returns an error result the planner can read.

@@ -1,4 +1,5 @@
-"""Benchmark a planner served by an OpenAI-compatible server (a real ``transformers serve`` process).
+"""Benchmark a planner served by an OpenAI-compatible server \
+(a real ``transformers serve`` process).
 
 The example starts ``transformers serve`` on 127.0.0.1 with the project's shipped tiny planner
 (``learners/assets/tiny-warmstart``) through :func:`agentflow_env.llm.serve.serve_transformers`,
@@ -73,7 +74,8 @@ def evaluate(
     data: tuple[Path, Path],
     concurrency: int,
 ) -> dict[str, Any]:
-    """The evaluator's report for ``planner`` on the exported tasks, in the training env settings."""
+    """The evaluator's report for ``planner`` on the exported tasks, in the training env
+    settings."""
     tasks_path, corpus_path = data
     cfg = EvalConfig(
         data=str(tasks_path),
@@ -144,7 +146,8 @@ def main() -> None:
             EngineError
         ) as exc:  # server failed to start / not ready in time: the log tail says why
             raise SystemExit(f"error: {exc}") from exc
-        # The server runs one request at a time: batch 1 in-process too, so both compute identically.
+        # The server runs one request at a time: batch 1 in-process too, so both compute
+        # identically.
         local = (
             evaluate(f"hf:{model_dir}", args, env_cfg, data, concurrency=1)
             if args.compare_in_process

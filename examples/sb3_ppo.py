@@ -18,9 +18,11 @@ PPO trains on one generated world (1-2 hop questions, compact prompts, 3 turns) 
 on a *different* world (new names, new questions) against the random-choice baseline that picks
 a candidate uniformly: both face the same evaluation questions in the same order.
 
-    python examples/sb3_ppo.py                     # 3 seeds x 30k steps (~2-3 min per seed on 2 cores)
+    python examples/sb3_ppo.py                     # 3 seeds x 30k steps
+                                                   # (~2-3 min per seed on 2 cores)
     python examples/sb3_ppo.py --quick             # smoke run, well under a minute
-    python examples/sb3_ppo.py --seeds 0 1 --timesteps 50000 --json results.json --trajectories eval.jsonl
+    python examples/sb3_ppo.py --seeds 0 1 --timesteps 50000 --json results.json \\
+        --trajectories eval.jsonl
     python -m agentflow_env.view eval.jsonl -o report.html      # look at what the policy did
 
 Measured here (2 shared CPU cores), success on 300 held-out episodes per policy:
@@ -84,7 +86,8 @@ def make_env(
 
 
 def evaluate(env: gym.Env, choose: Callable[[np.ndarray], int], episodes: int, seed: int) -> float:
-    """Success rate over ``episodes``; the first reset is seeded so every policy sees the same tasks."""
+    """Success rate over ``episodes``; the first reset is seeded so every policy sees the same
+    tasks."""
     wins = 0.0
     obs, _ = env.reset(seed=seed)
     for _ in range(episodes):

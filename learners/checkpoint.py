@@ -37,7 +37,8 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def _param_names(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
-    """The name of every optimizer parameter, in the optimizer's (= its state dict's index) order."""
+    """The name of every optimizer parameter, in the optimizer's (= its state dict's index)
+    order."""
     names = {id(p): n for n, p in model.named_parameters()}
     try:
         return [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
@@ -46,7 +47,8 @@ def _param_names(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> li
 
 
 def _by_index(named: Mapping[str, Any], names: list[str]) -> dict[str, Any]:
-    """A name-keyed optimizer state dict (torch.distributed's layout) -> torch.optim's index layout."""
+    """A name-keyed optimizer state dict (torch.distributed's layout) -> torch.optim's index
+    layout."""
     index = {n: i for i, n in enumerate(names)}
     groups = [{**g, "params": [index[n] for n in g["params"]]} for g in named["param_groups"]]
     return {"state": {index[n]: v for n, v in named["state"].items()}, "param_groups": groups}
@@ -56,7 +58,8 @@ def _by_name(indexed: Mapping[str, Any], names: list[str]) -> dict[str, Any]:
     """torch.optim's index layout -> the name-keyed layout torch.distributed's helpers load."""
     if sum(len(g["params"]) for g in indexed["param_groups"]) != len(names):
         raise ValueError(
-            f"the checkpoint's optimizer has {sum(len(g['params']) for g in indexed['param_groups'])} "
+            "the checkpoint's optimizer has "
+            f"{sum(len(g['params']) for g in indexed['param_groups'])} "
             f"parameters but this optimizer has {len(names)}"
         )
     groups = [{**g, "params": [names[i] for i in g["params"]]} for g in indexed["param_groups"]]

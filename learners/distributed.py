@@ -71,7 +71,8 @@ __all__ = [
 
 
 def full_tensor(t: torch.Tensor) -> torch.Tensor:
-    """The whole tensor: a sharded DTensor is all-gathered (a collective: every rank must call it)."""
+    """The whole tensor: a sharded DTensor is all-gathered (a collective: every rank must call
+    it)."""
     from torch.distributed.tensor import DTensor
 
     return t.full_tensor() if isinstance(t, DTensor) else t
@@ -96,7 +97,8 @@ class Dist:
 
     @property
     def fsdp(self) -> bool:
-        """True when parameters are sharded across ranks (``train.distributed='fsdp'``, > 1 rank)."""
+        """True when parameters are sharded across ranks
+        (``train.distributed='fsdp'``, > 1 rank)."""
         return self.enabled and self.mode == "fsdp"
 
     def all_reduce_sum(self, values: list[float]) -> list[float]:
@@ -195,7 +197,8 @@ def init_distributed(mode: str = "auto", timeout_s: float = 600.0) -> Dist:
 
 # ------------------------------------------------------------------------------------ FSDP
 def transformer_blocks(model: nn.Module) -> list[nn.Module]:
-    """The repeated blocks of a transformers model (the classes it lists in ``_no_split_modules``)."""
+    """The repeated blocks of a transformers model (the classes it lists in
+    ``_no_split_modules``)."""
     names = set(getattr(model, "_no_split_modules", None) or ())
     return [m for m in model.modules() if type(m).__name__ in names]
 

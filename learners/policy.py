@@ -89,7 +89,8 @@ class ActionScorer(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor
     ) -> torch.Tensor:
-        """Logits [N, V] predicting every token ``t`` with ``target_mask[b, t]`` (row-major order)."""
+        """Logits [N, V] predicting every token ``t`` with ``target_mask[b, t]`` (row-major
+        order)."""
         backbone = getattr(self.lm, self.lm.base_model_prefix)
         hidden = backbone(
             input_ids=input_ids, attention_mask=attention_mask, use_cache=False
@@ -378,7 +379,8 @@ class Policy:
         return Policy(model, self.tokenizer, device=self.device, chat_template=self.chat_template)
 
     def shard(self, world_size: int) -> FSDPShards:
-        """Shard the weights over ``world_size`` ranks with FSDP2 (a collective: every rank calls it).
+        """Shard the weights over ``world_size`` ranks with FSDP2 (a collective: every rank
+        calls it).
 
         One unit per transformer block and the :class:`ActionScorer` as the root; gradients are
         summed across ranks. Call it after any ``use_vllm`` and before building the optimizer
@@ -397,7 +399,8 @@ class Policy:
         )
         with torch.no_grad():  # FSDP takes the module of the first forward as its root: the scorer
             self.score([[self.pad_id, self.pad_id]], [[False, True]])
-        self.shards.reshard()  # else the root's parameters stay full ones and an optimizer would take those
+        # Reshard, else the root's parameters stay full ones and an optimizer would take those.
+        self.shards.reshard()
         if not all(isinstance(p, DTensor) for p in self.model.parameters()):
             raise RuntimeError(
                 "FSDP left some parameters unsharded; the optimizer would update copies"

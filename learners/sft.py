@@ -75,14 +75,16 @@ class SFTConfig:
     """questions generated in the same world for demonstrations (held-out questions excluded);
     more distinct questions than the RL task set keep the model from memorizing answers"""
     compact_actions: bool = True
-    """keep only the oracle's Tool Name / Command / answer lines (shorter sequences for a tiny model)"""
+    """keep only the oracle's Tool Name / Command / answer lines (shorter sequences for a tiny
+    model)"""
     num_threads: int = 1
     """torch threads (1 is fastest on a shared 2-core machine; 0 keeps torch's default)"""
     seed: int = 0
 
 
 def compact_action(action: str) -> str:
-    """Drop every line but ``Tool Name:``, ``Command:`` and the ``<answer>`` (the env needs no more)."""
+    """Drop every line but ``Tool Name:``, ``Command:`` and the ``<answer>`` (the env needs no
+    more)."""
     keep = [
         ln
         for ln in action.splitlines()

@@ -38,7 +38,8 @@ def _clip_line(line: str, limit: int) -> str:
 
 
 def log_excerpt(text: str, *, max_chars: int = 4000, max_cause_lines: int = 8) -> str:
-    """Whole lines of ``text``: the first failure-naming lines and the last lines, within ``max_chars``.
+    """Whole lines of ``text``: the first failure-naming lines and the last lines, within
+    ``max_chars``.
 
     Args:
         text: the log (any size).

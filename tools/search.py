@@ -297,7 +297,8 @@ class SearchTool(_LocalIndexMixin, BaseSearchTool):
     """
 
     runs_inline: ClassVar[bool] = True
-    """in-process BM25 with capped query length: bounded cost, no external call (see tools.base.Tool)"""
+    """in-process BM25 with capped query length: bounded cost, no external call (see
+    tools.base.Tool)"""
 
     card = ToolCard(
         name="Search_Tool",

@@ -249,7 +249,8 @@ class HFEngine:
             else min(self.eos_ids)
         )
         self.prefill = prefill
-        # transformers 5.x renamed the cache argument (``past_key_values`` still works, with a warning).
+        # transformers 5.x renamed the cache argument (``past_key_values`` still works, with a
+        # warning).
         params = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._logits_to_keep = "logits_to_keep" in params
@@ -406,7 +407,8 @@ class HFEngine:
         return min(len(r.prompt_ids) for r in chunk) >= 2
 
     def _prefill_per_row(self, chunk: list[_Row], width: int) -> DynamicCache | None:
-        """KV cache of every prompt but its last token, each computed unpadded, left-padded into a batch.
+        """KV cache of every prompt but its last token, each computed unpadded, left-padded into a
+        batch.
 
         Returns ``None`` (padded batch prefill instead) for caches that are not plain per-layer
         key/value tensors.

@@ -59,9 +59,11 @@ logger = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 SERVING_MODULES = ("fastapi", "uvicorn")
-"""modules ``transformers serve`` imports beyond transformers (``pip install 'transformers[serving]'``)"""
+"""modules ``transformers serve`` imports beyond transformers
+(``pip install 'transformers[serving]'``)"""
 _LOG_EXCERPT_CHARS = 3000
-"""bound on the log excerpt an error carries (whole lines: the ones naming the error, then the tail)"""
+"""bound on the log excerpt an error carries (whole lines: the ones naming the error, then the
+tail)"""
 _POLL_S = 0.25
 # A free port is picked by binding port 0, then released for the server: another process can grab
 # it in between. If the server then fails with "address already in use", retry on a new port.
@@ -226,7 +228,8 @@ def serve_transformers(
     """Serve ``model_dir`` with ``transformers serve`` on 127.0.0.1 while the block runs.
 
     Args:
-        model_dir: a local model directory (with ``config.json``); its path is the served model name.
+        model_dir: a local model directory (with ``config.json``); its path is the served model
+            name.
         port: TCP port; 0 picks a free one (retried on a new port if it was taken meanwhile).
         timeout_s: seconds to wait for ``/health`` (loading a model takes ~10 s on 2 busy cores).
         threads: torch/OpenMP threads of the server (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``).

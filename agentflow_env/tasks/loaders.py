@@ -69,7 +69,8 @@ class TaskLoadError(ValueError):
 
 
 class DatasetUnavailableError(TaskLoadError):
-    """An ``hf:`` source cannot be loaded (``datasets`` missing, or the dataset not available offline)."""
+    """An ``hf:`` source cannot be loaded (``datasets`` missing, or the dataset not available
+    offline)."""
 
 
 def _as_list(value: Any, where: str) -> list[Any]:

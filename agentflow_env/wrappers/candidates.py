@@ -122,7 +122,8 @@ class CandidateActionWrapper(gym.Wrapper[Any, Any, Any, Any]):
             raise ValueError(f"k must be an integer >= 2, got {k!r}")
         if not callable(proposer):
             raise TypeError(
-                f"proposer must be callable (observation, k, rng) -> list[str], got {type(proposer).__name__}"
+                "proposer must be callable (observation, k, rng) -> list[str], "
+                f"got {type(proposer).__name__}"
             )
         if not isinstance(env.observation_space, spaces.Text):
             raise TypeError(
@@ -213,7 +214,8 @@ class ExtractiveProposer:
     """Candidates read off the observation: no knowledge of the task or its answer.
 
     The pool for one step is: search the question (until it was searched), search each name
-    (not number) from the last result (not already searched), and finish with each name from the last result
+    (not number) from the last result (not already searched), and finish with each name from the
+    last result
     (or from the question when nothing was found yet). ``k`` candidates are drawn from the pool
     kind by kind (round-robin over the three kinds) and then shuffled. Within a kind, names are
     drawn without replacement with weight ``decay ** i`` for the i-th name in order of appearance,

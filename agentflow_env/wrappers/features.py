@@ -433,7 +433,8 @@ class TextFeatureWrapper(gym.ObservationWrapper[np.ndarray, Any, Any]):
             raise ValueError("max_tools and max_turns_feature must be >= 1")
         if self.k and not (relations or candidate_text):
             raise ValueError(
-                "candidates need relations=True or candidate_text=True, or the policy cannot tell them apart"
+                "candidates need relations=True or candidate_text=True, "
+                "or the policy cannot tell them apart"
             )
         self.featurizer = featurizer
         self.relations, self.max_tools, self.max_turns_feature = (

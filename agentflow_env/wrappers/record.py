@@ -1,4 +1,5 @@
-"""Record every finished episode as an :class:`~agentflow_env.trajectory.EpisodeRecord` JSONL line."""
+"""Record every finished episode as an :class:`~agentflow_env.trajectory.EpisodeRecord` JSONL
+line."""
 
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ class RecordTrajectory(gym.Wrapper[Any, Any, Any, Any]):
         super().__init__(env)
         if not hasattr(env.unwrapped, "task"):
             raise TypeError(
-                f"RecordTrajectory needs an env with a `task` attribute (AgentFlowEnv), got {env.unwrapped}"
+                "RecordTrajectory needs an env with a `task` attribute (AgentFlowEnv), "
+                f"got {env.unwrapped}"
             )
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)

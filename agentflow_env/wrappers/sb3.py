@@ -1,9 +1,11 @@
-"""A stable-baselines3 policy that scores candidates with one shared network (needs ``stable-baselines3``).
+"""A stable-baselines3 policy that scores candidates with one shared network (needs
+``stable-baselines3``).
 
 SB3's default ``MlpPolicy`` maps the whole feature vector to K logits, so it must learn what a
 good candidate looks like separately for every slot, and with a sparse reward it barely learns.
 Measured with ``examples/sb3_ppo.py`` (K=8, 30k steps, 3 seeds, held-out world): random choice
-2.2%, ``MlpPolicy`` 9.6% (1.7-22.3%), ``CandidatePolicy`` 63.0% (52-70%). :class:`CandidatePolicy` scores each
+2.2%, ``MlpPolicy`` 9.6% (1.7-22.3%), ``CandidatePolicy`` 63.0% (52-70%).
+:class:`CandidatePolicy` scores each
 candidate with the *same* small network from ``[context, candidate features]`` and uses the
 scores as logits: what it learns about slot 0 holds for every slot, and reordering the
 candidates reorders the probabilities (permutation-equivariant).

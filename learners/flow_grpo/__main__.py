@@ -135,7 +135,10 @@ def dry_run(cfg: FlowGRPOConfig) -> list[tuple[str, bool, str]]:
         obs, _ = envs.reset(seed=0, options={"tasks": [envs.tasks[0]]})
         n = len(envs.tasks)
         envs.close()
-        detail = f"{cfg.env.env_id}: {n} tasks ({cfg.env.eval_tasks} held out), first prompt {len(obs[0])} chars"
+        detail = (
+            f"{cfg.env.env_id}: {n} tasks ({cfg.env.eval_tasks} held out), "
+            f"first prompt {len(obs[0])} chars"
+        )
         checks.append(("env", True, detail))
     except Exception as exc:  # noqa: BLE001
         checks.append(("env", False, f"{type(exc).__name__}: {exc}"))
@@ -151,7 +154,8 @@ def dry_run(cfg: FlowGRPOConfig) -> list[tuple[str, bool, str]]:
                 ok,
                 "vllm and a CUDA GPU found"
                 if ok
-                else "rollout.backend='vllm' needs vllm installed and a CUDA GPU; use --rollout.backend transformers",
+                else "rollout.backend='vllm' needs vllm installed and a CUDA GPU; "
+                "use --rollout.backend transformers",
             )
         )
     else:

@@ -51,13 +51,15 @@ class ModelConfig:
     """The trainable planner."""
 
     name_or_path: str = "asset:tiny-warmstart"
-    """model to train: a local directory, a Hugging Face id, or asset:NAME for a shipped checkpoint"""
+    """model to train: a local directory, a Hugging Face id, or asset:NAME for a shipped
+    checkpoint"""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """parameter dtype (bfloat16 on GPUs for large models; float32 on CPU)"""
     device: str = "auto"
     """torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:1, ..."""
     chat_template: bool = False
-    """wrap each observation in the tokenizer's chat template (instruct models); False = raw prompt"""
+    """wrap each observation in the tokenizer's chat template (instruct models); False = raw
+    prompt"""
     gradient_checkpointing: bool = False
     """recompute activations in the backward pass to save memory"""
     lora_rank: int = 0
@@ -77,7 +79,8 @@ class EnvConfig:
     max_turns: int = 4
     """planner turns per episode in training and evaluation rollouts (3-hop questions need 4)"""
     prompt_style: Literal["full", "compact"] = "compact"
-    """planner prompt: full (tool cards + format) or compact (query + tool names, for tiny models)"""
+    """planner prompt: full (tool cards + format) or compact (query + tool names, for tiny
+    models)"""
     tasks: str | None = None
     """path to a task file (authors' JSON or JSONL); None uses the env's generated task set"""
     num_tasks: int = 3100
@@ -111,7 +114,8 @@ class RolloutConfig:
     """queries (groups) per training step"""
     group_size: int = 4
     """trajectories sampled per query; advantages are normalized within the group (the tiny preset
-    takes 64 queries x 4 over 32 x 8: more distinct questions per step learned faster on held-out ones)"""
+    takes 64 queries x 4 over 32 x 8: more distinct questions per step learned faster on held-out
+    ones)"""
     temperature: float = 1.0
     """sampling temperature of training rollouts (log-probs use the same temperature)"""
     top_p: float = 1.0
@@ -172,12 +176,14 @@ class TrainConfig:
     total_steps: int = 200
     """training steps (one rollout + update each)"""
     max_minutes: float = 10.0
-    """training-time budget (rollouts + updates, evaluation excluded): no step starts that would end past
-    it (judged by the last step's duration); 0: no limit (tiny preset: the 10 minutes of its target)"""
+    """training-time budget (rollouts + updates, evaluation excluded): no step starts that would
+    end past it (judged by the last step's duration); 0: no limit (tiny preset: the 10 minutes of
+    its target)"""
     eval_every: int = 20
     """evaluate on held-out tasks every this many steps (0: only before and after)"""
     eval_temperature: float = 1.0
-    """sampling temperature of evaluation (0 = greedy; 1.0 = the policy as trained, the tiny default)"""
+    """sampling temperature of evaluation (0 = greedy; 1.0 = the policy as trained, the tiny
+    default)"""
     eval_samples: int = 4
     """episodes per held-out task when evaluation samples (greedy plays each task once)"""
     checkpoint_every: int = 10
@@ -187,9 +193,11 @@ class TrainConfig:
     progress: bool = True
     """show a rich progress bar"""
     distributed: Literal["auto", "none", "ddp", "fsdp"] = "auto"
-    """auto: DDP when launched by torchrun, else none; fsdp: shard weights, gradients and AdamW state across ranks (FSDP2, for models too large to replicate)"""
+    """auto: DDP when launched by torchrun, else none; fsdp: shard weights, gradients and AdamW
+    state across ranks (FSDP2, for models too large to replicate)"""
     num_threads: int = -1
-    """torch intra-op threads; -1: this machine's CPUs split among the processes on it (a lone run takes all, 2 torchrun ranks on 2 cores take 1 each); 0 leaves torch's default"""
+    """torch intra-op threads; -1: this machine's CPUs split among the processes on it (a lone run
+    takes all, 2 torchrun ranks on 2 cores take 1 each); 0 leaves torch's default"""
 
 
 @dataclass
@@ -254,7 +262,8 @@ def _validate(cfg: FlowGRPOConfig) -> None:
     _check(
         a.estimator in ESTIMATORS,
         f"algo.estimator={a.estimator!r} is unknown; choose one of "
-        f"{sorted(ESTIMATORS)} or register one with learners.flow_grpo.advantages.register_estimator",
+        f"{sorted(ESTIMATORS)} or register one with "
+        "learners.flow_grpo.advantages.register_estimator",
     )
     _check(
         0 <= a.clip_low < 1,
@@ -310,7 +319,8 @@ def _validate(cfg: FlowGRPOConfig) -> None:
     _check(
         not (t.distributed == "fsdp" and m.lora_rank > 0),
         "train.distributed='fsdp' does not support LoRA "
-        "(model.lora_rank > 0): LoRA trains few parameters, so use --train.distributed ddp (or auto)",
+        "(model.lora_rank > 0): LoRA trains few parameters, "
+        "so use --train.distributed ddp (or auto)",
     )
     _check(
         not (m.dtype == "float16" and m.device == "cpu"),

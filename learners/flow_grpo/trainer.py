@@ -340,7 +340,8 @@ class FlowGRPOTrainer:
                     [pad], torch.zeros(1, dtype=torch.float64), np.zeros(1), temp, stats
                 )
         self.dist.all_reduce_grads(self.params)  # DDP: sum over ranks (FSDP summed in backward)
-        # Global L2 norm: under FSDP the gradients are DTensor shards and the norm is reduced over ranks.
+        # Global L2 norm: under FSDP the gradients are DTensor shards and the norm is reduced over
+        # ranks.
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, a.max_grad_norm)
         self.optimizer.step()
         keys = _LOSS_STATS  # a fixed list: a rank without data must still join the all-reduce
@@ -504,13 +505,15 @@ class FlowGRPOTrainer:
     def _progress_info(self, stats: dict[str, float]) -> str:
         last_eval = self.history["eval"][-1][1] if self.history["eval"] else float("nan")
         return (
-            f"success {stats.get('rollout/success', 0):.2f}  loss {stats.get('train/loss', 0):+.4f}  "
+            f"success {stats.get('rollout/success', 0):.2f}  "
+            f"loss {stats.get('train/loss', 0):+.4f}  "
             f"eval {last_eval:.2f}"
         )
 
     # ------------------------------------------------------------------------ checkpoints
     def save(self) -> None:
-        """Atomic checkpoint on rank 0 (DDP: all ranks hold identical parameters; FSDP: gathered)."""
+        """Atomic checkpoint on rank 0 (DDP: all ranks hold identical parameters; FSDP:
+        gathered)."""
         # Under FSDP every rank joins the gathering; only rank 0 gets (and writes) the full state.
         model, optim = full_state(self.policy.model, self.optimizer, sharded=self.dist.fsdp)
         if self.dist.is_main:

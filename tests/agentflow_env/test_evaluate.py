@@ -78,7 +78,10 @@ def search_planner(request: GenerationRequest) -> str:
 
 def generator_tool_planner(request: GenerationRequest) -> str:
     """Ask Base_Generator_Tool (the module engine answers), leave stopping to the LLM verifier."""
-    return f"Sub-Goal: ask the model\nTool Name: Base_Generator_Tool\nCommand: code of item {_item(_text(request))}?"
+    return (
+        "Sub-Goal: ask the model\nTool Name: Base_Generator_Tool\n"
+        f"Command: code of item {_item(_text(request))}?"
+    )
 
 
 def module_engine(request: GenerationRequest) -> GenerationResult:
@@ -629,7 +632,8 @@ def test_env_kwargs_reach_the_env_merged_over_the_evaluators_own(
     report, prompts, passages = evaluate(None)
     assert passages == {3} and prompts[0].startswith("You are the planner")
     assert report["config"]["env_kwargs"] is None
-    # the tiny planner's settings: compact prompt, one passage; our corpus_path is kept (merged per tool)
+    # the tiny planner's settings: compact prompt, one passage; our corpus_path is kept (merged
+    # per tool)
     report, prompts, passages = evaluate(COMPACT_TOP1)
     assert report["summary"]["accuracy"] == 1.0 and passages == {1}
     assert (
@@ -746,7 +750,8 @@ def test_env_kwargs_errors_from_the_python_api(item_data: tuple[Path, Path]) -> 
         ),
         (
             ["--env-kwargs", '{"tool_kwargs": {"Search_Tool": {"top_k": 1}}}'],
-            "tool_kwargs names 'Search_Tool', not a tool of this run (no tools) (Search_Tool needs --corpus",
+            "tool_kwargs names 'Search_Tool', not a tool of this run (no tools) "
+            "(Search_Tool needs --corpus",
         ),
         (
             [
@@ -770,7 +775,8 @@ def test_env_kwargs_errors_from_the_python_api(item_data: tuple[Path, Path]) -> 
                 "--env-kwargs",
                 '{"tool_kwargs": {"Search_Tool": {"top_k": 0}}}',
             ],
-            "could not build AgentFlow-Search-v0: ValueError: top_k must be an integer in [1, 50], got 0",
+            "could not build AgentFlow-Search-v0: ValueError: "
+            "top_k must be an integer in [1, 50], got 0",
         ),
         (
             ["--corpus", "CORPUS", "--env-kwargs", '{"tool_kwargs": {"Search_Tool": {"topk": 1}}}'],

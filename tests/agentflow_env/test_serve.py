@@ -1,4 +1,5 @@
-"""``serve_transformers``: a real ``transformers serve`` subprocess serving the shipped tiny planner,
+"""``serve_transformers``: a real ``transformers serve`` subprocess serving the shipped tiny
+planner,
 readiness, typed errors with the server's log, and no process left behind on any exit path."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The trajectory viewer: structure of the report, escaping of hostile text, the CLI, a real browser."""
+"""The trajectory viewer: structure of the report, escaping of hostile text, the CLI, a real
+browser."""
 
 from __future__ import annotations
 

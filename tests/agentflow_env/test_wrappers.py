@@ -134,7 +134,10 @@ def test_split_observation_ignores_out_of_order_step_headers_in_results() -> Non
 
 
 def test_extract_names_keeps_order_drops_function_words_and_duplicates() -> None:
-    text = "Doc 1 (Title: Alia Varn) The Alia Varn was born in Tolmere in 1987. She works at Pelt Works."
+    text = (
+        "Doc 1 (Title: Alia Varn) The Alia Varn was born in Tolmere in 1987. "
+        "She works at Pelt Works."
+    )
     assert extract_names(text) == ["Alia Varn", "Tolmere", "1987", "Pelt Works"]
     assert extract_names("In Paris, The Hague and the Bank of England.") == [
         "Paris",
@@ -463,7 +466,8 @@ def test_gymnasium_and_sb3_checkers_pass(world: Any) -> None:
 
 
 def test_features_carry_enough_signal_for_a_fixed_linear_rule(world: Any) -> None:
-    """A hand-written scorer over the relation features beats uniform choice: PPO has something to learn."""
+    """A hand-written scorer over the relation features beats uniform choice: PPO has something
+    to learn."""
 
     def success(choose: Any, episodes: int = 40) -> float:
         env = stack(world, k=4)

@@ -1,4 +1,5 @@
-"""benchmarks/learning.py --merge: combining saved runs keeps provenance and recomputes the target."""
+"""benchmarks/learning.py --merge: combining saved runs keeps provenance and recomputes the
+target."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Smoke tests of examples/sb3_ppo.py (SB3 PPO through the wrappers) and examples/custom_advantage.py."""
+"""Smoke tests of examples/sb3_ppo.py (SB3 PPO through the wrappers) and
+examples/custom_advantage.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""FSDP (``train.distributed='fsdp'``) on 2 gloo ranks: the same parameters as DDP and as one process.
+"""FSDP (``train.distributed='fsdp'``) on 2 gloo ranks: the same parameters as DDP and as one
+process.
 
 The update test hands the trainer the same fixed batch in three set-ups: one process with all of
 it, and 2 ranks (DDP, FSDP) splitting it unevenly, so the ranks run different numbers of

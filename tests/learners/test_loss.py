@@ -29,7 +29,8 @@ def test_clipped_objective_and_gradient_by_hand() -> None:
     logp = _logp()
     w = aggregation_weights(torch.arange(4), "token-mean")
     out = policy_loss(logp, OLD, ADV, w, clip_low=0.2, clip_high=0.2)
-    # per token: max(-1.5, -1.2) = -1.2; max(0.5, 0.8) = 0.8; max(-0.5, -0.8) = -0.5; max(1.5, 1.2) = 1.5
+    # per token: max(-1.5, -1.2) = -1.2; max(0.5, 0.8) = 0.8; max(-0.5, -0.8) = -0.5;
+    # max(1.5, 1.2) = 1.5
     assert out.loss.item() == pytest.approx((-1.2 + 0.8 - 0.5 + 1.5) / 4)
     assert out.clip_frac == pytest.approx(0.5)
     assert out.ratio_mean == pytest.approx(1.0)

@@ -1,4 +1,5 @@
-"""Policy sampling/scoring (token-in/token-out), group collection on the real vector env, packing."""
+"""Policy sampling/scoring (token-in/token-out), group collection on the real vector env,
+packing."""
 
 from __future__ import annotations
 

@@ -187,7 +187,10 @@ def test_constructor_validates() -> None:
 
 
 def test_tools_package_does_not_import_agentflow_env() -> None:
-    code = "import sys, tools.generator; assert not any(m.startswith('agentflow_env') for m in sys.modules)"
+    code = (
+        "import sys, tools.generator; "
+        "assert not any(m.startswith('agentflow_env') for m in sys.modules)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 

@@ -250,7 +250,7 @@ def test_one_gigabyte_file(sandbox: PythonCoderTool) -> None:
 def test_host_secret_is_not_readable(sandbox: PythonCoderTool) -> None:
     assert os.environ[SECRET_NAME] == SECRET_VALUE
     code = (
-        "import os\nprint(os.environ.get(%r))\nseen = []\n"
+        "import os\nprint(os.environ.get(%r))\nseen = []\n"  # noqa: UP031 (Python source: braces would need escaping)
         "for path in ['/proc/self/environ', '/proc/1/environ', '/proc/%d/environ']"
         " + ['/proc/%%s/environ' %% p for p in os.listdir('/proc') if p.isdigit()]:\n"
         "    try:\n        seen.append(open(path, 'rb').read().decode('latin-1'))\n"
@@ -269,7 +269,7 @@ def test_tcp_to_a_local_listener_fails(sandbox: PythonCoderTool) -> None:
         server.settimeout(0.5)
         port = server.getsockname()[1]
         code = (
-            "import socket\nsock = socket.create_connection(('127.0.0.1', %d), timeout=2)\n"
+            "import socket\nsock = socket.create_connection(('127.0.0.1', %d), timeout=2)\n"  # noqa: UP031 (Python source: braces would need escaping)
             "sock.sendall(b'escaped')\nprint('connected')" % port
         )
         result = sandbox.execute(code=code)
