@@ -314,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.skip_hf:
         from agentflow_env.llm.hf_engine import HFEngine
-        from agentflow_env.llm.tiny import make_tiny_chat_model
+        from learners.tiny import make_tiny_chat_model
 
         with tempfile.TemporaryDirectory() as tmp:
             path = make_tiny_chat_model(Path(tmp) / "tiny", steps=150)

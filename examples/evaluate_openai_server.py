@@ -32,7 +32,7 @@ from typing import Any
 from rich.console import Console
 
 import agentflow_env  # noqa: F401 - registers the ids
-from agentflow_env.evaluate import EvalConfig, EvaluateError, print_report, run
+from agentflow_env.eval import EvalConfig, EvaluateError, print_report, run
 from agentflow_env.llm import EngineError, serve_transformers
 from agentflow_env.tasks.suite import make_suite
 from learners.envs import split_tasks

@@ -246,7 +246,7 @@ def _demo_tasks(cfg: SFTConfig, eval_tasks: list[Any]) -> list[Any]:
 
 def train_sft(cfg: SFTConfig, progress: bool = True) -> dict[str, Any]:
     """Demonstrations -> tokenizer -> model -> supervised training -> saved checkpoint + report."""
-    from agentflow_env.llm.tiny import build_tiny_model, train_tiny_tokenizer
+    from learners.tiny import build_tiny_model, train_tiny_tokenizer
 
     t_start = time.perf_counter()
     if cfg.num_threads > 0:

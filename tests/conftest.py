@@ -16,7 +16,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     writes planner-like steps and stops on ``<|im_end|>``. Built once per session (seconds)."""
     import torch
 
-    from agentflow_env.llm.tiny import make_tiny_chat_model
+    from learners.tiny import make_tiny_chat_model
 
     # One thread: on a shared 2-core machine, two OpenMP threads competing with other processes
     # made this ~15x slower (measured 196 s vs 13 s under load).

@@ -18,19 +18,19 @@ from typing import Any
 
 import pytest
 
-from agentflow_env.batch_planner import PLANNER_STOP
-from agentflow_env.evaluate import (
+from agentflow_env.eval import (
     EnvOverrides,
     EvalConfig,
     EvaluateError,
     choose_tools,
     infer_kind,
-    main,
     run,
     wilson_interval,
 )
+from agentflow_env.evaluate import main
 from agentflow_env.llm.base import GenerationRequest, GenerationResult
 from agentflow_env.llm.callable_engine import CallableEngine
+from agentflow_env.planners.batch import PLANNER_STOP
 from agentflow_env.tasks.base import Task
 from agentflow_env.trajectory import read_jsonl
 from tests.conftest import REPO_ROOT

@@ -22,7 +22,7 @@ from agentflow_env.llm import (
     parse_spec,
 )
 from agentflow_env.llm.hf_engine import HFEngine
-from agentflow_env.llm.tiny import IM_END
+from learners.tiny import IM_END
 
 Q = "Where was Ada Lane born? Give the capital of Peru."
 chat = GenerationRequest.chat

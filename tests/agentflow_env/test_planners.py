@@ -8,7 +8,7 @@ import bm25s
 import pytest
 
 from agentflow_env.parsing import parse_action
-from agentflow_env.planners import (
+from agentflow_env.planners.scripted import (
     OraclePlanner,
     RandomToolPlanner,
     ScriptedPlanner,

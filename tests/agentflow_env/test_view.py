@@ -19,8 +19,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentflow_env import AgentFlowEnv
+from agentflow_env.eval.view import (
+    _JS,
+    json_for_script,
+    main,
+    outcome_of,
+    render_html,
+    write_report,
+)
 from agentflow_env.trajectory import EpisodeRecord, TurnRecord, write_jsonl
-from agentflow_env.view import _JS, json_for_script, main, outcome_of, render_html, write_report
 from agentflow_env.wrappers import RecordTrajectory
 from tests.agentflow_env.helpers import finish_action, lookup_action, lookup_env_kwargs
 

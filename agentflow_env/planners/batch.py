@@ -3,8 +3,9 @@
 Evaluation (and any rollout loop over :class:`~agentflow_env.vector.AgentFlowVectorEnv`) drives
 the planner through one interface, :class:`BatchPlanner`:
 
-- :class:`ScriptedBatchPlanner` runs one scripted planner (:mod:`agentflow_env.planners`) per
-  episode, seeded by the episode index, so results do not depend on how episodes are batched;
+- :class:`ScriptedBatchPlanner` runs one scripted planner
+  (:mod:`agentflow_env.planners.scripted`) per episode, seeded by the episode index, so results
+  do not depend on how episodes are batched;
 - :class:`EngineBatchPlanner` sends every live observation to an engine in **one**
   ``generate`` call per step, with per-request seeds derived from (seed, episode, turn).
 
@@ -100,7 +101,7 @@ class ScriptedBatchPlanner:
     """A fresh scripted planner per episode; ``seed + episode`` for planners taking a seed."""
 
     def __init__(self, name: str, seed: int = 0) -> None:
-        from agentflow_env.planners import SCRIPTED_PLANNERS
+        from agentflow_env.planners.scripted import SCRIPTED_PLANNERS
 
         if name not in SCRIPTED_PLANNERS:
             raise PlannerSpecError(
@@ -126,7 +127,7 @@ class ScriptedBatchPlanner:
             self._kwargs["tool_name"] = searches[0]
 
     def start(self, slot: int, task: Task, episode: int) -> None:
-        from agentflow_env.planners import get_scripted_planner
+        from agentflow_env.planners.scripted import get_scripted_planner
 
         seed = {"seed": self.seed + episode} if "seed" in self._params else {}
         planner = get_scripted_planner(self.name, **self._kwargs, **seed)

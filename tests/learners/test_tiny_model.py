@@ -1,4 +1,4 @@
-"""agentflow_env.llm.tiny: an offline tokenizer + tiny Qwen2 that reload identically and talk."""
+"""learners.tiny: an offline tokenizer + tiny Qwen2 that reload identically and talk."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from agentflow_env.llm.tiny import (
+from learners.tiny import (
     IM_END,
     IM_START,
     PAD_TOKEN,

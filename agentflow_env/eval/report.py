@@ -1,4 +1,4 @@
-"""The report of an evaluation run (:mod:`agentflow_env.evaluate`): statistics, summary, table.
+"""The report of an evaluation run (:mod:`agentflow_env.eval`): statistics, summary, table.
 
 Accuracy is the mean score over scored episodes with a 95% Wilson interval. Episodes whose scorer
 failed (e.g. a judge error) are not scored and never counted as 0: they are counted as ``score``

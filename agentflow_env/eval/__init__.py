@@ -1,0 +1,50 @@
+"""Benchmark a planner as a policy: ``python -m agentflow_env.evaluate``.
+
+Runs ``--episodes`` episodes (the first N tasks in file order, or a seeded random subset with
+``--shuffle``) on an :class:`~agentflow_env.vector.AgentFlowVectorEnv` of ``--concurrency``
+sub-envs; each step calls the planner once on the batch of live observations (one ``generate``
+call for an engine planner). Prints a table; writes ``--out`` JSON and ``--trajectories`` JSONL
+(:mod:`agentflow_env.trajectory` records, streamed as episodes finish)::
+
+    python -m agentflow_env.evaluate --data ../shared/benchmarks/agentflow/aime24.json \\
+        --planner scripted:oracle --episodes 10
+    python -m agentflow_env.evaluate --data bamboogle.json --corpus wiki.jsonl --judge SPEC \\
+        --planner openai:Qwen2.5-7B-Instruct@http://127.0.0.1:8000/v1 \\
+        --executor llm --verifier llm --generator llm --module-engine openai:MODEL@URL
+
+Planners: ``scripted:NAME`` (``oracle``, ``random-tool``, ``search-then-answer``) or an engine
+spec (``openai:MODEL@URL``, ``hf:PATH``, ``vllm:NAME``, ``python:module:function``).
+``--temperature``/``--max-tokens`` are the planner's sampling settings; request seeds derive from
+``--seed``, the episode index and the turn, so results do not depend on ``--concurrency``.
+
+Tools for ``--data`` (unless ``--tools`` is given) follow the kind of the file's tasks: multiple
+choice -> science, math / Game of 24 -> math, GAIA -> agentic, other free-form answers -> search,
+each with its env family's tools (:data:`agentflow_env.env.FAMILY_TOOLS`). Search_Tool needs
+``--corpus PATH.jsonl``; without one it is left out and the table says so. ``--module-engine``
+adds ``Base_Generator_Tool``. Without ``--data`` the env's generated tasks and corpus are used.
+
+``--env-kwargs JSON`` sets env arguments without an option of their own (:class:`EnvOverrides`),
+e.g. the settings a planner was trained with: ``'{"prompt_style": "compact", "tool_kwargs":
+{"Search_Tool": {"top_k": 1}}}'``. They are merged last (``tool_kwargs`` per tool); keys with an
+option of their own and unknown keys are rejected by name.
+
+Accuracy: mean score over scored episodes, 95% Wilson interval; a failed scorer (e.g. a judge
+error) is a ``score`` error, never a 0 (:mod:`agentflow_env.eval.report`).
+"""
+
+from agentflow_env.eval.build import choose_tools, infer_kind
+from agentflow_env.eval.config import EnvOverrides, EvalConfig, EvaluateError
+from agentflow_env.eval.report import print_report, summarize, wilson_interval
+from agentflow_env.eval.run import run
+
+__all__ = [
+    "EnvOverrides",
+    "EvalConfig",
+    "EvaluateError",
+    "choose_tools",
+    "infer_kind",
+    "print_report",
+    "run",
+    "summarize",
+    "wilson_interval",
+]

@@ -1,0 +1,198 @@
+"""Configuration of an evaluation run: :class:`EvalConfig`, its validation, and env overrides.
+
+Everything here is checked before anything expensive is built: a bad argument is an
+:class:`EvaluateError` (the CLI prints it on one line and exits with code 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agentflow_env.llm.base import Engine
+
+__all__ = [
+    "EnvOverrides",
+    "EvalConfig",
+    "EvaluateError",
+    "SCRIPTED_PREFIX",
+    "validate_config",
+    "validate_env_overrides",
+]
+
+SCRIPTED_PREFIX = "scripted:"
+SEARCH_TOOLS = ("Search_Tool", "Wikipedia_Search_Tool")
+
+
+class EvaluateError(ValueError):
+    """Bad arguments or inputs for an evaluation run (the CLI prints it and exits with code 2)."""
+
+
+@dataclass
+class EvalConfig:
+    """One evaluation run (the CLI's arguments; engines may also be passed as objects)."""
+
+    env: str = "AgentFlow-Search-v0"
+    """gymnasium id of an AgentFlow environment"""
+    data: str | None = None
+    """authors' JSON, JSONL, or ``hf:NAME``; None: the env's generated task set"""
+    planner: str | Engine = "scripted:search-then-answer"
+    """``scripted:NAME`` or an engine spec / engine"""
+    executor: Literal["direct", "llm"] = "direct"
+    verifier: Literal["planner", "llm"] = "planner"
+    generator: Literal["planner", "llm"] = "planner"
+    module_engine: str | Engine | None = None
+    """engine for LLM modules, query analysis and Base_Generator_Tool"""
+    query_analysis: bool = False
+    judge: str | Engine | None = None
+    """engine (spec) for the LLM-judge scorer; None: rule scorers"""
+    judge_fallback: bool = False
+    """on judge failure score with the rule scorer (counted as ``judge_fallback``) instead of an
+    error"""
+    tools: list[str] | None = None
+    """tool names; None: chosen per data file (module docstring)"""
+    corpus: str | None = None
+    """JSONL corpus (``title``, ``text``) for the search tools"""
+    episodes: int | None = None
+    """None: every task"""
+    shuffle: bool = False
+    """a seeded random subset of tasks instead of the first ``episodes``"""
+    max_turns: int = 10
+    concurrency: int = 4
+    """sub-envs stepping together (the planner sees batches of this size)"""
+    seed: int = 0
+    temperature: float = 0.0
+    """planner sampling temperature"""
+    max_tokens: int = 1024
+    """planner tokens per step"""
+    planner_input: Literal["chat", "prompt"] = "chat"
+    """``chat`` (observation as a user message) or ``prompt`` (raw completion)"""
+    env_kwargs: dict[str, Any] | None = None
+    """more env constructor arguments (:class:`EnvOverrides`), merged last"""
+    out: str | None = None
+    trajectories: str | None = None
+
+
+# env constructor arguments the evaluator sets from an option of its own
+OWN_OPTION = {
+    "family": "--env",
+    "tasks": "--data",
+    "documents": "--corpus",
+    "scorer": "--judge",
+    **{
+        k: "--" + k.replace("_", "-")
+        for k in (
+            "tools",
+            "max_turns",
+            "executor",
+            "verifier",
+            "generator",
+            "query_analysis",
+            "seed",
+        )
+    },
+    **dict.fromkeys(
+        ("engine", "executor_engine", "verifier_engine", "generator_engine"), "--module-engine"
+    ),
+}
+
+
+class EnvOverrides(BaseModel):
+    """Env constructor arguments ``env_kwargs`` may set (see
+    :func:`agentflow_env.env.build_flow`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    prompt_style: Literal["full", "compact"] | None = None
+    tool_kwargs: dict[str, dict[str, Any]] | None = None
+    """per-tool constructor arguments, e.g. ``{"Search_Tool": {"top_k": 1}}``"""
+    num_tasks: int | None = Field(None, ge=1)
+    """size of the generated task set (without ``--data``)"""
+    task_kwargs: dict[str, Any] | None = None
+    """task generator arguments (without ``--data``), e.g. ``{"hops": [1, 3]}``"""
+    max_observation_chars: int | None = Field(None, ge=1)
+    max_action_chars: int | None = Field(None, ge=1)
+    max_result_chars: int | None = Field(None, ge=1)
+    tool_timeout_s: float | None = Field(None, gt=0)
+
+
+def _check_spec(flag: str, spec: object) -> None:
+    """Reject a malformed engine spec before anything expensive is built."""
+    if not isinstance(spec, str):
+        return
+    if flag == "--planner" and spec.startswith(SCRIPTED_PREFIX):
+        from agentflow_env.planners.scripted import SCRIPTED_PLANNERS
+
+        if spec[len(SCRIPTED_PREFIX) :] not in SCRIPTED_PLANNERS:
+            raise EvaluateError(
+                f"--planner {spec!r}: unknown scripted planner; valid: "
+                + ", ".join(SCRIPTED_PREFIX + n for n in sorted(SCRIPTED_PLANNERS))
+            )
+        return
+    from agentflow_env.llm import parse_spec
+
+    try:
+        parse_spec(spec)
+    except ValueError as exc:
+        hint = " (or scripted:NAME)" if flag == "--planner" else ""
+        raise EvaluateError(f"{flag}: {exc}{hint}") from exc
+
+
+def validate_config(cfg: EvalConfig) -> None:
+    if cfg.max_turns < 1 or cfg.concurrency < 1:
+        raise EvaluateError(
+            f"--max-turns and --concurrency must be >= 1, got {cfg.max_turns}, {cfg.concurrency}"
+        )
+    if cfg.episodes is not None and cfg.episodes < 1:
+        raise EvaluateError(f"--episodes must be >= 1, got {cfg.episodes}")
+    if cfg.temperature < 0 or cfg.max_tokens < 1:
+        raise EvaluateError("--temperature must be >= 0 and --max-tokens >= 1")
+    for flag, mode, allowed in (
+        ("--executor", cfg.executor, ("direct", "llm")),
+        ("--verifier", cfg.verifier, ("planner", "llm")),
+        ("--generator", cfg.generator, ("planner", "llm")),
+    ):
+        if mode not in allowed:
+            raise EvaluateError(f"{flag} must be one of {', '.join(allowed)}, got {mode!r}")
+        if mode == "llm" and cfg.module_engine is None:
+            raise EvaluateError(f"{flag} llm needs --module-engine SPEC")
+    if cfg.module_engine is None and (
+        cfg.query_analysis or "Base_Generator_Tool" in (cfg.tools or ())
+    ):
+        raise EvaluateError("--query-analysis and Base_Generator_Tool need --module-engine SPEC")
+    if cfg.corpus is not None and not Path(cfg.corpus).is_file():
+        raise EvaluateError(f"--corpus {cfg.corpus!r}: no such file")
+    for flag, spec in (
+        ("--planner", cfg.planner),
+        ("--module-engine", cfg.module_engine),
+        ("--judge", cfg.judge),
+    ):
+        _check_spec(flag, spec)
+
+
+def validate_env_overrides(raw: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``env_kwargs`` validated by :class:`EnvOverrides`; every problem named with its key."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise EvaluateError(f"--env-kwargs must be a JSON object, got {type(raw).__name__}")
+    for key in raw:
+        if key in OWN_OPTION:
+            raise EvaluateError(
+                f"--env-kwargs {key!r} has an option of its own: use {OWN_OPTION[key]}"
+            )
+        if key not in EnvOverrides.model_fields:
+            valid = ", ".join(EnvOverrides.model_fields)
+            raise EvaluateError(f"--env-kwargs: unknown key {key!r}; valid: {valid}")
+    try:
+        parsed = EnvOverrides.model_validate(dict(raw))
+    except ValidationError as exc:
+        problems = (
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e['input']!r})" for e in exc.errors()
+        )
+        raise EvaluateError(f"--env-kwargs: {'; '.join(problems)}") from exc
+    return parsed.model_dump(exclude_unset=True, exclude_none=True)
