@@ -1,7 +1,7 @@
 """Search benchmark: BM25 index time, memory and queries/s (single vs batched).
 
 Builds a deterministic synthetic corpus (pseudo-words with Zipf-distributed frequencies, titled
-passages of 30-60 words), indexes it with ``tools.retrieval.BM25Index``, saves and memory-maps
+passages of 30-60 words), indexes it with ``tools.search.BM25Index``, saves and memory-maps
 it, then measures retrieval throughput per bm25s backend (numpy; numba when installed):
 
 - ``engine``: ``BM25Index.search`` (tokenize + score + top-k + passage lookup);
@@ -32,8 +32,8 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from tools.retrieval import Backend, BM25Index, IndexSettings, Passage, numba_available
-from tools.search import SearchTool
+from tools.search import BM25Index, IndexSettings, Passage, SearchTool, numba_available
+from tools.search.bm25 import Backend
 
 if __package__ in (
     None,

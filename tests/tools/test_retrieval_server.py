@@ -23,12 +23,12 @@ import httpx
 import pytest
 
 from tools.base import Tool
-from tools.retrieval import BM25Index
-from tools.search import SearchTool
-from tools.web_search import (
+from tools.search import (
+    BM25Index,
     RetrievalServerSearchTool,
     RetrieveHandler,
     RetryPolicy,
+    SearchTool,
     make_retrieval_server,
     serve_in_thread,
 )

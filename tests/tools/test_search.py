@@ -16,8 +16,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tools.base import Tool, ToolResult
-from tools.retrieval import BM25Index, IndexSettings, Passage, load_corpus, numba_available
-from tools.search import SearchTool, WikipediaSearchTool, main
+from tools.search import (
+    BM25Index,
+    IndexSettings,
+    Passage,
+    SearchTool,
+    WikipediaSearchTool,
+    load_corpus,
+    main,
+    numba_available,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 

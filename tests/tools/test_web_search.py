@@ -18,8 +18,13 @@ import pytest
 from pydantic import ValidationError
 
 from tools.base import Tool
-from tools.retrieval import BM25Index
-from tools.web_search import MissingAPIKeyError, WebSearchConfig, WebSearchTool, serve_in_thread
+from tools.search import (
+    BM25Index,
+    MissingAPIKeyError,
+    WebSearchConfig,
+    WebSearchTool,
+    serve_in_thread,
+)
 
 KEY = "test-key-123"
 DOCS = [

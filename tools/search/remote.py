@@ -1,62 +1,44 @@
 """Network search backends: a Search-R1 retrieval-server client and a web-search API tool.
 
-- :class:`RetrievalServerSearchTool` talks to a retrieval server speaking the protocol of
-  Search-R1's ``retrieval_server.py`` (dense or BM25 retrievers behind it)::
-
-      POST {url}/retrieve  {"queries": ["q1", ...], "topk": 3, "return_scores": true}
-      ->   {"result": [[{"document": {"id": ..., "contents": "\\"Title\\"\\ntext"}, "score": 0.8},
-                        ...], ...]}
-
-  (without ``return_scores`` each inner item is the document itself). Documents may carry
-  ``title``/``text`` or only ``contents`` (first line = title). :func:`make_retrieval_server`
-  serves a local :class:`~tools.retrieval.BM25Index` over the same protocol.
+- :class:`RetrievalServerSearchTool` (``Retrieval_Search_Tool``) sends a batch of queries in one
+  ``POST /retrieve`` to a server speaking Search-R1's protocol (:mod:`tools.search.protocol`;
+  :mod:`tools.search.server` serves a local index that way).
 - :class:`WebSearchTool` (``Web_Search_Tool``) calls an HTTP search API chosen by
   :class:`WebSearchConfig`: ``serper`` (Google results via serper.dev), ``tavily``, or
-  ``generic`` (POST ``{"query", "top_k"}`` -> ``{"results": [{"title", "url", "snippet"}]}``).
+  ``generic`` (POST ``{"query", "top_k"}`` -> ``{"results": [{"title", "url", "snippet"}]}``);
+  this module owns those providers' request and response shapes.
 
-Every network call has a timeout and bounded retries with exponential backoff on connection
-errors, timeouts, HTTP 429 and 5xx. Failures become ``ToolResult(ok=False, error=...)``.
+Every network call (:func:`post_json`) has a timeout and bounded retries with exponential backoff
+on connection errors, timeouts, HTTP 429 and 5xx. Failures become
+``ToolResult(ok=False, error=...)``.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import os
-import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tools.base import ToolCard, ToolDemo
-from tools.retrieval import BM25Index, SearchHit, passage_from_record
-from tools.search import BaseSearchTool
+from tools.search.base import BaseSearchTool, SearchBackendError
+from tools.search.passages import SearchHit
+from tools.search.protocol import RETRIEVE_PATH, parse_retrieve_response, retrieve_request
 
 __all__ = [
     "RetryPolicy",
-    "SearchBackendError",
     "MissingAPIKeyError",
     "post_json",
     "RetrievalServerSearchTool",
     "WebSearchConfig",
     "WebSearchTool",
-    "RetrieveHandler",
-    "make_retrieval_server",
-    "serve_in_thread",
 ]
 
-logger = logging.getLogger(__name__)
-
 _RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-
-
-class SearchBackendError(RuntimeError):
-    """A search backend could not answer (after retries, or with an unusable response)."""
 
 
 class MissingAPIKeyError(ValueError):
@@ -156,7 +138,7 @@ class RetrievalServerSearchTool(BaseSearchTool):
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ValueError(f"url must start with http:// or https://, got {url!r}")
         base = url.rstrip("/")
-        self.url = base if base.endswith("/retrieve") else base + "/retrieve"
+        self.url = base if base.endswith(RETRIEVE_PATH) else base + RETRIEVE_PATH
         self.retry = retry or RetryPolicy()
         self.card = ToolCard(
             name=name,
@@ -176,10 +158,9 @@ class RetrievalServerSearchTool(BaseSearchTool):
         self._client = httpx.Client()
 
     def _search_batch(self, queries: list[str], k: int) -> list[list[SearchHit] | Exception]:
-        payload = {"queries": queries, "topk": k, "return_scores": True}
         try:
-            body = post_json(self._client, self.url, payload, self.retry)
-            return _parse_retrieve_response(body, len(queries), k)
+            body = post_json(self._client, self.url, retrieve_request(queries, k), self.retry)
+            return parse_retrieve_response(body, len(queries), k)
         except SearchBackendError as exc:
             return [exc] * len(queries)
 
@@ -187,48 +168,6 @@ class RetrievalServerSearchTool(BaseSearchTool):
         if not self._closed:
             self._client.close()
         super().close()
-
-
-def _parse_retrieve_response(
-    body: Any, n_queries: int, k: int
-) -> list[list[SearchHit] | Exception]:
-    result = body.get("result") if isinstance(body, dict) else None
-    if not isinstance(result, list) or len(result) != n_queries:
-        raise SearchBackendError(
-            f"malformed /retrieve response: expected 'result' with {n_queries} list(s), got "
-            f"{json.dumps(body)[:200]}"
-        )
-    parsed: list[list[SearchHit] | Exception] = []
-    for items in result:
-        try:
-            parsed.append(_parse_hits(items, k))
-        except (TypeError, ValueError, KeyError) as exc:
-            parsed.append(SearchBackendError(f"malformed /retrieve result: {exc}"))
-    return parsed
-
-
-def _parse_hits(items: Any, k: int) -> list[SearchHit]:
-    if not isinstance(items, list):
-        raise TypeError(f"expected a list of documents, got {type(items).__name__}")
-    hits = []
-    for rank, item in enumerate(items[:k], start=1):
-        if isinstance(item, dict) and "document" in item:
-            doc, score = item["document"], float(item.get("score") or 0.0)
-        else:
-            doc, score = item, 0.0
-        if isinstance(doc, str):
-            doc = {"contents": doc}
-        passage = passage_from_record(doc, default_id=str(rank - 1))
-        hits.append(
-            SearchHit(
-                rank=rank,
-                id=passage.id if "id" in doc else None,
-                title=passage.title,
-                text=passage.text,
-                score=score,
-            )
-        )
-    return hits
 
 
 # --------------------------------------------------------------------------- web search API
@@ -387,110 +326,3 @@ def _parse_web_results(provider: str, body: Any, k: int) -> list[SearchHit]:
             )
         )
     return hits
-
-
-# --------------------------------------------------------------------------- serving side
-
-
-class RetrieveHandler(BaseHTTPRequestHandler):
-    """``POST /retrieve`` over a BM25Index (Search-R1 protocol) and ``GET /health``."""
-
-    index: BM25Index
-    default_top_k: int = 3
-    max_queries: int = 4096
-    max_body_bytes: int = 16 * 2**20
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        logger.debug("retrieval server: " + format, *args)
-
-    def _send(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        try:
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):  # the client gave up (its timeout)
-            logger.debug("retrieval server: client disconnected before the response")
-
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-        if self.path.rstrip("/") == "/health":
-            self._send(200, {"status": "ok", "num_passages": self.index.num_passages})
-        else:
-            self._send(404, {"error": f"no route {self.path}"})
-
-    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
-        try:
-            length = int(self.headers.get("Content-Length", "0"))
-        except ValueError:
-            length = -1
-        if not 0 <= length <= self.max_body_bytes:
-            self.close_connection = True  # the body was not read: the stream cannot be reused
-            self._send(413 if length > 0 else 400, {"error": "bad or too large Content-Length"})
-            return
-        body = self.rfile.read(length)  # read before routing, or keep-alive would desync
-        if self.path.rstrip("/") != "/retrieve":
-            self._send(404, {"error": f"no route {self.path}"})
-            return
-        try:
-            queries, k, with_scores = self._validate(json.loads(body or b"null"))
-        except (ValueError, TypeError) as exc:
-            self._send(400, {"error": str(exc)})
-            return
-        self._send(200, {"result": self.retrieve(queries, k, with_scores)})
-
-    def _validate(self, request: Any) -> tuple[list[str], int, bool]:
-        if not isinstance(request, dict):
-            raise ValueError("body must be a JSON object")
-        queries = request.get("queries")
-        if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
-            raise ValueError("'queries' must be a list of strings")
-        if len(queries) > self.max_queries:
-            raise ValueError(f"at most {self.max_queries} queries per request")
-        k = request.get("topk") or self.default_top_k  # 0/null -> default, as in Search-R1
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError("'topk' must be a positive integer")
-        return queries, k, bool(request.get("return_scores", False))
-
-    def retrieve(self, queries: list[str], k: int, with_scores: bool) -> list[list[Any]]:
-        """Documents as Search-R1's BM25 retriever returns them: id, title, text, contents."""
-        out = []
-        for hits in self.index.search(queries, k):
-            docs = [
-                {"id": h.id, "title": h.title, "text": h.text, "contents": f'"{h.title}"\n{h.text}'}
-                for h in hits
-            ]
-            out.append(
-                [{"document": d, "score": h.score} for d, h in zip(docs, hits, strict=False)]
-                if with_scores
-                else docs
-            )
-        return out
-
-
-def make_retrieval_server(
-    index: BM25Index,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    default_top_k: int = 3,
-    handler: type[RetrieveHandler] = RetrieveHandler,
-) -> ThreadingHTTPServer:
-    """A threaded HTTP server answering Search-R1 ``/retrieve`` requests from ``index``.
-
-    ``port=0`` picks a free port (read it from ``server.server_address``). Call
-    ``serve_forever()`` (e.g. in a thread) and ``shutdown()`` / ``server_close()`` to stop.
-    """
-    bound = type("RetrieveHandler", (handler,), {"index": index, "default_top_k": default_top_k})
-    server = ThreadingHTTPServer((host, port), bound)
-    server.daemon_threads = True
-    return server
-
-
-def serve_in_thread(server: ThreadingHTTPServer) -> threading.Thread:
-    """Run ``server.serve_forever`` in a daemon thread and return the thread."""
-    thread = threading.Thread(target=server.serve_forever, name="retrieval-server", daemon=True)
-    thread.start()
-    return thread

@@ -1,9 +1,10 @@
-"""Local BM25 retrieval engine (bm25s) shared by the search tools.
+"""The local BM25 engine (bm25s) under the search tools, and its index directory format.
 
-This module is the engine room under :mod:`tools.search`: passages, corpus loading, a BM25 index
-that is built once, saved to a directory and memory-mapped on load, and batched retrieval. The
-tools (``SearchTool``, ``WikipediaSearchTool``) and the network backends only add validation,
-formatting and a tool card on top.
+This module owns a BM25 index that is built once, saved to a directory and memory-mapped on load,
+and batched retrieval over it. The tools (``SearchTool``, ``WikipediaSearchTool`` in
+:mod:`tools.search.local`) and the retrieval server (:mod:`tools.search.server`) only add
+validation, formatting and a protocol on top. Passages and corpus records are
+:mod:`tools.search.passages`'.
 
 Index directory layout (format version 1)::
 
@@ -24,23 +25,21 @@ import logging
 import mmap
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import bm25s
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
+
+from tools.search.passages import Passage, SearchHit, iter_corpus, passage_from_record
 
 __all__ = [
-    "Passage",
-    "SearchHit",
+    "Backend",
     "IndexSettings",
     "BM25Index",
     "build_index",
-    "iter_corpus",
-    "load_corpus",
-    "passage_from_record",
     "numba_available",
     "INDEX_META_FILE",
 ]
@@ -58,36 +57,6 @@ benchmarks/search_throughput.py)."""
 
 _TIE_MARGIN = 8
 Backend = Literal["auto", "numpy", "numba"]
-
-
-class Passage(BaseModel):
-    """One retrievable unit of text: a titled passage."""
-
-    model_config = ConfigDict(frozen=True)
-
-    title: str
-    text: str
-    id: str | None = None
-
-    @field_validator("id", mode="before")
-    @classmethod
-    def _id_as_str(cls, value: Any) -> Any:
-        # corpora use both integer and string ids; one type keeps hits and JSON uniform
-        return None if value is None else str(value)
-
-
-class SearchHit(BaseModel):
-    """One retrieved passage with its rank (1-based) and BM25 score."""
-
-    model_config = ConfigDict(frozen=True)
-
-    rank: int
-    id: str | None
-    title: str
-    text: str
-    score: float
-    url: str | None = None
-    """source address (web search results only)"""
 
 
 class IndexSettings(BaseModel):
@@ -130,57 +99,6 @@ def _make_stemmer(language: str | None) -> Any:
             f"unknown stemmer language {language!r}; choose one of "
             f"{sorted(Stemmer.algorithms())} or None"
         ) from exc
-
-
-# --------------------------------------------------------------------------- corpus loading
-
-
-def passage_from_record(record: Mapping[str, Any] | Passage, default_id: str) -> Passage:
-    """Turn one corpus record into a :class:`Passage`.
-
-    Accepts ``{"title", "text"}`` records and Search-R1 / FlashRAG style ``{"contents"}`` records
-    whose first line is the (optionally quoted) title and the rest the text.
-    Raises ``ValueError`` for records with neither ``text`` nor ``contents``.
-    """
-    if isinstance(record, Passage):
-        return record if record.id is not None else record.model_copy(update={"id": default_id})
-    if not isinstance(record, Mapping):
-        raise TypeError(f"a document must be a mapping or a Passage, got {type(record).__name__}")
-    doc_id = record.get("id", record.get("_id", default_id))
-    if "text" in record:
-        title, text = record.get("title") or "", record["text"]
-    elif "contents" in record:
-        head, _, rest = str(record["contents"]).partition("\n")
-        title, text = (record.get("title") or head.strip().strip('"')), rest
-    else:
-        raise ValueError(f"document {doc_id!r} has neither 'text' nor 'contents'")
-    if not isinstance(title, str) or not isinstance(text, str):
-        raise ValueError(f"document {doc_id!r}: 'title' and 'text' must be strings")
-    return Passage(id=doc_id, title=title, text=text)
-
-
-def iter_corpus(path: str | os.PathLike[str]) -> Iterator[Passage]:
-    """Stream passages from a JSONL corpus; errors name the file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"corpus file not found: {path}")
-    with path.open("r", encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{line_no}: invalid JSON ({exc.msg})") from exc
-            try:
-                yield passage_from_record(record, default_id=str(line_no - 1))
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"{path}:{line_no}: {exc}") from exc
-
-
-def load_corpus(path: str | os.PathLike[str]) -> list[Passage]:
-    """All passages of a JSONL corpus (``{"id","title","text"}`` or ``{"id","contents"}`` lines)."""
-    return list(iter_corpus(path))
 
 
 def _as_passages(documents: Iterable[Mapping[str, Any] | Passage]) -> list[Passage]:
