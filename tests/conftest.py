@@ -36,3 +36,21 @@ def shared_benchmarks_dir() -> Path:
     if not SHARED_BENCHMARKS.is_dir():
         pytest.skip(f"../shared/benchmarks/agentflow not found: {SHARED_BENCHMARKS} does not exist")
     return SHARED_BENCHMARKS
+
+
+REAL_MODEL = "smollm2-135m-instruct"
+FETCH_HINT = f"python -m agentflow_env.llm fetch {REAL_MODEL}"
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The fetched SmolLM2-135M-Instruct checkpoint (a real instruct model), or skip.
+
+    CI fetches it (``.ci/run`` runs the README's test command, which fetches it first).
+    """
+    from agentflow_env.llm.models import fetched_path
+
+    path = fetched_path(REAL_MODEL)
+    if path is None:
+        pytest.skip(f"the real model {REAL_MODEL} is not fetched: run `{FETCH_HINT}`")
+    return path

@@ -4,7 +4,9 @@ Valid forms::
 
     openai:MODEL@http://host:port/v1    an OpenAI-compatible server (MODEL may contain ':' and '/')
     openai:MODEL                        the server at $OPENAI_BASE_URL (else api.openai.com)
-    hf:PATH_OR_NAME                     a local transformers model (alias: transformers:...)
+    hf:PATH_OR_NAME                     a local transformers model (alias: transformers:...), or
+                                        a fetched registry model by name, e.g.
+                                        hf:smollm2-135m-instruct (agentflow_env.llm.models)
     vllm:NAME                           in-process vLLM (GPU)
     python:package.module:function      a Python function wrapped by CallableEngine
     an Engine object                    returned as is
@@ -110,8 +112,9 @@ def make_engine(spec: str | Engine | Callable[..., Any], **kwargs: Any) -> Engin
             return OpenAIEngine(parsed.target, parsed.base_url, **kwargs)
         if parsed.kind == "hf":
             from agentflow_env.llm.hf_engine import HFEngine
+            from agentflow_env.llm.models import resolve_model
 
-            return HFEngine(parsed.target, **kwargs)
+            return HFEngine(resolve_model(parsed.target), **kwargs)
         if parsed.kind == "vllm":
             from agentflow_env.llm.vllm_engine import VLLMEngine
 
