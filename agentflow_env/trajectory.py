@@ -1,8 +1,11 @@
-"""Trajectory records: the JSONL format shared by evaluate, the learners and the viewer.
+"""Trajectory records: the JSONL format shared by evaluation, training and the viewer.
 
 One line per episode (:class:`EpisodeRecord`), each with its planner turns (:class:`TurnRecord`).
 :class:`TrajectoryBuilder` turns ``reset``/``step`` results into records, so every producer writes
-the same fields.
+the same fields; :func:`info_at` reads one sub-env's info out of a vector env's batched info.
+What differs between producers goes in ``metadata``: evaluation and ``RecordTrajectory`` store
+``episode_index``; the Flow-GRPO trainer stores ``step``, ``rank``, ``group``, ``index`` and
+``sampling`` (the viewer filters on ``step`` and ``group``).
 """
 
 from __future__ import annotations
@@ -13,9 +16,17 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
 from pydantic import BaseModel, Field
 
-__all__ = ["TurnRecord", "EpisodeRecord", "TrajectoryBuilder", "write_jsonl", "read_jsonl"]
+__all__ = [
+    "TurnRecord",
+    "EpisodeRecord",
+    "TrajectoryBuilder",
+    "info_at",
+    "write_jsonl",
+    "read_jsonl",
+]
 
 
 class TurnRecord(BaseModel):
@@ -51,6 +62,11 @@ class EpisodeRecord(BaseModel):
     @property
     def num_turns(self) -> int:
         return len(self.turns)
+
+    @property
+    def total_reward(self) -> float:
+        """The episode's return: the sum of its turns' rewards."""
+        return sum((t.reward for t in self.turns), 0.0)
 
 
 class TrajectoryBuilder:
@@ -95,6 +111,23 @@ class TrajectoryBuilder:
             )
             self.record.score_error = info.get("score_error")
             self.record.terminated, self.record.truncated = bool(terminated), bool(truncated)
+
+
+def info_at(infos: Mapping[str, Any], i: int) -> dict[str, Any]:
+    """Sub-env ``i``'s info from gymnasium's vector info format (``key`` + ``_key`` masks)."""
+    out: dict[str, Any] = {}
+    for key, value in infos.items():
+        if key.startswith("_"):
+            continue
+        mask = infos.get("_" + key)
+        if mask is not None and not mask[i]:
+            continue
+        if isinstance(value, dict):
+            out[key] = info_at(value, i)
+        else:
+            item = value[i]
+            out[key] = item.item() if isinstance(item, np.generic) else item
+    return out
 
 
 def write_jsonl(records: Iterable[EpisodeRecord], path_or_file: str | Path | TextIO) -> int:

@@ -3,7 +3,11 @@
 For each of B queries, G sub-envs get the same task (``reset(options={"tasks": ...})``), the
 policy samples every live sub-env's action in one batched call per turn, and the env steps all
 of them at once. Every planner turn becomes a :class:`TurnSample` (prompt ids, response ids,
-old log-probs, trajectory, group, turn); every trajectory a :class:`Trajectory` with its outcome.
+old log-probs, trajectory, group, turn); every trajectory an
+:class:`~agentflow_env.trajectory.EpisodeRecord` built from the env's step outputs (the record
+evaluation and the viewer use), with ``group``, ``index`` and ``sampling`` in its metadata. Its
+return (:attr:`~agentflow_env.trajectory.EpisodeRecord.total_reward`) is the learner's reward; the
+token data stays in the samples, out of the record.
 
 Prompts are tracked as token ids. In raw-prompt mode, when the next observation equals the
 previous one + the action text + a suffix (the env's append-only contract), the next prompt is
@@ -18,19 +22,20 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from agentflow_env.tasks.base import Task
+from agentflow_env.trajectory import EpisodeRecord, TrajectoryBuilder, info_at
 from learners.flow_grpo.advantages import AdvantageInputs
 from learners.policy import Policy, SamplingSettings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RolloutBatch", "Trajectory", "TurnSample", "collect", "collect_groups", "next_context"]
+__all__ = ["RolloutBatch", "TurnSample", "collect", "collect_groups", "next_context"]
 
 # Sent to padding sub-envs on their first step so that they finish at once and cost nothing.
 _IDLE_ACTION = "Tool Name: Finish\n<answer>idle</answer>"
@@ -53,44 +58,29 @@ class TurnSample:
 
 
 @dataclass
-class Trajectory:
-    """One episode's outcome and step log."""
-
-    index: int
-    group: int
-    task_id: str
-    question: str
-    reward: float
-    turns: int
-    terminated: bool
-    truncated: bool
-    answer: str | None
-    ground_truth: str | None
-    tool_calls: dict[str, int] = field(default_factory=dict)
-    errors: int = 0
-    steps: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@dataclass
 class RolloutBatch:
     """Samples and trajectories of one collection (complete groups)."""
 
     samples: list[TurnSample]
-    trajectories: list[Trajectory]
+    trajectories: list[EpisodeRecord]
+    """one record per trajectory; ``TurnSample.traj`` indexes this list"""
     group_size: int
     seconds: float = 0.0
     generation_seconds: float = 0.0
 
     @property
     def rewards(self) -> np.ndarray:
-        return np.array([t.reward for t in self.trajectories], dtype=np.float64)
+        return np.array([t.total_reward for t in self.trajectories], dtype=np.float64)
 
     @property
     def group_ids(self) -> np.ndarray:
-        return np.array([t.group for t in self.trajectories], dtype=np.int64)
+        return np.array([t.metadata["group"] for t in self.trajectories], dtype=np.int64)
+
+    def tool_calls(self) -> Counter[str]:
+        """Tool calls over all trajectories, by tool name."""
+        return Counter(
+            turn.tool_name for t in self.trajectories for turn in t.turns if turn.tool_name
+        )
 
     def advantage_inputs(self) -> AdvantageInputs:
         return AdvantageInputs(
@@ -110,15 +100,12 @@ class RolloutBatch:
         n = max(len(self.trajectories), 1)
         out = {
             "rollout/success": float(np.mean(self.rewards)) if self.trajectories else 0.0,
-            "rollout/turns": sum(t.turns for t in self.trajectories) / n,
-            "rollout/errors": sum(t.errors for t in self.trajectories) / n,
+            "rollout/turns": sum(t.num_turns for t in self.trajectories) / n,
+            "rollout/errors": sum(bool(x.error) for t in self.trajectories for x in t.turns) / n,
             "rollout/response_tokens": self.generated_tokens / max(len(self.samples), 1),
             "rollout/truncated": sum(t.truncated for t in self.trajectories) / n,
         }
-        calls: Counter[str] = Counter()
-        for t in self.trajectories:
-            calls.update(t.tool_calls)
-        for name, count in sorted(calls.items()):
+        for name, count in sorted(self.tool_calls().items()):
             out[f"rollout/tool_calls/{name}"] = count / n
         return out
 
@@ -138,11 +125,34 @@ def next_context(
     return policy.prompt_ids(new_obs), False
 
 
-def _env_value(info: dict[str, Any], key: str, i: int) -> Any:
-    mask = info.get(f"_{key}")
-    if key not in info or mask is None or not mask[i]:
-        return None
-    return info[key][i]
+def _builders(
+    tasks: Sequence[Task],
+    group_ids: Sequence[int],
+    settings: SamplingSettings,
+    episode_prefix: str,
+    metadata: Mapping[str, Any],
+) -> list[TrajectoryBuilder]:
+    """One record builder per trajectory, its metadata filled but for the per-turn lists."""
+    sampling = {
+        "temperature": settings.temperature,
+        "top_p": settings.top_p,
+        "max_new_tokens": settings.max_new_tokens,
+    }
+    return [
+        TrajectoryBuilder(
+            f"{episode_prefix}{i}",
+            task,
+            **{
+                **metadata,
+                "index": i,
+                "group": int(group_ids[i]),
+                "sampling": dict(sampling),
+                "response_tokens": [],
+                "finish_reasons": [],
+            },
+        )
+        for i, task in enumerate(tasks)
+    ]
 
 
 def collect(
@@ -155,8 +165,16 @@ def collect(
     *,
     group_size: int = 1,
     max_prompt_tokens: int = 1 << 30,
+    episode_prefix: str = "traj",
+    metadata: Mapping[str, Any] | None = None,
 ) -> RolloutBatch:
-    """Run ``tasks[i]`` in sub-env ``i`` to the end; unused sub-envs idle (finish at once)."""
+    """Run ``tasks[i]`` in sub-env ``i`` to the end; unused sub-envs idle (finish at once).
+
+    Trajectory ``i`` is recorded as episode ``f"{episode_prefix}{i}"`` whose metadata holds
+    ``metadata`` (e.g. the trainer's ``step`` and ``rank``), ``index`` (``i``), ``group``,
+    ``sampling`` (temperature, top_p, max_new_tokens) and, per turn, ``response_tokens`` and
+    ``finish_reasons`` of the sampled action.
+    """
     n_env, n = envs.num_envs, len(tasks)
     if n == 0 or n > n_env:
         raise ValueError(f"got {n} tasks for a vector env of {n_env} sub-envs")
@@ -167,21 +185,7 @@ def collect(
     obs, _ = envs.reset(seed=int(rng.integers(2**31)), options={"tasks": padded})
     contexts = [policy.prompt_ids(o) for o in obs[:n]]
     prev_obs = list(obs[:n])
-    trajs = [
-        Trajectory(
-            index=i,
-            group=int(group_ids[i]),
-            task_id=t.id,
-            question=t.question,
-            reward=float("nan"),
-            turns=0,
-            terminated=False,
-            truncated=False,
-            answer=None,
-            ground_truth=None,
-        )
-        for i, t in enumerate(tasks)
-    ]
+    builders = _builders(tasks, group_ids, settings, episode_prefix, metadata or {})
     samples: list[TurnSample] = []
     done = [False] * n
     gen_s, turn = 0.0, 0
@@ -200,12 +204,12 @@ def collect(
         actions = [_IDLE_ACTION if turn == 0 else ""] * n_env
         for i, out in zip(live, outs, strict=False):
             actions[i] = out.text
-        obs, rewards, terms, truncs, info = envs.step(actions)
+        obs, rewards, terms, truncs, infos = envs.step(actions)
         for i, prompt, out in zip(live, prompts, outs, strict=False):
             samples.append(
                 TurnSample(
                     traj=i,
-                    group=trajs[i].group,
+                    group=int(group_ids[i]),
                     turn=turn,
                     prompt_ids=prompt,
                     response_ids=list(out.token_ids),
@@ -214,19 +218,14 @@ def collect(
                     action_text=out.text,
                 )
             )
-            _record_step(trajs[i], info, i, out.text)
+            record = builders[i].record
+            record.metadata["response_tokens"].append(len(out.token_ids))
+            record.metadata["finish_reasons"].append(out.finish_reason)
+            builders[i].add(
+                out.text, float(rewards[i]), bool(terms[i]), bool(truncs[i]), info_at(infos, i)
+            )
             if terms[i] or truncs[i]:
                 done[i] = True
-                t = trajs[i]
-                t.reward, t.terminated, t.truncated = (
-                    float(rewards[i]),
-                    bool(terms[i]),
-                    bool(truncs[i]),
-                )
-                t.answer, t.ground_truth = (
-                    _env_value(info, "answer", i),
-                    _env_value(info, "ground_truth", i),
-                )
             else:
                 contexts[i], _ = next_context(
                     policy, prompt, out.token_ids, prev_obs[i], out.text, obs[i]
@@ -234,26 +233,11 @@ def collect(
                 prev_obs[i] = obs[i]
         turn += 1
     return RolloutBatch(
-        samples, trajs, group_size, seconds=time.perf_counter() - t0, generation_seconds=gen_s
-    )
-
-
-def _record_step(traj: Trajectory, info: dict[str, Any], i: int, action: str) -> None:
-    traj.turns += 1
-    tool = _env_value(info, "tool_name", i)
-    error = _env_value(info, "error", i)
-    if tool:
-        traj.tool_calls[str(tool)] = traj.tool_calls.get(str(tool), 0) + 1
-    if error:
-        traj.errors += 1
-    traj.steps.append(
-        {
-            "action": action,
-            "tool_name": tool,
-            "tool_input": _env_value(info, "tool_input", i),
-            "tool_result": _env_value(info, "tool_result", i),
-            "error": error,
-        }
+        samples,
+        [b.record for b in builders],
+        group_size,
+        seconds=time.perf_counter() - t0,
+        generation_seconds=gen_s,
     )
 
 
@@ -266,19 +250,28 @@ def collect_groups(
     rng: np.random.Generator,
     *,
     max_prompt_tokens: int = 1 << 30,
+    query_ids: Sequence[int] | None = None,
+    episode_prefix: str = "traj",
+    metadata: Mapping[str, Any] | None = None,
 ) -> RolloutBatch:
     """G trajectories for each of the B queries (needs a vector env of exactly B * G sub-envs).
 
     Every trajectory ends (terminated or truncated at the env's turn limit), so every group
-    is complete by construction; the advantage code still checks it.
+    is complete by construction; the advantage code still checks it. Query ``q``'s group id is
+    ``query_ids[q]`` (default ``q``; the trainer passes each query's position in the step's
+    batch over all ranks, so a group id names one group of the step). ``episode_prefix`` and
+    ``metadata`` go to :func:`collect`.
     """
     if len(queries) * group_size != envs.num_envs:
         raise ValueError(
             f"{len(queries)} queries x group {group_size} != {envs.num_envs} sub-envs; "
             "build the vector env with num_envs = queries_per_step * group_size"
         )
+    ids = list(range(len(queries))) if query_ids is None else [int(q) for q in query_ids]
+    if len(ids) != len(queries) or len(set(ids)) != len(ids):
+        raise ValueError(f"query_ids must be {len(queries)} distinct ids, got {query_ids}")
     tasks = [q for q in queries for _ in range(group_size)]
-    groups = [g for g in range(len(queries)) for _ in range(group_size)]
+    groups = [g for g in ids for _ in range(group_size)]
     return collect(
         envs,
         policy,
@@ -288,4 +281,6 @@ def collect_groups(
         rng,
         group_size=group_size,
         max_prompt_tokens=max_prompt_tokens,
+        episode_prefix=episode_prefix,
+        metadata=metadata,
     )

@@ -23,28 +23,11 @@ from agentflow_env.eval.config import EvalConfig, validate_config
 from agentflow_env.eval.report import episode_rows, summarize
 from agentflow_env.planners.batch import BatchPlanner, ScriptedBatchPlanner
 from agentflow_env.tasks.base import Task
-from agentflow_env.trajectory import EpisodeRecord, TrajectoryBuilder, write_jsonl
+from agentflow_env.trajectory import EpisodeRecord, TrajectoryBuilder, info_at, write_jsonl
 
 __all__ = ["run"]
 
 logger = logging.getLogger(__name__)
-
-
-def _info_at(infos: Mapping[str, Any], i: int) -> dict[str, Any]:
-    """Sub-env ``i``'s info from gymnasium's vector info format (``key`` + ``_key`` masks)."""
-    out: dict[str, Any] = {}
-    for key, value in infos.items():
-        if key.startswith("_"):
-            continue
-        mask = infos.get("_" + key)
-        if mask is not None and not mask[i]:
-            continue
-        if isinstance(value, dict):
-            out[key] = _info_at(value, i)
-        else:
-            item = value[i]
-            out[key] = item.item() if isinstance(item, np.generic) else item
-    return out
 
 
 def _turn_errors(info: Mapping[str, Any]) -> Counter[str]:
@@ -94,7 +77,7 @@ def _run_episodes(
     chosen = assign(list(range(n)))
     obs, infos = envs.reset(seed=cfg.seed, options={"tasks": [chosen[i] for i in range(n)]})
     for i in range(n):
-        slots[i].started(_info_at(infos, i))  # type: ignore[union-attr]
+        slots[i].started(info_at(infos, i))  # type: ignore[union-attr]
     while any(s is not None for s in slots):
         live = [i for i in range(n) if slots[i] is not None]
         turns = [len(slots[i].builder.record.turns) + 1 for i in live]  # type: ignore[union-attr]
@@ -105,7 +88,7 @@ def _run_episodes(
         obs, rewards, terms, truncs, infos = envs.step(actions)
         finished = []
         for i in live:
-            slot, info = slots[i], _info_at(infos, i)
+            slot, info = slots[i], info_at(infos, i)
             assert slot is not None
             slot.builder.add(actions[i], float(rewards[i]), bool(terms[i]), bool(truncs[i]), info)
             slot.errors.update(_turn_errors(info))
@@ -126,7 +109,7 @@ def _run_episodes(
                 options={"tasks": [chosen.get(i) for i in range(n)], "reset_mask": mask}
             )
             for i in refill:
-                slots[i].started(_info_at(infos, i))  # type: ignore[union-attr]
+                slots[i].started(info_at(infos, i))  # type: ignore[union-attr]
 
 
 def _recorder(

@@ -1,12 +1,17 @@
 """Trajectory viewer: EpisodeRecord JSONL -> one self-contained HTML report.
 
     python -m agentflow_env.view TRAJ.jsonl [MORE.jsonl ...] -o report.html
+    python -m agentflow_env.view runs/flow_grpo --steps 90-100 -o report.html   # a training run
 
-Each episode is shown as a timeline of planner turns (plan fields, tool call, result, verifier
-decision), with the final answer next to the ground truth and the score. Filters (outcome, tools
-used, free text) run in the page; they can be preset from the URL fragment, e.g.
-``report.html#outcome=incorrect&tool=Search_Tool&q=varnok`` (add ``&open=1`` to expand the
-episodes shown).
+Reads what evaluation, ``RecordTrajectory`` and the Flow-GRPO trainer write (one
+:class:`~agentflow_env.trajectory.EpisodeRecord` per line); a directory stands for the trainer's
+``trajectories.jsonl`` and ``trajectories-rank{r}.jsonl`` in it. Each episode is shown as a
+timeline of planner turns (plan fields, tool call, result, verifier decision), with the final
+answer next to the ground truth and the score. Filters (outcome, tools used, free text, and the
+training step and group when the records carry ``metadata["step"]``/``["group"]``) run in the
+page; they can be preset from the URL fragment, e.g.
+``report.html#outcome=incorrect&tool=Search_Tool&q=varnok`` or ``#step=3&group=1`` (add
+``&open=1`` to expand the episodes shown).
 
 Safety: the file loads nothing from the network (inline CSS and JS, a Content-Security-Policy
 that allows only the page's own script by its hash). All trajectory text is HTML-escaped; the
@@ -23,6 +28,7 @@ import hashlib
 import html
 import json
 import math
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -30,9 +36,19 @@ from pathlib import Path
 
 from agentflow_env.trajectory import EpisodeRecord, TurnRecord, read_jsonl
 
-__all__ = ["json_for_script", "main", "outcome_of", "render_html", "write_report"]
+__all__ = [
+    "json_for_script",
+    "main",
+    "outcome_of",
+    "parse_steps",
+    "render_html",
+    "trajectory_files",
+    "write_report",
+]
 
 OUTCOMES = ("correct", "partial", "incorrect", "unscored")
+PICKS = ("step", "group")
+"""integer metadata (written by the trainer) the page offers a filter for"""
 _LONG = 600
 """texts longer than this are folded into a <details> element"""
 
@@ -80,6 +96,9 @@ _JS = """
   var meta = JSON.parse(document.getElementById("af-meta").textContent);
   var outcome = document.getElementById("f-outcome");
   var query = document.getElementById("f-text");
+  var picks = ["step", "group"].map(function(key){
+    return {key: key, el: document.getElementById("f-" + key)};
+  }).filter(function(p){ return p.el; });
   var boxes = Array.prototype.slice.call(document.querySelectorAll("input.f-tool"));
   var episodes = Array.prototype.slice.call(document.querySelectorAll("details.episode"));
   var count = document.getElementById("count");
@@ -95,13 +114,17 @@ shown = 0;
       var okTool = allTools || used.some(function(t){return tools.indexOf(t) >= 0;}) ||
                    (used.length === 0 && tools.indexOf("none") >= 0);
       var okText = !text || ep.textContent.toLowerCase().indexOf(text) >= 0;
-      var show = okOutcome && okTool && okText;
+      var okPicks = picks.every(function(p){
+        return p.el.value === "all" || ep.getAttribute("data-" + p.key) === p.el.value;
+      });
+      var show = okOutcome && okTool && okText && okPicks;
       ep.hidden = !show;
       if (show) { shown += 1; }
     });
     count.textContent = "Showing " + shown + " of " + episodes.length + " episodes";
     var params = new URLSearchParams();
     if (want !== "all") { params.set("outcome", want); }
+    picks.forEach(function(p){ if (p.el.value !== "all") { params.set(p.key, p.el.value); } });
     if (!allTools) { tools.forEach(function(t){ \
 params.append("tool", t === "none" ? "none" : meta.tools[+t]); }); }
     if (text) { params.set("q", query.value.trim()); }
@@ -122,9 +145,15 @@ location.search.replace(/^\\?/, ""));
       });
     }
     if (params.get("q")) { query.value = params.get("q"); }
+    picks.forEach(function(p){
+      var value = params.get(p.key);
+      var known = Array.prototype.some.call(p.el.options, function(o){ return o.value === value; });
+      if (value !== null && known) { p.el.value = value; }
+    });
   }
   outcome.addEventListener("change", apply);
   query.addEventListener("input", apply);
+  picks.forEach(function(p){ p.el.addEventListener("change", apply); });
   boxes.forEach(function(b){ b.addEventListener("change", apply); });
   document.getElementById("f-expand").addEventListener("click", function(){
     var open = this.getAttribute("data-open") !== "1";
@@ -179,6 +208,11 @@ def outcome_of(record: EpisodeRecord, correct_threshold: float = 1.0) -> str:
     if score >= correct_threshold - 1e-9:
         return "correct"
     return "partial" if score > 0 else "incorrect"
+
+
+def _int_meta(record: EpisodeRecord, key: str) -> int | None:
+    value = record.metadata.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _clip(text: str | None, max_chars: int) -> str:
@@ -250,10 +284,12 @@ def _episode_html(
     ending = (
         "terminated" if record.terminated else "truncated" if record.truncated else "unfinished"
     )
+    picked = {key: _int_meta(record, key) for key in (*PICKS, "rank")}
+    where = "".join(f"{key} {value} · " for key, value in picked.items() if value is not None)
     summary = (
         f'<summary><div class="eh"><span class="badge {outcome}">{outcome}</span>'
-        f'<span>score {_e(score)}</span><span class="muted">{_e(record.episode_id)} · task '
-        f"{_e(record.task_id)} · {record.num_turns} turn(s) · {ending}</span></div>"
+        f'<span>score {_e(score)}</span><span class="muted">{where}{_e(record.episode_id)} · '
+        f"task {_e(record.task_id)} · {record.num_turns} turn(s) · {ending}</span></div>"
         f'<div class="question">{_e(_clip(record.question, max_chars))}</div></summary>'
     )
     answers = (
@@ -274,8 +310,9 @@ def _episode_html(
             '<details><summary class="label">Metadata</summary>'
             f"<pre>{_e(_clip(meta_text, max_chars))}</pre></details>"
         )
+    data = "".join(f' data-{key}="{picked[key]}"' for key in PICKS if picked[key] is not None)
     return (
-        f'<details class="episode {outcome}" id="ep-{index}" data-outcome="{outcome}"'
+        f'<details class="episode {outcome}" id="ep-{index}" data-outcome="{outcome}"{data}'
         f"{' open' if is_open else ''} "
         f'data-tools="{" ".join(map(str, used))}">{summary}{answers}'
         f'<ol class="timeline">{turns}</ol>{meta}</details>'
@@ -306,6 +343,21 @@ def _stats_html(
         f'<table class="tools"><tr><th>Tool</th><th>Calls</th></tr>{rows}</table>' if rows else ""
     )
     return f'<div class="stats">{stats}</div>{table}'
+
+
+def _pick_filters(records: Sequence[EpisodeRecord]) -> str:
+    """A select per :data:`PICKS` key that some record carries (e.g. a training run's step)."""
+    out = []
+    for key in PICKS:
+        counts = Counter(v for r in records if (v := _int_meta(r, key)) is not None)
+        if not counts:
+            continue
+        options = "".join(f'<option value="{v}">{v} ({counts[v]})</option>' for v in sorted(counts))
+        out.append(
+            f'<label>{key.capitalize()} <select id="f-{key}">'
+            f'<option value="all">all ({len(records)})</option>{options}</select></label>'
+        )
+    return "".join(out)
 
 
 def render_html(
@@ -357,6 +409,7 @@ def render_html(
         + f"{_stats_html(records, outcomes, tool_counts)}</header>"
         '<nav id="filters" aria-label="Filters"><label>Outcome <select id="f-outcome">'
         f'<option value="all">all ({len(records)})</option>{options}</select></label>'
+        f"{_pick_filters(records)}"
         f"<fieldset><legend>Tools used</legend>{checks}</fieldset>"
         '<label>Text <input type="search" id="f-text" placeholder="filter by text"></label>'
         f'<button type="button" id="f-expand" data-open="{int(is_open)}">'
@@ -368,6 +421,43 @@ def render_html(
     )
 
 
+def trajectory_files(paths: Sequence[str | Path]) -> list[Path]:
+    """The files to read: each path itself, or for a directory (a training run) its
+    ``trajectories.jsonl`` and ``trajectories-rank{r}.jsonl`` by rank."""
+    out: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            ranks = sorted(
+                (int(m.group(1)), f)
+                for f in path.glob("trajectories-rank*.jsonl")
+                if (m := re.fullmatch(r"trajectories-rank(\d+)\.jsonl", f.name))
+            )
+            main_file = path / "trajectories.jsonl"
+            found = ([main_file] if main_file.is_file() else []) + [f for _, f in ranks]
+            if not found:
+                raise FileNotFoundError(
+                    f"no trajectories.jsonl or trajectories-rank<r>.jsonl in directory {path}"
+                )
+            out += found
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise FileNotFoundError(f"no such trajectory file: {path}")
+    return out
+
+
+def parse_steps(text: str) -> tuple[int, int | None]:
+    """``"N"``, ``"A-B"`` or ``"A-"`` (inclusive) -> (first, last or None)."""
+    match = re.fullmatch(r"\s*(\d+)\s*(?:(-)\s*(\d+)?)?\s*", text)
+    if match is None:
+        raise ValueError(f"steps must be N, A-B or A- (e.g. 5, 10-20, 90-), got {text!r}")
+    first = int(match.group(1))
+    last = int(match.group(3)) if match.group(3) else None if match.group(2) else first
+    if last is not None and last < first:
+        raise ValueError(f"steps {text!r}: the last step is before the first")
+    return first, last
+
+
 def write_report(
     paths: Sequence[str | Path],
     out: str | Path,
@@ -376,20 +466,32 @@ def write_report(
     correct_threshold: float = 1.0,
     max_chars: int = 20_000,
     max_episodes: int | None = None,
+    steps: tuple[int, int | None] | None = None,
 ) -> Path:
-    """Read JSONL trajectories from ``paths`` and write the report to ``out``."""
+    """Read JSONL trajectories from ``paths`` (files, or training-run directories) and write the
+    report to ``out``.
+
+    ``steps`` keeps only records whose ``metadata["step"]`` is in ``[first, last]`` (``last``
+    None: no end). Records that carry a step are shown by step, then group.
+    """
     if not paths:
         raise ValueError("give at least one trajectory file")
+    files = trajectory_files(paths)
     records: list[EpisodeRecord] = []
-    for path in paths:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"no such trajectory file: {path}")
+    for path in files:
         for record in read_jsonl(path):
             if max_episodes is not None and len(records) >= max_episodes:
                 break
-            if len(paths) > 1:
+            step = _int_meta(record, "step")
+            if steps is not None and (
+                step is None or step < steps[0] or (steps[1] is not None and step > steps[1])
+            ):
+                continue
+            if len(files) > 1:
                 record.metadata.setdefault("file", str(path))
             records.append(record)
+    if any(_int_meta(r, "step") is not None for r in records):
+        records.sort(key=lambda r: tuple(_int_meta(r, k) or 0 for k in PICKS))
     source = ", ".join(str(p) for p in paths)
     page = render_html(
         records,
@@ -409,7 +511,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m agentflow_env.view",
         description="Render EpisodeRecord JSONL trajectories as one self-contained HTML file.",
     )
-    parser.add_argument("paths", nargs="+", help="trajectory JSONL file(s)")
+    parser.add_argument(
+        "paths", nargs="+", help="trajectory JSONL file(s), or a training run's output directory"
+    )
     parser.add_argument(
         "-o", "--out", default="report.html", help="output HTML path (default: report.html)"
     )
@@ -426,6 +530,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-episodes", type=int, default=None, help="show at most this many episodes"
     )
+    parser.add_argument(
+        "--steps",
+        default=None,
+        help="only these training steps: N, A-B or A- (records without a step are left out)",
+    )
     return parser
 
 
@@ -437,6 +546,7 @@ def _default_title(paths: Sequence[str | Path]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        steps = None if args.steps is None else parse_steps(args.steps)
         out = write_report(
             args.paths,
             args.out,
@@ -444,6 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             correct_threshold=args.correct_threshold,
             max_chars=args.max_chars,
             max_episodes=args.max_episodes,
+            steps=steps,
         )
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -4,7 +4,8 @@ Read top to bottom: :meth:`FlowGRPOTrainer.train` runs steps; a step collects co
 (:func:`learners.rollout.collect_groups`), computes per-turn advantages with the configured
 estimator, drops zero-variance groups, and runs ``algo.epochs`` x ``algo.mini_batches``
 optimizer steps, each accumulating gradients over micro-batches of packed sequences, all-reducing
-them across ranks and clipping them. Rank 0 writes TensorBoard scalars, trajectories (JSONL) and
+them across ranks and clipping them. Rank 0 writes TensorBoard scalars, trajectories
+(EpisodeRecord JSONL, the viewer's format; rank r > 0 writes ``trajectories-rank{r}.jsonl``) and
 atomic checkpoints; ``resume`` restores model, optimizer, random state and step exactly.
 With ``train.distributed='fsdp'`` the policy (and reference) are sharded; rollouts run inside
 ``policy.gathered()`` and every rank runs the same number of micro-batches (see
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agentflow_env.trajectory import read_jsonl, write_jsonl
 from learners.checkpoint import full_state, latest_checkpoint, load_checkpoint, save_checkpoint
 from learners.distributed import Dist, init_distributed
 from learners.envs import make_vector_env, split_tasks
@@ -235,6 +237,7 @@ class FlowGRPOTrainer:
         settings = SamplingSettings(
             cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.max_new_tokens
         )
+        step, rank = self.step + 1, self.dist.rank  # 1-based, as in TensorBoard and checkpoints
         with self.policy.gathered():  # FSDP: all ranks gather here, then generate freely
             batch = collect_groups(
                 self.envs,
@@ -244,6 +247,10 @@ class FlowGRPOTrainer:
                 settings,
                 roll_rng,
                 max_prompt_tokens=cfg.rollout.max_prompt_tokens,
+                # Group ids are the queries' positions in the step: unique across ranks.
+                query_ids=range(rank, B, self.dist.world_size),
+                episode_prefix=f"step{step}-rank{rank}-traj",
+                metadata={"step": step, "rank": rank},
             )
         t_roll = time.perf_counter()
         advantages = compute_advantages(
@@ -452,9 +459,8 @@ class FlowGRPOTrainer:
         # Every rank must all-reduce the same keys in the same order.
         keys = sorted(k for k in local if not k.startswith("rollout/tool_calls/"))
         tools = sorted(self.envs.flow.tools)  # the same list on every rank
-        values = [local[k] * n for k in keys] + [
-            sum(tr.tool_calls.get(t, 0) for tr in batch.trajectories) for t in tools
-        ]
+        calls = batch.tool_calls()
+        values = [local[k] * n for k in keys] + [calls[t] for t in tools]
         values += [n, skipped, batch.generated_tokens]
         reduced = self.dist.all_reduce_sum(values)
         total_n = max(reduced[-3], 1)
@@ -469,20 +475,38 @@ class FlowGRPOTrainer:
         out["_gen_tokens"] = reduced[-1]
         return out
 
-    def _write_trajectories(self, batch: RolloutBatch) -> None:
-        if not self.cfg.train.save_trajectories:
-            return
-        self.out.mkdir(parents=True, exist_ok=True)
-        name = (
+    @property
+    def trajectory_path(self) -> Path:
+        """This rank's trajectory file (EpisodeRecord JSONL; ``python -m agentflow_env.view``)."""
+        return self.out / (
             "trajectories.jsonl"
             if self.dist.is_main
             else f"trajectories-rank{self.dist.rank}.jsonl"
         )
-        with open(self.out / name, "a") as fh:
-            fh.writelines(
-                json.dumps({"step": self.step, "rank": self.dist.rank, **t.to_json()}) + "\n"
-                for t in batch.trajectories
-            )
+
+    def _write_trajectories(self, batch: RolloutBatch) -> None:
+        if not self.cfg.train.save_trajectories:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.trajectory_path, "a", encoding="utf-8") as fh:
+            write_jsonl(batch.trajectories, fh)
+
+    def _trim_trajectories(self) -> None:
+        """Drop records of steps after the resumed one: they are played again (as TensorBoard
+        purges them)."""
+        path = self.trajectory_path
+        if not self.cfg.train.save_trajectories or not path.is_file():
+            return
+        try:
+            records = list(read_jsonl(path))
+        except ValueError as exc:
+            logger.warning("not trimming %s to step %d: %s", path, self.step, exc)
+            return
+        kept = [r for r in records if int(r.metadata.get("step", 0)) <= self.step]
+        if len(kept) < len(records):
+            tmp = path.with_suffix(".jsonl.tmp")
+            write_jsonl(kept, tmp)
+            os.replace(tmp, path)
 
     def _progress(self) -> Any:
         from rich.progress import (
@@ -546,6 +570,7 @@ class FlowGRPOTrainer:
         self.rng.bit_generator.state = state["rng"]
         self.history = state["history"]
         self.train_seconds = float(state.get("train_seconds", 0.0))
+        self._trim_trajectories()
         self.policy.sync_generator()
         logger.info("resumed from %s at step %d", path, self.step)
         return True

@@ -6,11 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
-import shutil
-import subprocess
-import tempfile
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +19,20 @@ from agentflow_env.eval.view import (
     json_for_script,
     main,
     outcome_of,
+    parse_steps,
     render_html,
     write_report,
 )
 from agentflow_env.trajectory import EpisodeRecord, TurnRecord, write_jsonl
 from agentflow_env.wrappers import RecordTrajectory
-from tests.agentflow_env.helpers import finish_action, lookup_action, lookup_env_kwargs
+from tests.agentflow_env.helpers import (
+    CHROMIUM,
+    Page,
+    browser_dom,
+    finish_action,
+    lookup_action,
+    lookup_env_kwargs,
+)
 
 HOSTILE = [
     "<script>alert(1)</script>",
@@ -80,39 +83,6 @@ ALLOWED_TAGS = {
     "script",
     "p",
 }
-
-
-class Page(HTMLParser):
-    """Collects tags, attributes, text, and script bodies of a page."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.tags: list[tuple[str, dict[str, str | None]]] = []
-        self.text: list[str] = []
-        self.scripts: list[tuple[dict[str, str | None], str]] = []
-        self._in_script: dict[str, str | None] | None = None
-        self.feed(text)
-        self.close()
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, dict(attrs)))
-        if tag == "script":
-            self._in_script = dict(attrs)
-            self.scripts.append((self._in_script, ""))
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "script":
-            self._in_script = None
-
-    def handle_data(self, data: str) -> None:
-        if self._in_script is not None:
-            attrs, body = self.scripts[-1]
-            self.scripts[-1] = (attrs, body + data)
-        else:
-            self.text.append(data)
-
-    def by_class(self, tag: str, css: str) -> list[dict[str, str | None]]:
-        return [a for t, a in self.tags if t == tag and css in (a.get("class") or "").split()]
 
 
 def hostile_records() -> list[EpisodeRecord]:
@@ -366,11 +336,8 @@ def test_cli_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFi
         write_report([], tmp_path / "r.html")
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
-def test_filters_run_in_a_real_headless_browser(tmp_path: Path) -> None:
+def training_records() -> list[EpisodeRecord]:
+    """Five records as the trainer writes them: (step, group) = (1,0) (1,1) (2,0) (2,1) (2,1)."""
     records = hostile_records()[:4] + [
         EpisodeRecord(
             episode_id="plain",
@@ -382,52 +349,96 @@ def test_filters_run_in_a_real_headless_browser(tmp_path: Path) -> None:
             terminated=True,
         )
     ]
+    for record, step, group in zip(records, (1, 1, 2, 2, 2), (0, 1, 0, 1, 1), strict=True):
+        record.metadata.update(step=step, group=group, rank=0)
+    return records
+
+
+def test_training_records_get_step_and_group_filters() -> None:
+    records = training_records()
+    page = Page(render_html(records))
+    episodes = page.by_class("details", "episode")
+    assert [(e["data-step"], e["data-group"]) for e in episodes] == [
+        ("1", "0"),
+        ("1", "1"),
+        ("2", "0"),
+        ("2", "1"),
+        ("2", "1"),
+    ]
+    selects = [a["id"] for t, a in page.tags if t == "select"]
+    assert selects == ["f-outcome", "f-step", "f-group"]
+    options = [a["value"] for t, a in page.tags if t == "option"]
+    assert options[5:] == ["all", "1", "2", "all", "0", "1"]
+    text = "".join(page.text)
+    assert "2 (3)" in text and "step 2 · group 1 · rank 0 · plain" in text
+    # Evaluation records (no integer step or group) get no such filters.
+    records[0].metadata.update(step="1", group=True)
+    plain = Page(render_html(records[:1]))
+    assert [a["id"] for t, a in plain.tags if t == "select"] == ["f-outcome"]
+    assert "data-step" not in plain.by_class("details", "episode")[0]
+
+
+def test_a_training_run_directory_and_a_step_range(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    records = training_records()
+    run = tmp_path / "run"
+    # Rank 0 played groups 0 (and the rank-1 file groups 1): the report interleaves them by group.
+    write_jsonl([r for r in records if r.metadata["group"] == 0], run / "trajectories.jsonl")
+    write_jsonl([r for r in records if r.metadata["group"] == 1], run / "trajectories-rank1.jsonl")
+    (run / "trajectories-rank1.jsonl.tmp").write_text("not a trajectory file")
+    out = tmp_path / "r.html"
+    assert main([str(run), "-o", str(out)]) == 0
+    page = Page(out.read_text(encoding="utf-8"))
+    episodes = page.by_class("details", "episode")
+    steps_groups = [(e["data-step"], e["data-group"]) for e in episodes]
+    assert steps_groups == [("1", "0"), ("1", "1"), ("2", "0"), ("2", "1"), ("2", "1")]
+    assert "trajectories-rank1.jsonl" in "".join(page.text), "multi-file records name their file"
+    assert main([str(run), "-o", str(out), "--steps", "2-"]) == 0
+    assert len(Page(out.read_text()).by_class("details", "episode")) == 3
+    assert main([str(run), "-o", str(out), "--steps", "1"]) == 0
+    assert len(Page(out.read_text()).by_class("details", "episode")) == 2
+    capsys.readouterr()
+    assert main([str(run), "-o", str(out), "--steps", "3-1"]) == 2
+    assert "before the first" in capsys.readouterr().err
+    assert main([str(tmp_path / "r.html"), "-o", str(out), "--steps", "x"]) == 2
+    assert "steps must be N, A-B or A-" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty"), "-o", str(out)]) == 2
+    assert "no trajectories.jsonl" in capsys.readouterr().err
+    assert parse_steps(" 4 - 9 ") == (4, 9) and parse_steps("7-") == (7, None)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_filters_run_in_a_real_headless_browser(tmp_path: Path) -> None:
+    records = training_records()
     report = write_report([_write(tmp_path, records)], tmp_path / "report.html")
 
-    def dom(fragment: str, path: Path = report) -> Page:
-        with tempfile.TemporaryDirectory() as profile:
-            done = subprocess.run(  # noqa: PLW1510 - the return code is asserted below
-                [
-                    str(CHROMIUM),
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--no-first-run",
-                    f"--user-data-dir={profile}",
-                    "--dump-dom",
-                    f"{path.as_uri()}{fragment}",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=90,
-                env={**os.environ, "HOME": profile},
-            )
-        assert done.returncode == 0, done.stderr[-2000:]
-        return Page(done.stdout)
+    def shown(fragment: str, path: Path = report) -> list[str]:
+        return browser_dom(path, fragment).shown_episodes()
 
-    def shown(page: Page) -> list[str]:
-        return [a["id"] for a in page.by_class("details", "episode") if "hidden" not in a]
-
-    everything = dom("")
+    everything = browser_dom(report)
     assert ("html", {"lang": "en", "data-ready": "1"}) in everything.tags, "the page script ran"
-    assert shown(everything) == [f"ep-{i}" for i in range(5)]
+    assert everything.shown_episodes() == [f"ep-{i}" for i in range(5)]
     assert len(everything.scripts) == 2, "no script was injected into the live DOM"
-    correct = dom("#outcome=correct")
-    assert shown(correct) == ["ep-1", "ep-3", "ep-4"]
+    correct = browser_dom(report, "#outcome=correct")
+    assert correct.shown_episodes() == ["ep-1", "ep-3", "ep-4"]
     assert "Showing 3 of 5 episodes" in "".join(correct.text)
-    assert shown(dom("#outcome=correct&tool=none")) == ["ep-4"]
-    assert shown(dom("#tool=Search_Tool")) == ["ep-1", "ep-3"]
-    assert shown(dom("#q=alert(3)")) == ["ep-2"]
+    assert shown("#outcome=correct&tool=none") == ["ep-4"]
+    assert shown("#tool=Search_Tool") == ["ep-1", "ep-3"]
+    assert shown("#q=alert(3)") == ["ep-2"]
+    assert shown("#step=2") == ["ep-2", "ep-3", "ep-4"]
+    assert shown("#group=1") == ["ep-1", "ep-3", "ep-4"]
+    assert shown("#step=2&group=1&tool=Search_Tool") == ["ep-3"]
+    assert shown("#step=9&group=x") == [f"ep-{i}" for i in range(5)], "unknown values: ignored"
     many = write_report(
         [_write(tmp_path, records * 8)], tmp_path / "many.html"
     )  # 40: start collapsed
-    opened = dom("#outcome=incorrect&open=1", many)
+    opened = browser_dom(many, "#outcome=incorrect&open=1")
     episodes = opened.by_class("details", "episode")
     assert len(episodes) == 40 and all(("open" in e) == ("hidden" not in e) for e in episodes)
     assert sum("open" in e for e in episodes) == 16
+    assert browser_dom(many, "#step=1&group=0").shown_episodes() == [f"ep-{i}" for i in range(8)]
 
 
 def _write(tmp_path: Path, records: list[EpisodeRecord]) -> Path:

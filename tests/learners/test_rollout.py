@@ -10,6 +10,7 @@ import pytest
 import torch
 from gymnasium.vector import AutoresetMode
 
+from agentflow_env.trajectory import EpisodeRecord
 from agentflow_env.vector import AgentFlowVectorEnv
 from learners.packing import pack_samples
 from learners.policy import Policy, SamplingSettings
@@ -31,7 +32,14 @@ def batch(policy: Policy):
     try:
         queries = envs.tasks[:2]
         out = collect_groups(
-            envs, policy, queries, 3, SamplingSettings(1.0, 1.0, 24), np.random.default_rng(0)
+            envs,
+            policy,
+            queries,
+            3,
+            SamplingSettings(1.0, 1.0, 24),
+            np.random.default_rng(0),
+            episode_prefix="s7-traj",
+            metadata={"step": 7},
         )
     finally:
         envs.close()
@@ -70,17 +78,63 @@ def test_greedy_generation_is_deterministic(policy: Policy) -> None:
 
 def test_groups_are_complete_and_samples_line_up(batch) -> None:
     assert len(batch.trajectories) == 6 and batch.group_size == 3
-    assert [t.group for t in batch.trajectories] == [0, 0, 0, 1, 1, 1]
+    assert [t.metadata["group"] for t in batch.trajectories] == [0, 0, 0, 1, 1, 1]
     assert len({t.task_id for t in batch.trajectories[:3]}) == 1
-    for t in batch.trajectories:
-        assert np.isfinite(t.reward) and (t.terminated or t.truncated) and 1 <= t.turns <= 3
-        turns = sorted(s.turn for s in batch.samples if s.traj == t.index)
-        assert turns == list(range(t.turns))
+    for j, t in enumerate(batch.trajectories):
+        assert np.isfinite(t.total_reward) and (t.terminated or t.truncated)
+        assert 1 <= t.num_turns <= 3
+        turns = sorted(s.turn for s in batch.samples if s.traj == j)
+        assert turns == list(range(t.num_turns))
     for s in batch.samples:
         assert len(s.response_ids) == len(s.logprobs) > 0
     batch.advantage_inputs().validate()
     stats = batch.stats()
     assert 0.0 <= stats["rollout/success"] <= 1.0 and stats["rollout/turns"] >= 1
+
+
+def test_trajectories_are_episode_records_of_the_env_steps(batch) -> None:
+    for j, t in enumerate(batch.trajectories):
+        mine = [s for s in batch.samples if s.traj == j]
+        assert t.episode_id == f"s7-traj{j}"
+        assert {k: t.metadata[k] for k in ("step", "index", "group", "sampling")} == {
+            "step": 7,
+            "index": j,
+            "group": j // 3,
+            "sampling": {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 24},
+        }
+        assert [turn.action for turn in t.turns] == [s.action_text for s in mine]
+        assert [turn.turn for turn in t.turns] == [s.turn + 1 for s in mine]
+        assert t.metadata["response_tokens"] == [len(s.response_ids) for s in mine]
+        assert t.metadata["finish_reasons"] == [s.finish_reason for s in mine]
+        # The env scored the final answer; the learner's reward is that score.
+        assert t.answer is not None and t.score_error is None and t.score == t.total_reward
+        assert all(turn.reward == 0.0 for turn in t.turns[:-1])
+        line = t.model_dump_json()
+        assert EpisodeRecord.model_validate_json(line) == t
+        assert "logprobs" not in line and "token_ids" not in line and "prompt_ids" not in line
+    assert sum(batch.tool_calls().values()) == sum(
+        1 for t in batch.trajectories for turn in t.turns if turn.tool_name
+    )
+
+
+def test_query_ids_must_be_one_distinct_id_per_query(policy: Policy) -> None:
+    envs = AgentFlowVectorEnv(
+        num_envs=4, autoreset_mode=AutoresetMode.DISABLED, **lookup_env_kwargs(6)
+    )
+    try:
+        for bad in ([3, 3], [1]):
+            with pytest.raises(ValueError, match="query_ids must be 2 distinct ids"):
+                collect_groups(
+                    envs,
+                    policy,
+                    envs.tasks[:2],
+                    2,
+                    SamplingSettings(),
+                    np.random.default_rng(0),
+                    query_ids=bad,
+                )
+    finally:
+        envs.close()
 
 
 def test_next_turn_prompt_extends_the_previous_tokens(batch, policy: Policy) -> None:

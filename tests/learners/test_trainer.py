@@ -16,8 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from agentflow_env.eval.view import main as view_main
+from agentflow_env.trajectory import read_jsonl, write_jsonl
 from learners.checkpoint import latest_checkpoint
 from learners.flow_grpo.__main__ import main
+from tests.agentflow_env.helpers import CHROMIUM, browser_dom
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -95,8 +98,44 @@ def test_smoke_run_updates_parameters_and_writes_everything(
         assert tag in tags, tag
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
     assert latest_checkpoint(out / "checkpoints").name == "ckpt-0000002"
-    lines = (out / "trajectories.jsonl").read_text().splitlines()
-    assert len(lines) == 2 * 2 * 2 and {"reward", "steps", "group"} <= set(json.loads(lines[0]))
+    records = list(read_jsonl(out / "trajectories.jsonl"))
+    assert len(records) == 2 * 2 * 2
+    assert [(r.metadata["step"], r.metadata["group"]) for r in records] == [
+        (step, group) for step in (1, 2) for group in (0, 0, 1, 1)
+    ]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_the_viewer_opens_a_one_step_run_by_step_and_group(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    argv = _args(tiny_model_dir, out, 1, "--env.eval-tasks", "0", "--rollout.temperature", "0.9")
+    assert main(argv) == 0
+    records = list(read_jsonl(out / "trajectories.jsonl"))
+    assert len(records) == 2 * 2
+    for index, r in enumerate(records):
+        assert r.metadata["step"] == 1 and r.metadata["rank"] == 0
+        assert r.metadata["index"] == index and r.metadata["group"] == index // 2
+        assert r.metadata["sampling"] == {"temperature": 0.9, "top_p": 1.0, "max_new_tokens": 12}
+        assert r.episode_id == f"step1-rank0-traj{index}"
+        assert 1 <= r.num_turns <= 2 and (r.terminated or r.truncated) and r.score is not None
+        assert len(r.metadata["response_tokens"]) == r.num_turns
+    report = tmp_path / "report.html"
+    assert view_main([str(out), "-o", str(report)]) == 0
+    assert str(report) in capsys.readouterr().out
+    page = browser_dom(report, "#group=1")
+    assert ("html", {"lang": "en", "data-ready": "1"}) in page.tags, "the page script ran"
+    episodes = page.by_class("details", "episode")
+    assert [(e["data-step"], e["data-group"]) for e in episodes] == [
+        ("1", "0"),
+        ("1", "0"),
+        ("1", "1"),
+        ("1", "1"),
+    ]
+    assert page.shown_episodes() == ["ep-2", "ep-3"]
+    assert browser_dom(report, "#step=1").shown_episodes() == [f"ep-{i}" for i in range(4)]
+    assert "Showing 2 of 4 episodes" in "".join(page.text)
 
 
 @pytest.mark.slow
@@ -129,6 +168,11 @@ def test_killed_run_resumes_to_the_same_parameters(tiny_model_dir: Path, tmp_pat
     assert alive, "the run finished before the kill; nothing was interrupted"
     assert json.loads((killed / "checkpoints" / "latest.json").read_text())["step"] == 2
     shutil.rmtree(killed / "final_model", ignore_errors=True)
+    # As if the kill came after step 3's rollout was written: the resume plays step 3 again.
+    stale = next(read_jsonl(full / "trajectories.jsonl")).model_copy(update={"episode_id": "x"})
+    stale.metadata["step"] = 3
+    with open(killed / "trajectories.jsonl", "a", encoding="utf-8") as fh:
+        write_jsonl([stale], fh)
     subprocess.run(
         cmd + _args(tiny_model_dir, killed, 4, "--train.checkpoint-every", "2") + ["--resume"],
         env=_env(),
@@ -136,6 +180,10 @@ def test_killed_run_resumes_to_the_same_parameters(tiny_model_dir: Path, tmp_pat
         capture_output=True,
         timeout=600,
     )
+    # Steps played after the checkpoint and again after the resume are recorded once.
+    resumed = list(read_jsonl(killed / "trajectories.jsonl"))
+    assert resumed == list(read_jsonl(full / "trajectories.jsonl"))
+    assert [r.metadata["step"] for r in resumed] == [s for s in (1, 2, 3, 4) for _ in range(4)]
     a = torch.load(full / "checkpoints" / "ckpt-0000004" / "model.pt", weights_only=True)
     b = torch.load(killed / "checkpoints" / "ckpt-0000004" / "model.pt", weights_only=True)
     assert a.keys() == b.keys()
@@ -171,7 +219,12 @@ def test_two_gloo_ranks_keep_identical_parameters(tiny_model_dir: Path, tmp_path
     before = load_file(tiny_model_dir / "model.safetensors")
     after = load_file(out / "final_model" / "model.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in before)
-    assert (out / "trajectories.jsonl").is_file() and (out / "trajectories-rank1.jsonl").is_file()
+    # Each rank played one query: group ids are the queries' positions in the step, not per rank.
+    for rank, name in enumerate(("trajectories.jsonl", "trajectories-rank1.jsonl")):
+        records = list(read_jsonl(out / name))
+        assert [(r.metadata["step"], r.metadata["rank"], r.metadata["group"]) for r in records] == [
+            (step, rank, rank) for step in (1, 2) for _ in range(2)
+        ]
 
 
 def test_time_budget_stops_early_and_sampled_eval_plays_each_task_eval_samples_times(
