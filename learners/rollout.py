@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from agentflow_env.tasks.base import Task
-from learners.flow_grpo.advantages import AdvantageInputs
+from learners.groups import AdvantageInputs
 from learners.policy import Policy, SamplingSettings
 
 logger = logging.getLogger(__name__)
