@@ -38,6 +38,7 @@ __all__ = [
     "EnvConfigError",
     "Family",
     "TaskSource",
+    "describe_errors",
     "settings_signature",
 ]
 

@@ -1,9 +1,11 @@
-"""Flow-GRPO configuration: nested dataclasses, one documented line per field, two presets.
+"""Flow-GRPO configuration: nested sections, one documented line per field, two presets.
 
-Every field's docstring (the string literal under it) becomes its ``--help`` text in
-``python -m learners.flow_grpo``. Values come, in order of precedence, from the command line,
-a ``--config`` file (JSON or TOML, nested like the dataclasses), then the preset
-(``tiny``, the offline CPU default, or ``paper``, the authors' training values).
+The sections are dataclasses, except ``env``: :class:`learners.envs.EnvConfig`, the env's own
+settings model extended. Every field's docstring (the string literal under it) becomes its
+``--help`` text in ``python -m learners.flow_grpo`` (:mod:`learners.config`). Values come, in
+order of precedence, from the command line, a ``--config`` file (JSON or TOML, nested like the
+sections), then the preset (``tiny``, the offline CPU default, or ``paper``, the authors'
+training values).
 """
 
 from __future__ import annotations
@@ -297,9 +299,7 @@ def _validate(cfg: FlowGRPOConfig) -> None:
 # -------------------------------------------------------------------------------------- presets
 def tiny() -> FlowGRPOConfig:
     """Offline CPU default: the shipped 0.8M-parameter warm start on generated Search tasks."""
-    # The dataclass defaults are this preset. 3-hop questions need 3 searches + 1 finishing
-    # step; one passage per search keeps prompts short enough for a 0.8M-parameter model
-    # (NOTES.md: BM25 top-1 finds the right document here).
+    # The sections' defaults are this preset (the env's: see learners.envs.EnvConfig).
     return FlowGRPOConfig(preset="tiny", output_dir="runs/flow_grpo_tiny")
 
 

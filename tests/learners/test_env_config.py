@@ -6,11 +6,12 @@ import ast
 import json
 from pathlib import Path
 
+import gymnasium as gym
 import pytest
 
 from agentflow_env import config as env_config
 from learners.config import ASSETS_DIR, ConfigError, apply_overrides
-from learners.envs import EnvConfig, make_vector_env
+from learners.envs import EnvConfig, env_kwargs, make_vector_env
 from learners.flow_grpo.__main__ import build_parser, parse_config
 from learners.flow_grpo.config import make_config
 from tests.conftest import REPO_ROOT
@@ -152,6 +153,9 @@ def test_the_vector_env_is_built_from_the_section() -> None:
     assert flow.tools["Base_Generator_Tool"].engine is flow.executor.engine  # one engine
     assert flow.prompt_style == "compact"  # the learner's default, not the env's
     envs.close()
+    env = gym.make(cfg.env_id, **env_kwargs(cfg))  # the same settings as keyword arguments
+    assert env.unwrapped.family == "math" and env.unwrapped.flow.max_result_chars == 64
+    env.close()
 
 
 def test_learners_shared_modules_never_import_flow_grpo() -> None:
