@@ -3,95 +3,77 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import gymnasium as gym
 
-from agentflow_env import prompts
-from agentflow_env.flow import AgentFlow, Episode, Scorer
+from agentflow_env.config import FAMILY_TOOLS, EngineLike, EnvConfig, Family, settings_signature
+from agentflow_env.flow import AgentFlow, Episode
 from agentflow_env.llm.base import Engine
 from agentflow_env.modules import (
     DirectExecutor,
-    Executor,
-    Generator,
     LLMExecutor,
     LLMGenerator,
     LLMVerifier,
     PlannerGenerator,
     PlannerVerifier,
     QueryAnalyzer,
-    Verifier,
 )
-from agentflow_env.spaces import text_space
+from agentflow_env.reset_options import choose_tasks, sample_task
+from agentflow_env.spaces import action_space, text_space
 from agentflow_env.tasks.base import Task
-from tools.base import Tool
+from agentflow_env.tool_registry import build_tools
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AgentFlowEnv", "Family", "build_flow", "FAMILY_TOOLS"]
-
-Family = Literal["search", "math", "agentic", "science"]
-FAMILY_TOOLS: dict[str, tuple[str, ...]] = {
-    "search": ("Search_Tool",),
-    "math": ("Python_Coder_Tool",),
-    "agentic": ("Search_Tool", "Python_Coder_Tool"),
-    "science": ("Python_Coder_Tool",),
-}
-TaskSource = Sequence[Task] | Sequence[Mapping[str, Any]] | str | Path
+__all__ = ["AgentFlowEnv", "EnvConfig", "Family", "build_flow", "FAMILY_TOOLS"]
 
 
-def _resolve_engine(engine: Engine | str | Callable[..., Any] | None, role: str) -> Engine:
-    if engine is None:
-        raise ValueError(f"{role}='llm' needs an engine: pass engine=... or {role}_engine=...")
-    from agentflow_env.llm import make_engine  # lazy: engines pull optional dependencies
+class _Engines:
+    """Engines by spec, each built once per env and shared by the modules and tools using it."""
 
-    return make_engine(engine)
+    def __init__(self) -> None:
+        self._built: dict[object, Engine] = {}
+
+    def get(self, engine: EngineLike | None, role: str, hint: str) -> Engine:
+        if engine is None:
+            raise ValueError(f"{role} needs an engine: pass {hint}")
+        key: object = engine if isinstance(engine, str) else id(engine)
+        if key not in self._built:
+            from agentflow_env.llm import make_engine  # lazy: engines pull optional dependencies
+
+            self._built[key] = make_engine(engine)
+        return self._built[key]
 
 
-def _module(kind: str, mode: object, engine: Any) -> Any:
+def _module(kind: str, mode: object, engine: EngineLike | None, engines: _Engines) -> Any:
     """Build a module from a mode name (``direct``/``planner``/``llm``) or pass an instance."""
     table: dict[str, dict[str, Callable[[], Any]]] = {
-        "executor": {
-            "direct": DirectExecutor,
-            "llm": lambda: LLMExecutor(_resolve_engine(engine, "executor")),
-        },
-        "verifier": {
-            "planner": PlannerVerifier,
-            "llm": lambda: LLMVerifier(_resolve_engine(engine, "verifier")),
-        },
-        "generator": {
-            "planner": PlannerGenerator,
-            "llm": lambda: LLMGenerator(_resolve_engine(engine, "generator")),
-        },
+        "executor": {"direct": DirectExecutor, "llm": LLMExecutor},
+        "verifier": {"planner": PlannerVerifier, "llm": LLMVerifier},
+        "generator": {"planner": PlannerGenerator, "llm": LLMGenerator},
     }
-    base = {"executor": Executor, "verifier": Verifier, "generator": Generator}[kind]
-    if isinstance(mode, base):
-        return mode
-    if isinstance(mode, str) and mode in table[kind]:
-        return table[kind][mode]()
-    raise ValueError(
-        f"{kind} must be one of {sorted(table[kind])} or a {base.__name__} instance, got {mode!r}"
-    )
+    if not isinstance(mode, str):
+        return mode  # an instance (EnvConfig checked its class)
+    if mode == "llm":
+        hint = f"engine=... or {kind}_engine=..."
+        return table[kind][mode](engines.get(engine, f"{kind}='llm'", hint))  # type: ignore[call-arg]
+    return table[kind][mode]()
 
 
-def _load_tasks(
-    family: str,
-    tasks: TaskSource | None,
-    seed: int,
-    num_tasks: int | None,
-    task_kwargs: Mapping[str, Any] | None,
-) -> tuple[list[Task], list[dict[str, Any]]]:
+def _load_tasks(family: str, cfg: EnvConfig) -> tuple[list[Task], list[dict[str, Any]]]:
     """Tasks and the corpus a Search_Tool indexes (the generated world's documents, if any)."""
+    tasks = cfg.tasks
     if tasks is None:
         from agentflow_env.tasks.suite import make_suite
 
         suite = make_suite(
-            family,
-            seed=seed,
-            num_tasks=num_tasks,  # type: ignore[arg-type]
-            **dict(task_kwargs or {}),
+            family,  # type: ignore[arg-type]
+            seed=cfg.seed,
+            num_tasks=cfg.num_tasks,
+            **dict(cfg.task_kwargs or {}),
         )
         return list(suite.tasks), [dict(d) for d in suite.documents]
     if isinstance(tasks, (str, Path)) or (tasks and not isinstance(tasks[0], Task)):
@@ -102,106 +84,51 @@ def _load_tasks(
     return list(tasks), []  # type: ignore[arg-type]
 
 
-def _build_tools(
-    names: Sequence[str | Tool],
-    documents: Sequence[Mapping[str, Any]] | None,
-    tool_kwargs: Mapping[str, Mapping[str, Any]],
-) -> list[Tool]:
-    built: list[Tool] = []
-    for spec in names:
-        if not isinstance(spec, str):
-            built.append(spec)
-            continue
-        kwargs = dict(tool_kwargs.get(spec, {}))
-        if spec == "Search_Tool":
-            from tools.search import SearchTool
-
-            if not documents and "index_dir" not in kwargs and "corpus_path" not in kwargs:
-                raise ValueError(
-                    "Search_Tool needs a corpus: pass documents=[{'title','text'}, ...], "
-                    "tool_kwargs={'Search_Tool': {'corpus_path': ...}}, or tools=[...]"
-                )
-            if documents and "index_dir" not in kwargs and "corpus_path" not in kwargs:
-                kwargs["documents"] = list(documents)
-            built.append(SearchTool(**kwargs))
-        elif spec == "Python_Coder_Tool":
-            from tools.python_coder import PythonCoderTool
-
-            built.append(PythonCoderTool(**kwargs))
-        elif spec == "Wikipedia_Search_Tool":
-            from tools.search import WikipediaSearchTool
-
-            built.append(WikipediaSearchTool(**kwargs))
-        elif spec == "Base_Generator_Tool":
-            from agentflow_env.llm.base import GenerationRequest
-            from tools.generator import BaseGeneratorTool
-
-            # The tool builds plain dicts (tools never import agentflow_env); engines want requests.
-            kwargs.setdefault("request_factory", GenerationRequest.model_validate)
-            built.append(BaseGeneratorTool(**kwargs))
-        else:
-            raise ValueError(
-                f"unknown tool {spec!r}: use Search_Tool, Python_Coder_Tool, "
-                "Wikipedia_Search_Tool, Base_Generator_Tool, or pass a Tool instance"
-            )
-    return built
-
-
+@settings_signature
 def build_flow(
-    family: Family = "search",
-    *,
-    tasks: TaskSource | None = None,
-    documents: Sequence[Mapping[str, Any]] | None = None,
-    tools: Sequence[str | Tool] | None = None,
-    tool_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
-    max_turns: int = 10,
-    executor: str | Executor = "direct",
-    verifier: str | Verifier = "planner",
-    generator: str | Generator = "planner",
-    engine: Engine | str | None = None,
-    executor_engine: Engine | str | None = None,
-    verifier_engine: Engine | str | None = None,
-    generator_engine: Engine | str | None = None,
-    query_analysis: bool | Engine | str = False,
-    scorer: Scorer | None = None,
-    prompt_style: prompts.PromptStyle = "full",
-    seed: int = 0,
-    num_tasks: int | None = None,
-    task_kwargs: Mapping[str, Any] | None = None,
-    max_observation_chars: int = 200_000,
-    max_action_chars: int = 4_000,
-    max_result_chars: int = 4_000,
-    tool_timeout_s: float = 60.0,
+    family: Family = "search", *, config: EnvConfig | None = None, **settings: Any
 ) -> tuple[AgentFlow, list[Task]]:
-    """Everything an env needs, from keyword arguments (shared by the single and vector envs)."""
+    """Everything an env needs (shared by the single and vector envs).
+
+    ``settings`` are :class:`~agentflow_env.config.EnvConfig` fields (given one by one, or as
+    ``config``, or both: keyword arguments win); an unknown or bad one raises
+    :class:`~agentflow_env.config.EnvConfigError` naming it.
+    """
     if family not in FAMILY_TOOLS:
         raise ValueError(f"family must be one of {sorted(FAMILY_TOOLS)}, got {family!r}")
-    task_list, generated_docs = _load_tasks(family, tasks, seed, num_tasks, task_kwargs)
+    cfg = EnvConfig.of(config, settings)
+    task_list, generated_docs = _load_tasks(family, cfg)
     if not task_list:
         raise ValueError("the task set is empty")
-    docs = documents if documents is not None else generated_docs
-    tool_list = _build_tools(
-        tools if tools is not None else FAMILY_TOOLS[family], docs, tool_kwargs or {}
+    engines = _Engines()
+    tool_list = build_tools(
+        cfg.tools if cfg.tools is not None else FAMILY_TOOLS[family],
+        cfg.tool_kwargs,
+        documents=cfg.documents if cfg.documents is not None else generated_docs,
+        engine=lambda: engines.get(cfg.engine, "", "") if cfg.engine is not None else None,
+        timeout_s=cfg.tool_timeout_s,
     )
+    scorer = cfg.scorer
     if scorer is None:
-        from agentflow_env.rewards import score as scorer  # noqa: PLW0127 - the rule scorer
+        from agentflow_env.rewards import score as scorer  # the rule scorer
     analyzer = None
-    if query_analysis:
-        qa_engine = engine if query_analysis is True else query_analysis
-        analyzer = QueryAnalyzer(_resolve_engine(qa_engine, "query_analysis"))  # type: ignore[arg-type]
+    if cfg.query_analysis:
+        qa_engine = cfg.engine if cfg.query_analysis is True else cfg.query_analysis
+        hint = "engine=... or query_analysis=<engine>"
+        analyzer = QueryAnalyzer(engines.get(qa_engine, "query_analysis", hint))
     flow = AgentFlow(
         tool_list,
-        _module("executor", executor, executor_engine or engine),
-        _module("verifier", verifier, verifier_engine or engine),
-        _module("generator", generator, generator_engine or engine),
-        scorer,  # type: ignore[arg-type]
-        max_turns=max_turns,
-        prompt_style=prompt_style,
+        _module("executor", cfg.executor, cfg.executor_engine or cfg.engine, engines),
+        _module("verifier", cfg.verifier, cfg.verifier_engine or cfg.engine, engines),
+        _module("generator", cfg.generator, cfg.generator_engine or cfg.engine, engines),
+        scorer,
+        max_turns=cfg.max_turns,
+        prompt_style=cfg.prompt_style,
         query_analyzer=analyzer,
-        max_action_chars=max_action_chars,
-        max_result_chars=max_result_chars,
-        max_observation_chars=max_observation_chars,
-        tool_timeout_s=tool_timeout_s,
+        max_action_chars=cfg.max_action_chars,
+        max_result_chars=cfg.max_result_chars,
+        max_observation_chars=cfg.max_observation_chars,
+        tool_timeout_s=cfg.tool_timeout_s,
     )
     return flow, task_list
 
@@ -251,7 +178,9 @@ class AgentFlowEnv(gym.Env[str, str]):
     objects), ``max_turns`` (10), ``executor`` ("direct"|"llm"), ``verifier`` ("planner"|"llm"),
     ``generator`` ("planner"|"llm"), ``engine``/``<module>_engine`` (engine or spec string),
     ``query_analysis``, ``prompt_style`` ("full"|"compact"), ``seed`` and ``num_tasks`` and
-    ``task_kwargs`` for the generated task set (e.g. ``{"hops": (1, 3)}``).
+    ``task_kwargs`` for the generated task set (e.g. ``{"hops": (1, 3)}``), and more: every field
+    of :class:`~agentflow_env.config.EnvConfig` (documented there), given one by one or as
+    ``config=EnvConfig(...)``. An unknown or bad one raises ``EnvConfigError`` naming it.
 
     ## Version History
     * v0: initial release.
@@ -259,8 +188,14 @@ class AgentFlowEnv(gym.Env[str, str]):
 
     metadata = {"render_modes": ["ansi"], "render_fps": 1}
 
+    @settings_signature
     def __init__(
-        self, family: Family = "search", *, render_mode: str | None = None, **kwargs: Any
+        self,
+        family: Family = "search",
+        *,
+        render_mode: str | None = None,
+        config: EnvConfig | None = None,
+        **settings: Any,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
@@ -268,10 +203,9 @@ class AgentFlowEnv(gym.Env[str, str]):
             )
         self.render_mode = render_mode
         self.family = family
-        self.flow, self.tasks = build_flow(family, **kwargs)
-        max_len = self.flow.max_observation_chars
-        self.observation_space = text_space(max_len)
-        self.action_space = text_space(max(max_len, 100_000))
+        self.flow, self.tasks = build_flow(family, config=config, **settings)
+        self.observation_space = text_space(self.flow.max_observation_chars)
+        self.action_space = action_space(self.flow.max_observation_chars)
         self._episode: Episode | None = None
 
     @property
@@ -292,20 +226,8 @@ class AgentFlowEnv(gym.Env[str, str]):
         return self.flow.observation(self._episode), info
 
     def _choose_task(self, options: Mapping[str, Any]) -> Task:
-        unknown = set(options) - {"task", "task_index"}
-        if unknown:
-            raise ValueError(f"unknown reset options {sorted(unknown)}; use 'task' or 'task_index'")
-        if "task" in options:
-            task = options["task"]
-            return task if isinstance(task, Task) else Task.model_validate(task)
-        if "task_index" in options:
-            index = int(options["task_index"])
-            if not 0 <= index < len(self.tasks):
-                raise IndexError(
-                    f"task_index {index} out of range: the task set has {len(self.tasks)} tasks"
-                )
-            return self.tasks[index]
-        return self.tasks[int(self.np_random.integers(len(self.tasks)))]
+        [task] = choose_tasks(options, self.tasks)
+        return task if task is not None else sample_task(self.tasks, self.np_random)
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         if self._episode is None:

@@ -14,7 +14,7 @@ import re
 
 from gymnasium import spaces
 
-__all__ = ["TEXT_CHARSET", "text_space", "sanitize_text"]
+__all__ = ["MIN_ACTION_SPACE_LENGTH", "TEXT_CHARSET", "action_space", "text_space", "sanitize_text"]
 
 TEXT_CHARSET: str = "".join(chr(i) for i in range(1, 0x10000) if not 0xD800 <= i < 0xE000)
 _OUTSIDE = re.compile("[\x00\ud800-\udfff\U00010000-\U0010ffff]")
@@ -34,6 +34,17 @@ def text_space(max_length: int) -> spaces.Text:
     space = copy.copy(_prototype(max_length))
     space._np_random = None  # never share a sampling generator between spaces
     return space
+
+
+MIN_ACTION_SPACE_LENGTH = 100_000
+"""The action space admits at least this many characters. The env accepts any string (it
+parses the whole action and records at most ``max_action_chars`` of it), so the space is wide
+on purpose: ``contains`` should not reject a policy's long output that the env handles."""
+
+
+def action_space(max_observation_chars: int) -> spaces.Text:
+    """The action space of an env whose observations hold up to ``max_observation_chars``."""
+    return text_space(max(max_observation_chars, MIN_ACTION_SPACE_LENGTH))
 
 
 def sanitize_text(text: str, max_length: int | None = None) -> str:

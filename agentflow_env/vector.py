@@ -19,9 +19,11 @@ from gymnasium.error import ResetNeeded
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 
-from agentflow_env.env import Family, build_flow
+from agentflow_env.config import EnvConfig, Family, settings_signature
+from agentflow_env.env import build_flow
 from agentflow_env.flow import Episode
-from agentflow_env.spaces import text_space
+from agentflow_env.reset_options import choose_tasks, sample_task
+from agentflow_env.spaces import action_space, text_space
 from agentflow_env.tasks.base import Task
 
 __all__ = ["AgentFlowVectorEnv"]
@@ -42,9 +44,11 @@ class AgentFlowVectorEnv(VectorEnv):
 
     Reset options: ``tasks`` (a sequence of N Task/dict/None: None samples as usual; G copies of
     one task make a GRPO group), ``task_indices`` (N ints or None), ``reset_mask`` (N bools).
-    Any other keyword argument goes to :func:`agentflow_env.env.build_flow`.
+    The env's settings: ``config`` (an :class:`~agentflow_env.config.EnvConfig`) and/or its
+    fields as keyword arguments, as for :func:`agentflow_env.env.build_flow`.
     """
 
+    @settings_signature
     def __init__(
         self,
         num_envs: int = 1,
@@ -52,7 +56,8 @@ class AgentFlowVectorEnv(VectorEnv):
         *,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         render_mode: str | None = None,
-        **kwargs: Any,
+        config: EnvConfig | None = None,
+        **settings: Any,
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
@@ -61,10 +66,9 @@ class AgentFlowVectorEnv(VectorEnv):
         self.render_mode = render_mode
         self.autoreset_mode = AutoresetMode(autoreset_mode)
         self.metadata = {"autoreset_mode": self.autoreset_mode, "render_modes": ["ansi"]}
-        self.flow, self.tasks = build_flow(family, **kwargs)
-        space = text_space(self.flow.max_observation_chars)
-        self.single_observation_space = space
-        self.single_action_space = text_space(max(self.flow.max_observation_chars, 100_000))
+        self.flow, self.tasks = build_flow(family, config=config, **settings)
+        self.single_observation_space = text_space(self.flow.max_observation_chars)
+        self.single_action_space = action_space(self.flow.max_observation_chars)
         # gymnasium's batch_space deep-copies the Text space per sub-env (~10 MB of charset tables
         # each: 2.5 GB at N=256); text_space's copies share the tables, which are never mutated.
         self.observation_space = spaces.Tuple(
@@ -118,49 +122,16 @@ class AgentFlowVectorEnv(VectorEnv):
         return seeds
 
     def _per_env_tasks(self, options: Mapping[str, Any]) -> list[Task | None]:
-        unknown = set(options) - {"tasks", "task_indices"}
-        if unknown:
-            raise ValueError(
-                f"unknown reset options {sorted(unknown)}; use tasks, task_indices, reset_mask"
-            )
-        chosen: list[Task | None] = [None] * self.num_envs
-        if "tasks" in options:
-            tasks = list(options["tasks"])
-            if len(tasks) != self.num_envs:
-                raise ValueError(
-                    f"options['tasks'] has {len(tasks)} entries for num_envs={self.num_envs}"
-                )
-            chosen = [
-                t if t is None or isinstance(t, Task) else Task.model_validate(t) for t in tasks
-            ]
-        if "task_indices" in options:
-            idx = list(options["task_indices"])
-            if len(idx) != self.num_envs:
-                raise ValueError(
-                    f"options['task_indices'] has {len(idx)} entries for num_envs={self.num_envs}"
-                )
-            for i, k in enumerate(idx):
-                if k is not None:
-                    if not 0 <= int(k) < len(self.tasks):
-                        raise IndexError(
-                            f"task index {k} out of range: the task set has {len(self.tasks)} tasks"
-                        )
-                    chosen[i] = self.tasks[int(k)]
-        return chosen
+        return choose_tasks(options, self.tasks, self.num_envs)
 
     def _start(
         self, indices: Sequence[int], per_env: Sequence[Task | None]
     ) -> dict[int, dict[str, Any]]:
         """Start new episodes in sub-envs ``indices`` (one batched query-analysis call)."""
-        tasks = []
-        for i in indices:
-            task = per_env[i]
-            # Same draw as AgentFlowEnv.reset: one integer from this sub-env's generator.
-            tasks.append(
-                task
-                if task is not None
-                else self.tasks[int(self._rngs[i].integers(len(self.tasks)))]
-            )
+        tasks = [
+            per_env[i] if per_env[i] is not None else sample_task(self.tasks, self._rngs[i])
+            for i in indices
+        ]
         infos: dict[int, dict[str, Any]] = {}
         for i, (episode, info) in zip(
             indices, self.flow.start(tasks) if tasks else [], strict=True
@@ -174,11 +145,6 @@ class AgentFlowVectorEnv(VectorEnv):
     def current_tasks(self) -> tuple[Task | None, ...]:
         """The task of each sub-env's current episode (None before the first reset)."""
         return tuple(ep.task if ep is not None else None for ep in self._episodes)
-
-    @property
-    def episodes_done(self) -> np.ndarray:
-        """Which sub-envs' current episodes have ended (and wait for a reset)."""
-        return self._needs_reset.copy()
 
     def _observations(self) -> tuple[str, ...]:
         return tuple(self.flow.observation(ep) if ep is not None else "" for ep in self._episodes)

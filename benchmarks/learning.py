@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     methods = args.methods.split(",")
-    from learners.flow_grpo.trainer import available_cpus
+    from learners.distributed import available_cpus
 
     # The cores are split among the parallel runs (--jobs 2 on 2 cores: one thread each).
     overrides: dict[str, Any] = {"train.num_threads": max(1, available_cpus() // args.jobs)}

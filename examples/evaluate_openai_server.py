@@ -35,8 +35,8 @@ import agentflow_env  # noqa: F401 - registers the ids
 from agentflow_env.eval import EvalConfig, EvaluateError, print_report, run
 from agentflow_env.llm import EngineError, serve_transformers
 from agentflow_env.tasks.suite import make_suite
-from learners.envs import split_tasks
-from learners.flow_grpo.config import EnvConfig, resolve_model_path
+from learners.config import resolve_model_path
+from learners.envs import EnvConfig, split_tasks
 
 logger = logging.getLogger("evaluate_openai_server")
 
@@ -45,7 +45,7 @@ def export_held_out(env_cfg: EnvConfig, num_tasks: int, out_dir: Path) -> tuple[
     """Write the first ``num_tasks`` held-out questions of the tiny preset's generated world (never
     seen by the warm start) as a task JSONL, and the world's documents as a corpus JSONL."""
     hops = {k: tuple(v) if isinstance(v, list) else v for k, v in env_cfg.task_kwargs.items()}
-    suite = make_suite("search", seed=env_cfg.task_seed, num_tasks=env_cfg.num_tasks, **hops)
+    suite = make_suite("search", seed=env_cfg.seed, num_tasks=env_cfg.num_tasks, **hops)
     _, held_out = split_tasks(list(suite.tasks), env_cfg.eval_tasks)
     tasks_path, corpus_path = out_dir / "held_out.jsonl", out_dir / "corpus.jsonl"
     with tasks_path.open("w") as fh:

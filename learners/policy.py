@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from learners.distributed import FSDPShards, fsdp_shard, full_tensor, transformer_blocks
-from learners.flow_grpo.loss import entropy_from_logits
+from learners.logits import entropy_from_logits
 
 logger = logging.getLogger(__name__)
 

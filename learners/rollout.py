@@ -30,7 +30,7 @@ import numpy as np
 
 from agentflow_env.tasks.base import Task
 from agentflow_env.trajectory import EpisodeRecord, TrajectoryBuilder, info_at
-from learners.flow_grpo.advantages import AdvantageInputs
+from learners.groups import AdvantageInputs
 from learners.policy import Policy, SamplingSettings
 
 logger = logging.getLogger(__name__)

@@ -14,21 +14,20 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from learners.envs import make_vector_env, split_tasks
-from learners.flow_grpo.config import ASSETS_DIR, EnvConfig, tiny
+from learners.config import ASSETS_DIR, to_dict
+from learners.envs import EnvConfig, make_vector_env, split_tasks
 from learners.packing import ScoringSequence, pack_samples
 from learners.policy import Policy, SamplingSettings
 from learners.rollout import TurnSample, collect, next_context
@@ -51,7 +50,7 @@ __all__ = [
 class SFTConfig:
     """Warm-start settings (the tiny preset's values are the defaults)."""
 
-    env: EnvConfig = field(default_factory=lambda: dataclasses.replace(tiny().env, num_tasks=600))
+    env: EnvConfig = field(default_factory=lambda: EnvConfig(num_tasks=600))
     """the env and task world (the Flow-GRPO tiny preset's, with the 600-task split whose last 100
     questions are SFT's held-out set for the stopping rule)"""
     output_dir: str = str(ASSETS_DIR / "tiny-warmstart")
@@ -239,7 +238,7 @@ def _demo_tasks(cfg: SFTConfig, eval_tasks: list[Any]) -> list[Any]:
     from agentflow_env.tasks.suite import make_suite
 
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.env.task_kwargs.items()}
-    suite = make_suite("search", seed=cfg.env.task_seed, num_tasks=cfg.demo_tasks, **kwargs)
+    suite = make_suite("search", seed=cfg.env.seed, num_tasks=cfg.demo_tasks, **kwargs)
     held_out = {t.question for t in eval_tasks}
     return [t for t in suite.tasks if t.question not in held_out]
 
@@ -347,7 +346,7 @@ def _save(
 ) -> dict[str, Any]:
     out = policy.save(cfg.output_dir)
     report = {
-        "config": asdict(cfg),
+        "config": to_dict(cfg),
         "demonstrations": demos,
         "parameters": policy.num_parameters(),
         "steps": step,

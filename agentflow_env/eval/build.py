@@ -21,7 +21,7 @@ from agentflow_env.eval.config import (
     EvaluateError,
     validate_env_overrides,
 )
-from agentflow_env.llm.base import Engine, GenerationRequest
+from agentflow_env.llm.base import Engine
 from agentflow_env.planners.batch import BatchPlanner, CountingEngine, make_batch_planner
 from agentflow_env.registration import ENV_IDS
 from agentflow_env.tasks.base import Task
@@ -211,16 +211,11 @@ def build_setup(cfg: EvalConfig) -> Setup:
     elif cfg.episodes is not None:
         env_kwargs["num_tasks"] = cfg.episodes
     _apply_overrides(env_kwargs, overrides, tools if tools is not None else FAMILY_TOOLS[family])
-    # engines last: everything cheap to check has been checked
+    # engines last: everything cheap to check has been checked. The env shares `engine` (the
+    # counted module engine) with its LLM modules and Base_Generator_Tool.
     module = (
         CountingEngine(_engine(cfg.module_engine, "--module-engine")) if cfg.module_engine else None
     )
-    if module is not None:
-        tool_kwargs["Base_Generator_Tool"] = {  # settings from env_kwargs last
-            "engine": module,
-            "request_factory": GenerationRequest.model_validate,
-            **tool_kwargs.get("Base_Generator_Tool", {}),
-        }
     judge = None
     if cfg.judge is not None:
         from agentflow_env.judge import LLMJudge

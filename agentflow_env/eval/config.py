@@ -7,18 +7,20 @@ Everything here is checked before anything expensive is built: a bad argument is
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from agentflow_env.config import EnvConfig
 from agentflow_env.llm.base import Engine
 
 __all__ = [
     "EnvOverrides",
     "EvalConfig",
     "EvaluateError",
+    "OWN_OPTION",
     "SCRIPTED_PREFIX",
     "validate_config",
     "validate_env_overrides",
@@ -77,47 +79,34 @@ class EvalConfig:
     trajectories: str | None = None
 
 
-# env constructor arguments the evaluator sets from an option of its own
-OWN_OPTION = {
-    "family": "--env",
+# Env settings the evaluator sets itself, and the option that sets each: a setting that is also
+# an EvalConfig field has the same-named option; the others are spelled out.
+OWN_OPTION: dict[str, str] = {
+    "family": "--env",  # the env id's family (not an EnvConfig field: the id picks the env)
     "tasks": "--data",
     "documents": "--corpus",
     "scorer": "--judge",
-    **{
-        k: "--" + k.replace("_", "-")
-        for k in (
-            "tools",
-            "max_turns",
-            "executor",
-            "verifier",
-            "generator",
-            "query_analysis",
-            "seed",
-        )
-    },
     **dict.fromkeys(
         ("engine", "executor_engine", "verifier_engine", "generator_engine"), "--module-engine"
     ),
+    **{
+        name: "--" + name.replace("_", "-")
+        for name in EnvConfig.model_fields
+        if name in {f.name for f in fields(EvalConfig)}
+    },
 }
 
-
-class EnvOverrides(BaseModel):
-    """Env constructor arguments ``env_kwargs`` may set (see
-    :func:`agentflow_env.env.build_flow`)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    prompt_style: Literal["full", "compact"] | None = None
-    tool_kwargs: dict[str, dict[str, Any]] | None = None
-    """per-tool constructor arguments, e.g. ``{"Search_Tool": {"top_k": 1}}``"""
-    num_tasks: int | None = Field(None, ge=1)
-    """size of the generated task set (without ``--data``)"""
-    task_kwargs: dict[str, Any] | None = None
-    """task generator arguments (without ``--data``), e.g. ``{"hops": [1, 3]}``"""
-    max_observation_chars: int | None = Field(None, ge=1)
-    max_action_chars: int | None = Field(None, ge=1)
-    max_result_chars: int | None = Field(None, ge=1)
-    tool_timeout_s: float | None = Field(None, gt=0)
+EnvOverrides: type[BaseModel] = create_model(
+    "EnvOverrides",
+    __config__=ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True),
+    __doc__="Env settings ``env_kwargs`` may set: the :class:`~agentflow_env.config.EnvConfig` "
+    "fields without an option of their own (:data:`OWN_OPTION`); strict (JSON types).",
+    **{
+        name: (info.annotation, info)
+        for name, info in EnvConfig.model_fields.items()
+        if name not in OWN_OPTION
+    },
+)
 
 
 def _check_spec(flag: str, spec: object) -> None:
@@ -195,4 +184,4 @@ def validate_env_overrides(raw: Mapping[str, Any] | None) -> dict[str, Any]:
             f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e['input']!r})" for e in exc.errors()
         )
         raise EvaluateError(f"--env-kwargs: {'; '.join(problems)}") from exc
-    return parsed.model_dump(exclude_unset=True, exclude_none=True)
+    return {name: getattr(parsed, name) for name in parsed.model_fields_set}

@@ -16,52 +16,16 @@ many at once; precedence is flags > file > preset. The run ends with one line:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
-import typing
 from pathlib import Path
-from typing import Any, Literal
 
-from learners.flow_grpo.config import (
-    PRESETS,
-    ConfigError,
-    FlowGRPOConfig,
-    field_docs,
-    make_config,
-    resolve_model_path,
-)
+from learners.config import ConfigError, add_arguments, resolve_model_path
+from learners.flow_grpo.config import PRESETS, FlowGRPOConfig, make_config
 
 __all__ = ["build_parser", "dry_run", "main", "parse_config"]
 
 _SHORTCUTS = {"total_steps": "train.total_steps"}
-
-
-def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str) -> None:
-    docs, hints = field_docs(cls), typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        if dataclasses.is_dataclass(hint):
-            group = parser.add_argument_group(f"{f.name} ({(hint.__doc__ or '').strip()})")
-            _add_fields(group, hint, f"{prefix}{f.name}.")  # type: ignore[arg-type]
-            continue
-        if not prefix and f.name in ("preset",):
-            continue
-        flag = "--" + (prefix + f.name).replace("_", "-")
-        kwargs: dict[str, Any] = {
-            "dest": prefix + f.name,
-            "default": argparse.SUPPRESS,
-            "help": docs.get(f.name, ""),
-        }
-        if typing.get_origin(hint) is Literal:
-            kwargs["choices"] = list(typing.get_args(hint))
-        elif hint is bool:
-            kwargs["metavar"] = "{true,false}"
-        else:
-            kwargs["metavar"] = (
-                getattr(hint, "__name__", "VALUE").upper() if isinstance(hint, type) else "VALUE"
-            )
-        parser.add_argument(flag, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate the configuration and environment without loading weights, then exit",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    _add_fields(parser, FlowGRPOConfig, "")
+    add_arguments(parser, FlowGRPOConfig, skip=("preset",))
     return parser
 
 

@@ -1,25 +1,30 @@
-"""Flow-GRPO configuration: nested dataclasses, one documented line per field, two presets.
+"""Flow-GRPO configuration: nested sections, one documented line per field, two presets.
 
-Every field's docstring (the string literal under it) becomes its ``--help`` text in
-``python -m learners.flow_grpo``. Values come, in order of precedence, from the command line,
-a ``--config`` file (JSON or TOML, nested like the dataclasses), then the preset
-(``tiny``, the offline CPU default, or ``paper``, the authors' training values).
+The sections are dataclasses, except ``env``: :class:`learners.envs.EnvConfig`, the env's own
+settings model extended. Every field's docstring (the string literal under it) becomes its
+``--help`` text in ``python -m learners.flow_grpo`` (:mod:`learners.config`). Values come, in
+order of precedence, from the command line, a ``--config`` file (JSON or TOML, nested like the
+sections), then the preset (``tiny``, the offline CPU default, or ``paper``, the authors'
+training values).
 """
 
 from __future__ import annotations
 
-import ast
-import dataclasses
-import inspect
-import json
-import textwrap
 import typing
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-import tomllib
+from learners.config import (
+    ASSETS_DIR,
+    ConfigError,
+    apply_overrides,
+    field_docs,
+    load_config_file,
+    resolve_model_path,
+    to_dict,
+)
+from learners.envs import EnvConfig
 
 __all__ = [
     "ASSETS_DIR",
@@ -37,13 +42,6 @@ __all__ = [
     "make_config",
     "resolve_model_path",
 ]
-
-ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
-"""where shipped checkpoints live (``asset:NAME`` model paths resolve here)"""
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message says how to fix it."""
 
 
 @dataclass
@@ -68,42 +66,6 @@ class ModelConfig:
     """LoRA scaling numerator"""
     lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     """module names LoRA adapts"""
-
-
-@dataclass
-class EnvConfig:
-    """The environment the planner acts in."""
-
-    env_id: str = "AgentFlow-Search-v0"
-    """gymnasium id of the training environment"""
-    max_turns: int = 4
-    """planner turns per episode in training and evaluation rollouts (3-hop questions need 4)"""
-    prompt_style: Literal["full", "compact"] = "compact"
-    """planner prompt: full (tool cards + format) or compact (query + tool names, for tiny
-    models)"""
-    tasks: str | None = None
-    """path to a task file (authors' JSON or JSONL); None uses the env's generated task set"""
-    num_tasks: int = 3100
-    """generated tasks (train + held-out) when `tasks` is None; the warm start's demos used the
-    first 3000 minus the 600-task split's held-out ones, so the last 100 here are unseen by it"""
-    task_seed: int = 0
-    """seed of the generated task world (the warm start was trained on this world)"""
-    task_kwargs: dict[str, Any] = field(default_factory=lambda: {"hops": [1, 3]})
-    """extra arguments of the task generator, e.g. {"hops": [1, 3]}"""
-    eval_tasks: int = 100
-    """held-out tasks (the last ones of the task set) never used for training"""
-    executor: Literal["direct", "llm"] = "direct"
-    """executor mode: direct (offline) or llm (the paper's LLM executor, needs engine)"""
-    verifier: Literal["planner", "llm"] = "planner"
-    """verifier mode: planner (stops when the planner finishes) or llm"""
-    generator: Literal["planner", "llm"] = "planner"
-    """generator mode: planner (answer from the finishing step) or llm"""
-    engine: str | None = None
-    """engine spec for LLM modules, e.g. openai:Qwen2.5-7B-Instruct@http://127.0.0.1:8000/v1"""
-    tools: tuple[str, ...] | None = None
-    """tool names; None uses the family's default tools"""
-    tool_kwargs: dict[str, Any] = field(default_factory=lambda: {"Search_Tool": {"top_k": 1}})
-    """per-tool constructor arguments, e.g. {"Search_Tool": {"top_k": 1}}"""
 
 
 @dataclass
@@ -222,7 +184,8 @@ class FlowGRPOConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain JSON-ready values, keyed as config files are."""
+        return to_dict(self)
 
 
 # ------------------------------------------------------------------------------------- checks
@@ -287,19 +250,24 @@ def _validate(cfg: FlowGRPOConfig) -> None:
         f"algo.mini_batches={a.mini_batches} exceeds the {r.queries_per_step * r.group_size} "
         "trajectories of one step; lower it or raise rollout.queries_per_step",
     )
-    _check(e.max_turns >= 1, "env.max_turns must be >= 1")
-    _check(e.eval_tasks >= 0, "env.eval_tasks must be >= 0")
-    if e.tasks is None:
+    # single fields (env.max_turns >= 1, ...) were checked by the env model when they were set
+    if e.tasks is None and e.num_tasks is not None:
         _check(
             e.num_tasks > e.eval_tasks,
             f"env.num_tasks={e.num_tasks} leaves no training tasks after "
             f"env.eval_tasks={e.eval_tasks} held-out ones; raise num_tasks or lower eval_tasks",
         )
-    llm_modes = [n for n in ("executor", "verifier", "generator") if getattr(e, n) == "llm"]
+    needs_engine = [
+        f"env.{n}='llm'"
+        for n in ("executor", "verifier", "generator")
+        if getattr(e, n) == "llm" and getattr(e, f"{n}_engine") is None
+    ]
+    needs_engine += ["env.query_analysis"] if e.query_analysis is True else []
+    needs_engine += ["Base_Generator_Tool"] if "Base_Generator_Tool" in (e.tools or ()) else []
     _check(
-        not llm_modes or e.engine is not None,
-        f"env.{llm_modes[0] if llm_modes else ''}='llm' needs "
-        "an engine: set --env.engine (e.g. openai:MODEL@http://127.0.0.1:8000/v1)",
+        not needs_engine or e.engine is not None,
+        f"{needs_engine[0] if needs_engine else ''} needs an engine: set --env.engine "
+        "(e.g. openai:MODEL@http://127.0.0.1:8000/v1)",
     )
     _check(
         t.total_steps >= 0 and t.eval_every >= 0 and t.checkpoint_every >= 0,
@@ -331,9 +299,7 @@ def _validate(cfg: FlowGRPOConfig) -> None:
 # -------------------------------------------------------------------------------------- presets
 def tiny() -> FlowGRPOConfig:
     """Offline CPU default: the shipped 0.8M-parameter warm start on generated Search tasks."""
-    # The dataclass defaults are this preset. 3-hop questions need 3 searches + 1 finishing
-    # step; one passage per search keeps prompts short enough for a 0.8M-parameter model
-    # (NOTES.md: BM25 top-1 finds the right document here).
+    # The sections' defaults are this preset (the env's: see learners.envs.EnvConfig).
     return FlowGRPOConfig(preset="tiny", output_dir="runs/flow_grpo_tiny")
 
 
@@ -391,110 +357,6 @@ def paper() -> FlowGRPOConfig:
 
 
 PRESETS: dict[str, typing.Callable[[], FlowGRPOConfig]] = {"tiny": tiny, "paper": paper}
-
-
-def resolve_model_path(name_or_path: str) -> str:
-    """``asset:NAME`` -> the shipped checkpoint directory; anything else unchanged."""
-    if name_or_path.startswith("asset:"):
-        return str(ASSETS_DIR / name_or_path.removeprefix("asset:"))
-    return name_or_path
-
-
-# ----------------------------------------------------------------------------- docs and parsing
-@cache
-def field_docs(cls: type) -> dict[str, str]:
-    """Field name -> the docstring written under it (cleanrl-style attribute docs)."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
-    for node, nxt in zip(body, body[1:], strict=False):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(nxt, ast.Expr)
-            and isinstance(nxt.value, ast.Constant)
-            and isinstance(nxt.value.value, str)
-        ):
-            docs[node.target.id] = nxt.value.value.strip()
-    return docs
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def coerce(value: Any, hint: Any, name: str) -> Any:
-    """Convert a file/CLI value to the field's type, or raise ConfigError naming the field."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
-        inner = [a for a in args if a is not type(None)]
-        return coerce(value, inner[0], name)
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{name}={value!r} is not one of {list(args)}")
-        return value
-    try:
-        if hint is bool:
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                return value.lower() in ("true", "1", "yes")
-            return bool(value)
-        if hint is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(value)
-        if hint is float:
-            return float(value)
-        if hint is str:
-            return str(value)
-        if origin is tuple:
-            items = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(str(v).strip() for v in items if str(v).strip())
-        if origin is dict or hint is dict:
-            return json.loads(value) if isinstance(value, str) else dict(value)
-    except (TypeError, ValueError, json.JSONDecodeError) as exc:
-        raise ConfigError(
-            f"{name}={value!r} is not a valid {getattr(hint, '__name__', hint)}: {exc}"
-        ) from exc
-    raise ConfigError(f"{name}: unsupported field type {hint}")
-
-
-def apply_overrides(cfg: Any, values: dict[str, Any], prefix: str = "") -> Any:
-    """Set nested fields from a (possibly nested, possibly dotted) dict; unknown keys raise."""
-    hints = _hints(type(cfg))
-    names = {f.name for f in dataclasses.fields(cfg)}
-    for key, value in values.items():
-        head, _, rest = key.replace("-", "_").partition(".")
-        full = f"{prefix}{head}"
-        if head not in names:
-            raise ConfigError(f"unknown config field {full!r}; known: {sorted(names)}")
-        current = getattr(cfg, head)
-        if dataclasses.is_dataclass(current):
-            sub = {rest: value} if rest else value
-            if not isinstance(sub, dict):
-                raise ConfigError(f"{full} is a section; give its fields, e.g. {full}.<field>=...")
-            apply_overrides(current, sub, prefix=f"{full}.")
-        elif rest:
-            raise ConfigError(f"{full} is not a section")
-        else:
-            setattr(cfg, head, coerce(value, hints[head], full))
-    return cfg
-
-
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a JSON or TOML config file into a nested dict."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist")
-    text = p.read_text()
-    try:
-        return tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot parse {p}: {exc}") from exc
 
 
 def make_config(

@@ -13,6 +13,8 @@ from typing import Literal
 
 import torch
 
+from learners.logits import entropy_from_logits, token_logprobs
+
 __all__ = [
     "LossAgg",
     "LossOutput",
@@ -48,20 +50,6 @@ def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """Low-variance KL(pi || ref) estimate per token: r - log r - 1 with r = ref / pi (>= 0)."""
     log_r = torch.clamp(ref_logp - logp, -20.0, 20.0)  # exp overflow guard, as verl does
     return torch.exp(log_r) - log_r - 1.0
-
-
-def token_logprobs(
-    logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0
-) -> torch.Tensor:
-    """log softmax(logits / temperature) gathered at ``ids`` (logits [..., V], ids [...])."""
-    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
-    return logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-
-
-def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Entropy of softmax(logits / temperature) over the last dimension."""
-    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
-    return -(logp.exp() * logp).sum(-1)
 
 
 @dataclass

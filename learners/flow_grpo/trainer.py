@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 
 from agentflow_env.trajectory import read_jsonl, write_jsonl
 from learners.checkpoint import full_state, latest_checkpoint, load_checkpoint, save_checkpoint
-from learners.distributed import Dist, init_distributed
+from learners.distributed import Dist, init_distributed, resolve_num_threads
 from learners.envs import make_vector_env, split_tasks
 from learners.flow_grpo.advantages import compute_advantages, zero_variance_groups
 from learners.flow_grpo.config import FlowGRPOConfig, resolve_model_path
@@ -69,26 +68,6 @@ def load_policy(cfg: FlowGRPOConfig) -> Policy:
         lora_alpha=m.lora_alpha,
         lora_target_modules=m.lora_target_modules,
         gradient_checkpointing=m.gradient_checkpointing,
-    )
-
-
-def resolve_num_threads(setting: int) -> int:
-    """Threads for ``train.num_threads`` (0: leave torch's default, returned as 0).
-
-    ``-1`` splits the CPUs this process may run on among the processes torchrun started on this
-    machine (``LOCAL_WORLD_SIZE``): a lone run on 2 cores takes both (a tiny-preset step took
-    ~7 s with 2 threads vs ~11 s with 1 on a 2-core machine), 2 ranks take one each instead of
-    oversubscribing the cores.
-    """
-    if setting != -1:
-        return setting
-    return max(1, available_cpus() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    return (
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     )
 
 
