@@ -39,6 +39,7 @@ from tools.retrieval import (
     iter_corpus,
     load_corpus,
 )
+from tools.search_format import render_articles, render_passages
 
 if TYPE_CHECKING:  # imported lazily at run time (see __getattr__): web_search imports this module
     from tools.web_search import (
@@ -90,12 +91,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _clip(text: str, limit: int) -> str:
-    """Whitespace collapsed to single spaces, cut at ``limit`` characters with a marker."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: max(limit - 3, 0)].rstrip() + "..."
-
-
 _ToolT = TypeVar("_ToolT", bound="BaseSearchTool")
 
 
@@ -140,20 +135,9 @@ class BaseSearchTool(abc.ABC):
 
     def _render(self, query: str, hits: list[SearchHit], top_k: int) -> ToolResult:
         hits = hits[:top_k]
-        if not hits:
-            return ToolResult(
-                ok=True, output="No passages matched the query.", data={"query": query, "hits": []}
-            )
-        lines = []
-        for hit in hits:
-            title = f" (Title: {hit.title})" if hit.title else ""
-            source = f" [source: {hit.url}]" if hit.url else ""
-            lines.append(
-                f"Doc {hit.rank}{title} {_clip(hit.text, self.max_chars_per_passage)}{source}"
-            )
         return ToolResult(
             ok=True,
-            output="\n".join(lines),
+            output=render_passages(hits, self.max_chars_per_passage),
             data={"query": query, "hits": [h.model_dump() for h in hits]},
         )
 
@@ -421,26 +405,17 @@ class WikipediaSearchTool(SearchTool):
         kept = [(title, group[: self.passages_per_article]) for title, group in articles.items()][
             :top_k
         ]
-        if not kept:
-            return ToolResult(
-                ok=True,
-                output="No articles matched the query.",
-                data={"query": query, "hits": [], "articles": []},
-            )
-        lines, data = [], []
-        for i, (title, group) in enumerate(kept, start=1):
-            lines.append(f"Article {i}: {title or '(untitled)'}")
-            lines.extend(f"- {_clip(h.text, self.max_chars_per_passage)}" for h in group)
-            data.append(
-                {
-                    "title": title,
-                    "score": group[0].score,
-                    "passages": [{"id": h.id, "text": h.text, "score": h.score} for h in group],
-                }
-            )
+        data = [
+            {
+                "title": title,
+                "score": group[0].score,
+                "passages": [{"id": h.id, "text": h.text, "score": h.score} for h in group],
+            }
+            for title, group in kept
+        ]
         return ToolResult(
             ok=True,
-            output="\n".join(lines),
+            output=render_articles(kept, self.max_chars_per_passage),
             data={
                 "query": query,
                 "articles": data,
