@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 import gymnasium as gym
 
-from agentflow_env import prompts
 from agentflow_env.flow import AgentFlow, Episode, Scorer
+from agentflow_env.format import PromptStyle
 from agentflow_env.llm.base import Engine
 from agentflow_env.modules import (
     DirectExecutor,
@@ -164,7 +164,7 @@ def build_flow(
     generator_engine: Engine | str | None = None,
     query_analysis: bool | Engine | str = False,
     scorer: Scorer | None = None,
-    prompt_style: prompts.PromptStyle = "full",
+    prompt_style: PromptStyle = "full",
     seed: int = 0,
     num_tasks: int | None = None,
     task_kwargs: Mapping[str, Any] | None = None,

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from agentflow_env.format import finish_action
 from agentflow_env.tasks.base import Task
 from learners.flow_grpo.advantages import AdvantageInputs
 from learners.policy import Policy, SamplingSettings
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["RolloutBatch", "Trajectory", "TurnSample", "collect", "collect_groups", "next_context"]
 
 # Sent to padding sub-envs on their first step so that they finish at once and cost nothing.
-_IDLE_ACTION = "Tool Name: Finish\n<answer>idle</answer>"
+_IDLE_ACTION = finish_action("idle")
 
 
 @dataclass
