@@ -25,9 +25,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SkipValidation, ValidationError
 
 from agentflow_env.flow import Scorer
+from agentflow_env.format import PromptStyle
 from agentflow_env.llm.base import Engine
 from agentflow_env.modules import Executor, Generator, Verifier
-from agentflow_env.prompts import PromptStyle
 from agentflow_env.tasks.base import Task
 from tools.base import Tool
 

@@ -17,7 +17,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentflow_env import prompts
+from agentflow_env.format import (
+    FINISH,
+    PlannerAction,
+    PromptStyle,
+    parse_action,
+    planner_header,
+    step_block,
+    step_header,
+)
 from agentflow_env.memory import Memory, Step
 from agentflow_env.modules import (
     Executor,
@@ -28,7 +36,6 @@ from agentflow_env.modules import (
     Verifier,
     VerifierCall,
 )
-from agentflow_env.parsing import FINISH, PlannerAction, parse_action
 from agentflow_env.spaces import sanitize_text
 from agentflow_env.tasks.base import Task
 from tools.base import Tool, ToolResult
@@ -95,7 +102,7 @@ class AgentFlow:
         scorer: Scorer,
         *,
         max_turns: int = 10,
-        prompt_style: prompts.PromptStyle = "full",
+        prompt_style: PromptStyle = "full",
         query_analyzer: QueryAnalyzer | None = None,
         max_action_chars: int = 4_000,
         max_result_chars: int = 4_000,
@@ -131,12 +138,12 @@ class AgentFlow:
             analyses = list(self.query_analyzer.analyze([t.question for t in tasks], cards))
         out = []
         for task, (analysis, error) in zip(tasks, analyses, strict=True):
-            header = prompts.planner_header(
+            header = planner_header(
                 task.question, cards, self.prompt_style, analysis or None, self.max_turns
             )
             episode = Episode(
                 task=task,
-                observation=sanitize_text(header + prompts.step_header(1)),
+                observation=sanitize_text(header + step_header(1)),
                 query_analysis=analysis,
             )
             info = {
@@ -337,7 +344,7 @@ class AgentFlow:
             error_kind=kind,
         )
         ep.memory.add(step)
-        ep.observation += sanitize_text(prompts.step_block(action_text, shown))
+        ep.observation += sanitize_text(step_block(action_text, shown))
         return step
 
     def _step_info(
@@ -366,7 +373,7 @@ class AgentFlow:
     ) -> None:
         for i in range(len(episodes)):
             if i in outcome and i not in ending:
-                episodes[i].observation += prompts.step_header(episodes[i].turn + 1)
+                episodes[i].observation += step_header(episodes[i].turn + 1)
         if not ending:
             return
         answers = self.generator.answer(

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agentflow_env import prompts
+from agentflow_env.format.action import PlannerAction, last_answer, strip_code_fence
 from agentflow_env.llm.base import Engine, GenerationRequest, SamplingParams
 from agentflow_env.memory import Memory
-from agentflow_env.parsing import PlannerAction, strip_code_fence
 from tools.base import ToolCard
 
 __all__ = [
@@ -303,14 +303,11 @@ class PlannerGenerator(Generator):
         return outputs
 
 
-_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
-
-
 def parse_generator_output(text: str) -> GeneratorOutput:
     """The last ``<answer>``; without one, the whole text, reported as an error."""
-    found = _ANSWER_TAG.findall(text)
-    if found:
-        return GeneratorOutput(answer=found[-1].strip(), text=text)
+    answer = last_answer(text)
+    if answer is not None:
+        return GeneratorOutput(answer=answer, text=text)
     return GeneratorOutput(
         answer=text.strip(),
         text=text,

@@ -1,83 +1,17 @@
-"""Prompt templates: the planner's observation and the LLM modules' prompts.
+"""Prompts of the paper's LLM modules: executor, verifier, generator and query analyzer.
 
-The planner's observation is **append-only**: turn k+1's observation is turn k's observation
-followed by the action exactly as written (truncated at ``max_action_chars``), the tool result
-and the next step header. A learner can therefore score every turn of a trajectory with one
-forward pass over the last observation plus the last action.
-
-Layout::
-
-    <header: query, (query analysis), tools, action format>
-    ### Step 1
-    <action 1>
-    Result: <result 1>
-
-    ### Step 2
-    ...
+Written fresh; they ask for the same fields as the paper's modules. The planner's own text (its
+observation layout and its action format) is owned by :mod:`agentflow_env.format`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
+from agentflow_env.format.labels import ANSWER_CLOSE, ANSWER_OPEN
 from tools.base import ToolCard
 
-__all__ = ["PromptStyle", "planner_header", "step_header", "step_block", "ACTION_FORMAT"]
-
-PromptStyle = Literal["full", "compact"]
-
-ACTION_FORMAT = """\
-Write exactly one step in this format:
-Justification: <why this step is the best next move>
-Context: <facts from earlier steps that the tool needs, or None>
-Sub-Goal: <what this step must achieve>
-Tool Name: <one of: {tool_list}>
-Command: <the exact tool input>
-When the answer is known, write "Tool Name: Finish" and the answer as <answer>...</answer>."""
-
-
-def _tool_list(cards: Sequence[ToolCard]) -> str:
-    return ", ".join([c.name for c in cards] + ["Finish"])
-
-
-def planner_header(
-    question: str,
-    cards: Sequence[ToolCard],
-    style: PromptStyle = "full",
-    query_analysis: str | None = None,
-    max_turns: int | None = None,
-) -> str:
-    """The fixed part of every planner observation of one episode."""
-    if style == "compact":
-        # For tiny models: the question and the tool names only (~20 tokens of overhead).
-        return f"Query: {question}\nTools: {_tool_list(cards)}\n\n"
-    parts = [
-        "You are the planner of an agent that answers a query by calling tools, one step at a "
-        "time. Each step's result is shown below it.",
-        f"Query: {question}",
-    ]
-    if query_analysis:
-        parts.append(f"Query analysis: {query_analysis}")
-    parts.append("Available tools:\n" + "\n".join(card.render() for card in cards))
-    if max_turns is not None:
-        parts.append(f"You have at most {max_turns} steps.")
-    parts.append(ACTION_FORMAT.format(tool_list=_tool_list(cards)))
-    return "\n\n".join(parts) + "\n\n"
-
-
-def step_header(turn: int) -> str:
-    """Opens the slot where the planner writes step ``turn`` (1-based)."""
-    return f"### Step {turn}\n"
-
-
-def step_block(action_text: str, result: str) -> str:
-    """What one executed step appends after its header (and before the next header)."""
-    return f"{action_text}\nResult: {result}\n\n"
-
-
-# ------------------------------------------------------------------ LLM module prompts (paper mode)
-# Written fresh; they ask for the same fields as the paper's modules.
+__all__ = ["executor_prompt", "generator_prompt", "query_analysis_prompt", "verifier_prompt"]
 
 
 def executor_prompt(question: str, action: object, card: ToolCard, memory_text: str) -> str:
@@ -120,7 +54,8 @@ def generator_prompt(question: str, memory_text: str) -> str:
         "query concisely.\n\n"
         f"Query: {question}\n\n"
         f"Steps:\n{memory_text}\n\n"
-        "Reason briefly, then end with the final answer alone inside <answer>...</answer>."
+        "Reason briefly, then end with the final answer alone inside "
+        f"{ANSWER_OPEN}...{ANSWER_CLOSE}."
     )
 
 

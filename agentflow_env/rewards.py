@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 
+from agentflow_env.format.labels import ANSWER_CLOSE, ANSWER_OPEN
 from agentflow_env.tasks.base import Task
 
 __all__ = [
@@ -38,7 +39,8 @@ __all__ = [
 
 _MAX_ANSWER_CHARS = 10_000
 """Longer extracted answers are cut before scoring (no gold answer is anywhere near this)."""
-_TAG_CASE = str.maketrans("ANSWER", "answer")  # lowercase only the tag's letters: lengths stay
+# Lowercase only the tag's letters, so lengths (and offsets) stay.
+_TAG_CASE = str.maketrans(ANSWER_OPEN.upper(), ANSWER_OPEN)
 _ANSWER_LINE = re.compile(
     r"^[ \t*#>\-]*(?:final[ \t]+)?answer[ \t*]*[:：][ \t]*(.+?)[ \t]*$",
     re.IGNORECASE | re.MULTILINE,
@@ -74,13 +76,13 @@ def extract_answer(text: object) -> str:
     # rfind, not a regex: a lazy <answer>(.*?)</answer> scan is quadratic on junk full of
     # unclosed tags. Tags are ASCII, so offsets in the lowercased copy match the original.
     lowered = text.lower() if text.isascii() else text.translate(_TAG_CASE)
-    end = lowered.rfind("</answer>")
-    start = lowered.rfind("<answer>", 0, end) if end >= 0 else -1
+    end = lowered.rfind(ANSWER_CLOSE)
+    start = lowered.rfind(ANSWER_OPEN, 0, end) if end >= 0 else -1
     if start >= 0:
-        return text[start + len("<answer>") : end].strip()
-    start = lowered.rfind("<answer>")
+        return text[start + len(ANSWER_OPEN) : end].strip()
+    start = lowered.rfind(ANSWER_OPEN)
     if start >= 0:  # unclosed: the model stopped before the closing tag
-        return text[start + len("<answer>") :].strip()
+        return text[start + len(ANSWER_OPEN) :].strip()
     lines = _ANSWER_LINE.findall(text)
     if lines:
         return lines[-1].strip().strip("*").strip()

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from agentflow_env import config as env_config
-from agentflow_env.prompts import PromptStyle
+from agentflow_env.format import PromptStyle
 from agentflow_env.registration import ENV_IDS
 from agentflow_env.tasks.base import Task
 

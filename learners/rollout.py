@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from agentflow_env.format import finish_action
 from agentflow_env.tasks.base import Task
 from agentflow_env.trajectory import EpisodeRecord, TrajectoryBuilder, info_at
 from learners.groups import AdvantageInputs
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["RolloutBatch", "TurnSample", "collect", "collect_groups", "next_context"]
 
 # Sent to padding sub-envs on their first step so that they finish at once and cost nothing.
-_IDLE_ACTION = "Tool Name: Finish\n<answer>idle</answer>"
+_IDLE_ACTION = finish_action("idle")
 
 
 @dataclass

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agentflow_env.format import ActionFields, read_action, write_action
 from learners.config import ASSETS_DIR, to_dict
 from learners.envs import EnvConfig, make_vector_env, split_tasks
 from learners.packing import ScoringSequence, pack_samples
@@ -82,14 +83,14 @@ class SFTConfig:
 
 
 def compact_action(action: str) -> str:
-    """Drop every line but ``Tool Name:``, ``Command:`` and the ``<answer>`` (the env needs no
-    more)."""
-    keep = [
-        ln
-        for ln in action.splitlines()
-        if ln.lower().startswith(("tool name:", "command:")) or "<answer>" in ln.lower()
-    ]
-    return "\n".join(keep) if keep else action
+    """The action with only its tool name, command and answer (the env needs no more); text that
+    is no action (neither a tool name nor an answer) is returned as it is."""
+    fields = read_action(action)
+    if fields.tool_name is None and fields.answer is None:
+        return action
+    return write_action(
+        ActionFields(tool_name=fields.tool_name, command=fields.command, answer=fields.answer)
+    )
 
 
 def collect_demonstrations(

@@ -28,6 +28,8 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
+from agentflow_env.format import finish_action, tool_action
+
 __all__ = [
     "CHATML_TEMPLATE",
     "IM_END",
@@ -290,19 +292,17 @@ def planner_like_dialogues(n: int, seed: int = 0) -> list[list[dict[str, str]]]:
         person = rng.choice(_PEOPLE)
         if rng.random() < 0.5:
             question = f"Where was {person} born? Give the capital of {_COUNTRIES[k]}."
-            reply = (
-                f"Justification: I need the capital of {_COUNTRIES[k]}.\n"
-                f"Sub-Goal: find the capital of {_COUNTRIES[k]}\n"
-                f"Tool Name: Search_Tool\nCommand: capital of {_COUNTRIES[k]}"
+            reply = tool_action(
+                "Search_Tool",
+                f"capital of {_COUNTRIES[k]}",
+                sub_goal=f"find the capital of {_COUNTRIES[k]}",
+                justification=f"I need the capital of {_COUNTRIES[k]}.",
             )
         else:
             question = (
                 f"The search said the capital of {_COUNTRIES[k]} is {_PLACES[k]}. Answer now."
             )
-            reply = (
-                "Justification: the result names the city.\nTool Name: Finish\n"
-                f"<answer>{_PLACES[k]}</answer>"
-            )
+            reply = finish_action(_PLACES[k], justification="the result names the city.")
         out.append([{"role": "user", "content": question}, {"role": "assistant", "content": reply}])
     return out
 

@@ -22,11 +22,11 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
+from agentflow_env.format import PLANNER_STOP
 from agentflow_env.llm.base import Engine, GenerationRequest, GenerationResult, SamplingParams
 from agentflow_env.tasks.base import Task
 
 __all__ = [
-    "PLANNER_STOP",
     "BatchPlanner",
     "CountingEngine",
     "EngineBatchPlanner",
@@ -38,8 +38,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SCRIPTED_PREFIX = "scripted:"
-PLANNER_STOP = ("\nResult:", "\n### Step")
-"""an engine planner writes one step; text after these would be its own invented tool output"""
 
 
 class PlannerSpecError(ValueError):
@@ -166,7 +164,7 @@ class EngineBatchPlanner:
             ``seed * 1_000_003 + episode * 1_009 + turn``.
         input_mode: ``"chat"`` sends the observation as one user message, ``"prompt"`` as a raw
             completion prompt (for models trained on raw observations).
-        stop: stop strings (default :data:`PLANNER_STOP`).
+        stop: stop strings (default :data:`~agentflow_env.format.PLANNER_STOP`).
     """
 
     def __init__(

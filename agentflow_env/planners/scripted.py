@@ -1,6 +1,6 @@
 """Scripted planners: policies without a model, for tests, baselines and SFT demonstrations.
 
-They write actions in the environment's action format::
+They write actions with the writers of :mod:`agentflow_env.format.action`::
 
     Justification: <why this step>          (omitted when verbose=False)
     Context: <facts the tool needs, or None> (omitted when verbose=False)
@@ -8,7 +8,9 @@ They write actions in the environment's action format::
     Tool Name: <Search_Tool | Python_Coder_Tool | Finish>
     Command: <exact tool input>
 
-and finish with ``Tool Name: Finish`` followed by ``<answer>...</answer>``.
+and finish with ``Tool Name: Finish`` followed by ``<answer>...</answer>``. They read the step to
+write and the last result with the readers of :mod:`agentflow_env.format.observation`, and search
+hits with :mod:`tools.search.format`.
 
 - :class:`OraclePlanner` follows the solution stored in ``Task.metadata`` (one search per hop,
   one Python call where the task needs computation, then the answer).
@@ -23,35 +25,22 @@ import re
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from agentflow_env.format import current_step, finish_action, last_result, tool_action
 from agentflow_env.tasks.base import Task
+from tools.search.format import first_hit_title
 
 __all__ = [
     "ScriptedPlanner",
     "OraclePlanner",
     "RandomToolPlanner",
     "SearchThenAnswerPlanner",
-    "format_action",
-    "finish_action",
-    "current_step",
-    "last_result",
-    "first_hit_title",
     "get_scripted_planner",
     "SCRIPTED_PLANNERS",
 ]
 
 SEARCH_TOOL = "Search_Tool"
 PYTHON_TOOL = "Python_Coder_Tool"
-_STEP_HEADER = re.compile(r"^### Step (\d+)[ \t]*$", re.MULTILINE)
-_RESULT = re.compile(r"^Result:", re.MULTILINE)
-# Titled passages as search tools print them: "Doc 1 (Title: X) text", "[1] X: text",
-# "Article 1: X", "1. X: text", "Title: X".
-_HIT_PATTERNS = (
-    re.compile(r"^\s*Doc\s*\d+\s*\(Title:\s*(.+?)\)", re.IGNORECASE | re.MULTILINE),
-    re.compile(r"^\s*\[\d+\]\s*(?:\(Title:\s*)?([^:\n()]+?)\s*[:)]", re.MULTILINE),
-    re.compile(r"^\s*Article\s*\d+\s*:\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE),
-    re.compile(r"^\s*\d+[.)]\s*([^:\n]+?)\s*:", re.MULTILINE),
-    re.compile(r"Title:\s*\"?([^\"\n)]+?)\"?\s*(?:\)|$|\n)", re.IGNORECASE | re.MULTILINE),
-)
+_FINAL_GOAL = "Give the final answer."
 
 
 @runtime_checkable
@@ -67,7 +56,7 @@ class ScriptedPlanner(Protocol):
         """The next action text for the current observation."""
 
 
-def format_action(
+def _act(
     tool_name: str,
     command: str,
     sub_goal: str,
@@ -76,52 +65,36 @@ def format_action(
     context: str = "",
     verbose: bool = True,
 ) -> str:
-    """One tool-calling action in the env's format (``verbose=False`` drops the first two
-    fields)."""
-    lines = []
-    if verbose:
-        lines += [f"Justification: {justification or sub_goal}", f"Context: {context or 'None'}"]
-    lines += [f"Sub-Goal: {sub_goal}", f"Tool Name: {tool_name}", f"Command: {command}"]
-    return "\n".join(lines)
+    """A tool call; ``verbose`` adds the justification (default: the sub-goal) and context."""
+    if not verbose:
+        return tool_action(tool_name, command, sub_goal=sub_goal)
+    return tool_action(
+        tool_name,
+        command,
+        sub_goal=sub_goal,
+        justification=justification or sub_goal,
+        context=context or "None",
+    )
 
 
-def finish_action(
+def _finish(
     answer: str, *, justification: str = "", context: str = "", verbose: bool = True
 ) -> str:
-    """The finishing action: ``Tool Name: Finish`` and the answer in ``<answer>`` tags."""
-    lines = []
-    if verbose:
-        lines += [
-            f"Justification: {justification or 'The steps so far determine the answer.'}",
-            f"Context: {context or 'None'}",
-        ]
-    lines += ["Sub-Goal: Give the final answer.", "Tool Name: Finish", f"<answer>{answer}</answer>"]
-    return "\n".join(lines)
+    """The final answer; ``verbose`` adds the justification and context."""
+    if not verbose:
+        return finish_action(answer, sub_goal=_FINAL_GOAL)
+    return finish_action(
+        answer,
+        sub_goal=_FINAL_GOAL,
+        justification=justification or "The steps so far determine the answer.",
+        context=context or "None",
+    )
 
 
-def current_step(observation: str) -> int | None:
-    """The number of the step the observation asks for (its last ``### Step k`` header)."""
-    headers = _STEP_HEADER.findall(observation or "")
-    return int(headers[-1]) if headers else None
-
-
-def last_result(observation: str) -> str | None:
-    """The text after the last ``Result:`` line start (up to the next step header), or None."""
-    starts = [m.end() for m in _RESULT.finditer(observation or "")]
-    if not starts:
-        return None
-    body = observation[starts[-1] :]
-    header = _STEP_HEADER.search(body)
-    return (body[: header.start()] if header else body).strip()
-
-
-def first_hit_title(result: str) -> str | None:
-    """The title of the first passage in a search result, parsed leniently."""
-    for pattern in _HIT_PATTERNS:
-        match = pattern.search(result or "")
-        if match and match.group(1).strip():
-            return match.group(1).strip()
-    return None
+def _one_line(question: str) -> str:
+    """The question as a command: its line breaks become spaces (a multi-line command would be
+    fenced, and a fenced command cannot hold the code fences some questions quote)."""
+    return " ".join(question.splitlines())
 
 
 def _python_command(code: str) -> str:
@@ -137,7 +110,7 @@ def _oracle_plan(task: Task, verbose: bool) -> list[str]:
     for hop in path:
         goal = hop.get("goal") or f"Search for {hop['query']}."
         actions.append(
-            format_action(
+            _act(
                 SEARCH_TOOL,
                 hop["query"],
                 goal,
@@ -152,7 +125,7 @@ def _oracle_plan(task: Task, verbose: bool) -> list[str]:
         code = str(meta.get("solution") or task.answer).replace("×", "*").replace("÷", "/")
     if code is not None:
         actions.append(
-            format_action(
+            _act(
                 PYTHON_TOOL,
                 _python_command(code),
                 "Compute the answer exactly.",
@@ -165,7 +138,7 @@ def _oracle_plan(task: Task, verbose: bool) -> list[str]:
         meta.get("solution") if task.scorer == "game24" and meta.get("solution") else task.answer
     )
     actions.append(
-        finish_action(
+        _finish(
             str(answer),
             verbose=verbose,
             context="; ".join(known),
@@ -267,13 +240,13 @@ class RandomToolPlanner:
         # The step comes from the observation when it shows one, so asking several times for
         # the same observation (e.g. to sample candidate actions) does not advance the episode.
         if (current_step(observation) or self._done) > self._steps:
-            return finish_action(
+            return _finish(
                 self._guess(observation), verbose=self.verbose, justification="Guessing an answer."
             )
         tool = self.rng.choice(self.tool_names)
-        return format_action(
+        return _act(
             tool,
-            self._task.question,
+            _one_line(self._task.question),
             f"Try {tool} on the question.",
             verbose=self.verbose,
             justification="A random tool might help.",
@@ -307,15 +280,15 @@ class SearchThenAnswerPlanner:
         self._turn += 1
         step = current_step(observation) or self._turn
         if step <= 1:
-            return format_action(
+            return _act(
                 self.tool_name,
-                self._task.question,
+                _one_line(self._task.question),
                 "Find passages about the question.",
                 verbose=self.verbose,
                 justification="The answer is probably in the top search result.",
             )
         title = first_hit_title(last_result(observation) or "")
-        return finish_action(
+        return _finish(
             title or "unknown",
             verbose=self.verbose,
             justification="Answering with the title of the first search hit.",

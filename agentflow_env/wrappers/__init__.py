@@ -22,7 +22,8 @@ directly around the text env (or anywhere above it) to write ``EpisodeRecord`` J
 not imported here.
 """
 
-from agentflow_env.wrappers._text import ObservationView, StepView, extract_names, split_observation
+from agentflow_env.format import ObservationView, StepView, finish_action, split_observation
+from agentflow_env.wrappers._text import extract_names
 from agentflow_env.wrappers.candidates import (
     CandidateActionWrapper,
     EngineProposer,
@@ -30,7 +31,6 @@ from agentflow_env.wrappers.candidates import (
     PlannerProposer,
     Proposer,
     ProposerError,
-    finish_action,
     oracle_mix_proposer,
     search_action,
 )

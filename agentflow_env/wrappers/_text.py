@@ -1,151 +1,36 @@
-"""Reading the planner observation back into parts, and small text utilities for the wrappers.
+"""Text utilities for the wrappers: tokens, candidate names, and the one stop-word list.
 
-The observation layout is fixed by :mod:`agentflow_env.prompts` (both prompt styles)::
-
-    ... Query: <question> ...            (header)
-    ### Step 1
-    <action as written>
-    Result: <tool output or error>
-
-    ### Step 2
-    ...
-    ### Step n                            (the open slot the planner writes into)
-
-Proposers and featurizers only receive the observation text, so they recover the question, the
-tool names and the finished steps from it with :func:`split_observation`.
+The wrappers read the observation with :func:`agentflow_env.format.split_observation` and search
+results with :mod:`tools.search.format`; this module only adds what they need on top: lowercase
+tokens, a name extractor, and :data:`STOP_WORDS` (with :data:`NOT_NAMES`, its extension for
+names).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from itertools import pairwise
 
-__all__ = [
-    "ObservationView",
-    "StepView",
-    "extract_names",
-    "normalize",
-    "split_observation",
-    "tokens",
-]
+from tools.search.format import TITLE_PATTERN
 
-_STEP = re.compile(r"^### Step (\d+)\n", re.MULTILINE)
-_QUERY = re.compile(r"^Query: (.*)$", re.MULTILINE)
-_TOOLS_COMPACT = re.compile(r"^Tools: (.*)$", re.MULTILINE)
-_TOOLS_FULL = re.compile(r"Tool Name: <one of: ([^>\n]*)>")
+__all__ = ["NOT_NAMES", "STOP_WORDS", "extract_names", "normalize", "tokens"]
+
 _TOKEN = re.compile(r"[0-9a-z]+")
 # A name: capitalized words (optionally joined by a few lowercase particles), or a 2-4 digit number.
 _NAME = re.compile(
     r"\b[A-Z][\w'\-]*(?:\s+(?:of|the|de|da|van|von|del|la|le)?\s*[A-Z][\w'\-]*)*|\b\d{2,4}\b"
 )
-_TITLE_OR_NAME = re.compile(r"\(Title: ([^)\n]+)\)|" + _NAME.pattern)
-# Capitalized words that start sentences or label output; never useful as names on their own.
-_NOT_NAMES = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "as",
-        "at",
-        "by",
-        "doc",
-        "for",
-        "from",
-        "he",
-        "her",
-        "his",
-        "in",
-        "is",
-        "it",
-        "its",
-        "of",
-        "on",
-        "or",
-        "she",
-        "that",
-        "the",
-        "their",
-        "there",
-        "they",
-        "this",
-        "to",
-        "was",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "whom",
-        "whose",
-        "why",
-        "how",
-        "error",
-        "result",
-        "title",
-        "no",
-        "none",
-        "finished",
-        "source",
-        "query",
-    ]
+_TITLE_OR_NAME = re.compile(TITLE_PATTERN + "|" + _NAME.pattern)
+STOP_WORDS = frozenset(
+    "a an and are as at be by did do does for from has have how in is it its of on or that the "
+    "this to was were what when where which who whom whose why with".split()
 )
-
-
-@dataclass
-class StepView:
-    """One finished step as it appears in the observation."""
-
-    action: str
-    result: str
-
-
-@dataclass
-class ObservationView:
-    """The parts of a planner observation (see the module docstring for the layout)."""
-
-    question: str
-    tool_names: list[str]
-    """tool names offered to the planner, without ``Finish``"""
-    steps: list[StepView] = field(default_factory=list)
-    """finished steps, oldest first"""
-
-    @property
-    def turn(self) -> int:
-        """1-based index of the step the planner writes next."""
-        return len(self.steps) + 1
-
-    @property
-    def last_result(self) -> str:
-        return self.steps[-1].result if self.steps else ""
-
-
-def split_observation(observation: str) -> ObservationView:
-    """Split an observation into question, tool names and finished steps.
-
-    Step headers count only when they are numbered 1, 2, 3, ... in order, so a tool result that
-    happens to contain ``### Step 7`` does not split a step. Never raises: a text that does not
-    follow the layout yields an empty question and no steps.
-    """
-    headers = []
-    expected = 1
-    for match in _STEP.finditer(observation):
-        if int(match.group(1)) == expected:
-            headers.append(match)
-            expected += 1
-    head = observation[: headers[0].start()] if headers else observation
-    query = _QUERY.search(head)
-    question = query.group(1).strip() if query else ""
-    tools_match = _TOOLS_COMPACT.search(head) or _TOOLS_FULL.search(head)
-    names = [t.strip() for t in tools_match.group(1).split(",")] if tools_match else []
-    tool_names = [n for n in names if n and n.lower() != "finish"]
-    steps = []
-    for this, nxt in pairwise(headers):
-        body = observation[this.end() : nxt.start()]
-        action, sep, result = body.partition("\nResult: ")
-        steps.append(StepView(action=action, result=result.rstrip("\n") if sep else ""))
-    return ObservationView(question=question, tool_names=tool_names, steps=steps)
+"""function words: never content (relation features) and never a name on their own"""
+NOT_NAMES = STOP_WORDS | frozenset(
+    "he her his she their there they no none doc error finished query result source title".split()
+)
+"""words dropped from the start of a candidate name and never names themselves: the stop words,
+pronouns, and capitalized words that label the observation and tool output (``Result:``,
+``Doc 1 (Title: ...)``, ``Error: ...``)"""
 
 
 def normalize(text: str) -> str:
@@ -170,12 +55,12 @@ def extract_names(text: str, limit: int = 32) -> list[str]:
     def add(name: str) -> None:
         words = name.split()
         while (
-            words and words[0].lower() in _NOT_NAMES
+            words and words[0].lower() in NOT_NAMES
         ):  # "The Hague" keeps "Hague"; "In Paris" -> "Paris"
             words = words[1:]
         cleaned = " ".join(words).strip(" '-")
         key = normalize(cleaned)
-        if cleaned and key and key not in seen and key not in _NOT_NAMES:
+        if cleaned and key and key not in seen and key not in NOT_NAMES:
             seen.add(key)
             found.append(cleaned)
 

@@ -27,8 +27,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from agentflow_env.format import finish_action, read_action, split_observation, tool_action
 from agentflow_env.spaces import sanitize_text, text_space
-from agentflow_env.wrappers._text import extract_names, normalize, split_observation
+from agentflow_env.wrappers._text import extract_names, normalize
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,6 @@ __all__ = [
     "PlannerProposer",
     "Proposer",
     "ProposerError",
-    "finish_action",
     "oracle_mix_proposer",
     "search_action",
 ]
@@ -63,17 +63,14 @@ class Proposer(Protocol):
 
 
 def search_action(tool_name: str, query: str) -> str:
-    """A well-formed planner step that calls ``tool_name`` with ``query``."""
-    return (
-        f"Justification: look up {query}\nSub-Goal: find information about {query}\n"
-        f"Tool Name: {tool_name}\nCommand: {query}"
-    )
-
-
-def finish_action(answer: str) -> str:
-    """A well-formed finishing step answering ``answer``."""
-    return (
-        f"Justification: the results give the answer\nTool Name: Finish\n<answer>{answer}</answer>"
+    """A planner step that calls ``tool_name`` with ``query`` (line breaks in ``query`` become
+    spaces: a search query is one line)."""
+    query = " ".join(query.splitlines())
+    return tool_action(
+        tool_name,
+        query,
+        sub_goal=f"find information about {query}",
+        justification=f"look up {query}",
     )
 
 
@@ -245,22 +242,23 @@ class ExtractiveProposer:
         tool = self.tool_name
         if view.tool_names and tool not in view.tool_names:
             tool = view.tool_names[0]
-        searched = {normalize(_command_of(s.action)) for s in view.steps}
+        searched = {normalize(read_action(s.action).command or "") for s in view.steps}
         names = extract_names(view.last_result, limit=self.max_names)
         kinds: list[list[str]] = []
         if view.question and normalize(view.question) not in searched:
-            kinds.append([search_action(tool, view.question)])
+            kinds.append(_writable(search_action, [(tool, view.question)]))
         # Numbers are answers, not search terms: a year matches too many passages to be useful.
         kinds.append(
-            [
-                search_action(tool, n)
-                for n in names
-                if normalize(n) not in searched and not n.isdigit()
-            ]
+            _writable(
+                search_action,
+                [(tool, n) for n in names if normalize(n) not in searched and not n.isdigit()],
+            )
         )
         answers = names or extract_names(view.question, limit=self.max_names)
         kinds.append(
-            [finish_action(n) for n in answers] or [finish_action(view.question or "unknown")]
+            _writable(finish_action, [(n,) for n in answers])
+            or _writable(finish_action, [(view.question or "unknown",)])
+            or [finish_action("unknown")]
         )
         return _round_robin(kinds, k, rng, self.decay)
 
@@ -386,12 +384,16 @@ class EngineProposer:
         return texts
 
 
-def _command_of(action: str) -> str:
-    """The ``Command:`` line of an action as written (what was searched)."""
-    for line in action.splitlines():
-        if line.lower().startswith("command:"):
-            return line.split(":", 1)[1].strip()
-    return ""
+def _writable(writer: Callable[..., str], calls: Sequence[tuple[str, ...]]) -> list[str]:
+    """``writer(*args)`` for each call whose text the action format can hold (names and
+    questions are data: a code fence or an answer tag in one skips that candidate)."""
+    out = []
+    for args in calls:
+        try:
+            out.append(writer(*args))
+        except ValueError:
+            continue
+    return out
 
 
 def _round_robin(

@@ -30,8 +30,15 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from agentflow_env.parsing import FINISH, parse_action
-from agentflow_env.wrappers._text import ObservationView, normalize, split_observation, tokens
+from agentflow_env.format import (
+    FINISH,
+    ObservationView,
+    parse_action,
+    read_action,
+    split_observation,
+)
+from agentflow_env.wrappers._text import STOP_WORDS, normalize, tokens
+from tools.search.format import passage_titles, top_passage
 
 __all__ = [
     "RELATION_NAMES",
@@ -42,48 +49,6 @@ __all__ = [
     "candidate_relations",
 ]
 
-_STOP = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "by",
-        "did",
-        "does",
-        "do",
-        "for",
-        "from",
-        "has",
-        "have",
-        "in",
-        "is",
-        "it",
-        "its",
-        "of",
-        "on",
-        "or",
-        "the",
-        "to",
-        "was",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "whom",
-        "whose",
-        "why",
-        "how",
-        "that",
-        "this",
-        "with",
-    ]
-)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
@@ -258,7 +223,7 @@ def _stem(token: str) -> str:
 
 def _content(text: str) -> list[str]:
     """Stemmed content words."""
-    return [_stem(t) for t in tokens(text) if t not in _STOP]
+    return [_stem(t) for t in tokens(text) if t not in STOP_WORDS]
 
 
 def _fraction(part: Sequence[str], whole: set[str]) -> float:
@@ -302,16 +267,16 @@ def candidate_relations(
         arg_toks, {t for s in view.steps for t in _content(s.result)}
     )
     key = normalize(arg)
-    titles = {normalize(t) for t in re.findall(r"\(Title: ([^)\n]+)\)", last)}
+    titles = {normalize(t) for t in passage_titles(last)}
     out[rel["arg_is_title"]] = float(bool(key) and key in titles)
     position = normalize(last).find(key) if key else -1
     out[rel["arg_early_in_result"]] = (
         1.0 - position / max(1, len(normalize(last))) if position >= 0 else 0.0
     )
-    commands = {normalize(_command_line(s.action)) for s in view.steps}
+    commands = {normalize(read_action(s.action).command or "") for s in view.steps}
     out[rel["arg_repeated"]] = float(bool(key) and key in commands)
     out[rel["context_overlap"]] = _context_overlap(last, arg_toks, q_toks)
-    top = _top_passage(last)
+    top = top_passage(last)
     out[rel["arg_in_top_passage"]] = _fraction(arg_toks, set(_content(top)))
     out[rel["top_context_overlap"]] = _context_overlap(top, arg_toks, q_toks)
     out[rel["arg_length"]] = min(len(arg_toks), 10) / 10.0
@@ -339,14 +304,6 @@ def _context_overlap(text: str, arg_toks: list[str], q_toks: list[str]) -> float
     return best
 
 
-def _top_passage(result: str) -> str:
-    """The first non-empty line of a result: the best hit of a search tool (one passage a line)."""
-    for line in result.splitlines():
-        if line.strip():
-            return line
-    return ""
-
-
 def _progress(view: ObservationView, max_turns_feature: int) -> np.ndarray:
     """Turn one-hot, last-result flags, question coverage by the top passage / last / any result."""
     out = np.zeros(max_turns_feature + PROGRESS_EXTRA, dtype=np.float32)
@@ -354,17 +311,10 @@ def _progress(view: ObservationView, max_turns_feature: int) -> np.ndarray:
     out[-5] = float(view.last_result.startswith("Error"))
     out[-4] = float(bool(view.steps) and not view.last_result.strip())
     question = _content(view.question)
-    out[-3] = _fraction(question, set(_content(_top_passage(view.last_result))))
+    out[-3] = _fraction(question, set(_content(top_passage(view.last_result))))
     out[-2] = _fraction(question, set(_content(view.last_result)))
     out[-1] = _fraction(question, {t for s in view.steps for t in _content(s.result)})
     return out
-
-
-def _command_line(action: str) -> str:
-    for line in action.splitlines():
-        if line.lower().startswith("command:"):
-            return line.split(":", 1)[1]
-    return ""
 
 
 # ----------------------------------------------------------------------------------- wrapper

@@ -28,9 +28,9 @@ from agentflow_env.eval import (
     wilson_interval,
 )
 from agentflow_env.evaluate import main
+from agentflow_env.format import PLANNER_STOP
 from agentflow_env.llm.base import GenerationRequest, GenerationResult
 from agentflow_env.llm.callable_engine import CallableEngine
-from agentflow_env.planners.batch import PLANNER_STOP
 from agentflow_env.tasks.base import Task
 from agentflow_env.trajectory import read_jsonl
 from tests.conftest import REPO_ROOT

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentflow_env.parsing import FINISH, parse_action
+from agentflow_env.format import FINISH, parse_action
 
 TOOLS = ["Search_Tool", "Python_Coder_Tool"]
 

@@ -7,18 +7,16 @@ import re
 import bm25s
 import pytest
 
-from agentflow_env.parsing import parse_action
+from agentflow_env.format import current_step, last_result, parse_action
 from agentflow_env.planners.scripted import (
     OraclePlanner,
     RandomToolPlanner,
     ScriptedPlanner,
     SearchThenAnswerPlanner,
-    current_step,
-    first_hit_title,
     get_scripted_planner,
-    last_result,
 )
 from agentflow_env.tasks import Task, make_suite
+from tools.search.format import first_hit_title
 
 TOOLS = ["Search_Tool", "Python_Coder_Tool"]
 FIELD = re.compile(r"^(Justification|Context|Sub-Goal|Tool Name|Command): ?(.*)$", re.MULTILINE)

@@ -367,9 +367,7 @@ def test_hashed_ngrams_are_unit_norm_deterministic_and_process_independent() -> 
 
 @pytest.fixture(scope="module")
 def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tiny = pytest.importorskip(
-        "learners.tiny", reason="learners.tiny builds the test model"
-    )
+    tiny = pytest.importorskip("learners.tiny", reason="learners.tiny builds the test model")
     texts = [f"{t.question} {t.answer}" for t in people_world()[1]] * 3
     tok = tiny.train_tiny_tokenizer(texts, vocab_size=300)
     model = tiny.build_tiny_model(

@@ -4,7 +4,8 @@ The package's rooms, bottom to top (each imports only the ones above it in this 
 
     passages.py   Passage, SearchHit; the corpus record format (JSONL, Search-R1 ``contents``)
     bm25.py       BM25Index: the bm25s engine, its saved index directory, batched retrieval
-    base.py       BaseSearchTool: validation, batching, the result text; SearchBackendError
+    format.py     the text the tools print (Doc/Article lines): writers and readers
+    base.py       BaseSearchTool: validation, batching, results; SearchBackendError
     local.py      SearchTool (Search_Tool), WikipediaSearchTool (Wikipedia_Search_Tool)
     protocol.py   the Search-R1 /retrieve request and response, written and read
     remote.py     RetrievalServerSearchTool (Retrieval_Search_Tool), WebSearchTool

@@ -17,21 +17,16 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from tools.base import ToolCard, ToolResult
+from tools.search.format import render_passages
 from tools.search.passages import SearchHit
 
-__all__ = ["BaseSearchTool", "SearchBackendError", "clip_text"]
+__all__ = ["BaseSearchTool", "SearchBackendError"]
 
 logger = logging.getLogger(__name__)
 
 
 class SearchBackendError(RuntimeError):
     """A search backend could not answer (after retries, or with an unusable response)."""
-
-
-def clip_text(text: str, limit: int) -> str:
-    """Whitespace collapsed to single spaces, cut at ``limit`` characters with a marker."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: max(limit - 3, 0)].rstrip() + "..."
 
 
 _ToolT = TypeVar("_ToolT", bound="BaseSearchTool")
@@ -78,20 +73,9 @@ class BaseSearchTool(abc.ABC):
 
     def _render(self, query: str, hits: list[SearchHit], top_k: int) -> ToolResult:
         hits = hits[:top_k]
-        if not hits:
-            return ToolResult(
-                ok=True, output="No passages matched the query.", data={"query": query, "hits": []}
-            )
-        lines = []
-        for hit in hits:
-            title = f" (Title: {hit.title})" if hit.title else ""
-            source = f" [source: {hit.url}]" if hit.url else ""
-            lines.append(
-                f"Doc {hit.rank}{title} {clip_text(hit.text, self.max_chars_per_passage)}{source}"
-            )
         return ToolResult(
             ok=True,
-            output="\n".join(lines),
+            output=render_passages(hits, self.max_chars_per_passage),
             data={"query": query, "hits": [h.model_dump() for h in hits]},
         )
 

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from tools.base import ToolCard, ToolDemo, ToolResult
-from tools.search.base import BaseSearchTool, clip_text
+from tools.search.base import BaseSearchTool
 from tools.search.bm25 import Backend, BM25Index, IndexSettings, build_index
+from tools.search.format import render_articles
 from tools.search.passages import Passage, SearchHit, iter_corpus
 
 __all__ = ["SearchTool", "WikipediaSearchTool"]
@@ -205,26 +206,17 @@ class WikipediaSearchTool(SearchTool):
         kept = [(title, group[: self.passages_per_article]) for title, group in articles.items()][
             :top_k
         ]
-        if not kept:
-            return ToolResult(
-                ok=True,
-                output="No articles matched the query.",
-                data={"query": query, "hits": [], "articles": []},
-            )
-        lines, data = [], []
-        for i, (title, group) in enumerate(kept, start=1):
-            lines.append(f"Article {i}: {title or '(untitled)'}")
-            lines.extend(f"- {clip_text(h.text, self.max_chars_per_passage)}" for h in group)
-            data.append(
-                {
-                    "title": title,
-                    "score": group[0].score,
-                    "passages": [{"id": h.id, "text": h.text, "score": h.score} for h in group],
-                }
-            )
+        data = [
+            {
+                "title": title,
+                "score": group[0].score,
+                "passages": [{"id": h.id, "text": h.text, "score": h.score} for h in group],
+            }
+            for title, group in kept
+        ]
         return ToolResult(
             ok=True,
-            output="\n".join(lines),
+            output=render_articles(kept, self.max_chars_per_passage),
             data={
                 "query": query,
                 "articles": data,

@@ -1,0 +1,63 @@
+"""The planner's text formats, each written and read in one place.
+
+- :mod:`~agentflow_env.format.observation`: the observation layout (header in two styles, step
+  headers, step blocks) and its readers (:func:`split_observation`, :func:`current_step`,
+  :func:`last_result`), plus :data:`PLANNER_STOP`;
+- :mod:`~agentflow_env.format.action`: the action format's writers (:func:`tool_action`,
+  :func:`finish_action`, :func:`write_action`) and readers (:func:`parse_action`,
+  :func:`read_action`, :func:`last_answer`);
+- :mod:`~agentflow_env.format.labels`: the labels and markers both are built from.
+
+Every other module imports these; none spells the formats out itself. The text search tools print
+has its own owner, :mod:`tools.search.format`.
+"""
+
+from agentflow_env.format.action import (
+    FINISH,
+    ActionFields,
+    PlannerAction,
+    finish_action,
+    last_answer,
+    parse_action,
+    read_action,
+    strip_code_fence,
+    tool_action,
+    write_action,
+)
+from agentflow_env.format.labels import PLANNER_STOP
+from agentflow_env.format.observation import (
+    ACTION_FORMAT,
+    ObservationView,
+    PromptStyle,
+    StepView,
+    current_step,
+    last_result,
+    planner_header,
+    split_observation,
+    step_block,
+    step_header,
+)
+
+__all__ = [
+    "ACTION_FORMAT",
+    "FINISH",
+    "PLANNER_STOP",
+    "ActionFields",
+    "ObservationView",
+    "PlannerAction",
+    "PromptStyle",
+    "StepView",
+    "current_step",
+    "finish_action",
+    "last_answer",
+    "last_result",
+    "parse_action",
+    "planner_header",
+    "read_action",
+    "split_observation",
+    "step_block",
+    "step_header",
+    "strip_code_fence",
+    "tool_action",
+    "write_action",
+]

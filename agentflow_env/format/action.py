@@ -1,0 +1,383 @@
+"""The planner's action format: every writer and every reader of it.
+
+What the planner writes each turn: the paper's fields, in any order, with case-insensitive labels
+and optional markdown bold, list markers or heading marks::
+
+    Justification: why this step
+    Context: facts from earlier steps the tool needs
+    Sub-Goal: what this step achieves
+    Tool Name: Search_Tool
+    Command: the exact tool input (optional; may span lines or be a fenced code block)
+
+It finishes with ``Tool Name: Finish`` and the answer in ``<answer>...</answer>``; an
+``<answer>`` tag alone also finishes. Lines inside a fenced code block or an ``<answer>`` tag are
+never labels.
+
+Readers, in two layers (a new syntax, e.g. a JSON step, is a new reader in the first layer):
+
+- :func:`read_action`: the fields as written (:class:`ActionFields`), nothing judged;
+- :func:`parse_action`: the fields plus the canonical tool name and what is wrong, as a
+  :class:`PlannerAction`. It never raises on model output: ``error`` says what was wrong, so the
+  environment can show the error to the policy and consume the turn.
+
+Writers: :func:`write_action` (any fields), :func:`tool_action` and :func:`finish_action`. What
+they write reads back to the same fields, normalized as the readers normalize: values lose
+surrounding whitespace and ``*`` (one-line commands: whitespace, a leading ``*`` and, without a
+code fence, surrounding backticks), a prose field (justification, context, sub-goal) is one line,
+so its line breaks are written as spaces, a blank field reads as ``None``, and a multi-line
+command is written as a fenced code block (read back without its first and last newlines). They
+raise ``ValueError`` for what could not be read back: no tool name and no answer, a tool name that
+is not one non-blank line, an ``<answer>`` tag outside the answer or ``</answer>`` inside it, a NUL
+character, a code fence anywhere but at the end (in a one-line command, or in an answer without a
+command), and any of the :data:`~agentflow_env.format.labels.PLANNER_STOP` sequences (so written
+actions sit in an observation unchanged).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from difflib import get_close_matches
+
+from pydantic import BaseModel
+
+from agentflow_env.format.labels import (
+    ANSWER_CLOSE,
+    ANSWER_OPEN,
+    FIELD_LABELS,
+    FINISH,
+    PLANNER_STOP,
+)
+from tools.base import normalize_tool_name
+
+__all__ = [
+    "FINISH",
+    "ActionFields",
+    "PlannerAction",
+    "finish_action",
+    "last_answer",
+    "parse_action",
+    "read_action",
+    "strip_code_fence",
+    "tool_action",
+    "write_action",
+]
+
+MAX_ACTION_CHARS = 20_000
+"""readers judge an action by its first this many characters"""
+_ALIASES = {"tool": "tool_name"}
+"""extra label spellings (normalized) the readers accept"""
+_LABEL_JUNK = re.compile(r"[ \t_\-]")
+
+
+def _label_regex(label: str) -> str:
+    """``Sub-Goal`` -> ``sub[ \\t_\\-]?goal``: separators between words are optional and free."""
+    return r"[ \t_\-]?".join(re.escape(word) for word in re.split(r"[ _\-]", label.lower()))
+
+
+_FIELDS = {_LABEL_JUNK.sub("", label.lower()): key for key, label in FIELD_LABELS.items()}
+_FIELDS.update(_ALIASES)
+# A label at the start of a line: optional list marker / bold / heading, then the label, then ':'.
+# Aliases come last: "tool" must not win over "tool name".
+_LABEL = re.compile(
+    r"^[ \t>#*\-]*\**[ \t]*("
+    + "|".join([*(_label_regex(label) for label in FIELD_LABELS.values()), *_ALIASES])
+    + r")[ \t]*\**[ \t]*:[ \t]*\**",
+    re.IGNORECASE | re.MULTILINE,
+)
+_ANSWER = re.compile(
+    re.escape(ANSWER_OPEN) + "(.*?)" + re.escape(ANSWER_CLOSE), re.IGNORECASE | re.DOTALL
+)
+_FENCE = re.compile(r"```[ \t]*(?:python|py)?[ \t]*\n(.*?)```", re.IGNORECASE | re.DOTALL)
+_FENCED = re.compile(r"```.*?(?:```|$)", re.DOTALL)
+_PROSE = ("justification", "context", "sub_goal")
+
+
+@dataclass(frozen=True)
+class ActionFields:
+    """One planner step's fields as written; ``None`` where a field is absent or blank."""
+
+    tool_name: str | None = None
+    """the first line after ``Tool Name:``, as written (not matched to a tool)"""
+    command: str | None = None
+    answer: str | None = None
+    """content of the last ``<answer>`` tag (``""`` for an empty tag)"""
+    sub_goal: str | None = None
+    justification: str | None = None
+    context: str | None = None
+
+
+class PlannerAction(BaseModel):
+    """One parsed planner step. ``error`` is ``None`` when the step can be executed."""
+
+    raw: str
+    justification: str = ""
+    context: str = ""
+    sub_goal: str = ""
+    tool_name: str | None = None
+    """canonical tool name (as on the tool's card), or ``"Finish"``"""
+    written_tool_name: str = ""
+    """what the planner wrote after ``Tool Name:``"""
+    command: str | None = None
+    answer: str | None = None
+    """content of the last ``<answer>`` tag, when present"""
+    error: str | None = None
+
+    @property
+    def is_finish(self) -> bool:
+        return self.error is None and self.tool_name == FINISH
+
+    @property
+    def tool_input(self) -> str:
+        """Direct-mode tool input: the explicit command, else the sub-goal."""
+        return self.command if self.command else self.sub_goal
+
+
+# ----------------------------------------------------------------------------------- readers
+def strip_code_fence(text: str) -> str:
+    """Return the body of the first fenced code block, or ``text`` stripped."""
+    match = _FENCE.search(text)
+    return match.group(1).strip("\n") if match else text.strip()
+
+
+def last_answer(text: str) -> str | None:
+    """The content of the last ``<answer>...</answer>`` in ``text``, stripped; None without one."""
+    answers = _ANSWER.findall(text)
+    return answers[-1].strip() if answers else None
+
+
+def _clean(value: str) -> str:
+    return value.strip().strip("*").strip()
+
+
+@functools.lru_cache(maxsize=256)
+def _field_key(label: str) -> str:
+    """Field name for a label as written (``Sub-Goal``, ``tool name``, ...); few distinct
+    spellings occur."""
+    return _FIELDS[_LABEL_JUNK.sub("", label.lower())]
+
+
+def _split_fields(text: str, answer_spans: list[tuple[int, int]]) -> dict[str, str]:
+    """Map field -> value. A value runs until the next label; the first occurrence wins."""
+    fields: dict[str, str] = {}
+    matches = list(_LABEL.finditer(text))
+    # Lines inside fenced code (e.g. `tool: str = "x"` in a Python command) or inside an
+    # <answer> tag are not labels.
+    skip = list(answer_spans)
+    if "```" in text:
+        skip += [m.span() for m in _FENCED.finditer(text)]
+    if skip:
+        matches = [m for m in matches if not any(a < m.start() < b for a, b in skip)]
+    for i, match in enumerate(matches):
+        key = _field_key(match.group(1))
+        if key in fields:
+            continue
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+        value = text[match.end() : end]
+        # An <answer> tag is its own thing, not part of a field (code in a fence is left alone).
+        if "<" in value and key != "tool_name" and not (key == "command" and "```" in value):
+            value = _ANSWER.sub("", value)
+        fields[key] = value
+    return fields
+
+
+def _read(text: str) -> ActionFields:
+    """The labelled-lines syntax (the paper's)."""
+    answers = list(_ANSWER.finditer(text)) if "<" in text else []
+    fields = _split_fields(text, [m.span() for m in answers])
+    tool_lines = fields.get("tool_name", "").strip().splitlines()
+    command = None
+    if "command" in fields:
+        command = fields["command"].strip()
+        command = strip_code_fence(command) if "```" in command else command.strip("`").strip()
+    prose = {key: _clean(fields.get(key, "")) or None for key in _PROSE}
+    return ActionFields(
+        tool_name=(_clean(tool_lines[0]) or None) if tool_lines else None,
+        command=command or None,
+        answer=answers[-1].group(1).strip() if answers else None,
+        **prose,
+    )
+
+
+def _as_text(text: object, max_chars: int) -> tuple[str, str]:
+    """(the text as given, the part the readers look at)."""
+    if not isinstance(text, str):
+        text = "" if text is None else str(text)
+    # Junk control characters carry no meaning; long outputs are judged by their head.
+    return text, text[:max_chars].replace("\x00", "")
+
+
+def read_action(text: object, max_chars: int = MAX_ACTION_CHARS) -> ActionFields:
+    """The fields of an action as written: no tool-name matching, no judgement. Never raises."""
+    return _read(_as_text(text, max_chars)[1])
+
+
+@functools.lru_cache(maxsize=64)
+def _tool_table(tool_names: tuple[str, ...]) -> dict[str, str]:
+    """Normalized name -> canonical name (cached: the same tool list comes with every step)."""
+    return {normalize_tool_name(n): n for n in (*tool_names, FINISH)}
+
+
+@functools.lru_cache(maxsize=1024)
+def _match_tool(written: str, tool_names: tuple[str, ...]) -> str | None:
+    """Canonical tool name for what the planner wrote, ignoring case, spaces and underscores.
+
+    An exact key match wins; otherwise a close match (e.g. ``Search Tools``), so small typos do
+    not waste a turn. Cached: planners write the same few tool names over and over.
+    """
+    key = normalize_tool_name(written)
+    if not key:
+        return None
+    table = _tool_table(tool_names)
+    if key in table:
+        return table[key]
+    if key.endswith("tool") and key[:-4] in table:
+        return table[key[:-4]]
+    if key + "tool" in table:
+        return table[key + "tool"]
+    close = get_close_matches(key, list(table), n=1, cutoff=0.85)
+    return table[close[0]] if close else None
+
+
+def parse_action(
+    text: object, tool_names: Sequence[str], max_chars: int = MAX_ACTION_CHARS
+) -> PlannerAction:
+    """Parse planner output. Never raises; problems are reported in ``PlannerAction.error``."""
+    raw, text = _as_text(text, max_chars)
+    fields = _read(text)
+    written = fields.tool_name or ""
+    action = PlannerAction(
+        raw=raw,
+        justification=fields.justification or "",
+        context=fields.context or "",
+        sub_goal=fields.sub_goal or "",
+        written_tool_name=written[:200],
+        command=fields.command,
+        answer=fields.answer,
+    )
+    if not written:
+        if action.answer is not None:
+            action.tool_name = FINISH
+            return action
+        if not text.strip():
+            action.error = "empty action: write the fields Sub-Goal, Tool Name and Command"
+        else:
+            action.error = "missing field 'Tool Name:' (or finish with <answer>...</answer>)"
+        return action
+    tool = _match_tool(written, tuple(tool_names))
+    if tool is None:
+        valid = ", ".join([*tool_names, FINISH])
+        action.error = f"unknown tool {written[:80]!r}; valid tool names: {valid}"
+        return action
+    action.tool_name = tool
+    if tool == FINISH:
+        if action.answer is None:
+            action.error = "Tool Name is Finish but no <answer>...</answer> was given"
+        return action
+    if action.command is None and _FENCE.search(text):
+        action.command = strip_code_fence(text) or None
+    if not action.tool_input:
+        action.error = f"no input for {tool}: write 'Command: ...' (or a Sub-Goal)"
+    return action
+
+
+# ----------------------------------------------------------------------------------- writers
+def _refuse(key: str, value: str, why: str) -> ValueError:
+    return ValueError(f"cannot write {key}={value[:80]!r} as an action field: {why}")
+
+
+def _check(key: str, value: str, last: bool) -> None:
+    # A fence hides the labels after it, and a multi-line command is fenced by the writer.
+    fence_ok = last and not (key == "command" and "\n" in value)
+    if "```" in value and not fence_ok:
+        raise _refuse(
+            key,
+            value,
+            "a code fence (```) can only end an action: in a one-line command, or in "
+            "an answer without a command",
+        )
+    if "\x00" in value:
+        raise _refuse(key, value, "it contains a NUL character (the readers drop them)")
+    lowered = value.lower()
+    if key != "answer" and ANSWER_OPEN in lowered:
+        raise _refuse(key, value, f"only the answer goes in {ANSWER_OPEN} tags")
+    if key == "answer" and ANSWER_CLOSE in lowered:
+        raise _refuse(key, value, f"it contains {ANSWER_CLOSE}")
+
+
+def _field_text(key: str, value: str, last: bool) -> str:
+    _check(key, value, last)
+    if key in _PROSE:
+        return " ".join(value.splitlines())
+    if key == "tool_name" and (len(value.splitlines()) != 1 or not _clean(value)):
+        raise _refuse(key, value, "a tool name is one non-blank line")
+    if key == "command" and "\n" in value:
+        return f"\n```\n{value}\n```"
+    return value
+
+
+def write_action(fields: ActionFields) -> str:
+    """The action text for ``fields``: labelled lines in the usual order, then the answer tag.
+
+    Raises:
+        ValueError: a value that would not read back (the rules are in the module docstring).
+    """
+    if fields.tool_name is None and fields.answer is None:
+        raise ValueError("an action needs a tool name or an answer")
+    written = [(k, v) for k in (*FIELD_LABELS, "answer") if (v := getattr(fields, k)) is not None]
+    lines = []
+    for i, (key, value) in enumerate(written):
+        last = i == len(written) - 1
+        if key == "answer":  # a command's value runs on into the answer's line
+            _check(key, value, last and fields.command is None)
+            lines.append(f"{ANSWER_OPEN}{value}{ANSWER_CLOSE}")
+        else:
+            lines.append(f"{FIELD_LABELS[key]}: {_field_text(key, value, last)}".rstrip(" "))
+    text = "\n".join(lines)
+    for stop in PLANNER_STOP:
+        if stop in text:
+            raise ValueError(
+                f"cannot write this action: it contains {stop!r}, where a planner's step ends"
+            )
+    return text
+
+
+def tool_action(
+    tool_name: str,
+    command: str | None,
+    *,
+    sub_goal: str | None = None,
+    justification: str | None = None,
+    context: str | None = None,
+) -> str:
+    """A step that calls ``tool_name`` with ``command`` (fields left ``None`` are not written)."""
+    return write_action(
+        ActionFields(
+            tool_name=tool_name,
+            command=command,
+            sub_goal=sub_goal,
+            justification=justification,
+            context=context,
+        )
+    )
+
+
+def finish_action(
+    answer: str,
+    *,
+    sub_goal: str | None = None,
+    justification: str | None = None,
+    context: str | None = None,
+) -> str:
+    """The finishing step: ``Tool Name: Finish`` and ``answer`` in ``<answer>`` tags."""
+    return write_action(
+        ActionFields(
+            tool_name=FINISH,
+            answer=answer,
+            sub_goal=sub_goal,
+            justification=justification,
+            context=context,
+        )
+    )
