@@ -52,7 +52,8 @@ _REPLACE = (
     ("$", " "),
 )
 _X_TIMES = re.compile(r"(?<=[\d)\s])[xX](?=\s*[\d(])")
-_FRAC = re.compile(r"\\frac\s*\{")
+_FRAC = re.compile(r"\\frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
+_MAX_FRAC_DEPTH = 4
 _CANDIDATE = re.compile(r"[\d()+\-*/ .]+")
 _DIGITS = re.compile(r"\d+")
 
@@ -62,8 +63,12 @@ def _normalize(text: str) -> str:
     text = boxed if boxed is not None else text
     for old, new in _REPLACE:
         text = text.replace(old, new)
-    # \frac{a}{b} -> ((a)/(b)): the command opens a group, "}{" divides, braces are parentheses.
-    text = _FRAC.sub("((", text).replace("}{", ")/(").replace("{", "(").replace("}", ")")
+    # \frac{a}{b} -> ((a)/(b)), innermost first; deeper nesting than this is not an answer.
+    for _ in range(_MAX_FRAC_DEPTH):
+        text, count = _FRAC.subn(r"((\1)/(\2))", text)
+        if not count:
+            break
+    text = text.replace("{", "(").replace("}", ")")
     text = text.replace("\\", " ")
     return _X_TIMES.sub("*", text)
 
@@ -84,7 +89,7 @@ def _evaluate(node: ast.AST, used: list[int], leftmost: bool) -> Fraction:
 
 def _trim(text: str) -> str:
     """Drop the prose's unmatched outer parentheses: "(e.g. (1+1+1)*8)" -> "(1+1+1)*8"."""
-    text = text.strip().rstrip(".").strip()
+    text = text.strip(" .")
     if len(text) > MAX_EXPRESSION_CHARS:
         return ""
     while text.startswith("(") and text.count("(") > text.count(")"):

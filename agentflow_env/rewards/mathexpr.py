@@ -17,6 +17,7 @@ Order of checks, each decisive when it applies:
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from fractions import Fraction
@@ -102,12 +103,16 @@ def _candidates(q: Quantity) -> list[Fraction]:
 
 
 def _as_rounded_decimal(pred: Quantity, gold: Fraction) -> bool:
-    """``pred`` is ``gold`` written to ``pred.decimals`` places (>= 3), where ``gold`` cannot be
-    written exactly in that many places (``0.333`` for ``1/3``, never ``0.999`` for ``1``)."""
+    """``pred`` is ``gold`` rounded or truncated to ``pred.decimals`` places (>= 3), where
+    ``gold`` cannot be written exactly in that many places (``0.333`` or ``0.6667`` for ``1/3``
+    and ``2/3``; never ``0.3334``, and never ``0.999`` for ``1``)."""
     places = pred.decimals
     if places is None or places < 3 or (gold * 10**places).denominator == 1:
         return False
-    return abs(pred.value - gold) < Fraction(1, 10**places)
+    if (pred.value < 0) != (gold < 0):
+        return False
+    written, exact = abs(pred.value) * 10**places, abs(gold) * 10**places
+    return written in (math.floor(exact), math.floor(exact + Fraction(1, 2)))
 
 
 def _numbers_match(pred: Quantity, gold: Quantity) -> bool:

@@ -36,6 +36,8 @@ _HEDGE = re.compile(
 )
 _CURRENCY_PREFIX = re.compile(r"(US\$|USD|EUR|GBP|[$€£¥₹])\s*", re.IGNORECASE)
 _REMAINDER = re.compile(r"[A-Za-z°²³/.'’ ]{0,60}")
+_SQUARED = re.compile(r"(?<=[A-Za-z])2\b")
+_CUBED = re.compile(r"(?<=[A-Za-z])3\b")
 _PAREN_TAIL = re.compile(r"\(([^()]{1,80})\)\s*$")
 _MINUS = str.maketrans({"−": "-", "–": "-", "‒": "-", "﹣": "-", "－": "-"})
 
@@ -151,6 +153,7 @@ def _number(text: str) -> tuple[Fraction, int | None] | None:
 
 def _tail(rest: str, attached: bool) -> tuple[str, bool, int, int] | None:
     """(unit, known, magnitude, era sign) from what follows the number, or None."""
+    rest = _SQUARED.sub("²", _CUBED.sub("³", rest))  # NFKC made "km²" read "km2"
     if not _REMAINDER.fullmatch(rest):
         return None
     words = rest.replace(".", " ").replace("’", "'").lower().split()
