@@ -5,7 +5,8 @@ A prediction designates an option by (first that applies):
 1. the option's text (``"Colorectal cancer"``, ``"0.7"``);
 2. a leading letter in any common form: ``C``, ``(C)``, ``C)``, ``C.``, ``C:``, ``C, because``,
    ``C - text``, ``C (text)``, ``Answer: C``, ``The answer is (C)``, ``\\boxed{C}``, ``**C**``;
-3. for numeric options, an equal number (``0.70`` for ``0.7``);
+3. for numeric options, an equal number (``0.70`` for ``0.7``), alone or as the one number of
+   a short sentence (``I would go with 4.``);
 4. ``... answer is (C) ...`` / ``option C`` anywhere;
 5. one option's text inside a sentence (``"the risk is colorectal cancer."``).
 
@@ -24,7 +25,7 @@ import unicodedata
 from collections.abc import Sequence
 
 from agentflow_env.rewards.errors import TaskScoringError
-from agentflow_env.rewards.mathexpr import math_equal, parse_number
+from agentflow_env.rewards.mathexpr import math_equal, number_in_sentence, parse_number
 from agentflow_env.rewards.text import MAX_ANSWER_CHARS, as_text, last_braced, normalize_answer
 
 __all__ = ["multiple_choice_correct", "designated_options", "option_keys"]
@@ -118,10 +119,20 @@ def _by_letter(text: str, keys: list[str], n: int) -> set[int] | None:
 
 
 def _by_number(text: str, choices: Sequence[str]) -> set[int]:
-    if parse_number(text) is None:
+    """The one numeric option equal to the number ``text`` is, or states in a short sentence."""
+    values = {i: parse_number(_option_text(c, i)) for i, c in enumerate(choices)}
+    numeric = [i for i, v in values.items() if v is not None]
+    if not numeric:
         return set()
-    numeric = [i for i, c in enumerate(choices) if parse_number(_option_text(c, i)) is not None]
-    hits = {i for i in numeric if math_equal(text, _option_text(choices[i], i))}
+    if parse_number(text) is not None:
+        hits = {i for i in numeric if math_equal(text, _option_text(choices[i], i))}
+    else:
+        stated = number_in_sentence(text)
+        hits = (
+            set()
+            if stated is None
+            else {i for i in numeric if values[i] == (stated.value, stated.percent)}
+        )
     return hits if len(hits) == 1 else set()
 
 

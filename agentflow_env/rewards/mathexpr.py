@@ -26,7 +26,7 @@ from agentflow_env.rewards.quantity import Quantity, parse_quantity, units_agree
 from agentflow_env.rewards.symbolic import MAX_SYMBOLIC_CHARS, symbolic_equal
 from agentflow_env.rewards.text import MAX_ANSWER_CHARS, as_text, last_braced
 
-__all__ = ["math_equal", "parse_number", "clean_math"]
+__all__ = ["math_equal", "parse_number", "clean_math", "number_in_sentence"]
 
 _MAX_NUMBER_CHARS = 400
 _LATEX_DROP = re.compile(
@@ -83,7 +83,7 @@ def parse_number(text: object) -> tuple[Fraction, bool] | None:
     return None if found is None else (found.value, found.percent)
 
 
-def _single_number(text: str) -> Quantity | None:
+def number_in_sentence(text: str) -> Quantity | None:
     """The number in a short sentence that contains exactly one ("The answer is 27 miles.")
     and nothing else mathematical (no operators, no magnitude or era words)."""
     if len(text) > 300:
@@ -147,7 +147,7 @@ def math_equal(prediction: object, answer: object) -> bool:
     if not pred_text.strip() or not gold_text.strip():
         return False
     gold = _quantity(gold_text)
-    pred = _quantity(pred_text) or (_single_number(pred_text) if gold is not None else None)
+    pred = _quantity(pred_text) or (number_in_sentence(pred_text) if gold is not None else None)
     if gold is not None and pred is not None:
         return _numbers_match(pred, gold)
     gold_key = _math_string(gold_text)

@@ -258,7 +258,10 @@ def units_agree(pred: Quantity, gold: Quantity) -> bool:
 def same_quantity(prediction: object, gold: object) -> bool:
     """Whether ``prediction`` states the quantity ``gold`` states (exact value, agreeing units).
 
-    Either side may carry a parenthesized alternative (``"582 feet (177 m)"``).
+    Either side may carry a parenthesized alternative (``"582 feet (177 m)"``): every quantity
+    the prediction states must be one the gold states (``"582 feet (178 m)"`` is wrong).
     """
     preds, golds = parse_quantities(prediction), parse_quantities(gold)
-    return any(p.value == g.value and units_agree(p, g) for p in preds for g in golds)
+    return bool(preds) and all(
+        any(p.value == g.value and units_agree(p, g) for g in golds) for p in preds
+    )

@@ -77,6 +77,8 @@ def test_exact_credits_the_same_quantity(pred: str, gold: str) -> None:
         ("4/15/18", "04/15/18"),  # a date, not a fraction
         ("0.18", "0.1777"),
         ("1950", "5 January 1964"),
+        ("582 feet (178 m)", "582 feet (177 m)"),  # every stated quantity must be right
+        ("16,024 ft (4,884 m)", "4,884 m"),
     ],
 )
 def test_exact_rejects_a_different_quantity(pred: str, gold: str) -> None:
