@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from agentflow_env.rewards.quantity import parse_quantity
+from agentflow_env.rewards.quantity import parse_quantities, parse_quantity
 from agentflow_env.tasks.base import Task
 
 __all__ = ["Case", "cases_for"]
@@ -43,7 +43,7 @@ def _qa(file: str, task: Task) -> list[Case]:
         out.append((f"The {gold}", True, "article-added"))
     words = gold.split()
     q = parse_quantity(gold)
-    if len(words) >= 2 and q is None:  # a quantity's number alone is judged by its unit below
+    if len(words) >= 2 and not parse_quantities(gold):  # a quantity's number: see units below
         out.append((words[0], False, "first-word-only"))
     last = _LAST_INT.search(gold)
     if last:
@@ -137,7 +137,8 @@ def _mc(file: str, task: Task) -> list[Case]:
         ),
         (f"({L}) or ({W})", False, "two-letters"),
     ]
-    if len(text) >= 3 or re.fullmatch(r"-?\d+(\.\d+)?", text):  # "c" is no phrase to find
+    # An option of a letter or two ("c", "a,c") is no phrase to find in a sentence.
+    if len(re.sub(r"\W", "", text)) >= 3 or re.fullmatch(r"-?\d+(\.\d+)?", text):
         out.append((f"I would go with {text} here.", True, "option-text-in-sentence"))
     for j, other in enumerate(task.choices):
         if j != gi and other != text and _norm(other) == _norm(text):
