@@ -8,6 +8,7 @@ import importlib.util
 import threading
 import time
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
@@ -196,3 +197,20 @@ def test_parse_number_keeps_its_api() -> None:
 
     assert parse_number("2 million") == (Fraction(2_000_000), False)
     assert parse_number("\\frac{3}{4}") == (Fraction(3, 4), False)
+
+
+def test_symbolic_checker_reports_a_missing_library(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child that cannot import Math-Verify says why once; the checker then answers None."""
+    shadow = tmp_path / "math_verify"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('math_verify hidden for this test')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    checker = SymbolicChecker(timeout_s=5.0)
+    try:
+        assert checker.equal("2^5+1", "33") is None
+        assert checker.unavailable is not None and "hidden for this test" in checker.unavailable
+        assert checker.equal("2^5+1", "33") is None  # no new child per request
+    finally:
+        checker.close()
