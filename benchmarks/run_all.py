@@ -164,6 +164,39 @@ def _update(d: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _scorers(d: dict[str, Any]) -> list[Row]:
+    """Per benchmark file: how often ours and the reference agree with the case labels."""
+    if d.get("skipped"):
+        return [("skipped", str(d["skipped"]), "", "")]
+    rows: list[Row] = []
+    for f in d["files"]:
+        ref = f["reference_vs_label"]
+        rows.append(
+            (
+                f"{f['file']} ({f['cases']:,} cases): ours / {f['reference']} agree with labels",
+                f"{100 * f['ours_vs_label']:.1f}% / "
+                + ("n/a" if ref is None else f"{100 * ref:.1f}%"),
+                "",
+                "",
+            )
+        )
+    behind = [
+        f["file"]
+        for f in d["files"]
+        if f["reference_vs_label"] is not None and f["ours_vs_label"] < f["reference_vs_label"]
+    ]
+    rows.append(
+        (
+            f"all files ({d['cases']:,} cases): ours agrees with labels; at least the reference's",
+            f"{100 * d['ours_total_vs_label']:.1f}%"
+            + (f" (behind on {', '.join(behind)})" if behind else ""),
+            ">= reference, every file",
+            _ok(not behind),
+        )
+    )
+    return rows
+
+
 def _ok(flag: bool) -> str:
     return "yes" if flag else "NO"
 
@@ -175,6 +208,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[dict[str, Any]], list[Row]], list[str
     "vector_throughput": ("vector_throughput.py", _vector, []),
     "learning": ("learning.py", _learning, ["--jobs", "2"]),  # independent runs, one core each
     "update_throughput": ("update_throughput.py", _update, []),
+    "scorers": ("scorers.py", _scorers, []),
 }
 
 

@@ -16,7 +16,9 @@ their fields, not their file names:
 
 The authors' trailing instruction "When ready, output the final answer enclosed in <answer> ..."
 is removed from questions (the environment asks for that format itself); the raw text is kept in
-``metadata["raw_query"]``. Extra gold answers go to ``metadata["aliases"]``.
+``metadata["raw_query"]``. Extra gold answers go to ``metadata["aliases"]``. Multiple-choice items
+whose options repeat a text get ``metadata["duplicate_options"]`` (letter groups such as
+``[["A", "B"]]``) and one warning per load names them all.
 """
 
 from __future__ import annotations
@@ -145,6 +147,16 @@ def _with_options(question: str, choices: Sequence[str]) -> str:
     return f"{question}\nChoices:\n{listed}"
 
 
+def _duplicate_options(choices: Sequence[str]) -> list[list[str]]:
+    """Letter groups of options whose texts are identical (``[["A", "B"]]``): a defect of the
+    item (three GPQA items have one), reported at load time. The scorer treats the letters of
+    identical texts as the same answer."""
+    groups: dict[str, list[str]] = {}
+    for i, choice in enumerate(choices):
+        groups.setdefault(" ".join(choice.split()), []).append(_LETTERS[i])
+    return [letters for letters in groups.values() if len(letters) > 1]
+
+
 def _mc_task(record: Mapping[str, Any], where: str, base: dict[str, Any]) -> dict[str, Any]:
     """GPQA (``choices`` + ``answer_idx``) or MedQA (``options`` + answer text/letter)."""
     key = "choices" if "choices" in record else "options"
@@ -180,6 +192,9 @@ def _mc_task(record: Mapping[str, Any], where: str, base: dict[str, Any]) -> dic
         question = _with_options(_question_text(record, where)[0], choices)
     raw_answer = record.get("answer")
     base["metadata"]["raw_answer"] = raw_answer if isinstance(raw_answer, str) else _LETTERS[index]
+    duplicates = _duplicate_options(choices)
+    if duplicates:
+        base["metadata"]["duplicate_options"] = duplicates
     return {
         **base,
         "question": question.strip(),
@@ -357,6 +372,24 @@ def _ids(records: Sequence[Any], stem: str) -> list[str]:
     return [f"{stem}-{i}" for i in range(len(records))]
 
 
+def _report_duplicate_options(tasks: Sequence[Task], origin: str) -> None:
+    """One warning naming every item whose options repeat a text (``metadata["duplicate_options"]``
+    holds the letter groups, for callers that want to exclude or fix them)."""
+    items = [
+        f"{t.id} ({', '.join('='.join(g) for g in t.metadata['duplicate_options'])})"
+        for t in tasks
+        if t.metadata.get("duplicate_options")
+    ]
+    if items:
+        logger.warning(
+            "%s: %d multiple-choice item(s) have duplicated option texts (the letters of a "
+            "duplicate are the same answer; see metadata['duplicate_options']): %s",
+            origin,
+            len(items),
+            "; ".join(items),
+        )
+
+
 def _convert(
     records: Sequence[Any],
     stem: str,
@@ -377,6 +410,7 @@ def _convert(
         record_to_task(records[i], i, stem=stem, origin=origin, task_id=ids[i], scorer=scorer)
         for i in range(count)
     ]
+    _report_duplicate_options(tasks, origin)
     seen: dict[str, int] = {}
     for i, task in enumerate(tasks):
         if task.id in seen:

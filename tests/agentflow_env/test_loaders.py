@@ -83,8 +83,11 @@ def test_multiple_choice_mappings_gpqa_and_medqa() -> None:
         assert task.answer == "ABCD"[record["answer_idx"]]
         assert task.choices is not None and len(task.choices) == 4
         assert all(c in task.question for c in task.choices), "the query lists the options"
-        wrong = "ABCD"[(record["answer_idx"] + 1) % 4]
-        assert score(wrong, task) == 0.0
+        duplicated = {x for group in task.metadata.get("duplicate_options", []) for x in group}
+        for wrong in "ABCD":
+            same = wrong == task.answer or {wrong, task.answer} <= duplicated
+            assert score(wrong, task) == float(same), (task.id, wrong)
+            assert score(task.choices["ABCD".index(wrong)], task) == float(same), (task.id, wrong)
     medqa = load_tasks(SHARED / "medqa.json")
     for task, record in zip(medqa, _raw("medqa.json"), strict=False):
         assert (
@@ -92,6 +95,34 @@ def test_multiple_choice_mappings_gpqa_and_medqa() -> None:
             and task.choices["ABCD".index(task.answer)] == record["answer"].strip()
         )
         assert score(f"({task.answer})", task) == 1.0
+
+
+@needs_shared
+def test_duplicated_options_are_reported_at_load_time(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="agentflow_env.tasks.loaders"):
+        tasks = load_tasks(SHARED / "gpqa.json")
+    found = {
+        t.id: t.metadata["duplicate_options"] for t in tasks if t.metadata.get("duplicate_options")
+    }
+    # Items 14 and 286 repeat two wrong options; item 272 repeats the gold one ("200 mL").
+    assert found == {"gpqa-14": [["A", "D"]], "gpqa-272": [["A", "B"]], "gpqa-286": [["B", "D"]]}
+    [warning] = [r.getMessage() for r in caplog.records if "duplicated option" in r.getMessage()]
+    assert "gpqa.json: 3 multiple-choice item(s)" in warning
+    assert "gpqa-14 (A=D)" in warning and "gpqa-272 (A=B)" in warning
+    by_id = {t.id: t for t in tasks}
+    assert score("B", by_id["gpqa-272"]) == 1.0  # the same text as the key's option A
+    assert score("A", by_id["gpqa-14"]) == 0.0 and score("C", by_id["gpqa-14"]) == 1.0
+    assert not any("duplicate_options" in t.metadata for t in load_tasks(SHARED / "medqa.json"))
+
+
+def test_duplicated_options_in_records_are_reported(caplog: pytest.LogCaptureFixture) -> None:
+    record = {"question": "Pick", "choices": ["A. x", "B. y", "C. x "], "answer_idx": 1}
+    with caplog.at_level("WARNING", logger="agentflow_env.tasks.loaders"):
+        [task] = load_tasks([record])
+    assert task.metadata["duplicate_options"] == [["A", "C"]]
+    assert "records-0 (A=C)" in caplog.text
+    [clean] = load_tasks([{**record, "choices": ["A. x", "B. y", "C. X"]}])
+    assert "duplicate_options" not in clean.metadata  # case differs: two different options
 
 
 @needs_shared

@@ -12,6 +12,7 @@ from agentflow_env.rewards import (
     JudgeRequiredError,
     TaskScoringError,
     check_game24,
+    designated_options,
     exact_match,
     extract_answer,
     f1_score,
@@ -19,6 +20,8 @@ from agentflow_env.rewards import (
     multiple_choice_correct,
     normalize_answer,
     parse_number,
+    parse_quantity,
+    same_quantity,
     score,
 )
 from agentflow_env.tasks.base import Task
@@ -195,7 +198,6 @@ def test_game24_accepts_valid_solutions(expr: str, numbers: list[int]) -> None:
         "abs(-24)",
         "1+1+1+8",
         "8(1+1+1)",
-        "(1+1+1)*8; 24",
         "",
         "24",
         "(1+1)/(1-1)*8",
@@ -279,3 +281,89 @@ def test_huge_predictions_are_fast_and_score_zero(pred: str) -> None:
         assert score(pred, task) == 0.0
     # Generous bound: guards against quadratic regex scans (seconds or hours), not a benchmark.
     assert time.perf_counter() - start < 10.0
+
+
+# ------------------------------------------------------------------ issue 18: Game of 24 in prose
+
+
+@pytest.mark.parametrize(
+    ("expr", "numbers"),
+    [
+        ("(1+1+1)*8.", [1, 1, 1, 8]),  # a trailing period
+        ("The expression is (1+1+1)*8", [1, 1, 1, 8]),
+        ("Using 1, 1, 1 and 8: (1+1+1) \\times 8 = 24.", [1, 1, 1, 8]),
+        ("24 = 8 \\cdot (1+1+1)", [1, 1, 1, 8]),
+        ("\\frac{8}{3-\\frac{8}{3}}", [3, 3, 8, 8]),
+        ("$\\dfrac{8}{3 - 8 \\div 3}$", [3, 3, 8, 8]),
+        ("-1 + 5*5*1", [1, 1, 5, 5]),  # a leading minus
+        ("5×5 − 1×1", [1, 1, 5, 5]),  # unicode minus
+        ("5*5 — 1*1", [1, 1, 5, 5]),  # em dash as minus
+        ("(i.e. (1+1+1)*8)", [1, 1, 1, 8]),
+        ("(1+1+1)*8 = 3*8 = 24", [1, 1, 1, 8]),
+    ],
+)
+def test_game24_tolerates_prose_and_latex(expr: str, numbers: list[int]) -> None:
+    assert check_game24(expr, numbers)
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "8*3 and 1+1+1",  # no single expression uses every number
+        "The expression is (1+1+1)*8*1",
+        "1-(-1-1)*8",  # a minus that is not leading
+        "\\frac{8}{1+1+1}",
+        "(1+1+1)*8.5",
+        "(1+1+1)^8",
+    ],
+)
+def test_game24_still_checks_numbers_and_value(expr: str) -> None:
+    assert not check_game24(expr, [1, 1, 1, 8])
+
+
+# ------------------------------------------------------------------ issue 18: linear time
+
+MB = 1_000_000
+ADVERSARIAL = [
+    "Answer: x" + " " * MB,
+    "Answer: x" + " " * MB + "y",
+    "final" + " " * MB + "answer",
+    "answer " * (MB // 7),
+    "The answer is" + " " * MB + "(C",
+    "option" + "\t" * MB + "Z",
+    "C" + " " * MB + "or",
+    "A" + " " * MB + "x",
+    "(" + " " * MB,
+    "1," * (MB // 2),
+    "1 " * (MB // 2),
+    "5 " + "km " * (MB // 3),
+    "approximately " * (MB // 14),
+    "\\frac{" * (MB // 6),
+    "\\boxed{" * (MB // 7),
+    "<answer>Answer: (" + " " * MB + "</answer>",
+    "1+" * (MB // 2),
+    "x" * MB,
+]
+ENTRY_POINTS = {
+    "extract_answer": extract_answer,
+    "normalize_answer": normalize_answer,
+    "exact_match": lambda s: exact_match(s, "4,884 m"),
+    "f1_score": lambda s: f1_score(s, "Colorectal cancer"),
+    "math_equal": lambda s: math_equal(s, "33"),
+    "parse_number": parse_number,
+    "parse_quantity": parse_quantity,
+    "same_quantity": lambda s: same_quantity(s, "4,884 m"),
+    "multiple_choice_correct": lambda s: multiple_choice_correct(s, "C", ("a", "bb", "ccc", "d")),
+    "designated_options": lambda s: designated_options(s, ("a", "bb", "ccc", "d")),
+    "check_game24": lambda s: check_game24(s, [1, 1, 1, 8]),
+    "score": lambda s: [score(s, t) for t in JUNK_TASKS],
+}
+
+
+@pytest.mark.parametrize("name", sorted(ENTRY_POINTS))
+def test_every_entry_point_is_linear_on_1mb_adversarial_input(name: str) -> None:
+    for text in ADVERSARIAL:
+        start = time.perf_counter()
+        ENTRY_POINTS[name](text)
+        # A coarse hang guard, not a benchmark: quadratic scans take minutes to hours here.
+        assert time.perf_counter() - start < 5.0, (name, text[:30])

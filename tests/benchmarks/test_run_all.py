@@ -292,3 +292,42 @@ def test_summarize_only_writes_the_combined_json_with_the_machine(tmp_path: Path
     assert learning["status"] == "malformed" and learning["rows"] == [
         ["malformed learning.json", "missing key 'results'", "", "NO"]
     ]
+
+
+# ------------------------------------------------------------------------------------ scorers
+def _scorer_file(name: str, ours: float, ref: float | None, cases: int = 10) -> dict[str, Any]:
+    return {
+        "file": name,
+        "scorer": "mc",
+        "reference": "lm-eval MC filter",
+        "cases": cases,
+        "ours_vs_label": ours,
+        "reference_vs_label": ref,
+        "ours_vs_reference": None,
+    }
+
+
+def test_scorers_hand_made_rows_and_target() -> None:
+    data = {
+        "cases": 20,
+        "ours_total_vs_label": 0.95,
+        "files": [_scorer_file("gpqa.json", 1.0, 0.8), _scorer_file("amc23.json", 0.9, None)],
+    }
+    rows = summarize("scorers", data)
+    assert rows[0] == (
+        "gpqa.json (10 cases): ours / lm-eval MC filter agree with labels",
+        "100.0% / 80.0%",
+        "",
+        "",
+    )
+    assert rows[1][1] == "90.0% / n/a"  # no reference installed: not counted against ours
+    assert rows[2][1:] == ("95.0%", ">= reference, every file", "yes")
+    data["files"][0]["ours_vs_label"] = 0.7
+    assert summarize("scorers", data)[2][1:] == (
+        "95.0% (behind on gpqa.json)",
+        ">= reference, every file",
+        "NO",
+    )
+    assert summarize("scorers", {"skipped": "no files at x"}) == [
+        ("skipped", "no files at x", "", "")
+    ]
