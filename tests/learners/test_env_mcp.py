@@ -1,5 +1,6 @@
 """The trainer's ``env.tools`` takes MCP specs like any tool name: from a flag, a file or an
-override, into the vector env the rollouts use (a real MCP server: tests/tools/mcp_demo_server.py)."""
+override, into the vector env the rollouts use (a real MCP server:
+tests/tools/mcp_demo_server.py)."""
 
 from __future__ import annotations
 

@@ -89,7 +89,8 @@ def _serve(args: argparse.Namespace) -> int:
     host, port = args.http or ("127.0.0.1", 0)
 
     def ready(where: str) -> None:  # stderr: on stdio, stdout is the protocol's
-        sys.stderr.write(f"serving {', '.join(args.tools)} over MCP at {where}\n")
+        place = "on stdio" if where == "stdio" else f"at {where}"
+        sys.stderr.write(f"serving {', '.join(args.tools)} over MCP {place}\n")
         sys.stderr.flush()
 
     def make() -> Any:

@@ -298,6 +298,9 @@ class MCPConnection:
         try:
             ready.result(timeout=self.connect_timeout_s + _CALL_GRACE_S)
         except BaseException as exc:
+            if not isinstance(exc, Exception):  # e.g. KeyboardInterrupt: stop, then let it go
+                self._end(session)
+                raise
             log = self._log_excerpt(session)
             note = f"\nserver stderr:\n{log}" if log else ""
             self._end(session)
