@@ -20,6 +20,17 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = ["ToolCard", "ToolDemo", "ToolResult", "Tool", "TextGenerator", "normalize_tool_name"]
 
 
+_JSON_TYPES = {
+    "str": "string",
+    "int": "integer",
+    "float": "number",
+    "bool": "boolean",
+    "list": "array",
+    "dict": "object",
+}
+"""the Python type names a card's ``input_types`` start with -> JSON Schema types"""
+
+
 class ToolDemo(BaseModel):
     """One example call shown to the planner."""
 
@@ -71,13 +82,31 @@ class ToolCard(BaseModel):
             return str(required[0])
         return None
 
+    def json_schema(self) -> dict[str, Any]:
+        """The inputs as JSON Schema: ``input_schema`` when set, else one property per
+        ``input_types`` entry (typed by its ``"str - ..."`` prefix), the primary input required.
+        What a constrained executor call or an MCP listing is built from."""
+        if self.input_schema is not None:
+            return dict(self.input_schema)
+        properties: dict[str, Any] = {}
+        for key, text in self.input_types.items():
+            prefix, _, meaning = text.partition(" - ")
+            prop: dict[str, Any] = {"description": (meaning or text).strip()}
+            if prefix.strip() in _JSON_TYPES:
+                prop["type"] = _JSON_TYPES[prefix.strip()]
+            properties[key] = prop
+        properties.setdefault(self.primary_input, {"type": "string"})
+        return {
+            "type": "object",
+            "properties": properties,
+            "required": [self.primary_input],
+            "additionalProperties": False,
+        }
+
     def input_template(self) -> str:
         """The inputs as a JSON object with a type placeholder per value, required ones first:
         ``{"a": <integer>, "b": <integer>, "note": <string, optional>}``."""
-        schema = self.input_schema or {
-            "properties": {name: {"type": "string"} for name in self.input_types},
-            "required": list(self.input_types),
-        }
+        schema = self.json_schema()
         properties = schema.get("properties") or {}
         required = [name for name in schema.get("required") or [] if name in properties]
         parts = []

@@ -17,6 +17,7 @@ from agentflow_env.modules import (
     parse_executor_output,
 )
 from tools.base import ToolCard
+from tools.python_coder import PYTHON_CODER_CARD
 
 ADD = ToolCard(
     name="add",
@@ -114,3 +115,14 @@ def test_the_llm_executors_command_form_follows_the_same_rule() -> None:
 
 def test_command_inputs_keeps_the_raw_text() -> None:
     assert command_inputs(ADD, '{"a": 1, "b": 1}', raw="the LLM said").raw == "the LLM said"
+
+
+def test_every_card_has_a_json_schema() -> None:
+    assert ADD.json_schema() == ADD.input_schema
+    schema = PYTHON_CODER_CARD.json_schema()
+    assert schema["properties"]["code"]["type"] == "string" and schema["required"] == ["code"]
+    card = ToolCard(name="T", description="d", input_types={"n": "int - a count", "q": "text"})
+    schema = card.json_schema()  # primary input "query" is not among the inputs: added
+    assert schema["properties"]["n"] == {"description": "a count", "type": "integer"}
+    assert schema["properties"]["q"] == {"description": "text"}
+    assert schema["required"] == ["query"]

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,8 +152,14 @@ def test_a_server_that_exits_mid_call_is_restarted_and_reaped() -> None:
     assert process_gone(second)
 
 
+def _loop_threads() -> int:
+    return sum(thread.name == "mcp-client" for thread in threading.enumerate())
+
+
 def test_closing_the_last_tool_stops_the_server() -> None:
+    threads = _loop_threads()
     tools = by_name(mcp_tools(DEMO_COMMAND, include=["pid", "add"]))
+    assert _loop_threads() == threads + 1  # the connection's event loop
     server_pid = int(tools["pid"].execute().output)
     tools["pid"].close()
     assert tools["add"].execute(a=1, b=2).output == "3"  # the other tool still holds it
@@ -160,6 +167,7 @@ def test_closing_the_last_tool_stops_the_server() -> None:
     tools["add"].close()
     assert tools["add"].connection.closed
     assert process_gone(server_pid, within_s=2.0)
+    assert _loop_threads() == threads  # and its thread is gone
 
 
 def test_the_server_gets_only_the_env_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:

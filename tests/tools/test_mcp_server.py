@@ -20,9 +20,7 @@ import anyio  # noqa: E402
 from mcp import Client, StdioServerParameters  # noqa: E402
 
 from tests.conftest import REPO_ROOT  # noqa: E402
-from tools.base import ToolCard  # noqa: E402
 from tools.mcp import mcp_tools  # noqa: E402
-from tools.mcp.schema import schema_from_card  # noqa: E402
 from tools.python_coder import PYTHON_CODER_CARD  # noqa: E402
 
 CORPUS = [
@@ -56,16 +54,6 @@ def _serve_args(corpus: Path, *extra: str) -> list[str]:
 
 def _text(result: Any) -> str:
     return "\n".join(block.text for block in result.content)
-
-
-def test_card_schemas() -> None:
-    schema = schema_from_card(PYTHON_CODER_CARD)
-    assert schema["properties"]["code"]["type"] == "string" and schema["required"] == ["code"]
-    card = ToolCard(name="T", description="d", input_types={"n": "int - a count", "q": "text"})
-    schema = schema_from_card(card)  # primary input "query" is not among the inputs: added
-    assert schema["properties"]["n"] == {"description": "a count", "type": "integer"}
-    assert schema["properties"]["q"] == {"description": "text"}
-    assert schema["required"] == ["query"]
 
 
 def test_the_sdk_client_lists_and_calls_the_served_tools(corpus: Path) -> None:

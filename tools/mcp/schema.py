@@ -1,8 +1,7 @@
 """Between MCP's JSON shapes and this project's tool types, both directions.
 
 - an MCP tool listing (name, description, ``inputSchema``) -> a :class:`~tools.base.ToolCard`
-  (:func:`card_from_listing`), and a card -> the ``inputSchema`` this project's server lists
-  (:func:`schema_from_card`);
+  (:func:`card_from_listing`; the other way is :meth:`ToolCard.json_schema`);
 - arguments checked against an input schema (:class:`ArgumentCheck`, jsonschema), so a planner's
   wrong argument types become a clear error result before anything is sent;
 - a ``tools/call`` result's content blocks -> the text the planner reads (:func:`result_text`).
@@ -22,19 +21,9 @@ import mcp_types
 
 from tools.base import ToolCard
 
-__all__ = ["ArgumentCheck", "card_from_listing", "result_text", "schema_from_card", "JSON_TYPES"]
+__all__ = ["ArgumentCheck", "card_from_listing", "result_text"]
 
 logger = logging.getLogger(__name__)
-
-JSON_TYPES: dict[str, str] = {
-    "str": "string",
-    "int": "integer",
-    "float": "number",
-    "bool": "boolean",
-    "list": "array",
-    "dict": "object",
-}
-"""the Python type names a card's ``input_types`` start with -> JSON Schema types"""
 
 _DESCRIPTION_CHARS = 2_000
 """a longer server description is cut in the card (every planner prompt carries it)"""
@@ -81,31 +70,6 @@ def card_from_listing(tool: mcp_types.Tool, name: str) -> ToolCard:
     if text_input is None:
         practices = (f"Give the inputs as one JSON object: {card.input_template()}",)
     return card.model_copy(update={"primary_input": first, "best_practices": practices})
-
-
-# ------------------------------------------------------------------------ card -> schema
-def schema_from_card(card: ToolCard) -> dict[str, Any]:
-    """The ``inputSchema`` of a card: its own ``input_schema``, else one property per
-    ``input_types`` entry (typed by its ``"str - ..."`` prefix), with the primary input
-    required."""
-    if card.input_schema is not None:
-        return dict(card.input_schema)
-    properties: dict[str, Any] = {}
-    for key, text in card.input_types.items():
-        prefix, _, meaning = text.partition(" - ")
-        prop: dict[str, Any] = {"description": (meaning or text).strip()}
-        kind = JSON_TYPES.get(prefix.strip())
-        if kind is not None:
-            prop["type"] = kind
-        properties[key] = prop
-    if card.primary_input not in properties:
-        properties[card.primary_input] = {"type": "string"}
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": [card.primary_input],
-        "additionalProperties": False,
-    }
 
 
 # ------------------------------------------------------------------------ argument checks

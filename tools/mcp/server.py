@@ -2,7 +2,7 @@
 
 Each Tool becomes an MCP tool: its card's name, the rendered card (description, inputs, output,
 examples, limitations, best practices) as its description, and an input schema from the card
-(:func:`~tools.mcp.schema.schema_from_card`). A call checks the arguments against that schema,
+(:meth:`~tools.base.ToolCard.json_schema`). A call checks the arguments against that schema,
 then runs ``execute`` (in a worker thread unless the tool ``runs_inline``) and answers with its
 text; an error result is an ``isError`` answer. The tools do what they do in the env: the
 Python sandbox keeps every limit it was built with (timeout, memory, no network, no host
@@ -25,7 +25,7 @@ from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 
 from tools.base import Tool, ToolResult
-from tools.mcp.schema import ArgumentCheck, schema_from_card
+from tools.mcp.schema import ArgumentCheck
 
 __all__ = ["build_server", "serve", "tool_description"]
 
@@ -58,7 +58,7 @@ def build_server(tools: Sequence[Tool], *, name: str = "agentflow-gym") -> Serve
         mcp_types.Tool(
             name=tool.card.name,
             description=tool_description(tool),
-            input_schema=schema_from_card(tool.card),
+            input_schema=tool.card.json_schema(),
         )
         for tool in tools
     ]
