@@ -60,9 +60,10 @@ class ToolCard(BaseModel):
     primary_input: str = "query"
     """the input that a direct-mode command (the planner's ``Command:`` or sub-goal) fills"""
     input_schema: dict[str, Any] | None = None
-    """JSON Schema of the inputs (an MCP tool's ``inputSchema``); None: each input is the string
+    """JSON Schema of the inputs (an MCP tool's ``inputSchema``); None: the inputs are what
     ``input_types`` describes. Executors read it through :meth:`text_input` and
-    :meth:`input_template`; a constrained executor call can be built from it."""
+    :meth:`input_template`; :meth:`json_schema` gives a schema for every card (what a
+    constrained executor call can be built from)."""
     demo_commands: tuple[ToolDemo, ...] = ()
     limitations: tuple[str, ...] = ()
     best_practices: tuple[str, ...] = ()

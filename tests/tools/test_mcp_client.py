@@ -5,6 +5,7 @@ errors, timeouts, a server that exits mid-call, reconnecting, and no process lef
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -150,6 +151,26 @@ def test_a_server_that_exits_mid_call_is_restarted_and_reaped() -> None:
         for tool in tools.values():
             tool.close()
     assert process_gone(second)
+
+
+def test_a_server_killed_between_calls_is_restarted_before_the_next_one() -> None:
+    tools = by_name(mcp_tools(DEMO_COMMAND, include=["pid", "add"]))
+    try:
+        first = int(tools["pid"].execute().output)
+        os.kill(first, signal.SIGKILL)
+        assert process_gone(first)
+        connection = tools["add"].connection
+        deadline = time.monotonic() + 10
+        while connection.connected and time.monotonic() < deadline:
+            time.sleep(0.02)  # the client reads the end of the server's output
+        assert not connection.connected
+        # the dead session was noticed: this call goes to a new server, not to an error
+        assert tools["add"].execute(a=1, b=2).output == "3"
+        second = int(tools["pid"].execute().output)
+        assert second != first
+    finally:
+        for tool in tools.values():
+            tool.close()
 
 
 def _loop_threads() -> int:

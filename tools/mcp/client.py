@@ -431,6 +431,12 @@ class MCPConnection:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def connected(self) -> bool:
+        """Whether a session is up now (False once the server exited, until a call reconnects)."""
+        session = self._session
+        return session is not None and session.alive and session.client is not None
+
     def close(self) -> None:
         """End the session (a stdio server is stopped and reaped) and the loop. Idempotent."""
         with self._lock:
