@@ -182,7 +182,8 @@ class EnvConfig(BaseModel):
     documents: Documents = None
     """corpus Search_Tool indexes ([{"title", "text"}, ...]); None: the generated task set's"""
     tools: Tools = None
-    """tool names (agentflow_env.tool_registry.TOOL_FACTORIES) or Tool objects; None: the
+    """tool names (agentflow_env.tool_registry.TOOL_FACTORIES), MCP servers ("mcp:python
+    server.py", "mcp+http://127.0.0.1:8765/mcp": every tool they list) or Tool objects; None: the
     family's tools"""
     max_turns: int = Field(10, ge=1)
     """planner turns per episode (the generator still answers at the limit)"""

@@ -15,6 +15,7 @@ error recorded in ``info`` and memory, never a crash and never silent.
 from __future__ import annotations
 
 import ast
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ __all__ = [
     "PlannerGenerator",
     "LLMGenerator",
     "QueryAnalyzer",
+    "command_inputs",
     "parse_executor_output",
     "parse_verifier_output",
     "parse_generator_output",
@@ -80,17 +82,42 @@ class Executor:
         """Release resources (engines are owned by the caller and not closed here)."""
 
 
-def _direct_input(call: ExecutorCall) -> str:
-    text = call.action.tool_input
-    # Code tools get the body of a fenced block; search tools get the text as written.
-    return strip_code_fence(text) if "```" in text else text
+def command_inputs(card: ToolCard, text: str, raw: str | None = None) -> ExecutorOutput:
+    """A command's tool inputs: the text itself for a tool that takes text
+    (:meth:`ToolCard.text_input`), else the JSON object the command must be.
+
+    Code tools get the body of a fenced block; search tools get the text as written. The JSON
+    object is only parsed here: the tool checks it against its input schema. A tool without
+    inputs takes any text (a planner's sub-goal fills an empty command) as no inputs.
+    """
+    body = strip_code_fence(text) if "```" in text else text
+    key = card.text_input()
+    if key is not None:
+        return ExecutorOutput(inputs={key: body}, raw=raw)
+    if not body.strip():
+        return ExecutorOutput(inputs={}, raw=raw)
+    try:
+        inputs = json.loads(body)
+    except json.JSONDecodeError as exc:
+        inputs, problem = None, f"it is not JSON ({exc})"
+    else:
+        problem = None if isinstance(inputs, dict) else f"it is a JSON {type(inputs).__name__}"
+    if problem is not None and not (card.input_schema or {}).get("properties"):
+        return ExecutorOutput(inputs={}, raw=raw)  # a tool without inputs: nothing to fill
+    if problem is not None:
+        return ExecutorOutput(
+            error=f"{card.name} takes a JSON object of its inputs, {card.input_template()}, "
+            f"as the command; {problem}",
+            raw=raw,
+        )
+    return ExecutorOutput(inputs=inputs, raw=raw)
 
 
 class DirectExecutor(Executor):
     mode = "direct"
 
     def commands(self, calls: Sequence[ExecutorCall]) -> list[ExecutorOutput]:
-        return [ExecutorOutput(inputs={c.card.primary_input: _direct_input(c)}) for c in calls]
+        return [command_inputs(c.card, c.action.tool_input) for c in calls]
 
 
 _EXECUTE_CALL = re.compile(r"tool\.execute\s*\(", re.IGNORECASE)
@@ -129,8 +156,8 @@ def parse_executor_output(text: str, card: ToolCard) -> ExecutorOutput:
     )
     if command and command.group(1).strip():
         value = command.group(1).strip()
-        value = strip_code_fence(value) if "```" in value else value.strip("`").strip()
-        return ExecutorOutput(inputs={card.primary_input: value}, raw=text)
+        value = value if "```" in value else value.strip("`").strip()
+        return command_inputs(card, value, raw=text)
     return ExecutorOutput(
         error="executor output has neither tool.execute(...) nor 'Command:'", raw=text
     )

@@ -3,7 +3,13 @@
 ``tools=["Search_Tool", ...]`` in an env's settings are keys of :data:`TOOL_FACTORIES`. A key
 that ends with ``:`` is a prefix: a spec such as ``"mcp:python server.py"`` is looked up by its
 exact name first, then by its prefix (``"mcp:"``), and the factory gets the text after the
-prefix as :attr:`ToolContext.argument`. :func:`register_tool` adds an entry.
+prefix as :attr:`ToolContext.argument`. :func:`register_tool` adds an entry. A factory may
+return several tools (an MCP server's): they all join the env.
+
+MCP servers (``pip install 'agentflow-gym[mcp]'``): ``"mcp:python my_server.py"`` starts a stdio
+server, ``"mcp+http://127.0.0.1:8765/mcp"`` (or ``mcp+https://``) connects to a streamable-HTTP
+one; every tool the server lists joins the env. Their ``tool_kwargs`` entry (keyed by the spec)
+holds :func:`tools.mcp.mcp_tools` arguments, e.g. ``{"timeout_s": 10, "name_prefix": "calc_"}``.
 
 A factory takes ``(settings, context)``: ``settings`` are the tool's ``tool_kwargs`` entry (a
 fresh dict it may change), ``context`` what the env knows that a tool may need (the corpus, the
@@ -52,7 +58,7 @@ class ToolContext:
     """the env's per-call tool timeout"""
 
 
-ToolFactory = Callable[[dict[str, Any], ToolContext], Tool]
+ToolFactory = Callable[[dict[str, Any], ToolContext], Tool | Sequence[Tool]]
 
 
 # ------------------------------------------------------------------------------- factories
@@ -103,11 +109,27 @@ def _base_generator_tool(settings: dict[str, Any], ctx: ToolContext) -> Tool:
     return BaseGeneratorTool(**settings)
 
 
+def _mcp_tools(settings: dict[str, Any], ctx: ToolContext) -> Sequence[Tool]:
+    """``mcp:COMMAND`` (stdio) or ``mcp+http(s)://URL``: every tool the server lists."""
+    try:
+        from tools.mcp import mcp_tools
+    except ModuleNotFoundError as exc:  # the optional extra
+        raise ValueError(f"{ctx.spec!r}: {exc}") from exc
+    server = ctx.spec.removeprefix("mcp+") if ctx.spec.startswith("mcp+") else ctx.argument
+    if not server:
+        raise ValueError(f"{ctx.spec!r} names no server: write e.g. 'mcp:python my_server.py'")
+    settings.setdefault("timeout_s", ctx.timeout_s)
+    return mcp_tools(server, **settings)
+
+
 TOOL_FACTORIES: dict[str, ToolFactory] = {
     "Search_Tool": _search_tool,
     "Wikipedia_Search_Tool": _wikipedia_search_tool,
     "Python_Coder_Tool": _python_coder_tool,
     "Base_Generator_Tool": _base_generator_tool,
+    "mcp:": _mcp_tools,
+    "mcp+http:": _mcp_tools,
+    "mcp+https:": _mcp_tools,
 }
 """tool name -> factory; keys ending in ``:`` are spec prefixes (see the module docstring)"""
 
@@ -145,7 +167,8 @@ def build_tools(
     engine: Callable[[], Engine | None] = _no_engine,
     timeout_s: float = 60.0,
 ) -> list[Tool]:
-    """Tools for ``specs`` (names/specs built by their factory, Tool objects kept as given)."""
+    """Tools for ``specs`` (names/specs built by their factory, Tool objects kept as given; a
+    factory's list of tools joins in order)."""
     built: list[Tool] = []
     made: list[Tool] = []  # built here: closed again if a later one fails
     try:
@@ -155,8 +178,10 @@ def build_tools(
                 continue
             factory, argument = find_factory(spec)
             context = ToolContext(spec, argument, documents, engine, timeout_s)
-            made.append(factory(dict(tool_kwargs.get(spec, {})), context))
-            built.append(made[-1])
+            product = factory(dict(tool_kwargs.get(spec, {})), context)
+            several = isinstance(product, Sequence)
+            made.extend(product if several else [product])  # type: ignore[list-item]
+            built.extend(product if several else [product])  # type: ignore[list-item]
     except BaseException:
         for tool in made:
             close = getattr(tool, "close", None)

@@ -10,6 +10,7 @@ This module is the bottom of the import graph: ``tools`` never imports ``agentfl
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -17,6 +18,17 @@ from typing import Any, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["ToolCard", "ToolDemo", "ToolResult", "Tool", "TextGenerator", "normalize_tool_name"]
+
+
+_JSON_TYPES = {
+    "str": "string",
+    "int": "integer",
+    "float": "number",
+    "bool": "boolean",
+    "list": "array",
+    "dict": "object",
+}
+"""the Python type names a card's ``input_types`` start with -> JSON Schema types"""
 
 
 class ToolDemo(BaseModel):
@@ -47,9 +59,64 @@ class ToolCard(BaseModel):
     output_type: str = "str"
     primary_input: str = "query"
     """the input that a direct-mode command (the planner's ``Command:`` or sub-goal) fills"""
+    input_schema: dict[str, Any] | None = None
+    """JSON Schema of the inputs (an MCP tool's ``inputSchema``); None: the inputs are what
+    ``input_types`` describes. Executors read it through :meth:`text_input` and
+    :meth:`input_template`; :meth:`json_schema` gives a schema for every card (what a
+    constrained executor call can be built from)."""
     demo_commands: tuple[ToolDemo, ...] = ()
     limitations: tuple[str, ...] = ()
     best_practices: tuple[str, ...] = ()
+
+    def text_input(self) -> str | None:
+        """The input a plain-text command fills, or None when the command is a JSON object.
+
+        Without ``input_schema``: ``primary_input``. With one: its only required input when that
+        is a string; any other shape (several required inputs, a number, none) takes a JSON
+        object of the inputs.
+        """
+        if self.input_schema is None:
+            return self.primary_input
+        required = self.input_schema.get("required") or []
+        properties = self.input_schema.get("properties") or {}
+        if len(required) == 1 and (properties.get(required[0]) or {}).get("type") == "string":
+            return str(required[0])
+        return None
+
+    def json_schema(self) -> dict[str, Any]:
+        """The inputs as JSON Schema: ``input_schema`` when set, else one property per
+        ``input_types`` entry (typed by its ``"str - ..."`` prefix), the primary input required.
+        What a constrained executor call or an MCP listing is built from."""
+        if self.input_schema is not None:
+            return dict(self.input_schema)
+        properties: dict[str, Any] = {}
+        for key, text in self.input_types.items():
+            prefix, _, meaning = text.partition(" - ")
+            prop: dict[str, Any] = {"description": (meaning or text).strip()}
+            if prefix.strip() in _JSON_TYPES:
+                prop["type"] = _JSON_TYPES[prefix.strip()]
+            properties[key] = prop
+        properties.setdefault(self.primary_input, {"type": "string"})
+        return {
+            "type": "object",
+            "properties": properties,
+            "required": [self.primary_input],
+            "additionalProperties": False,
+        }
+
+    def input_template(self) -> str:
+        """The inputs as a JSON object with a type placeholder per value, required ones first:
+        ``{"a": <integer>, "b": <integer>, "note": <string, optional>}``."""
+        schema = self.json_schema()
+        properties = schema.get("properties") or {}
+        required = [name for name in schema.get("required") or [] if name in properties]
+        parts = []
+        for name in required + [n for n in properties if n not in required]:
+            kind = (properties[name] or {}).get("type", "value")
+            kind = "|".join(kind) if isinstance(kind, list) else str(kind)
+            optional = "" if name in required else ", optional"
+            parts.append(f"{json.dumps(name)}: <{kind}{optional}>")
+        return "{" + ", ".join(parts) + "}"
 
     def render(self) -> str:
         """The card as prompt text (stable across runs: observations must be deterministic)."""

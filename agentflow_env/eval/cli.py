@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--tools",
         type=lambda v: [t.strip() for t in v.split(",") if t.strip()],
-        help="comma-separated tool names (default: chosen per data file)",
+        help="comma-separated tool names or MCP servers (mcp:COMMAND, mcp+http://HOST:PORT/mcp)"
+        " (default: chosen per data file)",
     )
     add("--corpus", help="JSONL corpus (title, text) for the search tools")
     add("--episodes", type=int, help="number of episodes (default: every task)")

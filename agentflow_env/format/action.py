@@ -90,7 +90,7 @@ _LABEL = re.compile(
 _ANSWER = re.compile(
     re.escape(ANSWER_OPEN) + "(.*?)" + re.escape(ANSWER_CLOSE), re.IGNORECASE | re.DOTALL
 )
-_FENCE = re.compile(r"```[ \t]*(?:python|py)?[ \t]*\n(.*?)```", re.IGNORECASE | re.DOTALL)
+_FENCE = re.compile(r"```[ \t]*(?:python|py|json)?[ \t]*\n(.*?)```", re.IGNORECASE | re.DOTALL)
 _FENCED = re.compile(r"```.*?(?:```|$)", re.DOTALL)
 _PROSE = ("justification", "context", "sub_goal")
 
