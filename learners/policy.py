@@ -4,10 +4,14 @@ Token-in / token-out: :meth:`Policy.generate` takes prompt token ids and returns
 token ids with their log-probs; the learner keeps those ids, and :meth:`Policy.score` computes
 log-probs of exactly those ids again for the loss. Decoded text only goes to the environment.
 
-Generation backends: :class:`HFGenerator` (transformers ``generate`` with a KV cache, batched,
-CPU or GPU) and :class:`VLLMGenerator` (vLLM in-process on a GPU, weights synced after each
-update; written against vLLM's offline ``LLM`` API, imported lazily, not exercised here because
-this machine has no GPU).
+Generation runs through the environment's own backends (:mod:`agentflow_env.llm`), the same code
+its engines use: :class:`HFGenerator` puts an :class:`~agentflow_env.llm.hf_backend.HFBackend`
+around the very model being trained (transformers ``generate``, batched, per-context seeds, CPU
+or GPU), :class:`VLLMGenerator` a :class:`~agentflow_env.llm.vllm_backend.VLLMBackend` (vLLM
+in-process on a GPU, weights synced after each update; imported lazily, not exercised here
+because this machine has no GPU). Log-probs are ``log_softmax(logits / temperature)`` at each
+sampled token, the distribution the loss recomputes (with ``top_p < 1`` the sampled distribution
+is narrower than that one).
 
 Under FSDP (:meth:`Policy.shard`) the weights are sharded across ranks: transformers generation
 must run inside :meth:`Policy.gathered` (entered by every rank at the same point), and the
@@ -19,15 +23,24 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
+from agentflow_env.llm.base import SamplingParams, TokenCompletion, TokenPrompt
+from agentflow_env.llm.hf_backend import (
+    HFBackend,
+    derive_seed,
+    eos_token_ids,
+    load_causal_lm,
+    load_tokenizer,
+    pad_token_id,
+)
 from learners.distributed import FSDPShards, fsdp_shard, full_tensor, transformer_blocks
 from learners.logits import entropy_from_logits
 
@@ -43,7 +56,9 @@ __all__ = [
     "resolve_device",
 ]
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+GenerationOutput = TokenCompletion
+"""One sampled response: ids (including the stop token, when one was sampled), their log-probs,
+the decoded text and the finish reason ("stop" or "length")."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -61,17 +76,25 @@ class SamplingSettings:
     top_p: float = 1.0
     max_new_tokens: int = 64
     seed: int = 0
+    """context ``i`` of a generate call samples with ``derive_seed(seed, i)``"""
 
 
-@dataclass
-class GenerationOutput:
-    """One sampled response: ids (including the stop token, when one was sampled) and log-probs."""
-
-    token_ids: list[int]
-    logprobs: list[float]
-    text: str
-    finish_reason: Literal["stop", "length"]
-    extra: dict[str, Any] = field(default_factory=dict)
+def token_prompts(
+    contexts: Sequence[Sequence[int]], settings: SamplingSettings
+) -> list[TokenPrompt]:
+    """One backend prompt per context, each with its own seed derived from ``settings.seed``."""
+    if any(len(c) == 0 for c in contexts):
+        raise ValueError("every context needs at least one token")
+    sampling = SamplingParams(
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        max_tokens=settings.max_new_tokens,
+        logprobs=True,
+    )
+    return [
+        TokenPrompt(prompt_ids=list(c), sampling=sampling, seed=derive_seed(settings.seed, i))
+        for i, c in enumerate(contexts)
+    ]
 
 
 class ActionScorer(nn.Module):
@@ -109,17 +132,30 @@ class Generator(Protocol):
 
 
 class HFGenerator:
-    """Batched sampling with transformers ``generate`` (left padding, KV cache).
+    """Transformers generation from the policy's own model, through the env's :class:`HFBackend`.
 
-    Sampling draws from torch's global generator inside ``torch.random.fork_rng`` seeded from
-    ``settings.seed``: the caller's random state is untouched and runs are reproducible.
-    Log-probs are ``log_softmax(logits / temperature)`` of the raw logits at each sampled token:
-    with ``top_p == 1`` that is the distribution sampled from and the one the loss uses.
+    Every context samples from its own seed (``derive_seed(settings.seed, i)``): the same
+    settings give the same samples whatever the batch, and the caller's random state is
+    untouched.
     """
 
     def __init__(self, policy: Policy, max_batch_size: int = 64) -> None:
-        self.policy = policy
-        self.max_batch_size = max_batch_size
+        self.backend = HFBackend(
+            policy.causal_lm,
+            policy.tokenizer,
+            max_batch_size=max_batch_size,
+            logprobs_mode="temperature",
+            device=policy.device,
+        )
+
+    @property
+    def max_batch_size(self) -> int:
+        """contexts per ``model.generate`` call (grouped by length)"""
+        return self.backend.max_batch_size
+
+    @max_batch_size.setter
+    def max_batch_size(self, value: int) -> None:
+        self.backend.max_batch_size = value
 
     def sync_weights(self, model: nn.Module) -> None:
         """Nothing to do: this backend samples from the trained module itself."""
@@ -127,79 +163,15 @@ class HFGenerator:
     def generate(
         self, contexts: Sequence[Sequence[int]], settings: SamplingSettings
     ) -> list[GenerationOutput]:
-        # Chunks of similar lengths: left padding to the longest context of a chunk is wasted work
-        # in the prefill and in every decoding step's attention.
-        order = sorted(range(len(contexts)), key=lambda i: len(contexts[i]))
-        outs: list[GenerationOutput | None] = [None] * len(contexts)
-        for start in range(0, len(order), self.max_batch_size):
-            idx = order[start : start + self.max_batch_size]
-            for i, out in zip(
-                idx,
-                self._generate_chunk([contexts[i] for i in idx], settings, settings.seed + start),
-                strict=False,
-            ):
-                outs[i] = out
-        return outs  # type: ignore[return-value]
-
-    @torch.no_grad()
-    def _generate_chunk(
-        self, contexts: Sequence[Sequence[int]], settings: SamplingSettings, seed: int
-    ) -> list[GenerationOutput]:
-        pol = self.policy
-        if any(len(c) == 0 for c in contexts):
-            raise ValueError("every context needs at least one token")
-        width = max(len(c) for c in contexts)
-        ids = torch.full((len(contexts), width), pol.pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, c in enumerate(contexts):
-            ids[r, width - len(c) :] = torch.as_tensor(list(c), dtype=torch.long)
-            mask[r, width - len(c) :] = 1
-        greedy = settings.temperature == 0
-        kwargs: dict[str, Any] = dict(
-            max_new_tokens=settings.max_new_tokens,
-            do_sample=not greedy,
-            eos_token_id=pol.eos_ids,
-            pad_token_id=pol.pad_id,
-            output_logits=True,
-            return_dict_in_generate=True,
-            use_cache=True,
-            # transformers turns synced_gpus on for FSDP modules (a per-token collective); ranks
-            # generate different numbers of times, and Policy.gathered() already holds full weights.
-            synced_gpus=False,
-        )
-        if not greedy:
-            kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
-        model = pol.model
-        was_training = model.training
-        model.eval()
-        devices = [pol.device.index or 0] if pol.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            result = model.generate(
-                input_ids=ids.to(pol.device), attention_mask=mask.to(pol.device), **kwargs
-            )
-        model.train(was_training)
-        new = result.sequences[:, width:].cpu()
-        logits = torch.stack(result.logits, dim=1).float().cpu()  # [B, steps, V]
-        temp = settings.temperature if not greedy else 1.0
-        logp = torch.log_softmax(logits / temp, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
-        return [self._trim(new[r].tolist(), logp[r].tolist()) for r in range(len(contexts))]
-
-    def _trim(self, ids: list[int], logps: list[float]) -> GenerationOutput:
-        eos = set(self.policy.eos_ids)
-        for k, tok in enumerate(ids):
-            if tok in eos:
-                ids, logps = ids[: k + 1], logps[: k + 1]
-                return GenerationOutput(ids, logps, self.policy.decode(ids), "stop")
-        return GenerationOutput(ids, logps, self.policy.decode(ids), "length")
+        return self.backend.generate(token_prompts(contexts, settings))
 
 
 class VLLMGenerator:
-    """vLLM in-process (``vllm.LLM``) on a GPU, prompts given as token ids.
+    """vLLM in-process on a GPU through the env's :class:`VLLMBackend`, prompts as token ids.
 
     After each optimizer update :meth:`sync_weights` loads the trainer's weights into vLLM's
-    model. Written against vLLM's offline API (``LLM``, ``SamplingParams``, ``TokensPrompt``);
-    NOT verified on this machine (no GPU, and vllm pins another torch).
+    model. Log-probs are vLLM's ``processed_logprobs`` (after temperature). NOT verified on this
+    machine (no GPU, and vllm pins another torch).
     """
 
     def __init__(
@@ -211,21 +183,16 @@ class VLLMGenerator:
         max_model_len: int | None = None,
         seed: int = 0,
     ) -> None:
-        try:
-            import vllm  # noqa: F401 - lazy: an optional extra that needs a GPU
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ImportError(
-                "rollout.backend='vllm' needs vllm: pip install 'agentflow-gym[vllm]' "
-                "on a CUDA machine, or use --rollout.backend transformers"
-            ) from exc
+        from agentflow_env.llm.vllm_backend import VLLMBackend, import_vllm
+
+        import_vllm()  # a missing vllm says how to install it before the GPU check
         if not torch.cuda.is_available():
             raise RuntimeError(
                 "rollout.backend='vllm' needs a CUDA GPU; use --rollout.backend transformers"
             )
-        from vllm import LLM
-
-        self.llm = LLM(
-            model=model_path,
+        self.backend = VLLMBackend(
+            model_path,
+            logprobs_mode="processed",
             dtype=dtype,
             gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=max_model_len,
@@ -236,44 +203,18 @@ class VLLMGenerator:
     def generate(
         self, contexts: Sequence[Sequence[int]], settings: SamplingSettings
     ) -> list[GenerationOutput]:
-        from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
-
-        params = SamplingParams(
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            max_tokens=settings.max_new_tokens,
-            logprobs=0,
-            seed=settings.seed,
-        )
-        prompts = [TokensPrompt(prompt_token_ids=list(c)) for c in contexts]
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        results = []
-        for out in outputs:
-            comp = out.outputs[0]
-            ids = list(comp.token_ids)
-            # logprobs=0 returns, per position, a dict that holds the sampled token's entry.
-            lps = [
-                float(step[tok].logprob)
-                for step, tok in zip(comp.logprobs or [], ids, strict=False)
-            ]
-            reason: Literal["stop", "length"] = (
-                "length" if comp.finish_reason == "length" else "stop"
-            )
-            results.append(GenerationOutput(ids, lps, comp.text, reason))
-        return results
+        return self.backend.generate(token_prompts(contexts, settings))
 
     def sync_weights(self, model: nn.Module) -> None:
-        """Load the trainer's current weights into vLLM's model (in-process, same GPU)."""
-        engine = self.llm.llm_engine
-        executor = engine.model_executor
-        worker = getattr(executor.driver_worker, "worker", executor.driver_worker)
-        target = worker.model_runner.model
-        state = model.state_dict()
-        # FSDP: each sharded tensor is gathered in turn (every rank syncs, in the same order).
-        target.load_weights((name, full_tensor(tensor)) for name, tensor in state.items())
-        if hasattr(self.llm, "reset_prefix_cache"):
-            self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
+        """Load the trainer's current weights into vLLM's model (every rank syncs its own)."""
+        self.backend.update_weights(_full_weights(model))
+
+
+def _full_weights(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """The model's named weights, each sharded tensor gathered when reached (FSDP: every rank
+    iterates, in the same order)."""
+    for name, tensor in model.state_dict().items():
+        yield name, full_tensor(tensor)
 
 
 class Policy:
@@ -295,15 +236,10 @@ class Policy:
             raise ValueError(
                 "chat_template=True but the tokenizer has no chat template; use chat_template=False"
             )
-        eos = (
-            getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-            or tokenizer.eos_token_id
-        )
-        self.eos_ids: list[int] = [
-            int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])
-        ]
-        pad = tokenizer.pad_token_id
-        self.pad_id: int = int(pad if pad is not None else self.eos_ids[0])
+        eos = eos_token_ids(self.causal_lm, tokenizer)
+        self.eos_ids: list[int] = sorted(eos)
+        """ids that end an action (the model's generation config's and the tokenizer's)"""
+        self.pad_id: int = pad_token_id(tokenizer, eos)
         self.scorer = ActionScorer(self.causal_lm)
         self.generator: Generator = HFGenerator(self)
         self.generation_context: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
@@ -326,14 +262,10 @@ class Policy:
         gradient_checkpointing: bool = False,
     ) -> Policy:
         """Load model + tokenizer from a local directory or hub id; optionally add LoRA adapters."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         dev = resolve_device(device)
-        tok = AutoTokenizer.from_pretrained(str(path))
+        model = load_causal_lm(path, dtype=dtype, device=dev)  # a bad dtype: EngineConfigError
+        tok = load_tokenizer(path)
         tok.padding_side = "left"
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=DTYPES[dtype]).to(dev)
         if gradient_checkpointing:
             enable = (
                 getattr(model, "activation_checkpointing_enable", None)
@@ -420,7 +352,17 @@ class Policy:
         return self.shards.gathered()
 
     def use_vllm(self, model_path: str, **kwargs: Any) -> None:
-        """Switch generation to an in-process vLLM engine (GPU)."""
+        """Switch generation to an in-process vLLM engine (GPU).
+
+        ``model_path`` must hold the weights the policy starts from (vLLM loads its own copy);
+        :meth:`sync_generator` pushes the trained ones after each update. Not for LoRA: vLLM
+        would receive adapter tensors under names its model does not have.
+        """
+        if self.is_lora:
+            raise ValueError(
+                "vLLM generation syncs full weights and does not take LoRA adapters; "
+                "use --rollout.backend transformers with model.lora_rank > 0"
+            )
         self.generator = VLLMGenerator(model_path, **kwargs)
 
     # ---------------------------------------------------------------------------- text <-> ids

@@ -5,6 +5,11 @@
 - :class:`VLLMEngine` (``vllm:NAME``): in-process vLLM on a GPU (unverified here);
 - :class:`CallableEngine`: any Python function (scripted planners, test doubles).
 
+Token-level generation lives in one backend per engine kind, shared with the learner's policy:
+:class:`HFBackend` (``model.generate`` on a live model: batching, per-row seeds, stops,
+log-probs) and :class:`VLLMBackend` (``vllm.LLM``: sampling, outputs, weight sync); the engines
+above are their request/text layers.
+
 :func:`serve_transformers` runs a local model behind a real OpenAI-compatible server
 (``transformers serve`` as a subprocess) for tests, examples and local benchmarks.
 
@@ -22,6 +27,8 @@ from agentflow_env.llm.base import (
     GenerationRequest,
     GenerationResult,
     SamplingParams,
+    TokenCompletion,
+    TokenPrompt,
 )
 from agentflow_env.llm.callable_engine import CallableEngine
 from agentflow_env.llm.common import (
@@ -35,6 +42,7 @@ from agentflow_env.llm.common import (
 from agentflow_env.llm.spec import VALID_FORMS, EngineSpec, make_engine, parse_spec
 
 if TYPE_CHECKING:
+    from agentflow_env.llm.hf_backend import HFBackend
     from agentflow_env.llm.hf_engine import HFEngine
     from agentflow_env.llm.openai_engine import OpenAIEngine
     from agentflow_env.llm.serve import (
@@ -44,6 +52,7 @@ if TYPE_CHECKING:
         TransformersServer,
         serve_transformers,
     )
+    from agentflow_env.llm.vllm_backend import VLLMBackend
     from agentflow_env.llm.vllm_engine import VLLMEngine
 
 __all__ = [
@@ -58,6 +67,7 @@ __all__ = [
     "EngineSpec",
     "GenerationRequest",
     "GenerationResult",
+    "HFBackend",
     "HFEngine",
     "LogprobsUnavailableError",
     "ModelNotFoundError",
@@ -66,7 +76,10 @@ __all__ = [
     "ServeError",
     "ServeStartError",
     "ServeTimeoutError",
+    "TokenCompletion",
+    "TokenPrompt",
     "TransformersServer",
+    "VLLMBackend",
     "VLLMEngine",
     "make_engine",
     "parse_spec",
@@ -74,8 +87,10 @@ __all__ = [
 ]
 
 _LAZY = {
+    "HFBackend": "agentflow_env.llm.hf_backend",
     "HFEngine": "agentflow_env.llm.hf_engine",
     "OpenAIEngine": "agentflow_env.llm.openai_engine",
+    "VLLMBackend": "agentflow_env.llm.vllm_backend",
     "VLLMEngine": "agentflow_env.llm.vllm_engine",
     **dict.fromkeys(
         (

@@ -5,16 +5,33 @@ through :class:`Engine`. A request is chat ``messages`` (or a raw ``prompt``) pl
 settings; a result carries the text, the finish reason, and token ids + log-probs when the
 backend provides them. Sampling settings are always honoured or rejected loudly by an engine,
 never silently dropped (the reference code ignored them).
+
+Below the text interface, generation backends (:mod:`~agentflow_env.llm.hf_backend`,
+:mod:`~agentflow_env.llm.vllm_backend`) work token-in/token-out: a :class:`TokenPrompt` (prompt
+ids, settings, a seed) gives a :class:`TokenCompletion` (sampled ids and their log-probs). The
+engines and the learner's policy both generate through them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal, Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["ChatMessage", "SamplingParams", "GenerationRequest", "GenerationResult", "Engine"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "ChatMessage",
+    "Engine",
+    "GenerationRequest",
+    "GenerationResult",
+    "SamplingParams",
+    "TokenCompletion",
+    "TokenPrompt",
+]
 
 
 class ChatMessage(BaseModel):
@@ -73,6 +90,36 @@ class GenerationResult(BaseModel):
     completion_tokens: int | None = None
     error: str | None = None
     """set when this request failed after retries; ``text`` is then empty"""
+
+
+@dataclass(frozen=True)
+class TokenPrompt:
+    """One completion to sample from a backend: prompt token ids, settings and a seed.
+
+    ``sampling.n`` and ``sampling.seed`` are the caller's business (it expands ``n`` into prompts
+    and derives each one's ``seed``, e.g. with ``hf_backend.derive_seed``).
+    """
+
+    prompt_ids: Sequence[int]
+    sampling: SamplingParams
+    seed: int
+    """fixes this completion's random draws (the same seed, the same sample)"""
+    logits_processor: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    """transformers backend: ``(ids [1, L], scores [1, V]) -> scores`` applied before sampling,
+    as a ``transformers.LogitsProcessor`` is, at each step until this completion ends; ``ids``
+    are this prompt and its tokens so far (no padding)"""
+
+
+@dataclass
+class TokenCompletion:
+    """A sampled completion: ids (the stop token included when one was sampled) and log-probs."""
+
+    token_ids: list[int]
+    logprobs: list[float]
+    text: str
+    """the ids decoded without special tokens, cut before any stop string"""
+    finish_reason: Literal["stop", "length"]
+    prompt_tokens: int | None = None
 
 
 @runtime_checkable

@@ -93,3 +93,80 @@ def test_length_grouped_chunks_keep_each_context_its_own_output(tiny_model_dir: 
         assert torch.allclose(
             logp.reshape(-1).double(), torch.tensor(out.logprobs, dtype=torch.float64), atol=1e-4
         )
+
+
+def test_policy_generates_through_the_env_backend_from_the_weights_it_trains(
+    tiny_model_dir: Path,
+) -> None:
+    from agentflow_env.llm import GenerationRequest
+    from agentflow_env.llm.hf_engine import HFEngine
+
+    pol = Policy.from_pretrained(tiny_model_dir, device="cpu")
+    assert pol.generator.backend.model is pol.causal_lm  # no copy: the trained module samples
+    text = "Query: Where was Ada Lane born?\n### Step 1\n"
+    ctx = pol.text_ids(text)
+    engine = HFEngine(pol.causal_lm, pol.tokenizer)
+    request = GenerationRequest(prompt=text, sampling={"max_tokens": 12})
+    assert engine._encode(request) == ctx
+    greedy = SamplingSettings(temperature=0.0, max_new_tokens=12)
+
+    def both() -> tuple[list[int], list[int]]:
+        return pol.generate([ctx], greedy)[0].token_ids, engine.generate([request])[0].token_ids
+
+    before, from_engine = both()
+    assert before == from_engine  # one implementation: the same ids from the same weights
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # an "update": both see it at once
+        for p in pol.model.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen))
+    after, from_engine = both()
+    assert after == from_engine and after != before
+
+
+def test_each_context_samples_from_its_own_seed(tiny_model_dir: Path) -> None:
+    pol = Policy.from_pretrained(tiny_model_dir, device="cpu")
+    a, b, c = (pol.text_ids(p) for p in ("Query: a\n### Step 1\n", "Q: b\n", "Query: c c c\n"))
+    hot = SamplingSettings(temperature=1.5, max_new_tokens=16, seed=9)
+    rng_state = torch.random.get_rng_state()
+    first = pol.generate([a, b], hot)[0]
+    assert pol.generate([a, c], hot)[0].token_ids == first.token_ids  # whatever else is sampled
+    assert torch.equal(torch.random.get_rng_state(), rng_state)  # the global RNG is untouched
+    group = pol.generate([a] * 6, hot)  # one question's group: every trajectory its own draw
+    assert len({tuple(o.token_ids) for o in group}) >= 2
+
+
+def test_vllm_generation_refuses_lora_adapters(tiny_model_dir: Path) -> None:
+    pytest.importorskip("peft")
+    pol = Policy.from_pretrained(tiny_model_dir, device="cpu", lora_rank=4)
+    with pytest.raises(ValueError, match="LoRA"):
+        pol.use_vllm(str(tiny_model_dir))
+
+
+@pytest.mark.gpu
+@pytest.mark.vllm
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_vllm_policy_logprobs_match_the_loss_and_follow_weight_syncs(tiny_model_dir: Path) -> None:
+    pytest.importorskip("vllm")
+    pol = Policy.from_pretrained(tiny_model_dir, device="cuda")
+    pol.use_vllm(str(tiny_model_dir), dtype="float32", gpu_memory_utilization=0.2)
+    ctx = [pol.text_ids("Query: Where was Ada Lane born?\n### Step 1\n")] * 4
+    outs = pol.generate(ctx, SamplingSettings(temperature=0.7, max_new_tokens=16, seed=3))
+    assert len({tuple(o.token_ids) for o in outs}) >= 2  # per-context seeds, not one for all
+    seqs = [c + o.token_ids for c, o in zip(ctx, outs, strict=True)]
+    masks = [[False] * len(c) + [True] * len(o.token_ids) for c, o in zip(ctx, outs, strict=True)]
+    with torch.no_grad():
+        logp, _ = pol.score(seqs, masks, temperature=0.7)
+    sampled = torch.tensor([x for o in outs for x in o.logprobs], device=logp.device)
+    assert torch.allclose(logp, sampled, atol=1e-3)
+    greedy = SamplingSettings(temperature=0.0, max_new_tokens=16)
+    before = pol.generate(ctx[:1], greedy)[0].token_ids
+    state = {k: v.detach().clone() for k, v in pol.model.state_dict().items()}
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    with torch.no_grad():
+        for p in pol.model.parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=gen, device=p.device))
+    pol.sync_generator()
+    assert pol.generate(ctx[:1], greedy)[0].token_ids != before
+    pol.model.load_state_dict(state)
+    pol.sync_generator()
+    assert pol.generate(ctx[:1], greedy)[0].token_ids == before
