@@ -37,6 +37,7 @@ from agentflow_env.llm.base import Engine
 from tools.base import Tool
 
 __all__ = [
+    "LLM_TOOLS",
     "TOOLSETS",
     "TOOL_FACTORIES",
     "ToolContext",
