@@ -147,7 +147,9 @@ Tasks = Annotated[TaskSource | None, SkipValidation, BeforeValidator(_check_task
 Documents = Annotated[
     Sequence[Mapping[str, Any]] | None, SkipValidation, BeforeValidator(_check_documents)
 ]
-Tools = Annotated[str | Sequence[str | Tool] | None, SkipValidation, BeforeValidator(_check_tools)]
+# A toolset name alone (tools="paper") is accepted too; the annotation stays a sequence so that
+# command lines split "A,B" into names (a toolset name works as a list item as well).
+Tools = Annotated[Sequence[str | Tool] | None, SkipValidation, BeforeValidator(_check_tools)]
 ExecutorMode = Annotated[
     Literal["direct", "llm"] | Executor,
     SkipValidation,

@@ -331,7 +331,7 @@ def paper() -> FlowGRPOConfig:
         engine="openai:Qwen2.5-7B-Instruct@http://127.0.0.1:8000/v1",
         # The reference's four tools by its names; offline its two search tools run BM25 over
         # the task corpus (tool_kwargs {"backend": "web", ...} or a dump path change that).
-        tools="paper",
+        tools=["paper"],
         max_episode_s=500.0,
     )
     cfg.rollout = RolloutConfig(

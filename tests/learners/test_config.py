@@ -133,11 +133,11 @@ def test_num_threads_auto_splits_the_cpus_among_local_ranks(
 
 def test_the_paper_preset_runs_the_reference_protocol() -> None:
     env = make_config("paper").env
-    assert (env.prompt_style, env.tools, env.query_analysis) == ("paper", "paper", True)
+    assert (env.prompt_style, env.tools, env.query_analysis) == ("paper", ["paper"], True)
     assert env.max_episode_s == 500.0  # the reference's training budget (AGENT_MAX_TIMEOUT)
     # The paper tools that need a model are named when no engine is configured.
     with pytest.raises(ConfigError, match="Generalist_Solution_Generator_Tool needs an engine"):
-        make_config("tiny", overrides={"env.tools": "paper"})
+        parse_config(["--env.tools", "paper"])
     cfg = make_config(
         "tiny",
         overrides={
@@ -152,4 +152,4 @@ def test_the_paper_preset_runs_the_reference_protocol() -> None:
             },
         },
     )
-    assert cfg.env.tools == "paper"
+    assert cfg.env.tools == ["paper"]
