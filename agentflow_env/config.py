@@ -88,7 +88,14 @@ def _check_tools(value: Any) -> Any:
     if value is None:
         return value
     if isinstance(value, str):
-        raise ValueError(f"must be a list of tool names or Tool objects: tools=[{value!r}]")
+        from agentflow_env.tool_registry import TOOLSETS  # light: imports no tool
+
+        if value in TOOLSETS:
+            return value
+        raise ValueError(
+            f"must be a list of tool names or Tool objects (tools=[{value!r}]), or a toolset: "
+            f"{', '.join(repr(t) for t in TOOLSETS)}"
+        )
     if not isinstance(value, Sequence):
         raise ValueError(f"must be a list of tool names or Tool objects, got {_short(value)}")
     for item in value:
@@ -140,6 +147,8 @@ Tasks = Annotated[TaskSource | None, SkipValidation, BeforeValidator(_check_task
 Documents = Annotated[
     Sequence[Mapping[str, Any]] | None, SkipValidation, BeforeValidator(_check_documents)
 ]
+# A toolset name alone (tools="paper") is accepted too; the annotation stays a sequence so that
+# command lines split "A,B" into names (a toolset name works as a list item as well).
 Tools = Annotated[Sequence[str | Tool] | None, SkipValidation, BeforeValidator(_check_tools)]
 ExecutorMode = Annotated[
     Literal["direct", "llm"] | Executor,
@@ -182,9 +191,10 @@ class EnvConfig(BaseModel):
     documents: Documents = None
     """corpus Search_Tool indexes ([{"title", "text"}, ...]); None: the generated task set's"""
     tools: Tools = None
-    """tool names (agentflow_env.tool_registry.TOOL_FACTORIES), MCP servers ("mcp:python
-    server.py", "mcp+http://127.0.0.1:8765/mcp": every tool they list) or Tool objects; None: the
-    family's tools"""
+    """tool names (agentflow_env.tool_registry.TOOL_FACTORIES), toolsets ("paper": the
+    reference's four tools, by name or in the list), MCP servers ("mcp:python server.py",
+    "mcp+http://127.0.0.1:8765/mcp": every tool they list) or Tool objects; None: the family's
+    tools"""
     max_turns: int = Field(10, ge=1)
     """planner turns per episode (the generator still answers at the limit)"""
     executor: ExecutorMode = "direct"
@@ -207,7 +217,8 @@ class EnvConfig(BaseModel):
     scorer: ScorerField = None
     """outcome scorer (prediction, task) -> float in [0, 1]; None: the rule scorers"""
     prompt_style: PromptStyle = "full"
-    """planner prompt: full (tool cards + action format) or compact (query + tool names)"""
+    """planner prompt: full (tool cards + action format) or compact (query + tool names), both
+    append-only; or paper (the reference's layout, rebuilt from memory each turn)"""
     tool_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """per-tool constructor arguments, e.g. {"Search_Tool": {"top_k": 1}}"""
     seed: int = 0
@@ -217,7 +228,8 @@ class EnvConfig(BaseModel):
     task_kwargs: dict[str, Any] | None = None
     """task generator options, e.g. {"hops": [1, 3]}"""
     max_observation_chars: int = Field(200_000, ge=1)
-    """observations are cut to this many characters (the start kept, with a truncation mark)"""
+    """observations are kept to this many characters by dropping their oldest steps (never
+    the query header); only a header alone too long is cut"""
     max_action_chars: int = Field(4_000, ge=1)
     """an action is recorded in memory (and so in later observations) up to this many
     characters"""
@@ -225,6 +237,10 @@ class EnvConfig(BaseModel):
     """tool results are recorded in memory and observations up to this many characters"""
     tool_timeout_s: float = Field(60.0, gt=0)
     """per tool call: a call that takes longer becomes an error result"""
+    max_episode_s: float | None = Field(None, gt=0)
+    """wall-clock budget per episode in seconds (the reference: 500 training, 300 evaluation);
+    past it the episode is truncated after the current step, info["truncation_reason"] =
+    "time_budget"; None: no budget"""
 
     @classmethod
     def of(

@@ -129,6 +129,7 @@ def build_flow(
         max_result_chars=cfg.max_result_chars,
         max_observation_chars=cfg.max_observation_chars,
         tool_timeout_s=cfg.tool_timeout_s,
+        max_episode_s=cfg.max_episode_s,
     )
     return flow, task_list
 
@@ -143,22 +144,27 @@ class AgentFlowEnv(gym.Env[str, str]):
 
     ## Action Space
     ``Text`` (any string). The parser accepts, in any order, case-insensitive labels with optional
-    ``**`` bold::
+    ``**`` bold, list numbers or bullets::
 
         Justification: <why>
         Context: <facts the tool needs>
         Sub-Goal: <what this step achieves>
-        Tool Name: <a tool name | Finish>   (matched ignoring case, spaces, underscores)
+        Tool Name: <a tool name | Finish>   (matched ignoring case, spaces, underscores, backticks)
         Command: <exact tool input>         (optional; else the Sub-Goal is the input)
 
-    Finish with ``Tool Name: Finish`` and ``<answer>...</answer>``; an ``<answer>`` tag alone
-    also finishes. For Python_Coder_Tool the code may be a fenced ```python block. A malformed
-    action never raises: the turn is consumed and the next observation shows the error.
+    or the same fields as a JSON object; when several Context/Sub-Goal/Tool Name blocks are
+    written, the last complete one counts (:mod:`agentflow_env.format.action`). Finish with
+    ``Tool Name: Finish`` and ``<answer>...</answer>``; an ``<answer>`` tag alone also finishes.
+    For Python_Coder_Tool the code may be a fenced ```python block. A malformed action never
+    raises: the turn is consumed and the next observation shows the error.
 
     ## Observation Space
-    ``Text`` (Basic Multilingual Plane charset). Append-only prompt: the header (query, tools,
-    action format; ``prompt_style="compact"`` shows only the query and tool names), then per
-    step ``### Step k``, the action as written, ``Result: <tool output or error>``.
+    ``Text`` (Basic Multilingual Plane charset). ``full``/``compact``: an append-only prompt, the
+    header (query, tools, action format; ``compact`` shows only the query and tool names), then
+    per step ``### Step k``, the action as written, ``Result: <tool output or error>``.
+    ``paper``: the reference's prompt (query, query analysis, tools, tool metadata, previous
+    steps, instructions), rebuilt from the memory every turn. An over-long observation drops its
+    oldest steps, never the query.
 
     ## Rewards
     0.0 on every non-final step; on the final step the outcome score in [0, 1] (rule scorers in
@@ -166,18 +172,22 @@ class AgentFlowEnv(gym.Env[str, str]):
 
     ## Episode End
     ``terminated`` when the verifier says STOP (offline: the planner finishes); ``truncated`` at
-    ``max_turns`` (the generator still answers and the answer is scored).
+    ``max_turns`` or past the ``max_episode_s`` wall-clock budget (the generator still answers
+    and the answer is scored; ``info["truncation_reason"]`` says which).
 
     ## Info
     Every step: ``turn``, ``tool_name``, ``tool_input``, ``tool_result``, ``error``, ``verifier``,
-    ``timings``; final step also ``answer``, ``ground_truth``, ``score``, ``score_error``.
+    ``timings``; ``tool_calls`` when the executor made several calls, ``tool_backend`` for a tool
+    that says what backs it (reset's info: ``tool_backends``); final step also ``answer``,
+    ``ground_truth``, ``score``, ``score_error`` and, when truncated, ``truncation_reason``.
 
     ## Arguments
     ``family`` ("search", "math", "agentic", "science"), ``tasks`` (list of Task/dicts, or a path
     to the authors' JSON or JSONL), ``documents`` (corpus for Search_Tool), ``tools`` (names or Tool
-    objects), ``max_turns`` (10), ``executor`` ("direct"|"llm"), ``verifier`` ("planner"|"llm"),
-    ``generator`` ("planner"|"llm"), ``engine``/``<module>_engine`` (engine or spec string),
-    ``query_analysis``, ``prompt_style`` ("full"|"compact"), ``seed`` and ``num_tasks`` and
+    objects, or the toolset "paper"), ``max_turns`` (10), ``max_episode_s``, ``executor``
+    ("direct"|"llm"), ``verifier`` ("planner"|"llm"), ``generator`` ("planner"|"llm"),
+    ``engine``/``<module>_engine`` (engine or spec string),
+    ``query_analysis``, ``prompt_style`` ("full"|"compact"|"paper"), ``seed`` and ``num_tasks`` and
     ``task_kwargs`` for the generated task set (e.g. ``{"hops": (1, 3)}``), and more: every field
     of :class:`~agentflow_env.config.EnvConfig` (documented there), given one by one or as
     ``config=EnvConfig(...)``. An unknown or bad one raises ``EnvConfigError`` naming it.

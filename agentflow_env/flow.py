@@ -6,6 +6,17 @@ parse -> executor -> tools -> memory -> verifier -> generator -> score.
 (one executor call, concurrent tool calls with batched searches, one verifier call, one
 generator call). ``AgentFlowEnv`` uses it with a batch of one and ``AgentFlowVectorEnv`` with N,
 so both produce identical results by construction.
+
+Prompt styles: ``full`` and ``compact`` observations are append-only (each turn's observation
+extends the previous one); ``paper`` rebuilds the reference's prompt from the memory every turn
+(:mod:`agentflow_env.format.paper`). An observation longer than ``max_observation_chars`` drops
+its oldest steps (replaced by :data:`~agentflow_env.format.OMITTED`), never the query header.
+
+Limits: ``max_turns`` and an optional per-episode wall-clock budget ``max_episode_s`` (the
+reference: 500 s in training, 300 s in evaluation, counted from the episode's start, the
+planner's own time included). An episode past either is truncated after the step in progress
+(the generator still answers) with ``info["truncation_reason"]`` ``"max_turns"`` or
+``"time_budget"``.
 """
 
 from __future__ import annotations
@@ -21,10 +32,14 @@ from agentflow_env.format import (
     FINISH,
     PlannerAction,
     PromptStyle,
+    merge_results,
+    omitted_step,
+    paper_prompt,
     parse_action,
     planner_header,
     step_block,
     step_header,
+    tools_lines,
 )
 from agentflow_env.memory import Memory, Step
 from agentflow_env.modules import (
@@ -38,7 +53,7 @@ from agentflow_env.modules import (
 )
 from agentflow_env.spaces import sanitize_text
 from agentflow_env.tasks.base import Task
-from tools.base import Tool, ToolResult
+from tools.base import Tool, ToolResult, execute_call
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +103,10 @@ class Episode:
     done: bool = False
     answers: list[str] = field(default_factory=list)
     query_analysis: str | None = None
+    started: float = field(default_factory=time.monotonic)
+    """``time.monotonic()`` at the episode's start (the wall-clock budget counts from here)"""
+    step_starts: list[int] = field(default_factory=list)
+    """append-only styles: where each step's header starts in ``observation``"""
 
 
 class AgentFlow:
@@ -109,6 +128,7 @@ class AgentFlow:
         max_observation_chars: int = 200_000,
         tool_timeout_s: float = 60.0,
         max_tool_workers: int = 8,
+        max_episode_s: float | None = None,
     ) -> None:
         names = [t.card.name for t in tools]
         if len(set(names)) != len(names):
@@ -117,6 +137,8 @@ class AgentFlow:
             raise ValueError(f"'{FINISH}' is reserved for finishing an episode; rename the tool")
         if max_turns < 1:
             raise ValueError(f"max_turns must be >= 1, got {max_turns}")
+        if max_episode_s is not None and not max_episode_s > 0:
+            raise ValueError(f"max_episode_s must be > 0 (or None), got {max_episode_s}")
         self.tools = {t.card.name: t for t in tools}
         self.executor, self.verifier, self.generator = executor, verifier, generator
         self.scorer = scorer
@@ -127,6 +149,15 @@ class AgentFlow:
         self.max_result_chars = max_result_chars
         self.max_observation_chars = max_observation_chars
         self.tool_timeout_s = tool_timeout_s
+        self.max_episode_s = max_episode_s
+        self._cards = tuple(t.card for t in tools)
+        self._paper_tools = tools_lines(self._cards) if prompt_style == "paper" else None
+        # The reference's planner never finishes itself; a planner-stopped env says how to.
+        self._finish_rule = getattr(verifier, "mode", "") == "planner"
+        self.tool_backends = {
+            t.card.name: str(t.backend) for t in tools if getattr(t, "backend", None)
+        }
+        """tool name -> what backs it, for tools that say (e.g. a search name offline)"""
         self._pool = cf.ThreadPoolExecutor(max_workers=max_tool_workers, thread_name_prefix="tool")
 
     # ------------------------------------------------------------------------------ episodes
@@ -138,31 +169,64 @@ class AgentFlow:
             analyses = list(self.query_analyzer.analyze([t.question for t in tasks], cards))
         out = []
         for task, (analysis, error) in zip(tasks, analyses, strict=True):
-            header = planner_header(
-                task.question, cards, self.prompt_style, analysis or None, self.max_turns
-            )
-            episode = Episode(
-                task=task,
-                observation=sanitize_text(header + step_header(1)),
-                query_analysis=analysis,
-            )
+            episode = Episode(task=task, observation="", query_analysis=analysis)
+            if self.prompt_style == "paper":
+                episode.observation = self._paper_text(episode)
+            else:
+                header = sanitize_text(
+                    planner_header(
+                        task.question, cards, self.prompt_style, analysis or None, self.max_turns
+                    )
+                )
+                episode.observation = header + step_header(1)
+                episode.step_starts.append(len(header))
             info = {
                 "task_id": task.id,
                 "turn": 0,
                 "query_analysis": analysis,
                 "query_analysis_error": error,
             }
+            if self.tool_backends:
+                info["tool_backends"] = dict(self.tool_backends)
             out.append((episode, info))
         return out
 
-    def observation(self, episode: Episode) -> str:
-        # Every piece was sanitized when appended (append-only), so only the length cap is left.
-        text = episode.observation
-        return (
-            text
-            if len(text) <= self.max_observation_chars
-            else sanitize_text(text, self.max_observation_chars)
+    def _paper_text(self, episode: Episode, omitted: int = 0) -> str:
+        """The paper layout's prompt for this turn, rebuilt from the memory."""
+        return sanitize_text(
+            paper_prompt(
+                episode.task.question,
+                self._cards,
+                episode.memory.actions(omitted),
+                episode.query_analysis,
+                finish_rule=self._finish_rule,
+                tools_text=self._paper_tools,
+            )
         )
+
+    def observation(self, episode: Episode) -> str:
+        """The planner's observation, at most ``max_observation_chars`` long: an over-long one
+        drops its oldest steps first (never the query header)."""
+        text, limit = episode.observation, self.max_observation_chars
+        if len(text) <= limit:
+            return text  # every piece was sanitized when it was added
+        if self.prompt_style == "paper":
+            for omitted in range(1, len(episode.memory) + 1):
+                text = self._paper_text(episode, omitted)
+                if len(text) <= limit:
+                    return text
+            return sanitize_text(text, limit)
+        starts, full = episode.step_starts, episode.observation
+        for k in range(1, len(starts)):
+            dropped = "".join(omitted_step(j) for j in range(1, k + 1))
+            text = full[: starts[0]] + dropped + full[starts[k] :]
+            if len(text) <= limit:
+                return text
+        # Even the header and the newest step are too long: keep the start and the open slot.
+        tail = "" if episode.done else step_header(episode.turn + 1)
+        marker = "\n...[truncated]\n\n"
+        room = limit - len(marker) - len(tail)
+        return text[:room] + marker + tail if room > 0 else sanitize_text(text, limit)
 
     # --------------------------------------------------------------------------------- step
     def step(
@@ -186,7 +250,16 @@ class AgentFlow:
             for i in live
         }
         decisions = self.verifier.decide(
-            [VerifierCall(episodes[i].task.question, episodes[i].memory, parsed[i]) for i in live]
+            [
+                VerifierCall(
+                    episodes[i].task.question,
+                    episodes[i].memory,
+                    parsed[i],
+                    episodes[i].query_analysis,
+                    self._cards,
+                )
+                for i in live
+            ]
         )
         t_verify = time.perf_counter()
         ending = []
@@ -195,8 +268,11 @@ class AgentFlow:
             ep, step = episodes[i], steps[i]
             step.verifier = decision.decision
             terminated = decision.stop
-            truncated = not terminated and ep.turn >= self.max_turns
+            reason = self._truncation(ep) if not terminated else None
+            truncated = reason is not None
             info = self._step_info(ep, parsed[i], step, decision)
+            if reason is not None:
+                info["truncation_reason"] = reason
             outcome[i] = (0.0, terminated, truncated, info)
             if terminated or truncated:
                 ending.append(i)
@@ -208,12 +284,24 @@ class AgentFlow:
             "verifier_s": t_verify - t_tools,
             "generator_s": t_end - t_verify,
         }
+        now = time.monotonic()
         for i in live:
-            outcome[i][3]["timings"] = Timings(timings)
+            ep = episodes[i]
+            if self.prompt_style == "paper":
+                ep.observation = self._paper_text(ep)
+            outcome[i][3]["timings"] = Timings({**timings, "episode_s": now - ep.started})
         for i, ep in enumerate(episodes):
             if i not in outcome:  # finished earlier: waits without work
                 outcome[i] = (0.0, False, False, {"turn": ep.turn, "skipped": True})
         return [outcome[i] for i in range(len(episodes))]
+
+    def _truncation(self, ep: Episode) -> str | None:
+        """Why a not-terminated episode ends now, or None when it goes on."""
+        if ep.turn >= self.max_turns:
+            return "max_turns"
+        if self.max_episode_s is not None and time.monotonic() - ep.started >= self.max_episode_s:
+            return "time_budget"
+        return None
 
     # ------------------------------------------------------------------------------ stages
     def _run_executor(self, episodes: Sequence[Episode], parsed: dict[int, PlannerAction]):
@@ -222,43 +310,59 @@ class AgentFlow:
             ExecutorCall(
                 episodes[i].task.question,
                 parsed[i],
-                self.tools[parsed[i].tool_name].card,
+                self.tools[parsed[i].tool_name].card,  # type: ignore[index]
                 episodes[i].memory,
-            )  # type: ignore[index]
+                episodes[i].query_analysis,
+            )
             for i in need
         ]
-        inputs: dict[int, dict[str, Any]] = {}
+        inputs: dict[int, list[dict[str, Any]]] = {}
         errors: dict[int, str] = {}
         for i, out in zip(need, self.executor.commands(calls) if calls else [], strict=True):
             if out.error:
                 errors[i] = out.error
             else:
-                inputs[i] = out.inputs
+                inputs[i] = out.all_calls()
         return inputs, errors
 
     def _run_tools(
-        self, inputs: dict[int, dict[str, Any]], parsed: dict[int, PlannerAction]
+        self, inputs: dict[int, list[dict[str, Any]]], parsed: dict[int, PlannerAction]
     ) -> dict[int, ToolResult]:
-        """All calls concurrently; calls of a tool with ``batch_execute`` go in one batch."""
-        by_tool: dict[str, list[int]] = {}
-        for i in inputs:
-            by_tool.setdefault(str(parsed[i].tool_name), []).append(i)
-        calls: list[tuple[Tool, Callable[..., Any], tuple[Any, ...], list[int]]] = []
+        """All calls concurrently; calls of a tool with ``batch_execute`` go in one batch. An
+        episode's several calls (a multi-call command) each run, and their results merge into
+        the step's one result (:func:`~agentflow_env.format.merge_results`)."""
+        units = {(i, k): call for i, calls in inputs.items() for k, call in enumerate(calls)}
+        by_tool: dict[str, list[tuple[int, int]]] = {}
+        for unit in units:
+            by_tool.setdefault(str(parsed[unit[0]].tool_name), []).append(unit)
+        work: list[tuple[Tool, Callable[..., Any], tuple[Any, ...], list[tuple[int, int]]]] = []
         for name, idx in by_tool.items():
             tool = self.tools[name]
             batch = getattr(tool, "batch_execute", None)
             primary = tool.card.primary_input
-            if batch is not None and len(idx) > 1 and all(set(inputs[i]) == {primary} for i in idx):
-                calls.append((tool, batch, ([inputs[i][primary] for i in idx],), idx))
+            if batch is not None and len(idx) > 1 and all(set(units[u]) == {primary} for u in idx):
+                work.append((tool, batch, ([units[u][primary] for u in idx],), idx))
             else:
-                calls.extend((tool, _safe_execute, (tool, inputs[i]), [i]) for i in idx)
+                work.extend((tool, _safe_execute, (tool, units[u]), [u]) for u in idx)
+        done = self._run_work(work)
+        return {
+            i: merge_results(
+                [execute_call(c) for c in calls],
+                [done.get((i, k)) or ToolResult.failure("no result") for k in range(len(calls))],
+            )
+            for i, calls in inputs.items()
+        }
+
+    def _run_work(
+        self, calls: list[tuple[Tool, Callable[..., Any], tuple[Any, ...], list[Any]]]
+    ) -> dict[Any, ToolResult]:
         # Pool calls are submitted first so they run while the inline ones use this thread.
         futures = {
             self._pool.submit(fn, *args): idx
             for tool, fn, args, idx in calls
             if not getattr(tool, "runs_inline", False)
         }
-        results: dict[int, ToolResult] = {}
+        results: dict[Any, ToolResult] = {}
         for tool, fn, args, idx in calls:
             if getattr(tool, "runs_inline", False):
                 try:
@@ -283,7 +387,7 @@ class AgentFlow:
         return results
 
     @staticmethod
-    def _store(results: dict[int, ToolResult], idx: list[int], value: Any) -> None:
+    def _store(results: dict[Any, ToolResult], idx: list[Any], value: Any) -> None:
         values = value if isinstance(value, list) else [value]
         if len(values) != len(idx):
             raise ValueError(f"tool returned {len(values)} results for {len(idx)} calls")
@@ -295,7 +399,7 @@ class AgentFlow:
             )
 
     @staticmethod
-    def _store_error(results: dict[int, ToolResult], idx: list[int], exc: Exception) -> None:
+    def _store_error(results: dict[Any, ToolResult], idx: list[Any], exc: Exception) -> None:
         logger.warning("tool raised %s: %s", type(exc).__name__, exc)
         for i in idx:
             results[i] = ToolResult.failure(f"tool raised {type(exc).__name__}: {exc}")
@@ -304,7 +408,7 @@ class AgentFlow:
         self,
         ep: Episode,
         action: PlannerAction,
-        inputs: dict[str, Any] | None,
+        inputs: list[dict[str, Any]] | None,
         result: ToolResult | None,
         exec_error: str | None,
     ) -> Step:
@@ -339,18 +443,20 @@ class AgentFlow:
             tool_name=action.tool_name,
             sub_goal=action.sub_goal,
             command=command,
+            calls=list(inputs or []),
             result=shown,
             error=error,
             error_kind=kind,
         )
         ep.memory.add(step)
-        ep.observation += sanitize_text(step_block(action_text, shown))
+        if self.prompt_style != "paper":  # the paper prompt is rebuilt from the memory
+            ep.observation += sanitize_text(step_block(action_text, shown))
         return step
 
     def _step_info(
         self, ep: Episode, action: PlannerAction, step: Step, decision: Any
     ) -> dict[str, Any]:
-        return {
+        info = {
             "turn": ep.turn,
             "task_id": ep.task.id,
             "action": action.model_dump(exclude={"raw"}),
@@ -363,6 +469,11 @@ class AgentFlow:
             "verifier_analysis": decision.analysis,
             "verifier_error": decision.error,
         }
+        if len(step.calls) > 1:
+            info["tool_calls"] = [dict(c) for c in step.calls]
+        if step.tool_name in self.tool_backends and step.calls:
+            info["tool_backend"] = self.tool_backends[step.tool_name]
+        return info
 
     def _finish(
         self,
@@ -372,8 +483,10 @@ class AgentFlow:
         outcome: dict[int, tuple[float, bool, bool, dict[str, Any]]],
     ) -> None:
         for i in range(len(episodes)):
-            if i in outcome and i not in ending:
-                episodes[i].observation += step_header(episodes[i].turn + 1)
+            if i in outcome and i not in ending and self.prompt_style != "paper":
+                ep = episodes[i]
+                ep.step_starts.append(len(ep.observation))
+                ep.observation += step_header(ep.turn + 1)
         if not ending:
             return
         answers = self.generator.answer(
@@ -420,7 +533,12 @@ class AgentFlow:
             module.close()
 
 
-def _command_text(inputs: dict[str, Any] | None) -> str | None:
+def _command_text(calls: list[dict[str, Any]] | None) -> str | None:
+    if not calls:
+        return None
+    if len(calls) > 1:
+        return "\n".join(execute_call(c) for c in calls)
+    inputs = calls[0]
     if not inputs:
         return None
     if len(inputs) == 1:

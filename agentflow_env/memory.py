@@ -6,9 +6,12 @@ code kept memory across episodes, leaking one query's steps into the next).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+from agentflow_env.format.labels import OMITTED
+from tools.base import execute_call
 
 __all__ = ["Step", "Memory"]
 
@@ -23,7 +26,10 @@ class Step(BaseModel):
     tool_name: str | None = None
     sub_goal: str = ""
     command: str | None = None
-    """the tool input actually executed"""
+    """the tool input actually executed (several calls: one ``execution = tool.execute(...)``
+    line each)"""
+    calls: list[dict[str, Any]] = Field(default_factory=list)
+    """the inputs of each tool call of this step, in order (empty when no tool ran)"""
     result: str = ""
     """the text shown to the planner (tool output, or the error)"""
     error: str | None = None
@@ -47,6 +53,26 @@ class Memory(BaseModel):
 
     def __len__(self) -> int:
         return len(self.steps)
+
+    def actions(self, omitted: int = 0) -> dict[str, dict[str, Any] | str]:
+        """The steps as the reference's memory holds them, for the ``paper`` prompt layout:
+        ``{"Action Step k": {"tool_name", "sub_goal", "command", "result"}}``, the command as
+        ``execution = tool.execute(...)`` lines. The oldest ``omitted`` steps are replaced by
+        :data:`OMITTED` (an over-long prompt drops its oldest steps, never the query)."""
+        out: dict[str, dict[str, Any] | str] = {}
+        for i, step in enumerate(self.steps):
+            key = f"Action Step {step.turn}"
+            if i < omitted:
+                out[key] = OMITTED
+                continue
+            command = "\n".join(execute_call(c) for c in step.calls) if step.calls else None
+            out[key] = {
+                "tool_name": step.tool_name,
+                "sub_goal": step.sub_goal,
+                "command": command if command is not None else step.command,
+                "result": step.result,
+            }
+        return out
 
     def render(self, max_result_chars: int = 2_000) -> str:
         """Memory as the compact text the LLM modules (executor/verifier/generator) read."""

@@ -10,6 +10,12 @@ Offline modes (no model needed, the default):
 
 LLM modes (``"llm"``) reproduce the paper with any engine; an unparseable module output is an
 error recorded in ``info`` and memory, never a crash and never silent.
+
+The LLM executor's reply may hold a block of several ``execution = tool.execute(...)`` calls with
+literal assignments (:mod:`agentflow_env.format.command`: evaluated, never executed); each call
+runs in order and the step records every result. The LLM verifier reads the tools, their
+metadata and the query analysis, and its reply is read with the reference's fallbacks
+(:func:`parse_verifier_output`).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any, Literal
 
 from agentflow_env import prompts
 from agentflow_env.format.action import PlannerAction, last_answer, strip_code_fence
+from agentflow_env.format.command import CommandError, extract_command, read_calls
 from agentflow_env.llm.base import Engine, GenerationRequest, SamplingParams
 from agentflow_env.memory import Memory
 from tools.base import ToolCard
@@ -59,15 +66,25 @@ class ExecutorCall:
     action: PlannerAction
     card: ToolCard
     memory: Memory
+    query_analysis: str | None = None
 
 
 @dataclass
 class ExecutorOutput:
     inputs: dict[str, Any] = field(default_factory=dict)
-    """keyword inputs for ``tool.execute``; empty when ``error`` is set"""
+    """keyword inputs for ``tool.execute`` (the first call's); empty when ``error`` is set"""
     error: str | None = None
     raw: str | None = None
     """the LLM's text (LLM mode)"""
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    """every call's inputs, in order, when the command held several; empty means one call,
+    ``inputs``"""
+
+    def all_calls(self) -> list[dict[str, Any]]:
+        """The inputs of each call to run, in order (none when ``error`` is set)."""
+        if self.error is not None:
+            return []
+        return list(self.calls) if self.calls else [self.inputs]
 
 
 class Executor:
@@ -123,8 +140,36 @@ class DirectExecutor(Executor):
 _EXECUTE_CALL = re.compile(r"tool\.execute\s*\(", re.IGNORECASE)
 
 
+def _unknown_inputs(inputs: dict[str, Any], card: ToolCard) -> set[str]:
+    known = set(card.input_types) or set((card.input_schema or {}).get("properties") or {})
+    return set(inputs) - known if known else set()
+
+
+def _block_output(block: str, card: ToolCard, text: str) -> ExecutorOutput:
+    """The calls of a command block (several ``tool.execute`` calls and literal assignments)."""
+    try:
+        calls = read_calls(block, card.primary_input)
+    except CommandError as exc:
+        return ExecutorOutput(error=f"executor command: {exc}", raw=text)
+    for k, call in enumerate(calls, start=1):
+        unknown = _unknown_inputs(call.inputs, card)
+        if unknown:
+            where = f" (call {k})" if len(calls) > 1 else ""
+            return ExecutorOutput(
+                error=f"unknown inputs {sorted(unknown)} for {card.name}{where}", raw=text
+            )
+    inputs = [c.inputs for c in calls]
+    return ExecutorOutput(inputs=inputs[0], calls=inputs if len(inputs) > 1 else [], raw=text)
+
+
 def parse_executor_output(text: str, card: ToolCard) -> ExecutorOutput:
-    """Parse ``tool.execute(key=value, ...)`` (the paper's form), else ``Command: ...``."""
+    """Read an executor's reply: a command block (JSON ``command``, the block after ``Generated
+    Command:``, or a fenced block calling ``tool.execute``; one or more calls, see
+    :mod:`agentflow_env.format.command`), else one ``tool.execute(key=value, ...)`` in the text,
+    else ``Command: ...``."""
+    block = extract_command(text) if ("```" in text or "{" in text) else None
+    if block is not None:
+        return _block_output(block, card, text)
     body = strip_code_fence(text) if "```" in text else text
     match = _EXECUTE_CALL.search(body)
     if match:
@@ -143,7 +188,7 @@ def parse_executor_output(text: str, card: ToolCard) -> ExecutorOutput:
                         inputs = {card.primary_input: ast.literal_eval(node.args[0])}
                 except ValueError:
                     break
-                unknown = set(inputs) - set(card.input_types) if card.input_types else set()
+                unknown = _unknown_inputs(inputs, card)
                 if unknown:
                     return ExecutorOutput(
                         error=f"unknown inputs {sorted(unknown)} for {card.name}", raw=text
@@ -177,7 +222,9 @@ class LLMExecutor(Executor):
             return []
         requests = [
             GenerationRequest.chat(
-                prompts.executor_prompt(c.question, c.action, c.card, c.memory.render()),
+                prompts.executor_prompt(
+                    c.question, c.action, c.card, c.memory.render(), c.query_analysis
+                ),
                 **self.sampling.model_dump(),
             )
             for c in calls
@@ -200,6 +247,10 @@ class VerifierCall:
     question: str
     memory: Memory
     action: PlannerAction
+    query_analysis: str | None = None
+    """the episode's query analysis (the reference's verifier reads it)"""
+    cards: Sequence[ToolCard] = ()
+    """the env's tools (the reference's verifier reads their names and metadata)"""
 
 
 @dataclass
@@ -232,23 +283,54 @@ class PlannerVerifier(Verifier):
         return [VerifierOutput(stop=c.action.is_finish) for c in calls]
 
 
-_CONCLUSION = re.compile(r"conclusion\W*\s*(stop|continue)", re.IGNORECASE)
-_DECISION = re.compile(r"\b(STOP|CONTINUE)\b")
+_CONCLUSION = re.compile(r"conclusion\**[ \t]*:?\s*\**\s*(\w+)", re.IGNORECASE)
+_DECISION = re.compile(r"\b(stop|continue)\b", re.IGNORECASE)
+
+
+def _json_verdict(text: str) -> VerifierOutput | None:
+    body = text.strip()
+    if not (body.startswith("{") and body.endswith("}")):
+        return None
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    signal = obj.get("stop_signal") if isinstance(obj, dict) else None
+    if not isinstance(signal, bool):
+        return None
+    return VerifierOutput(stop=signal, analysis=str(obj.get("analysis", "")).strip())
 
 
 def parse_verifier_output(text: str) -> VerifierOutput:
-    """``Conclusion: STOP|CONTINUE`` (last one wins), else a lone STOP/CONTINUE word.
+    """The verifier's decision, read with the reference's rules, in order:
 
-    Unparseable output continues the episode and is reported as an error.
+    1. the reply is a JSON object with a boolean ``stop_signal`` (the reference's structured
+       output; ``analysis`` is its analysis);
+    2. the **last** ``Conclusion: <word>`` (any case, optional ``**`` and colon) decides when its
+       word is STOP or CONTINUE;
+    3. otherwise the word STOP or CONTINUE anywhere (any case) decides;
+    4. otherwise the episode continues, and the reply is reported as an error.
+
+    One deliberate difference in rule 3: the reference looked for the *substring* ``stop``
+    first (so "nonstop", "stopped", or "do not stop; continue" all stopped); here whole words
+    count and the last one wins.
     """
-    matches = _CONCLUSION.findall(text) or _DECISION.findall(text)
-    if not matches:
-        return VerifierOutput(
-            stop=False,
-            analysis=text.strip(),
-            error="verifier output has no STOP/CONTINUE conclusion; continuing",
-        )
-    return VerifierOutput(stop=matches[-1].upper() == "STOP", analysis=text.strip())
+    if "{" in text:
+        verdict = _json_verdict(text)
+        if verdict is not None:
+            return verdict
+    analysis = text.strip()
+    conclusions = _CONCLUSION.findall(text)
+    if conclusions and conclusions[-1].upper() in ("STOP", "CONTINUE"):
+        return VerifierOutput(stop=conclusions[-1].upper() == "STOP", analysis=analysis)
+    words = _DECISION.findall(text)
+    if words:
+        return VerifierOutput(stop=words[-1].upper() == "STOP", analysis=analysis)
+    return VerifierOutput(
+        stop=False,
+        analysis=analysis,
+        error="verifier output has no STOP/CONTINUE conclusion; continuing",
+    )
 
 
 class LLMVerifier(Verifier):
@@ -270,7 +352,12 @@ class LLMVerifier(Verifier):
             return outputs
         requests = [
             GenerationRequest.chat(
-                prompts.verifier_prompt(calls[i].question, calls[i].memory.render()),
+                prompts.verifier_prompt(
+                    calls[i].question,
+                    calls[i].memory.render(),
+                    calls[i].cards,
+                    calls[i].query_analysis,
+                ),
                 **self.sampling.model_dump(),
             )
             for i in pending

@@ -6,44 +6,79 @@ observation layout and its action format) is owned by :mod:`agentflow_env.format
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from agentflow_env.format.labels import ANSWER_CLOSE, ANSWER_OPEN
-from tools.base import ToolCard
+from tools.base import ToolCard, execute_call
 
 __all__ = ["executor_prompt", "generator_prompt", "query_analysis_prompt", "verifier_prompt"]
 
 
-def executor_prompt(question: str, action: object, card: ToolCard, memory_text: str) -> str:
-    """The executor turns the planner's sub-goal into one concrete call of ``card``'s tool."""
+def _analysis_line(query_analysis: str | None) -> str:
+    return f"Query analysis: {query_analysis.strip()}\n" if query_analysis else ""
+
+
+def executor_prompt(
+    question: str,
+    action: object,
+    card: ToolCard,
+    memory_text: str,
+    query_analysis: str | None = None,
+) -> str:
+    """The executor turns the planner's sub-goal into concrete calls of ``card``'s tool: one or
+    more ``execution = tool.execute(...)`` lines in a fenced block, literal values only (read by
+    :mod:`agentflow_env.format.command`, never executed)."""
     sub_goal = getattr(action, "sub_goal", "")
     context = getattr(action, "context", "")
     command = getattr(action, "command", None)
     hint = f"\nPlanner's suggested command: {command}" if command else ""
+    example = execute_call({card.primary_input: "..."})
+    demos = "".join(f"\n  {card.demo_call(d)}" for d in card.demo_commands)
     return (
-        "You are the executor of a tool-using agent. Write the single tool call that achieves "
-        "the sub-goal.\n\n"
+        "You are the executor of a tool-using agent. Write the tool call(s) that achieve the "
+        "sub-goal.\n\n"
         f"Query: {question}\n"
+        f"{_analysis_line(query_analysis)}"
         f"Sub-Goal: {sub_goal}\n"
         f"Context: {context or 'None'}{hint}\n\n"
-        f"{card.render()}\n\n"
-        f"Earlier steps:\n{memory_text}\n\n"
-        "Answer with a short analysis, then one line of Python in exactly this form, using the "
-        "tool's input names as keyword arguments:\n"
-        "Command: execution = tool.execute(" + f'{card.primary_input}="...")'
+        f"{card.render()}\n"
+        f"Inputs as JSON Schema: {json.dumps(card.json_schema(), ensure_ascii=False)}"
+        + (f"\nExample calls:{demos}" if demos else "")
+        + f"\n\nEarlier steps:\n{memory_text}\n\n"
+        "Answer with a short analysis, then 'Generated Command:' and a ```python block holding "
+        f"one line per call, each exactly of the form {example} with the tool's input names as "
+        "keyword arguments. Write the exact values (strings, numbers, lists); you may assign "
+        "literal values to variables first. Nothing else in the block is run: no imports, "
+        "loops or other functions."
     )
 
 
-def verifier_prompt(question: str, memory_text: str) -> str:
-    """The verifier decides whether the memory already answers the query."""
+def verifier_prompt(
+    question: str,
+    memory_text: str,
+    cards: Sequence[ToolCard] = (),
+    query_analysis: str | None = None,
+) -> str:
+    """The verifier decides whether the memory already answers the query; like the reference's,
+    it reads the available tools, their metadata and the query analysis."""
+    tools = ""
+    if cards:
+        metadata = json.dumps(
+            {c.name: c.metadata() for c in cards}, ensure_ascii=False, default=str
+        )
+        tools = f"Available tools: {', '.join(c.name for c in cards)}\nTool metadata: {metadata}\n"
     return (
         "You are the verifier of a tool-using agent. Decide whether the steps so far contain "
         "enough verified information to answer the query completely.\n\n"
-        f"Query: {question}\n\n"
+        f"Query: {question}\n"
+        f"{_analysis_line(query_analysis)}"
+        f"{tools}\n"
         f"Steps so far:\n{memory_text}\n\n"
-        "Write a short analysis (what is known, what is missing, any contradictions), then the "
-        "last line exactly 'Conclusion: STOP' if the query can be answered now, or "
-        "'Conclusion: CONTINUE' if more steps are needed."
+        "Check: does the memory answer every part of the query? Are there contradictions, "
+        "ambiguities or facts a tool's limitations make doubtful? Could an unused tool supply "
+        "what is missing? Write a short analysis, then the last line exactly 'Conclusion: STOP' "
+        "if the query can be answered now, or 'Conclusion: CONTINUE' if more steps are needed."
     )
 
 
@@ -60,10 +95,12 @@ def generator_prompt(question: str, memory_text: str) -> str:
 
 
 def query_analysis_prompt(question: str, cards: Sequence[ToolCard]) -> str:
-    """The optional query analyzer: what is asked, which skills and tools matter."""
+    """The optional query analyzer: what is asked, which skills and tools matter (it reads the
+    tools' metadata, as the reference's does)."""
     tools = ", ".join(c.name for c in cards)
+    metadata = json.dumps({c.name: c.metadata() for c in cards}, ensure_ascii=False, default=str)
     return (
         "Analyze the query before any tool is used: state what is being asked, the key "
         f"information needed, and which of these tools are relevant ({tools}) and why. Be brief."
-        f"\n\nQuery: {question}"
+        f"\n\nQuery: {question}\nTool metadata: {metadata}"
     )

@@ -17,7 +17,15 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ToolCard", "ToolDemo", "ToolResult", "Tool", "TextGenerator", "normalize_tool_name"]
+__all__ = [
+    "ToolCard",
+    "ToolDemo",
+    "ToolResult",
+    "Tool",
+    "TextGenerator",
+    "execute_call",
+    "normalize_tool_name",
+]
 
 
 _JSON_TYPES = {
@@ -40,6 +48,18 @@ class ToolDemo(BaseModel):
     """the literal tool input, e.g. ``"capital of France"`` or a Python snippet"""
     description: str = ""
     """what the example does"""
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    """further inputs of the example call besides the primary one (``{"add_citations": False}``)"""
+
+
+def execute_call(inputs: dict[str, Any]) -> str:
+    """``execution = tool.execute(key=value, ...)``: how the paper's executor writes a call.
+
+    Values are written as Python literals (``repr``), so the executor's reader
+    (:mod:`agentflow_env.format.command`, which evaluates literals only) reads them back.
+    """
+    args = ", ".join(f"{key}={value!r}" for key, value in inputs.items())
+    return f"execution = tool.execute({args})"
 
 
 class ToolCard(BaseModel):
@@ -117,6 +137,43 @@ class ToolCard(BaseModel):
             optional = "" if name in required else ", optional"
             parts.append(f"{json.dumps(name)}: <{kind}{optional}>")
         return "{" + ", ".join(parts) + "}"
+
+    def demo_call(self, demo: ToolDemo) -> str:
+        """A demo as the executor writes it: ``execution = tool.execute(<primary>=..., ...)``."""
+        return execute_call({self.primary_input: demo.command, **demo.inputs})
+
+    def metadata(self) -> dict[str, Any]:
+        """The card as the reference's tools describe themselves (its metadata keys: tool_name,
+        tool_description, input_types, output_type, demo_commands as ``execution =
+        tool.execute(...)`` calls, user_metadata with limitations and best practices), for
+        prompts laid out as the reference's (``prompt_style="paper"``, the LLM modules)."""
+        meta: dict[str, Any] = {
+            "tool_name": self.name,
+            "tool_description": self.description,
+            "input_types": dict(self.input_types) or self._schema_types(),
+            "output_type": self.output_type,
+            "demo_commands": [
+                {"command": self.demo_call(d), "description": d.description}
+                for d in self.demo_commands
+            ],
+        }
+        user = {}
+        if self.limitations:
+            user["limitations"] = "\n".join(f"{i}. {x}" for i, x in enumerate(self.limitations, 1))
+        if self.best_practices:
+            user["best_practices"] = "\n".join(
+                f"{i}. {x}" for i, x in enumerate(self.best_practices, 1)
+            )
+        if user:
+            meta["user_metadata"] = user
+        return meta
+
+    def _schema_types(self) -> dict[str, str]:
+        properties = self.json_schema().get("properties") or {}
+        return {
+            key: " - ".join(x for x in (str(p.get("type", "value")), p.get("description")) if x)
+            for key, p in properties.items()
+        }
 
     def render(self) -> str:
         """The card as prompt text (stable across runs: observations must be deterministic)."""

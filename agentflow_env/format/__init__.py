@@ -6,6 +6,10 @@
 - :mod:`~agentflow_env.format.action`: the action format's writers (:func:`tool_action`,
   :func:`finish_action`, :func:`write_action`) and readers (:func:`parse_action`,
   :func:`read_action`, :func:`last_answer`);
+- :mod:`~agentflow_env.format.paper`: the reference's planner layout (``prompt_style="paper"``),
+  rebuilt from memory each turn: :func:`paper_prompt`, :func:`read_paper_prompt`;
+- :mod:`~agentflow_env.format.command`: the executor's ``execution = tool.execute(...)`` blocks,
+  evaluated as literals (:func:`read_calls`, :func:`extract_command`, :func:`merge_results`);
 - :mod:`~agentflow_env.format.labels`: the labels and markers both are built from.
 
 Every other module imports these; none spells the formats out itself. The text search tools print
@@ -24,7 +28,14 @@ from agentflow_env.format.action import (
     tool_action,
     write_action,
 )
-from agentflow_env.format.labels import PLANNER_STOP
+from agentflow_env.format.command import (
+    CommandError,
+    ToolCall,
+    extract_command,
+    merge_results,
+    read_calls,
+)
+from agentflow_env.format.labels import OMITTED, PLANNER_STOP
 from agentflow_env.format.observation import (
     ACTION_FORMAT,
     ObservationView,
@@ -32,32 +43,45 @@ from agentflow_env.format.observation import (
     StepView,
     current_step,
     last_result,
+    omitted_step,
     planner_header,
     split_observation,
     step_block,
     step_header,
 )
+from agentflow_env.format.paper import PaperView, paper_prompt, read_paper_prompt, tools_lines
 
 __all__ = [
     "ACTION_FORMAT",
     "FINISH",
+    "OMITTED",
     "PLANNER_STOP",
     "ActionFields",
+    "CommandError",
     "ObservationView",
+    "PaperView",
     "PlannerAction",
     "PromptStyle",
     "StepView",
+    "ToolCall",
     "current_step",
+    "extract_command",
     "finish_action",
     "last_answer",
     "last_result",
+    "merge_results",
+    "omitted_step",
+    "paper_prompt",
     "parse_action",
     "planner_header",
+    "read_calls",
+    "read_paper_prompt",
     "read_action",
     "split_observation",
     "step_block",
     "step_header",
     "strip_code_fence",
     "tool_action",
+    "tools_lines",
     "write_action",
 ]

@@ -13,7 +13,22 @@ It finishes with ``Tool Name: Finish`` and the answer in ``<answer>...</answer>`
 ``<answer>`` tag alone also finishes. Lines inside a fenced code block or an ``<answer>`` tag are
 never labels.
 
-Readers, in two layers (a new syntax, e.g. a JSON step, is a new reader in the first layer):
+The readers also take every shape the reference planner's prompts ask for or its models write:
+
+- numbered or bulleted field lists (``1. **Justification:** ...``, ``2) Context: ...``,
+  ``- Sub-Goal: ...``), labels bold or plain, under a heading or not;
+- a JSON object with the NextStep fields (``{"justification", "context", "sub_goal",
+  "tool_name"}``, plus ``command`` and ``answer``; keys matched like labels), as the whole action
+  (optionally in a fenced block), or embedded in prose when no labelled tool name is present;
+- several Context/Sub-Goal/Tool Name blocks: a label that repeats starts a new block, and the
+  **last complete block** (one with Context, Sub-Goal and Tool Name) wins, as in the reference;
+  without a complete block, the last block with a tool name wins (a single block, as every writer
+  produces, is read whole). A Justification written only before the winning block is kept.
+
+Tool names are matched ignoring case, spaces, underscores, dashes, quotes and backticks; a close
+match, or a known name followed by prose (``Tool Name: `X` (to search)``), also matches.
+
+Readers, in two layers (a new syntax is a new reader in the first layer):
 
 - :func:`read_action`: the fields as written (:class:`ActionFields`), nothing judged;
 - :func:`parse_action`: the fields plus the canonical tool name and what is wrong, as a
@@ -36,6 +51,7 @@ actions sit in an observation unchanged).
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -79,10 +95,11 @@ def _label_regex(label: str) -> str:
 
 _FIELDS = {_LABEL_JUNK.sub("", label.lower()): key for key, label in FIELD_LABELS.items()}
 _FIELDS.update(_ALIASES)
-# A label at the start of a line: optional list marker / bold / heading, then the label, then ':'.
-# Aliases come last: "tool" must not win over "tool name".
+# A label at the start of a line: optional heading / quote / bullet / bold marks and an optional
+# list number ("1.", "2)"), then the label, then ':'. Aliases come last: "tool" must not win over
+# "tool name".
 _LABEL = re.compile(
-    r"^[ \t>#*\-]*\**[ \t]*("
+    r"^[ \t>#*\-+]*(?:\d{1,3}[.)][ \t]*)?[ \t*]*\**[ \t]*("
     + "|".join([*(_label_regex(label) for label in FIELD_LABELS.values()), *_ALIASES])
     + r")[ \t]*\**[ \t]*:[ \t]*\**",
     re.IGNORECASE | re.MULTILINE,
@@ -159,9 +176,27 @@ def _field_key(label: str) -> str:
     return _FIELDS[_LABEL_JUNK.sub("", label.lower())]
 
 
+_COMPLETE = frozenset({"context", "sub_goal", "tool_name"})
+"""a block with these fields is complete (the reference's Context/Sub-Goal/Tool Name block)"""
+
+
+def _winning_block(blocks: list[dict[str, str]]) -> dict[str, str]:
+    """The last complete block, else the last block with a tool name, else the last block; a
+    Justification written only in an earlier block is kept."""
+    chosen = next((b for b in reversed(blocks) if _COMPLETE <= b.keys()), None)
+    chosen = chosen or next((b for b in reversed(blocks) if "tool_name" in b), blocks[-1])
+    if "justification" not in chosen:
+        at = next(i for i, b in enumerate(blocks) if b is chosen)
+        earlier = [b["justification"] for b in blocks[:at] if "justification" in b]
+        if earlier:
+            chosen = {**chosen, "justification": earlier[-1]}
+    return chosen
+
+
 def _split_fields(text: str, answer_spans: list[tuple[int, int]]) -> dict[str, str]:
-    """Map field -> value. A value runs until the next label; the first occurrence wins."""
-    fields: dict[str, str] = {}
+    """Map field -> value. A value runs until the next label; a label that repeats starts a new
+    block, and :func:`_winning_block` picks the block that counts."""
+    blocks: list[dict[str, str]] = [{}]
     matches = list(_LABEL.finditer(text))
     # Lines inside fenced code (e.g. `tool: str = "x"` in a Python command) or inside an
     # <answer> tag are not labels.
@@ -172,21 +207,73 @@ def _split_fields(text: str, answer_spans: list[tuple[int, int]]) -> dict[str, s
         matches = [m for m in matches if not any(a < m.start() < b for a, b in skip)]
     for i, match in enumerate(matches):
         key = _field_key(match.group(1))
-        if key in fields:
-            continue
+        if key in blocks[-1]:
+            blocks.append({})
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
         value = text[match.end() : end]
         # An <answer> tag is its own thing, not part of a field (code in a fence is left alone).
         if "<" in value and key != "tool_name" and not (key == "command" and "```" in value):
             value = _ANSWER.sub("", value)
-        fields[key] = value
-    return fields
+        blocks[-1][key] = value
+    return _winning_block(blocks) if len(blocks) > 1 else blocks[0]
 
 
-def _read(text: str) -> ActionFields:
-    """The labelled-lines syntax (the paper's)."""
-    answers = list(_ANSWER.finditer(text)) if "<" in text else []
-    fields = _split_fields(text, [m.span() for m in answers])
+def _json_value(value: object) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _from_json(obj: object) -> dict[str, str] | None:
+    """The fields of a NextStep-like JSON object (keys matched like labels), or None when it
+    names no tool and gives no answer."""
+    if not isinstance(obj, dict):
+        return None
+    fields: dict[str, str] = {}
+    for key, value in obj.items():
+        name = _LABEL_JUNK.sub("", str(key).lower())
+        field = "answer" if name == "answer" else _FIELDS.get(name)
+        text = _json_value(value)
+        if field is not None and text is not None and field not in fields:
+            fields[field] = text
+    return fields if "tool_name" in fields or "answer" in fields else None
+
+
+_JSON_FENCE = re.compile(r"^```[ \t]*(?:json)?[ \t]*\n(.*?)\n?```$", re.IGNORECASE | re.DOTALL)
+_MAX_JSON_STARTS = 32
+"""embedded JSON: at most this many ``{`` positions are tried (bounded work on long outputs)"""
+
+
+def _whole_json(text: str) -> dict[str, str] | None:
+    """The action is one JSON object (optionally fenced): the reference parses that first."""
+    body = text.strip()
+    fenced = _JSON_FENCE.match(body)
+    body = fenced.group(1).strip() if fenced else body
+    if not (body.startswith("{") and body.endswith("}")):
+        return None
+    try:
+        return _from_json(json.loads(body))
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+        return None
+
+
+def _embedded_json(text: str) -> dict[str, str] | None:
+    """The last NextStep-like JSON object inside prose."""
+    decoder = json.JSONDecoder()
+    found, pos, tried = None, text.find("{"), 0
+    while pos >= 0 and tried < _MAX_JSON_STARTS:
+        tried += 1
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+        except (ValueError, RecursionError):
+            pos = text.find("{", pos + 1)
+            continue
+        found = _from_json(obj) or found
+        pos = text.find("{", end)
+    return found
+
+
+def _fields_to_action(fields: dict[str, str], answer: str | None) -> ActionFields:
     tool_lines = fields.get("tool_name", "").strip().splitlines()
     command = None
     if "command" in fields:
@@ -196,9 +283,26 @@ def _read(text: str) -> ActionFields:
     return ActionFields(
         tool_name=(_clean(tool_lines[0]) or None) if tool_lines else None,
         command=command or None,
-        answer=answers[-1].group(1).strip() if answers else None,
+        answer=answer,
         **prose,
     )
+
+
+def _read(text: str) -> ActionFields:
+    """A JSON step, else labelled lines (the paper's prompt asks for both), else JSON in prose."""
+    if "{" in text:
+        whole = _whole_json(text)
+        if whole is not None:
+            answer = whole.pop("answer", None)
+            return _fields_to_action(whole, answer.strip() if answer is not None else None)
+    answers = list(_ANSWER.finditer(text)) if "<" in text else []
+    fields = _split_fields(text, [m.span() for m in answers])
+    if "tool_name" not in fields and not answers and "{" in text:
+        embedded = _embedded_json(text)
+        if embedded is not None:
+            answer = embedded.pop("answer", None)
+            return _fields_to_action(embedded, answer.strip() if answer is not None else None)
+    return _fields_to_action(fields, answers[-1].group(1).strip() if answers else None)
 
 
 def _as_text(text: object, max_chars: int) -> tuple[str, str]:
@@ -220,25 +324,47 @@ def _tool_table(tool_names: tuple[str, ...]) -> dict[str, str]:
     return {normalize_tool_name(n): n for n in (*tool_names, FINISH)}
 
 
+_WORD_SPLIT = re.compile(r"[\s(\[{,;]+")
+
+
 @functools.lru_cache(maxsize=1024)
 def _match_tool(written: str, tool_names: tuple[str, ...]) -> str | None:
-    """Canonical tool name for what the planner wrote, ignoring case, spaces and underscores.
+    """Canonical tool name for what the planner wrote, ignoring case, spaces, underscores,
+    dashes, quotes and backticks.
 
     An exact key match wins; otherwise a close match (e.g. ``Search Tools``), so small typos do
-    not waste a turn. Cached: planners write the same few tool names over and over.
+    not waste a turn; then the longest run of leading words that is exactly a name (a name
+    followed by prose). Cached: planners write the same few tool names over and over.
     """
     key = normalize_tool_name(written)
     if not key:
         return None
     table = _tool_table(tool_names)
+    exact = _exact_tool(key, table)
+    if exact is not None:
+        return exact
+    close = get_close_matches(key, list(table), n=1, cutoff=0.85)
+    if close:
+        return table[close[0]]
+    # A name followed by prose ("`X` (to search the web)", "x tool, for facts"): the longest
+    # run of leading words that is exactly a name.
+    words = _WORD_SPLIT.split(written.strip())
+    for n in range(len(words) - 1, 0, -1):
+        exact = _exact_tool(normalize_tool_name(" ".join(words[:n]).rstrip(".,;:!")), table)
+        if exact is not None:
+            return exact
+    return None
+
+
+def _exact_tool(key: str, table: dict[str, str]) -> str | None:
+    """The tool whose key is ``key``, with or without a trailing ``tool``."""
+    if not key:
+        return None
     if key in table:
         return table[key]
     if key.endswith("tool") and key[:-4] in table:
         return table[key[:-4]]
-    if key + "tool" in table:
-        return table[key + "tool"]
-    close = get_close_matches(key, list(table), n=1, cutoff=0.85)
-    return table[close[0]] if close else None
+    return table.get(key + "tool")
 
 
 def parse_action(

@@ -13,6 +13,7 @@ __all__ = [
     "ANSWER_OPEN",
     "FIELD_LABELS",
     "FINISH",
+    "OMITTED",
     "PLANNER_STOP",
     "RESULT_LABEL",
     "STEP_LABEL",
@@ -37,3 +38,6 @@ RESULT_LABEL = "Result:"
 PLANNER_STOP: tuple[str, ...] = ("\n" + RESULT_LABEL, "\n" + STEP_LABEL)
 """where a planner's generation must stop: text after these would be its own invented tool output
 (the action writers never produce them)"""
+OMITTED = "[omitted: prompt length limit]"
+"""stands for a step dropped from an over-long planner prompt (its action and result, or its
+entry in the paper layout's Previous Steps): the oldest steps go first, never the query"""

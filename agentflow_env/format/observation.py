@@ -36,6 +36,15 @@ contain, with two exceptions the layout cannot tell apart from its own text:
   ``Result:`` lines, but not a header of its own step's number followed by a ``Result:`` line
   (a quoted observation). In the full style a question must not contain a blank line followed by
   ``Query analysis:``.
+
+An over-long observation (the env's ``max_observation_chars``) replaces the action and result of
+its oldest steps with :data:`~agentflow_env.format.labels.OMITTED` (:func:`step_block` of it),
+never the header: the readers read those steps as that text.
+
+The third style, ``paper``, is the reference's layout, rebuilt each turn (not append-only); it is
+owned by :mod:`agentflow_env.format.paper`, and :func:`split_observation`, :func:`current_step` and
+:func:`last_result` read it too (its steps come back with their tool name, sub-goal and command
+and an empty ``action``).
 """
 
 from __future__ import annotations
@@ -52,10 +61,12 @@ from agentflow_env.format.labels import (
     ANSWER_OPEN,
     FIELD_LABELS,
     FINISH,
+    OMITTED,
     PLANNER_STOP,
     RESULT_LABEL,
     STEP_LABEL,
 )
+from agentflow_env.format.paper import PaperView, read_paper_prompt
 from tools.base import ToolCard
 
 __all__ = [
@@ -66,13 +77,16 @@ __all__ = [
     "StepView",
     "current_step",
     "last_result",
+    "omitted_step",
     "planner_header",
     "split_observation",
     "step_block",
     "step_header",
 ]
 
-PromptStyle = Literal["full", "compact"]
+PromptStyle = Literal["full", "compact", "paper"]
+"""``full`` and ``compact``: append-only (this module); ``paper``: the reference's layout, rebuilt
+each turn (:mod:`agentflow_env.format.paper`)"""
 
 INTRO = (
     "You are the planner of an agent that answers a query by calling tools, one step at a time. "
@@ -142,8 +156,15 @@ def planner_header(
     tool_list = _tool_list(cards)
     if style == "compact":
         return f"{QUERY_LABEL} {question}\n{TOOLS_LABEL} {tool_list}{_PART}"
+    if style == "paper":
+        raise ValueError(
+            "the 'paper' style has no fixed header: its prompt is rebuilt each turn by "
+            "agentflow_env.format.paper.paper_prompt"
+        )
     if style != "full":
-        raise ValueError(f"unknown prompt style {style!r}; valid styles: 'full', 'compact'")
+        raise ValueError(
+            f"unknown prompt style {style!r}; valid styles: 'full', 'compact', 'paper'"
+        )
     parts = [INTRO, f"{QUERY_LABEL} {question}"]
     if query_analysis:
         parts.append(f"{QUERY_ANALYSIS_LABEL} {query_analysis}")
@@ -164,6 +185,12 @@ def step_block(action_text: str, result: str) -> str:
     return f"{action_text}{_RESULT_SEP}{result}{_PART}"
 
 
+def omitted_step(turn: int) -> str:
+    """Step ``turn`` (header and block) with its action and result dropped, for an over-long
+    observation."""
+    return step_header(turn) + step_block(OMITTED, OMITTED)
+
+
 # ----------------------------------------------------------------------------------- readers
 @dataclass
 class StepView:
@@ -171,6 +198,10 @@ class StepView:
 
     action: str
     result: str
+    tool_name: str | None = None
+    """the paper layout's steps only (its prompt shows fields, not the action as written)"""
+    sub_goal: str | None = None
+    command: str | None = None
 
 
 @dataclass
@@ -186,11 +217,13 @@ class ObservationView:
     """the full header's query analysis, when it has one"""
     max_turns: int | None = None
     """the full header's step limit, when it states one"""
+    first_turn: int = 1
+    """the number of ``steps[0]`` (the paper layout may start later)"""
 
     @property
     def turn(self) -> int:
         """1-based index of the step the planner writes next."""
-        return len(self.steps) + 1
+        return self.first_turn + len(self.steps)
 
     @property
     def last_result(self) -> str:
@@ -292,6 +325,9 @@ def split_observation(observation: str) -> ObservationView:
     Never raises: a text that does not follow the layout yields what can be found (an empty
     question, no steps).
     """
+    paper = read_paper_prompt(observation)
+    if paper is not None:
+        return _paper_view(paper)
     headers = _step_headers(observation)
     head = observation[: headers[0].start()] if headers else observation
     reader = _read_compact if head.startswith(f"{QUERY_LABEL} ") else _read_full
@@ -300,8 +336,38 @@ def split_observation(observation: str) -> ObservationView:
     return view
 
 
+def _paper_view(paper: PaperView) -> ObservationView:
+    steps = []
+    for value in paper.steps.values():
+        if not isinstance(value, dict):
+            steps.append(StepView(action=str(value), result=str(value)))
+            continue
+        command = value.get("command")
+        steps.append(
+            StepView(
+                action="",
+                result=str(value.get("result", "")),
+                tool_name=value.get("tool_name"),
+                sub_goal=value.get("sub_goal"),
+                command=None if command is None else str(command),
+            )
+        )
+    numbers = paper.step_numbers
+    return ObservationView(
+        question=paper.question,
+        tool_names=list(paper.tool_names),
+        steps=steps,
+        query_analysis=paper.query_analysis,
+        first_turn=numbers[0] if numbers else 1,
+    )
+
+
 def current_step(observation: str) -> int | None:
-    """The number of the step the observation asks for (its last step header), or None."""
+    """The number of the step the observation asks for (its last step header, or the paper
+    layout's next step), or None."""
+    paper = read_paper_prompt(observation or "")
+    if paper is not None:
+        return _paper_view(paper).turn
     headers = _step_headers(observation or "")
     return len(headers) if headers else None
 

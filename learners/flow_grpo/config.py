@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from agentflow_env.tool_registry import LLM_TOOLS, expand_toolsets
 from learners.config import (
     ASSETS_DIR,
     ConfigError,
@@ -263,7 +264,12 @@ def _validate(cfg: FlowGRPOConfig) -> None:
         if getattr(e, n) == "llm" and getattr(e, f"{n}_engine") is None
     ]
     needs_engine += ["env.query_analysis"] if e.query_analysis is True else []
-    needs_engine += ["Base_Generator_Tool"] if "Base_Generator_Tool" in (e.tools or ()) else []
+    tool_names = expand_toolsets(e.tools) if e.tools is not None else []
+    needs_engine += [
+        str(t)
+        for t in tool_names
+        if t in LLM_TOOLS and "engine" not in (e.tool_kwargs.get(str(t)) or {})
+    ]
     _check(
         not needs_engine or e.engine is not None,
         f"{needs_engine[0] if needs_engine else ''} needs an engine: set --env.engine "
@@ -314,16 +320,19 @@ def paper() -> FlowGRPOConfig:
     )
     cfg.env = EnvConfig(
         max_turns=3,
-        prompt_style="full",
+        # The reference's planner prompt, rebuilt from memory each turn, with query analysis.
+        prompt_style="paper",
+        query_analysis=True,
         tool_kwargs={},
         num_tasks=600,
         executor="llm",
         verifier="llm",
         generator="llm",
         engine="openai:Qwen2.5-7B-Instruct@http://127.0.0.1:8000/v1",
-        # Offline, Search_Tool over the task corpus stands in for the paper's
-        # Google/Wikipedia search; add Wikipedia_Search_Tool with a local dump.
-        tools=("Base_Generator_Tool", "Python_Coder_Tool", "Search_Tool"),
+        # The reference's four tools by its names; offline its two search tools run BM25 over
+        # the task corpus (tool_kwargs {"backend": "web", ...} or a dump path change that).
+        tools=["paper"],
+        max_episode_s=500.0,
     )
     cfg.rollout = RolloutConfig(
         queries_per_step=32,

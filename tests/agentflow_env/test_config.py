@@ -42,6 +42,7 @@ BUILD_FLOW_DEFAULTS: dict[str, Any] = {
     "max_action_chars": 4_000,
     "max_result_chars": 4_000,
     "tool_timeout_s": 60.0,
+    "max_episode_s": None,
 }
 
 
@@ -90,12 +91,16 @@ def test_unknown_keys_fail_by_name_everywhere(make: Any) -> None:
     [
         ({"executor": "telepathy"}, "executor must be one of ['direct', 'llm'] or an Executor"),
         ({"verifier": "oracle"}, "verifier must be one of ['planner', 'llm'] or a Verifier"),
-        ({"tools": "Lookup_Tool"}, "tools: must be a list of tool names or Tool objects: tools=["),
+        (
+            {"tools": "Lookup_Tool"},
+            "tools: must be a list of tool names or Tool objects (tools=['Lookup_Tool']), or a "
+            "toolset: 'paper'",
+        ),
         ({"tools": [3]}, "tools: 3 is neither a tool name nor a Tool"),
         ({"engine": "gpt4"}, "engine: bad engine spec 'gpt4'"),
         ({"executor_engine": 7}, "executor_engine: must be an engine, a spec string"),
         ({"documents": "corpus.jsonl"}, "tool_kwargs={'Search_Tool': {'corpus_path': PATH}}"),
-        ({"prompt_style": "tiny"}, "prompt_style: Input should be 'full' or 'compact'"),
+        ({"prompt_style": "tiny"}, "prompt_style: Input should be 'full', 'compact' or 'paper'"),
         ({"max_turns": 0}, "max_turns: Input should be greater than or equal to 1 (got 0)"),
         ({"tool_timeout_s": 0}, "tool_timeout_s: Input should be greater than 0"),
         ({"scorer": "exact"}, "scorer: must be a function (prediction, task) -> float"),

@@ -738,7 +738,7 @@ def test_env_kwargs_errors_from_the_python_api(item_data: tuple[Path, Path]) -> 
         ),
         (
             ["--env-kwargs", '{"prompt_style": "tiny"}'],
-            "--env-kwargs: prompt_style: Input should be 'full' or 'compact' (got 'tiny')",
+            "--env-kwargs: prompt_style: Input should be 'full', 'compact' or 'paper' (got 'tiny')",
         ),
         (
             ["--env-kwargs", '{"num_tasks": "5"}'],

@@ -17,22 +17,27 @@ from hypothesis import strategies as st
 
 from agentflow_env.format import (
     FINISH,
+    OMITTED,
     PLANNER_STOP,
     ActionFields,
     current_step,
     finish_action,
     last_result,
+    omitted_step,
+    paper_prompt,
     parse_action,
     planner_header,
     read_action,
+    read_paper_prompt,
     split_observation,
     step_block,
     step_header,
     tool_action,
     write_action,
 )
+from agentflow_env.format.paper import PAPER_TASK
 from agentflow_env.wrappers import search_action
-from tools.base import ToolCard
+from tools.base import ToolCard, ToolDemo
 
 TRICKY = [
     "### Step 7",
@@ -345,3 +350,93 @@ def test_header_refuses_unknown_styles_and_unlistable_tool_names() -> None:
         planner_header("q", [ToolCard(name="A", description="a")], "fancy")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="cannot be listed"):
         planner_header("q", [ToolCard(name="A, B", description="a")])
+
+
+# ----------------------------------------------------------------------- the paper layout
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(
+    question=text,
+    analysis=optional_text,
+    tools=tool_names,
+    steps=st.lists(st.tuples(name | st.none(), text, optional_text, text), max_size=4),
+    omitted=st.integers(0, 4),
+    finish_rule=st.booleans(),
+)
+def test_paper_layout_round_trips(
+    question: str,
+    analysis: str | None,
+    tools: list[str],
+    steps: list[tuple[str | None, str, str | None, str]],
+    omitted: int,
+    finish_rule: bool,
+) -> None:
+    assume("\n- **Query Analysis:** " not in question)
+    cards = [
+        ToolCard(name=n, description=f"the {n} tool", input_types={"query": "str"}) for n in tools
+    ]
+    actions: dict[str, Any] = {}
+    for k, (tool, sub_goal, command, result) in enumerate(steps, start=1):
+        actions[f"Action Step {k}"] = (
+            OMITTED
+            if k <= omitted
+            else {"tool_name": tool, "sub_goal": sub_goal, "command": command, "result": result}
+        )
+    prompt = paper_prompt(question, cards, actions, analysis, finish_rule=finish_rule)
+    paper = read_paper_prompt(prompt)
+    assert paper is not None and paper.question == question.strip()
+    want_analysis = analysis.strip() if analysis and analysis.strip() not in ("", "None") else None
+    assert paper.query_analysis == want_analysis
+    assert paper.tool_names == tools and paper.steps == actions
+    view = split_observation(prompt)
+    assert view.question == question.strip() and view.tool_names == tools
+    assert view.turn == current_step(prompt) == len(steps) + 1
+    assert last_result(prompt) == (
+        None if not steps else OMITTED if len(steps) <= omitted else steps[-1][3]
+    )
+    for step, (tool, sub_goal, command, result) in zip(
+        view.steps[omitted:], steps[omitted:], strict=True
+    ):
+        assert (step.tool_name, step.sub_goal, step.command, step.result) == (
+            tool,
+            sub_goal,
+            command,
+            result,
+        )
+    # The prompt is a new text each turn, ending with the rules (not an open step slot).
+    assert ("Tool Name: Finish" in prompt.rsplit("\nRules:\n", 1)[1]) is finish_rule
+    assert prompt.startswith(PAPER_TASK) and prompt.rstrip().endswith("write nothing after them.")
+
+
+def test_paper_metadata_is_the_cards_in_the_reference_shape() -> None:
+    card = ToolCard(
+        name="Ground_Google_Search_Tool",
+        description="searches",
+        input_types={"query": "str - q", "add_citations": "bool - c"},
+        demo_commands=(ToolDemo(command="x y", description="d", inputs={"add_citations": False}),),
+        limitations=("one", "two"),
+        best_practices=("three",),
+    )
+    meta = card.metadata()
+    assert meta["demo_commands"] == [
+        {
+            "command": "execution = tool.execute(query='x y', add_citations=False)",
+            "description": "d",
+        }
+    ]
+    assert meta["user_metadata"] == {"limitations": "1. one\n2. two", "best_practices": "1. three"}
+    prompt = paper_prompt("q?", [card], {})
+    assert f"- **Toolbox Metadata:** {{'Ground_Google_Search_Tool': {meta!r}}}" in prompt
+    with pytest.raises(ValueError, match="rebuilt each turn"):
+        planner_header("q", [card], "paper")
+    assert read_paper_prompt("Query: q\nTools: A, Finish\n\n") is None
+
+
+def test_omitted_steps_read_back_as_omitted() -> None:
+    cards = [ToolCard(name="A", description="a")]
+    obs = planner_header("q?", cards, "compact") + omitted_step(1) + omitted_step(2)
+    obs += step_header(3) + step_block("Tool Name: A\nCommand: x", "three") + step_header(4)
+    view = split_observation(obs)
+    assert view.question == "q?" and view.turn == 4 == current_step(obs)
+    assert [(s.action, s.result) for s in view.steps] == [(OMITTED, OMITTED)] * 2 + [
+        ("Tool Name: A\nCommand: x", "three")
+    ]

@@ -182,3 +182,95 @@ def test_module_sampling_settings_reach_the_engine() -> None:
     _, _, _, _, info = env.step("Sub-Goal: anything\nTool Name: Lookup_Tool")
     assert info["tool_result"] == "code-0" and seen == [sampling]
     env.step(finish_action("code-0"))
+
+
+# ------------------------------------------------------------- the reference's module behaviour
+@pytest.mark.parametrize(
+    ("text", "stop", "error"),
+    [
+        ('{"analysis": "all there", "stop_signal": true}', True, None),  # structured output
+        ('{"analysis": "gaps", "stop_signal": false}', False, None),
+        ("Conclusion: STOP\nOn reflection...\n**Conclusion**: CONTINUE", False, None),  # last
+        ("Conclusion: the memory suffices, so STOP", True, None),  # word after a bad conclusion
+        ("conclusion stop", True, None),
+        ("We must not stop yet; continue searching.", False, None),  # the last word wins
+        ("The search was nonstop and it stopped.", False, "no STOP/CONTINUE"),  # whole words
+        ('{"analysis": "x", "stop_signal": "yes"}', False, "no STOP/CONTINUE"),  # as text
+    ],
+)
+def test_verifier_reads_the_reference_forms(text: str, stop: bool, error: str | None) -> None:
+    """The reference's rules (JSON, last Conclusion, a STOP/CONTINUE word, else continue), with
+    its substring defect fixed: it read "nonstop"/"stopped" as STOP and preferred STOP whenever
+    both words appeared."""
+    out = parse_verifier_output(text)
+    assert out.stop is stop
+    assert (out.error is None) if error is None else (error in (out.error or ""))
+
+
+def test_llm_executor_runs_every_call_of_a_block_in_order() -> None:
+    block = (
+        "Analysis: two keys.\nGenerated Command:\n```python\nfirst = 'item 1'\n"
+        "execution = tool.execute(query=first)\nexecution = tool.execute(query='item 4')\n```"
+    )
+    seen: list[str] = []
+
+    def modules(reqs: Sequence[GenerationRequest]) -> list[str]:
+        seen.extend(r.messages[-1].content for r in reqs)
+        return [block if "executor" in seen[-1] else "Conclusion: CONTINUE" for _ in reqs]
+
+    env = AgentFlowEnv(
+        **lookup_env_kwargs(
+            executor="llm",
+            verifier="llm",
+            engine=CallableEngine(modules, batched=True),
+            prompt_style="paper",
+        )
+    )
+    obs, _ = env.reset(options={"task_index": 1})
+    obs, _, _, _, info = env.step("Sub-Goal: look up two items\nTool Name: Lookup_Tool")
+    assert env.unwrapped.flow.tools["Lookup_Tool"].calls == ["item 1", "item 4"]
+    assert info["tool_calls"] == [{"query": "item 1"}, {"query": "item 4"}]
+    assert info["tool_input"] == (
+        "execution = tool.execute(query='item 1')\nexecution = tool.execute(query='item 4')"
+    )
+    assert info["tool_result"] == (
+        "Call 1: execution = tool.execute(query='item 1')\ncode-1\n\n"
+        "Call 2: execution = tool.execute(query='item 4')\ncode-4"
+    )
+    # The paper prompt's previous steps carry the calls as the executor wrote them.
+    step = env.unwrapped.memory.actions()["Action Step 1"]
+    assert step["command"] == info["tool_input"] and step["result"] == info["tool_result"]
+    assert "Call 2: execution = tool.execute(query='item 4')" in obs
+    # The verifier read the tools' metadata (the executor prompt came first).
+    verifier_prompt = seen[-1]
+    assert "verifier" in verifier_prompt and '"tool_name": "Lookup_Tool"' in verifier_prompt
+    env.close()
+
+
+def test_a_refused_block_is_an_executor_error_and_nothing_runs() -> None:
+    block = "```python\nimport os\nexecution = tool.execute(query=os.getcwd())\n```"
+    engine = CallableEngine(lambda reqs: [block] * len(reqs), batched=True)
+    env = AgentFlowEnv(**lookup_env_kwargs(executor="llm", engine=engine))
+    env.reset(options={"task_index": 0})
+    obs, _, _, _, info = env.step("Sub-Goal: look up item 0\nTool Name: Lookup_Tool")
+    assert info["error_kind"] == "executor" and "only literal assignments" in info["error"]
+    assert env.unwrapped.flow.tools["Lookup_Tool"].calls == []
+    env.close()
+
+
+def test_verifier_and_executor_prompts_carry_the_query_analysis() -> None:
+    brain = ScriptedModules(verdicts=["CONTINUE"])
+    env = AgentFlowEnv(
+        **lookup_env_kwargs(
+            executor="llm",
+            verifier="llm",
+            engine=CallableEngine(brain, batched=True),
+            query_analysis=True,
+        )
+    )
+    env.reset(options={"task_index": 2})
+    env.step("Sub-Goal: look up item 2\nTool Name: Lookup_Tool")
+    prompts = [r.messages[-1].content for r in brain.requests]
+    analysis = "Query analysis: The query asks for an item code; use Lookup_Tool."
+    assert sum(analysis in p for p in prompts) == 2  # executor and verifier (not the analyzer)
+    env.close()

@@ -129,3 +129,27 @@ def test_num_threads_auto_splits_the_cpus_among_local_ranks(
         resolve_num_threads(3) == 3 and resolve_num_threads(0) == 0
     )  # explicit values pass through
     assert parse_config([])[0].train.num_threads == -1  # the tiny preset's default
+
+
+def test_the_paper_preset_runs_the_reference_protocol() -> None:
+    env = make_config("paper").env
+    assert (env.prompt_style, env.tools, env.query_analysis) == ("paper", ["paper"], True)
+    assert env.max_episode_s == 500.0  # the reference's training budget (AGENT_MAX_TIMEOUT)
+    # The paper tools that need a model are named when no engine is configured.
+    with pytest.raises(ConfigError, match="Generalist_Solution_Generator_Tool needs an engine"):
+        parse_config(["--env.tools", "paper"])
+    cfg = make_config(
+        "tiny",
+        overrides={
+            "env.tools": "paper",
+            "env.tool_kwargs": {
+                t: {"engine": "python:m:f"}
+                for t in (
+                    "Generalist_Solution_Generator_Tool",
+                    "Python_Code_Generator_Tool",
+                    "Wikipedia_RAG_Search_Tool",
+                )
+            },
+        },
+    )
+    assert cfg.env.tools == ["paper"]

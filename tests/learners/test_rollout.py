@@ -10,6 +10,7 @@ import pytest
 import torch
 from gymnasium.vector import AutoresetMode
 
+from agentflow_env.format.paper import PAPER_TASK
 from agentflow_env.trajectory import EpisodeRecord
 from agentflow_env.vector import AgentFlowVectorEnv
 from learners.packing import pack_samples
@@ -200,3 +201,39 @@ def test_wrong_vector_env_size_is_rejected(policy: Policy) -> None:
             )
     finally:
         envs.close()
+
+
+def test_paper_prompts_are_not_packed(policy: Policy) -> None:
+    """The paper layout rebuilds the prompt each turn: the rollout must re-tokenize every turn
+    (a new segment) and the learner must score per-turn samples, never a packed sequence."""
+    envs = AgentFlowVectorEnv(
+        num_envs=4,
+        autoreset_mode=AutoresetMode.DISABLED,
+        **lookup_env_kwargs(6, prompt_style="paper"),
+    )
+    try:
+        out = collect_groups(
+            envs,
+            policy,
+            envs.tasks[:2],
+            2,
+            SamplingSettings(1.0, 1.0, 16),
+            np.random.default_rng(1),
+        )
+    finally:
+        envs.close()
+    by = {(s.traj, s.turn): s for s in out.samples}
+    later = [s for s in out.samples if s.turn > 0]
+    assert later, "no trajectory took a second turn"
+    for s in later:
+        before = by[(s.traj, s.turn - 1)]
+        prefix = before.prompt_ids + before.response_ids
+        assert s.prompt_ids[: len(prefix)] != prefix
+        text = policy.tokenizer.decode(s.prompt_ids, skip_special_tokens=True)
+        assert text.startswith(PAPER_TASK) and "'Action Step 1':" in text
+    assert len(pack_samples(out.samples, pack=True)) == len(out.samples)
+    first = policy.tokenizer.decode(by[(0, 0)].prompt_ids, skip_special_tokens=True)
+    ids, packable = next_context(
+        policy, by[(0, 0)].prompt_ids, by[(0, 0)].response_ids, first, "x", first + "x\nmore"
+    )
+    assert packable  # the same check does pack where the text does extend

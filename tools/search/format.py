@@ -9,8 +9,17 @@ Articles (``Wikipedia_Search_Tool``), best first, each with its best passages::
     Article 1: <title>
     - <passage>
 
-Writers: :func:`render_passages`, :func:`render_articles` (texts clipped to one line by
-:func:`clip`; :data:`NO_PASSAGES` / :data:`NO_ARTICLES` when nothing matched). Readers:
+Selected articles (``Wikipedia_RAG_Search_Tool``): the chosen articles as above under a heading,
+then the other candidates' titles on one line::
+
+    Relevant pages:
+    Article 1: <title>
+    - <passage>
+    Other pages (may be irrelevant): <title> | <title>
+
+Writers: :func:`render_passages`, :func:`render_articles`, :func:`render_selected_articles`
+(texts clipped to one line by :func:`clip`; :data:`NO_PASSAGES` / :data:`NO_ARTICLES` when
+nothing matched). Readers:
 :func:`passage_titles` (every ``(Title: ...)``, in order), :func:`top_passage` (the first line) and
 :func:`first_hit_title`, which also reads other common listings (``[1] X: ...``, ``1. X: ...``,
 ``Title: X``) so that it works with foreign search tools. A title may contain balanced
@@ -33,6 +42,7 @@ __all__ = [
     "passage_titles",
     "render_articles",
     "render_passages",
+    "render_selected_articles",
     "top_passage",
 ]
 
@@ -88,6 +98,21 @@ def render_articles(articles: Sequence[tuple[str, Sequence[SearchHit]]], max_cha
         lines.append(f"Article {i}: {_one_line(title) or UNTITLED}")
         lines.extend(f"- {clip(h.text, max_chars)}" for h in group)
     return "\n".join(lines)
+
+
+RELEVANT_PAGES = "Relevant pages:"
+OTHER_PAGES = "Other pages (may be irrelevant):"
+
+
+def render_selected_articles(
+    relevant: Sequence[tuple[str, Sequence[SearchHit]]], others: Sequence[str], max_chars: int
+) -> str:
+    """The articles a selector chose (as :func:`render_articles`) under ``Relevant pages:``,
+    then the other candidates' titles on one ``Other pages (may be irrelevant):`` line."""
+    text = f"{RELEVANT_PAGES}\n{render_articles(relevant, max_chars)}"
+    if others:
+        text += f"\n{OTHER_PAGES} " + " | ".join(_one_line(t) or UNTITLED for t in others)
+    return text
 
 
 # ----------------------------------------------------------------------------------- readers
