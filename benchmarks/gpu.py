@@ -77,17 +77,30 @@ def run_one(name: str, timeout_s: float, dry_run: bool, workdir: Path) -> dict[s
         except json.JSONDecodeError:
             data = {}
     text = log.read_text(errors="replace") if log.is_file() else ""
-    if code is None:
-        status = f"timed out: over its budget of {timeout_s:.0f} s (rows measured before are kept)"
+    declared = data.pop("status", None)  # a section may declare its own (trl: skipped)
+    if code is None:  # a hang reads the same: the log excerpt tells
+        status = f"skipped: over budget (killed after {timeout_s:.0f} s; earlier rows kept)"
     elif code != 0:
         status = f"failed (exit {code})"
     else:
-        status = data.pop("status", "ok")
+        status = declared or _rows_status(data.get("rows", []))
     out = {"status": status, "seconds": round(seconds, 1), "budget_s": round(timeout_s, 1)}
     out.update(data)
     if code != 0:
         out["log_excerpt"] = log_excerpt(text, max_chars=3000)
     return out
+
+
+def _rows_status(rows: list[dict[str, Any]]) -> str:
+    """A finished section's status from its rows: failed rows fail it, skipped ones make it
+    partial."""
+    failed = [r for r in rows if str(r.get("status", "")).startswith("failed")]
+    skipped = [r for r in rows if str(r.get("status", "")).startswith("skipped")]
+    if failed:
+        return f"failed: {len(failed)} of {len(rows)} rows failed"
+    if skipped:
+        return f"partial: {len(skipped)} of {len(rows)} rows skipped over budget"
+    return "ok"
 
 
 def plan_summary(dry_run: bool) -> dict[str, Any]:
@@ -258,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _passed(status: str) -> bool:
-    return status == "ok" or status.startswith("skipped")
+    """ok, or not (fully) run for want of time or of trl; failures and overruns do not pass."""
+    return status == "ok" or status.startswith(("skipped", "partial"))
 
 
 if __name__ == "__main__":
