@@ -11,15 +11,16 @@ Measures, on random-initialized Qwen2.5-shaped models (no weights needed; see
 (d) ``distributed``: DDP and FSDP2 on one rank with nccl; parameters equal to one process;
 (e) ``trl``: TRL's GRPO loss on (b)'s batch when trl is importable, else reported as skipped.
 
-Each section runs in its own process with its own time budget (the sum stays under
-``--budget-s``, default 450 s): a section that fails, runs out of memory or overruns is recorded
-as such in the JSON and the others still run; a section with too little time left is recorded as
-``skipped: over budget``. Writes ``--out`` (JSON; default ``benchmarks/results/gpu.json``, or
-``gpu_dry_run.json``) and a Markdown table beside it (same name, ``.md``). ``--dry-run`` runs the
+Each section runs in its own process with its own time budget (440 s in all, or ``--budget-s``):
+a section that fails or runs out of memory is recorded as such in the JSON and the others still
+run; one that overruns its budget is killed, and one with too little time left not started, both
+recorded as ``skipped: over budget``. Writes ``--out`` (JSON; default
+``benchmarks/results/gpu.json``, or ``gpu_dry_run.json``) and a Markdown table beside it (same
+name, ``.md``). ``--dry-run`` runs the
 same plan on the CPU with tiny shapes (gloo instead of nccl): what CI tests. Exit status: 0 when
 no section failed, 1 otherwise, 2 for bad arguments (e.g. no CUDA device without ``--dry-run``).
 
-    python -m benchmarks.gpu [--dry-run] [--out PATH] [--sections update,trl] [--budget-s 450]
+    python -m benchmarks.gpu [--dry-run] [--out PATH] [--sections update,trl] [--budget-s 440]
 
 Packages beyond torch and transformers: ``python -m benchmarks.gpu_wheels`` (README, "GPU check").
 """
@@ -40,7 +41,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine_info
-from benchmarks.gpu_common import device_info, make_plan
+from benchmarks.gpu_common import make_plan
 from benchmarks.gpu_sections import SECTIONS, run_section
 from tools.log_excerpt import log_excerpt
 
@@ -239,14 +240,15 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "dry_run": args.dry_run,
         "gpu_figures": not args.dry_run,
-        "device_info": device_info(torch.device(plan.device)),
+        # read by the sections' processes: this one must not hold a CUDA context of its own
+        "device_info": {"device": plan.device, "torch": torch.__version__},
         "machine": machine_info(),
         "plan": plan_summary(args.dry_run),
         "budget_s": budget,
         "wall_s": 0.0,
         "sections": {},
     }
-    start = time.perf_counter()
+    start, device_seen = time.perf_counter(), False
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         for name in SECTIONS:
             if name not in names:
@@ -260,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                 sec = run_one(name, timeout, args.dry_run, Path(tmp))
             print(f"[gpu check] {name}: {sec['status']}", file=sys.stderr, flush=True)
             report["sections"][name] = sec
+            if isinstance(sec.get("device"), dict) and not device_seen:
+                report["device_info"], device_seen = sec["device"], True
             report["wall_s"] = round(time.perf_counter() - start, 1)
             _write(out, json.dumps(report, indent=2, default=str))  # a killed run keeps the rest
     markdown = render_markdown(report)
