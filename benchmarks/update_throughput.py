@@ -207,31 +207,40 @@ def run_flow_grpo(data: dict[str, Any], pack: bool, micro: int) -> dict[str, flo
     return {**out, "action_tokens": sum(len(s.response_ids) for s in samples)}
 
 
-def run_trl(data: dict[str, Any], micro: int) -> dict[str, float]:
+def trl_update_step(
+    model: Any,
+    tokenizer: Any,
+    samples: list[Any],
+    advantages: np.ndarray,
+    micro: int,
+    *,
+    max_completion_length: int = 64,
+    lr: float = 5e-4,
+) -> Callable[[], None]:
+    """One full update with TRL's GRPO loss (``GRPOTrainer._compute_loss``) over per-turn samples:
+    forward, backward, clip, AdamW step, ``micro`` samples per forward, on the model's device and
+    in its dtype (TRL's own autocast is off: both sides of a comparison run the same arithmetic).
+    """
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from learners.flow_grpo.config import make_config
-    from learners.flow_grpo.trainer import load_policy
-
-    policy = load_policy(make_config("tiny"))
-    tok, model = policy.tokenizer, policy.model
+    device = next(model.parameters()).device
     args = GRPOConfig(
         output_dir=tempfile.mkdtemp(),
         per_device_train_batch_size=8,
         num_generations=8,
-        max_completion_length=64,
+        max_completion_length=max_completion_length,
         beta=0.0,
         loss_type="bnpo",
         report_to="none",
-        use_cpu=True,
-        learning_rate=5e-4,
+        use_cpu=device.type == "cpu",
+        learning_rate=lr,
         epsilon=0.2,
         logging_steps=1000,
         save_strategy="no",
         # TRL's configs default to bf16=True: on CPU that autocasts to bf16, which is
         # emulated (~14x slower) on CPUs without bf16 instructions and changes the
-        # arithmetic; both sides of this comparison run in fp32.
+        # arithmetic; both sides of this comparison run in the model's own dtype.
         bf16=False,
         fp16=False,
     )
@@ -240,27 +249,40 @@ def run_trl(data: dict[str, Any], micro: int) -> dict[str, float]:
         reward_funcs=lambda completions, **_: [0.0] * len(completions),
         args=args,
         train_dataset=Dataset.from_dict({"prompt": ["x"] * 8}),
-        processing_class=tok,
+        processing_class=tokenizer,
     )
     trainer.current_gradient_accumulation_steps = 1  # normally set inside Trainer.train()
-    optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-4)
-    samples, adv = data["samples"], data["advantages"]
+    optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
 
     def step() -> None:
         model.train()
         optim.zero_grad(set_to_none=True)
         for start in range(0, len(samples), micro):
             part = samples[start : start + micro]
-            trainer._compute_loss(
-                model, _trl_inputs(part, adv[start : start + micro], tok.pad_token_id)
-            ).backward()
+            inputs = _trl_inputs(
+                part, advantages[start : start + micro], tokenizer.pad_token_id, device
+            )
+            trainer._compute_loss(model, inputs).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optim.step()
 
+    return step
+
+
+def run_trl(data: dict[str, Any], micro: int) -> dict[str, float]:
+    from learners.flow_grpo.config import make_config
+    from learners.flow_grpo.trainer import load_policy
+
+    policy = load_policy(make_config("tiny"))
+    samples, adv = data["samples"], data["advantages"]
+    step = trl_update_step(policy.model, policy.tokenizer, samples, adv, micro)
     return {**measure_update(step), "action_tokens": sum(len(s.response_ids) for s in samples)}
 
 
-def _trl_inputs(samples: list[Any], adv: np.ndarray, pad: int) -> dict[str, torch.Tensor]:
+def _trl_inputs(
+    samples: list[Any], adv: np.ndarray, pad: int, device: torch.device | str = "cpu"
+) -> dict[str, torch.Tensor]:
+    """TRL's layout of per-turn samples: left-padded prompts, right-padded completions."""
     p_len = max(len(s.prompt_ids) for s in samples)
     c_len = max(len(s.response_ids) for s in samples)
     prompt = torch.full((len(samples), p_len), pad)
@@ -274,7 +296,7 @@ def _trl_inputs(samples: list[Any], adv: np.ndarray, pad: int) -> dict[str, torc
         comp[r, : len(s.response_ids)] = torch.tensor(s.response_ids)
         cmask[r, : len(s.response_ids)] = 1
         old[r, : len(s.logprobs)] = torch.tensor(s.logprobs)
-    return {
+    inputs = {
         "prompt_ids": prompt,
         "prompt_mask": pmask,
         "completion_ids": comp,
@@ -283,6 +305,7 @@ def _trl_inputs(samples: list[Any], adv: np.ndarray, pad: int) -> dict[str, torc
         "old_per_token_logps": old,
         "num_items_in_batch": cmask.sum(),
     }
+    return {k: v.to(device) for k, v in inputs.items()}
 
 
 def _versions(*names: str) -> dict[str, str | None]:

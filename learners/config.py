@@ -298,6 +298,8 @@ def add_arguments(parser: Any, cls: type, prefix: str = "", skip: Sequence[str] 
             kwargs["choices"] = choices
         elif f.hint is bool or _members(f.hint) == [bool]:
             kwargs["metavar"] = "{true,false}"
+        elif _members(f.hint) == [bool, type(None)]:
+            kwargs["metavar"] = "{true,false,none}"
         else:
             kwargs["metavar"] = f.hint.__name__.upper() if isinstance(f.hint, type) else "VALUE"
         parser.add_argument("--" + (prefix + f.key).replace("_", "-"), **kwargs)

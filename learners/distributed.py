@@ -88,10 +88,14 @@ class Dist:
     world_size: int = 1
     local_rank: int = 0
     mode: str = "none"
+    grouped: bool = False
+    """a process group runs the collectives, even for one rank (torchrun with an explicit
+    ``ddp``/``fsdp``: the same code path as many ranks, e.g. nccl on a one-GPU machine)"""
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        """True when collectives run (several ranks, or one rank in a process group)."""
+        return self.world_size > 1 or self.grouped
 
     @property
     def is_main(self) -> bool:
@@ -175,7 +179,11 @@ class Dist:
 
 
 def init_distributed(mode: str = "auto", timeout_s: float = 600.0) -> Dist:
-    """Join the process group torchrun set up (``RANK``/``WORLD_SIZE`` in the environment)."""
+    """Join the process group torchrun set up (``RANK``/``WORLD_SIZE`` in the environment).
+
+    ``auto`` with one process runs without a group; ``ddp``/``fsdp`` under torchrun join one even
+    with a single rank (collectives over one rank: the multi-rank code path on one device).
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if mode == "none" or (mode == "auto" and world <= 1):
         if world > 1:
@@ -183,7 +191,7 @@ def init_distributed(mode: str = "auto", timeout_s: float = 600.0) -> Dist:
                 "launched by torchrun with WORLD_SIZE > 1 but train.distributed='none'"
             )
         return Dist()
-    if world <= 1:
+    if world <= 1 and "RANK" not in os.environ:  # not launched by torchrun: nothing to join
         return Dist(mode=mode)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     # On GPUs, CPU tensors (scalar stats, fingerprints) still need a backend: gloo serves them.
@@ -194,7 +202,7 @@ def init_distributed(mode: str = "auto", timeout_s: float = 600.0) -> Dist:
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
     resolved = "ddp" if mode == "auto" else mode
     logger.info("rank %d/%d joined (%s, %s)", rank, world, backend, resolved)
-    return Dist(rank=rank, world_size=world, local_rank=local_rank, mode=resolved)
+    return Dist(rank=rank, world_size=world, local_rank=local_rank, mode=resolved, grouped=True)
 
 
 # ------------------------------------------------------------------------------------ FSDP

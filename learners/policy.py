@@ -54,6 +54,7 @@ __all__ = [
     "SamplingSettings",
     "VLLMGenerator",
     "resolve_device",
+    "set_gradient_checkpointing",
 ]
 
 GenerationOutput = TokenCompletion
@@ -95,6 +96,23 @@ def token_prompts(
         TokenPrompt(prompt_ids=list(c), sampling=sampling, seed=derive_seed(settings.seed, i))
         for i, c in enumerate(contexts)
     ]
+
+
+def set_gradient_checkpointing(model: nn.Module, enabled: bool) -> None:
+    """Recompute a transformers model's activations in the backward pass (or stop doing so)."""
+    if enabled:
+        enable = (
+            getattr(model, "activation_checkpointing_enable", None)
+            or model.gradient_checkpointing_enable
+        )
+        enable()
+    else:
+        disable = (
+            getattr(model, "activation_checkpointing_disable", None)
+            or model.gradient_checkpointing_disable
+        )
+        disable()
+    model.config.use_cache = not enabled
 
 
 class ActionScorer(nn.Module):
@@ -267,12 +285,7 @@ class Policy:
         tok = load_tokenizer(path)
         tok.padding_side = "left"
         if gradient_checkpointing:
-            enable = (
-                getattr(model, "activation_checkpointing_enable", None)
-                or model.gradient_checkpointing_enable
-            )
-            enable()
-            model.config.use_cache = False
+            set_gradient_checkpointing(model, True)
         if lora_rank > 0:
             try:
                 from peft import LoraConfig, get_peft_model

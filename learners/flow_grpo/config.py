@@ -130,6 +130,11 @@ class AlgoConfig:
     """sequences per forward/backward pass (gradients accumulate over micro-batches)"""
     pack_turns: bool = True
     """score all turns of a trajectory in one sequence when its prompts are append-only"""
+    recompute_old_logprobs: bool | None = None
+    """take the ratio's denominator from the trainer's own forward pass over the sampled tokens
+    before the update (as verl does) instead of the sampler's reported log-probs; none: on for
+    the vllm backend (its log-probs come from other kernels and precision), off for transformers
+    (which samples from the trained weights and reports the loss's distribution)"""
 
 
 @dataclass
@@ -187,6 +192,13 @@ class FlowGRPOConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values, keyed as config files are."""
         return to_dict(self)
+
+    @property
+    def recomputes_old_logprobs(self) -> bool:
+        """Whether the trainer recomputes old log-probs (``algo.recompute_old_logprobs``, or by
+        default: with the vLLM backend)."""
+        setting = self.algo.recompute_old_logprobs
+        return self.rollout.backend == "vllm" if setting is None else setting
 
 
 # ------------------------------------------------------------------------------------- checks

@@ -32,6 +32,7 @@ from learners.envs import make_vector_env, split_tasks
 from learners.flow_grpo.advantages import compute_advantages, zero_variance_groups
 from learners.flow_grpo.config import FlowGRPOConfig, resolve_model_path
 from learners.flow_grpo.loss import aggregation_weights, policy_loss
+from learners.flow_grpo.old_logprobs import recompute_old_logprobs
 from learners.packing import ScoringSequence, pack_samples
 from learners.policy import HFGenerator, Policy, SamplingSettings
 from learners.rollout import RolloutBatch, TurnSample, collect, collect_groups
@@ -257,8 +258,25 @@ class FlowGRPOTrainer:
     def update(
         self, samples: list[TurnSample], advantages: np.ndarray, rng: np.random.Generator
     ) -> dict[str, float]:
-        """``epochs`` x ``mini_batches`` optimizer steps over the kept samples."""
+        """``epochs`` x ``mini_batches`` optimizer steps over the kept samples.
+
+        With ``algo.recompute_old_logprobs`` (default with vLLM) the samples' old log-probs are
+        first replaced by the trainer's own, once, before the first optimizer step.
+        """
         a = self.cfg.algo
+        recomputed: dict[str, float] = {}
+        if self.cfg.recomputes_old_logprobs:  # every rank, even one without samples (FSDP)
+            t0 = time.perf_counter()
+            samples, recomputed = recompute_old_logprobs(
+                self.policy,
+                samples,
+                temperature=self.cfg.rollout.temperature,
+                pack=a.pack_turns,
+                micro_batch_size=a.micro_batch_size,
+                module=self.scorer,
+                dist=self.dist,
+            )
+            recomputed["time/recompute_old_logprobs_s"] = time.perf_counter() - t0
         trajs = sorted({s.traj for s in samples})
         totals: dict[str, float] = defaultdict(float)
         n_opt, tokens, seconds = 0, 0, 0.0
@@ -277,6 +295,7 @@ class FlowGRPOTrainer:
                 for key, value in result.items():
                     totals[key] += value
         stats = {k: v / n_opt for k, v in totals.items()} if n_opt else {}
+        stats.update(recomputed)
         stats["train/optimizer_steps"] = float(n_opt)
         stats["time/tokens_per_s"] = tokens / seconds if seconds > 0 else 0.0
         return stats
