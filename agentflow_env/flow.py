@@ -6,12 +6,18 @@ parse -> executor -> tools -> memory -> verifier -> generator -> score.
 (one executor call, concurrent tool calls with batched searches, one verifier call, one
 generator call). ``AgentFlowEnv`` uses it with a batch of one and ``AgentFlowVectorEnv`` with N,
 so both produce identical results by construction.
+
+An infrastructure failure (:mod:`agentflow_env.infra`: an engine failing after its retries, a
+tool that could not run, a scorer that could not score) ends its episode at once, unscored:
+``truncated``, reward NaN (no outcome, never a 0), ``info["infra_error"]`` saying what failed.
+The other episodes of the batch go on.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +32,7 @@ from agentflow_env.format import (
     step_block,
     step_header,
 )
+from agentflow_env.infra import InfraError, tool_kind
 from agentflow_env.memory import Memory, Step
 from agentflow_env.modules import (
     Executor,
@@ -35,6 +42,7 @@ from agentflow_env.modules import (
     QueryAnalyzer,
     Verifier,
     VerifierCall,
+    VerifierOutput,
 )
 from agentflow_env.spaces import sanitize_text
 from agentflow_env.tasks.base import Task
@@ -88,6 +96,8 @@ class Episode:
     done: bool = False
     answers: list[str] = field(default_factory=list)
     query_analysis: str | None = None
+    infra: InfraError | None = None
+    """an infrastructure failure met before the episode could end (it then ends unscored)"""
 
 
 class AgentFlow:
@@ -133,11 +143,11 @@ class AgentFlow:
     def start(self, tasks: Sequence[Task]) -> list[tuple[Episode, dict[str, Any]]]:
         """New episodes for ``tasks`` (one batched query-analysis call when enabled)."""
         cards = [t.card for t in self.tools.values()]
-        analyses: list[tuple[str | None, str | None]] = [(None, None)] * len(tasks)
+        analyses: list[tuple[str | None, InfraError | None]] = [(None, None)] * len(tasks)
         if self.query_analyzer is not None:
             analyses = list(self.query_analyzer.analyze([t.question for t in tasks], cards))
         out = []
-        for task, (analysis, error) in zip(tasks, analyses, strict=True):
+        for task, (analysis, infra) in zip(tasks, analyses, strict=True):
             header = planner_header(
                 task.question, cards, self.prompt_style, analysis or None, self.max_turns
             )
@@ -145,13 +155,16 @@ class AgentFlow:
                 task=task,
                 observation=sanitize_text(header + step_header(1)),
                 query_analysis=analysis,
+                infra=infra,
             )
-            info = {
+            info: dict[str, Any] = {
                 "task_id": task.id,
                 "turn": 0,
                 "query_analysis": analysis,
-                "query_analysis_error": error,
+                "query_analysis_error": infra.message if infra else None,
             }
+            if infra is not None:  # the first step ends the episode without running anything
+                info["infra_error"] = infra.model_dump()
             out.append((episode, info))
         return out
 
@@ -173,34 +186,68 @@ class AgentFlow:
         if len(episodes) != len(actions):
             raise ValueError(f"got {len(actions)} actions for {len(episodes)} episodes")
         live = [i for i, ep in enumerate(episodes) if not ep.done]
+        failed = {i: episodes[i].infra for i in live if episodes[i].infra is not None}
+        playing = [i for i in live if i not in failed]
         t0 = time.perf_counter()
-        parsed = {i: parse_action(actions[i], list(self.tools)) for i in live}
-        inputs, exec_errors = self._run_executor(episodes, parsed)
+        parsed = {i: parse_action(actions[i], list(self.tools)) for i in playing}
+        inputs, exec_errors, exec_infra = self._run_executor(episodes, parsed)
+        failed.update(exec_infra)
         t_exec = time.perf_counter()
         results = self._run_tools(inputs, parsed)
+        failed.update(
+            (
+                i,
+                InfraError(
+                    kind=tool_kind(r.infra),
+                    source=f"tool:{parsed[i].tool_name}",
+                    message=str(r.error),
+                ),
+            )
+            for i, r in results.items()
+            if r.infra is not None
+        )
         t_tools = time.perf_counter()
         steps = {
             i: self._record(
                 episodes[i], parsed[i], inputs.get(i), results.get(i), exec_errors.get(i)
             )
-            for i in live
+            for i in playing
         }
+        verify = [i for i in playing if i not in failed]
         decisions = self.verifier.decide(
-            [VerifierCall(episodes[i].task.question, episodes[i].memory, parsed[i]) for i in live]
+            [VerifierCall(episodes[i].task.question, episodes[i].memory, parsed[i]) for i in verify]
         )
         t_verify = time.perf_counter()
         ending = []
         outcome: dict[int, tuple[float, bool, bool, dict[str, Any]]] = {}
-        for i, decision in zip(live, decisions, strict=True):
+        for i, decision in zip(verify, decisions, strict=True):
             ep, step = episodes[i], steps[i]
             step.verifier = decision.decision
             terminated = decision.stop
             truncated = not terminated and ep.turn >= self.max_turns
-            info = self._step_info(ep, parsed[i], step, decision)
-            outcome[i] = (0.0, terminated, truncated, info)
-            if terminated or truncated:
+            outcome[i] = (
+                0.0,
+                terminated,
+                truncated,
+                self._step_info(ep, parsed[i], step, decision),
+            )
+            if decision.infra is not None:
+                failed[i] = decision.infra
+            elif terminated or truncated:
                 ending.append(i)
-        self._finish(episodes, parsed, ending, outcome)
+        failed.update(self._finish(episodes, parsed, ending, outcome, failed))
+        for i, infra in failed.items():
+            if i in outcome:
+                info = outcome[i][3]
+            elif i in steps:  # the executor or the tool failed: the verifier was not asked
+                info = self._step_info(episodes[i], parsed[i], steps[i], None)
+            else:  # failed at reset (query analysis): nothing of this step ran
+                info = {"turn": episodes[i].turn, "task_id": episodes[i].task.id}
+                info.update(error=str(infra), error_kind="infra")
+            ended = i in outcome and (outcome[i][1] or outcome[i][2])
+            # An episode that ended on its own keeps its flags; one cut short is truncated.
+            flags = (outcome[i][1], outcome[i][2]) if ended else (False, True)
+            outcome[i] = self._fail(episodes[i], infra, info, *flags)
         t_end = time.perf_counter()
         timings = {
             "executor_s": t_exec - t0,
@@ -215,8 +262,26 @@ class AgentFlow:
                 outcome[i] = (0.0, False, False, {"turn": ep.turn, "skipped": True})
         return [outcome[i] for i in range(len(episodes))]
 
+    @staticmethod
+    def _fail(
+        ep: Episode, infra: InfraError, info: dict[str, Any], terminated: bool, truncated: bool
+    ) -> tuple[float, bool, bool, dict[str, Any]]:
+        """End ``ep`` unscored: reward NaN, ``info["infra_error"]``."""
+        ep.done, ep.infra = True, infra
+        info.setdefault("answer", None)  # a judge failure keeps the answer it could not score
+        info.update(
+            infra_error=infra.model_dump(),
+            ground_truth=ep.task.answer,
+            score=math.nan,
+            score_error=infra.message if infra.kind == "judge" else None,
+        )
+        return (math.nan, terminated, truncated, info)
+
     # ------------------------------------------------------------------------------ stages
-    def _run_executor(self, episodes: Sequence[Episode], parsed: dict[int, PlannerAction]):
+    def _run_executor(
+        self, episodes: Sequence[Episode], parsed: dict[int, PlannerAction]
+    ) -> tuple[dict[int, dict[str, Any]], dict[int, str], dict[int, InfraError]]:
+        """Tool inputs, executor errors (shown to the planner), and executor engine failures."""
         need = [i for i, a in parsed.items() if a.error is None and not a.is_finish]
         calls = [
             ExecutorCall(
@@ -229,12 +294,15 @@ class AgentFlow:
         ]
         inputs: dict[int, dict[str, Any]] = {}
         errors: dict[int, str] = {}
+        infra: dict[int, InfraError] = {}
         for i, out in zip(need, self.executor.commands(calls) if calls else [], strict=True):
             if out.error:
                 errors[i] = out.error
+                if out.infra is not None:
+                    infra[i] = out.infra
             else:
                 inputs[i] = out.inputs
-        return inputs, errors
+        return inputs, errors, infra
 
     def _run_tools(
         self, inputs: dict[int, dict[str, Any]], parsed: dict[int, PlannerAction]
@@ -273,7 +341,7 @@ class AgentFlow:
                 self._store(results, idx, fut.result(timeout=max(0.0, deadline - time.monotonic())))
             except cf.TimeoutError:
                 for i in idx:
-                    results[i] = ToolResult.failure(
+                    results[i] = ToolResult.backend_failure(
                         f"tool call timed out after {self.tool_timeout_s:g} s"
                     )
             except (
@@ -291,14 +359,16 @@ class AgentFlow:
             results[i] = (
                 res
                 if isinstance(res, ToolResult)
-                else ToolResult.failure(f"tool returned {type(res).__name__}, not ToolResult")
+                else ToolResult.backend_failure(
+                    f"tool returned {type(res).__name__}, not ToolResult"
+                )
             )
 
     @staticmethod
     def _store_error(results: dict[int, ToolResult], idx: list[int], exc: Exception) -> None:
         logger.warning("tool raised %s: %s", type(exc).__name__, exc)
         for i in idx:
-            results[i] = ToolResult.failure(f"tool raised {type(exc).__name__}: {exc}")
+            results[i] = ToolResult.backend_failure(f"tool raised {type(exc).__name__}: {exc}")
 
     def _record(
         self,
@@ -348,7 +418,7 @@ class AgentFlow:
         return step
 
     def _step_info(
-        self, ep: Episode, action: PlannerAction, step: Step, decision: Any
+        self, ep: Episode, action: PlannerAction, step: Step, decision: VerifierOutput | None
     ) -> dict[str, Any]:
         return {
             "turn": ep.turn,
@@ -359,9 +429,9 @@ class AgentFlow:
             "tool_result": step.result,
             "error": step.error,
             "error_kind": step.error_kind,
-            "verifier": decision.decision,
-            "verifier_analysis": decision.analysis,
-            "verifier_error": decision.error,
+            "verifier": decision.decision if decision else None,
+            "verifier_analysis": decision.analysis if decision else None,
+            "verifier_error": decision.error if decision else None,
         }
 
     def _finish(
@@ -370,12 +440,15 @@ class AgentFlow:
         parsed: dict[int, PlannerAction],
         ending: list[int],
         outcome: dict[int, tuple[float, bool, bool, dict[str, Any]]],
-    ) -> None:
+        failed: Mapping[int, InfraError],
+    ) -> dict[int, InfraError]:
+        """Answer and score the ``ending`` episodes; returns those whose generator or scorer
+        failed (infrastructure: they end unscored)."""
         for i in range(len(episodes)):
-            if i in outcome and i not in ending:
+            if i in outcome and i not in ending and i not in failed:
                 episodes[i].observation += step_header(episodes[i].turn + 1)
         if not ending:
-            return
+            return {}
         answers = self.generator.answer(
             [
                 GeneratorCall(
@@ -387,24 +460,31 @@ class AgentFlow:
                 for i in ending
             ]
         )
+        lost: dict[int, InfraError] = {}
         for i, gen in zip(ending, answers, strict=True):
             ep = episodes[i]
             ep.done = True
-            score, score_error = float("nan"), None
+            if gen.infra is not None:
+                lost[i] = gen.infra
+                continue
             try:
                 score = float(self.scorer(gen.answer, ep.task))
-            except Exception as exc:  # a failed judge is reported (score NaN), never a silent 0
-                score_error = f"{type(exc).__name__}: {exc}"
-                logger.warning("scoring task %s failed: %s", ep.task.id, score_error)
+            except Exception as exc:  # a failed judge: no outcome (NaN, infra_error), never a 0
+                message = f"{type(exc).__name__}: {exc}"
+                logger.warning("scoring task %s failed: %s", ep.task.id, message)
+                lost[i] = InfraError(kind="judge", source="judge", message=message)
+                outcome[i][3].update(answer=gen.answer, generator_error=gen.error)
+                continue
             _, terminated, truncated, info = outcome[i]
             info.update(
                 answer=gen.answer,
                 generator_error=gen.error,
                 ground_truth=ep.task.answer,
                 score=score,
-                score_error=score_error,
+                score_error=None,
             )
-            outcome[i] = (0.0 if score_error else score, terminated, truncated, info)
+            outcome[i] = (score, terminated, truncated, info)
+        return lost
 
     # ------------------------------------------------------------------------------ cleanup
     def close(self) -> None:
@@ -433,4 +513,4 @@ def _safe_execute(tool: Tool, inputs: dict[str, Any]) -> ToolResult:
         return tool.execute(**inputs)
     except Exception as exc:  # tools must not raise; if one does, the episode sees the error
         logger.warning("tool %s raised %s: %s", tool.card.name, type(exc).__name__, exc)
-        return ToolResult.failure(f"tool raised {type(exc).__name__}: {exc}")
+        return ToolResult.backend_failure(f"tool raised {type(exc).__name__}: {exc}")

@@ -232,6 +232,7 @@ def test_server_down_is_a_clean_error() -> None:
     assert time.monotonic() - start < 5
     for result in results:
         assert not result.ok and "ConnectError" in (result.error or "")
+        assert result.infra == "backend"  # the backend failed, not the query
     tool.close()
     assert "closed" in (tool.execute(query="a").error or "")
 
