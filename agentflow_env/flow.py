@@ -32,7 +32,7 @@ from agentflow_env.format import (
     step_block,
     step_header,
 )
-from agentflow_env.infra import InfraError, tool_kind
+from agentflow_env.infra import INFRA_KINDS, InfraError, tool_kind
 from agentflow_env.memory import Memory, Step
 from agentflow_env.modules import (
     Executor,
@@ -273,7 +273,7 @@ class AgentFlow:
             infra_error=infra.model_dump(),
             ground_truth=ep.task.answer,
             score=math.nan,
-            score_error=infra.message if infra.kind == "judge" else None,
+            score_error=infra.message if infra.source == "judge" else None,
         )
         return (math.nan, terminated, truncated, info)
 
@@ -472,7 +472,9 @@ class AgentFlow:
             except Exception as exc:  # a failed judge: no outcome (NaN, infra_error), never a 0
                 message = f"{type(exc).__name__}: {exc}"
                 logger.warning("scoring task %s failed: %s", ep.task.id, message)
-                lost[i] = InfraError(kind="judge", source="judge", message=message)
+                kind = getattr(exc, "kind", None)  # a JudgeError says what failed
+                known = kind if kind in INFRA_KINDS else "judge"
+                lost[i] = InfraError(kind=known, source="judge", message=message)
                 outcome[i][3].update(answer=gen.answer, generator_error=gen.error)
                 continue
             _, terminated, truncated, info = outcome[i]
