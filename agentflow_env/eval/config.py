@@ -182,10 +182,15 @@ def _check_spec(flag: str, spec: object) -> None:
     from agentflow_env.llm import parse_spec
 
     try:
-        parse_spec(spec)
+        parsed = parse_spec(spec)
     except ValueError as exc:
         hint = " (or scripted:NAME)" if flag == "--planner" else ""
         raise EvaluateError(f"{flag}: {exc}{hint}") from exc
+    target = parsed.target
+    # a path (not a hub id or a registry name) that is not there: say so before loading anything
+    if parsed.kind == "hf" and target.startswith(("/", "./", "../", "~")):
+        if not Path(target).expanduser().is_dir():
+            raise EvaluateError(f"{flag} {spec!r}: no model directory at {target!r}")
 
 
 def write_mode(cfg: EvalConfig) -> WriteMode:
