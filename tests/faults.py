@@ -13,6 +13,8 @@ The request's model name picks the behaviour, so one server serves every mode at
 ``null-content`` HTTP 200 whose message has ``"content": null``
 ``drop``       the connection is closed without a response
 ``flaky``      each distinct request fails once (HTTP 500), then succeeds: alternating 500/ok
+``mixed``      by a hash of the request: one in eight answers 500 every time, one in eight
+               hangs, the rest succeed (some episodes of a batch fail, the others do not)
 ============== =====================================================================
 
 :data:`EXPECTED_KIND` is the :data:`agentflow_env.infra.InfraKind` each failing mode must end in
@@ -47,7 +49,7 @@ EXPECTED_KIND = {
     "drop": "engine_connection",
 }
 FAILING_MODES = tuple(EXPECTED_KIND)
-MODES = ("ok", *FAILING_MODES, "flaky")
+MODES = ("ok", *FAILING_MODES, "flaky", "mixed")
 
 
 class FaultServer:
@@ -126,6 +128,8 @@ class FaultServer:
         self, handler: BaseHTTPRequestHandler, mode: str, attempt: int, body: dict[str, Any]
     ) -> None:
         error = {"error": {"message": f"injected fault {mode}", "type": "server_error"}}
+        if mode == "mixed":
+            mode = {0: "500", 1: "hang"}.get(_digest(body) % 8, "ok")
         if mode == "500" or (mode == "flaky" and attempt % 2 == 1):
             self._send(handler, 500, json.dumps(error).encode())
         elif mode == "429":
@@ -174,6 +178,12 @@ class FaultServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _digest(body: dict[str, Any]) -> int:
+    """A stable hash of a request's content (not of its encoding or seed)."""
+    content = json.dumps(body.get("messages") or body.get("prompt"), sort_keys=True)
+    return int(hashlib.sha256(content.encode()).hexdigest()[:8], 16)
 
 
 def _completion(body: dict[str, Any], text: str | None) -> dict[str, Any]:
