@@ -237,17 +237,7 @@ class AgentFlow:
                 ending.append(i)
         failed.update(self._finish(episodes, parsed, ending, outcome, failed))
         for i, infra in failed.items():
-            if i in outcome:
-                info = outcome[i][3]
-            elif i in steps:  # the executor or the tool failed: the verifier was not asked
-                info = self._step_info(episodes[i], parsed[i], steps[i], None)
-            else:  # failed at reset (query analysis): nothing of this step ran
-                info = {"turn": episodes[i].turn, "task_id": episodes[i].task.id}
-                info.update(error=str(infra), error_kind="infra")
-            ended = i in outcome and (outcome[i][1] or outcome[i][2])
-            # An episode that ended on its own keeps its flags; one cut short is truncated.
-            flags = (outcome[i][1], outcome[i][2]) if ended else (False, True)
-            outcome[i] = self._fail(episodes[i], infra, info, *flags)
+            outcome[i] = self._fail(episodes[i], infra, outcome.get(i), parsed.get(i), steps.get(i))
         t_end = time.perf_counter()
         timings = {
             "executor_s": t_exec - t0,
@@ -262,11 +252,26 @@ class AgentFlow:
                 outcome[i] = (0.0, False, False, {"turn": ep.turn, "skipped": True})
         return [outcome[i] for i in range(len(episodes))]
 
-    @staticmethod
     def _fail(
-        ep: Episode, infra: InfraError, info: dict[str, Any], terminated: bool, truncated: bool
+        self,
+        ep: Episode,
+        infra: InfraError,
+        outcome: tuple[float, bool, bool, dict[str, Any]] | None,
+        action: PlannerAction | None,
+        step: Step | None,
     ) -> tuple[float, bool, bool, dict[str, Any]]:
-        """End ``ep`` unscored: reward NaN, ``info["infra_error"]``."""
+        """End ``ep`` unscored: reward NaN, ``info["infra_error"]``. An episode that ended on
+        its own this step keeps its flags; one cut short is truncated."""
+        terminated, truncated = (outcome[1], outcome[2]) if outcome else (False, False)
+        if not (terminated or truncated):
+            terminated, truncated = False, True
+        if outcome is not None:
+            info = outcome[3]
+        elif action is not None and step is not None:  # the executor or tool failed: no verdict
+            info = self._step_info(ep, action, step, None)
+        else:  # failed at reset (query analysis): nothing of this step ran
+            info = {"turn": ep.turn, "task_id": ep.task.id}
+            info.update(error=str(infra), error_kind="infra")
         ep.done, ep.infra = True, infra
         info.setdefault("answer", None)  # a judge failure keeps the answer it could not score
         info.update(

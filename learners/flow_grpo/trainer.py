@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -191,9 +193,10 @@ class FlowGRPOTrainer:
         prints = self.dist.fingerprints(self.policy.model)
         final = full_state(self.policy.model, sharded=True)[0] if self.dist.fsdp else None
         if self.dist.is_main:
-            self.policy.save(self.out / "final_model", state_dict=final)
+            self._save_final_model(final)
             same = all(p == prints[0] for p in prints)
-            (self.out / "ranks.json").write_text(
+            atomic_write_text(
+                self.out / "ranks.json",
                 json.dumps(
                     {
                         "world_size": self.dist.world_size,
@@ -201,7 +204,7 @@ class FlowGRPOTrainer:
                         "identical": same,
                         "fingerprints": prints,
                     }
-                )
+                ),
             )
             if not same:
                 logger.error("parameters differ across ranks: %s", prints)
@@ -270,23 +273,7 @@ class FlowGRPOTrainer:
         advantages = compute_advantages(
             cfg.algo.estimator, batch.advantage_inputs(), scale_by_std=cfg.algo.scale_by_std
         )
-        thin = thin_groups(batch.valid, batch.group_ids)  # < 2 valid trajectories: dropped
-        skip = thin | (
-            zero_variance_groups(batch.rewards, batch.group_ids)
-            if cfg.algo.skip_zero_variance_groups
-            else set()
-        )
-        if batch.infra_failed:
-            logger.warning(
-                "step %d: %d episode(s) lost their outcome to infrastructure; %d group(s) "
-                "dropped: %s",
-                step,
-                batch.infra_failed,
-                len(thin),
-                batch.replaced[0].infra_error if batch.replaced else "",
-            )
-        valid = batch.valid
-        keep = [k for k, s in enumerate(batch.samples) if s.group not in skip and valid[s.traj]]
+        keep, skipped, thin = self._kept_samples(batch, step)
         update = self.update([batch.samples[k] for k in keep], advantages[keep], roll_rng)
         self.policy.sync_generator()
         t_end = time.perf_counter()
@@ -296,14 +283,39 @@ class FlowGRPOTrainer:
             batch,
             list(self.envs.flow.tools),
             cfg.rollout.queries_per_step,
-            len(skip - thin),
-            len(thin),
+            skipped,
+            thin,
         )
         stats.update(update)
         stats["time/rollout_s"] = t_roll - t0
         stats["time/update_s"] = t_end - t_roll
         stats["time/generated_tokens_per_s"] = stats.pop("_gen_tokens") / max(t_roll - t0, 1e-9)
         return stats
+
+    def _kept_samples(self, batch: RolloutBatch, step: int) -> tuple[list[int], int, int]:
+        """Samples the update uses: of trajectories with an outcome, in groups with two or more
+        of them (else dropped: ``thin``) and, when configured, some reward variance
+        (``skipped``). Returns (sample indices, skipped, thin)."""
+        thin = thin_groups(batch.valid, batch.group_ids)  # < 2 valid trajectories: dropped
+        flat = (
+            zero_variance_groups(batch.rewards, batch.group_ids)
+            if self.cfg.algo.skip_zero_variance_groups
+            else set()
+        )
+        if batch.infra_failed:
+            lost = (r.infra_error for r in batch.replaced + batch.trajectories if r.infra_error)
+            first = next(lost, None)
+            logger.warning(
+                "step %d: %d episode(s) lost their outcome to infrastructure (%s); %d group(s) "
+                "dropped",
+                step,
+                batch.infra_failed,
+                first,
+                len(thin),
+            )
+        valid, skip = batch.valid, thin | flat
+        keep = [k for k, s in enumerate(batch.samples) if s.group not in skip and valid[s.traj]]
+        return keep, len(flat - thin), len(thin)
 
     # ----------------------------------------------------------------------------- update
     def update(
@@ -527,7 +539,7 @@ class FlowGRPOTrainer:
             logger.warning(
                 "no checkpoint under %s: starting from scratch", self.out / "checkpoints"
             )
-            self._rollback()
+            self._rollback(-1)  # everything, the step-0 evaluation too: it is played again
             return False
         state = load_checkpoint(
             path, model=self.policy.model, optimizer=self.optimizer, sharded=self.dist.fsdp
@@ -537,17 +549,25 @@ class FlowGRPOTrainer:
         self.history = state["history"]
         self.train_seconds = float(state.get("train_seconds", 0.0))
         self._saved_step = self.step
-        self._rollback()
+        self._rollback(self.step)
         self.policy.sync_generator()
         logger.info("resumed from %s at step %d", path, self.step)
         return True
 
-    def _rollback(self) -> None:
-        """Drop the records of steps after ``self.step``: they are played again."""
-        rollback_trajectories(self.trajectory_path, self.step)
+    def _rollback(self, step: int) -> None:
+        """Drop the records of steps after ``step``: they are played again."""
+        rollback_trajectories(self.trajectory_path, step)
         if self.dist.is_main:
-            rollback_events(self.out / "tb", self.step)
+            rollback_events(self.out / "tb", step)
         self.dist.barrier()
+
+    def _save_final_model(self, state_dict: dict[str, Any] | None) -> None:
+        """``final_model/`` written under a temporary name and renamed: never half-written."""
+        final, tmp = self.out / "final_model", self.out / ".final_model.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.policy.save(tmp, state_dict=state_dict)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
 
     def __enter__(self) -> FlowGRPOTrainer:
         return self
