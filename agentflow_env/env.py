@@ -169,17 +169,24 @@ class AgentFlowEnv(gym.Env[str, str]):
     ## Rewards
     0.0 on every non-final step; on the final step the outcome score in [0, 1] (rule scorers in
     ``agentflow_env.rewards``: exact match, F1, math equivalence, multiple choice, Game of 24).
+    An episode whose outcome was lost to infrastructure ends with reward NaN: it has no outcome
+    (neither right nor wrong) and must be left out, never counted as 0.
 
     ## Episode End
     ``terminated`` when the verifier says STOP (offline: the planner finishes); ``truncated`` at
     ``max_turns`` or past the ``max_episode_s`` wall-clock budget (the generator still answers
-    and the answer is scored; ``info["truncation_reason"]`` says which).
+    and the answer is scored; ``info["truncation_reason"]`` says which). An infrastructure
+    failure (:mod:`agentflow_env.infra`: an engine failing after its retries, a tool backend or
+    sandbox that could not run, a judge that failed) ends the episode at once, ``truncated``,
+    with ``info["infra_error"]``. The policy's own mistakes (unparseable text, an unknown tool,
+    bad code) are not infrastructure: they are shown to it and the episode goes on.
 
     ## Info
     Every step: ``turn``, ``tool_name``, ``tool_input``, ``tool_result``, ``error``, ``verifier``,
     ``timings``; ``tool_calls`` when the executor made several calls, ``tool_backend`` for a tool
     that says what backs it (reset's info: ``tool_backends``); final step also ``answer``,
-    ``ground_truth``, ``score``, ``score_error`` and, when truncated, ``truncation_reason``.
+    ``ground_truth``, ``score``, ``score_error``, ``truncation_reason`` when truncated, and
+    ``infra_error`` (``kind``, ``source``, ``message``) when infrastructure failed.
 
     ## Arguments
     ``family`` ("search", "math", "agentic", "science"), ``tasks`` (list of Task/dicts, or a path

@@ -17,12 +17,18 @@ reference: 500 s in training, 300 s in evaluation, counted from the episode's st
 planner's own time included). An episode past either is truncated after the step in progress
 (the generator still answers) with ``info["truncation_reason"]`` ``"max_turns"`` or
 ``"time_budget"``.
+
+An infrastructure failure (:mod:`agentflow_env.infra`: an engine failing after its retries, a
+tool that could not run, a scorer that could not score) ends its episode at once, unscored:
+``truncated``, reward NaN (no outcome, never a 0), ``info["infra_error"]`` saying what failed.
+The other episodes of the batch go on.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +47,7 @@ from agentflow_env.format import (
     step_header,
     tools_lines,
 )
+from agentflow_env.infra import INFRA_KINDS, InfraError, tool_kind
 from agentflow_env.memory import Memory, Step
 from agentflow_env.modules import (
     Executor,
@@ -50,6 +57,7 @@ from agentflow_env.modules import (
     QueryAnalyzer,
     Verifier,
     VerifierCall,
+    VerifierOutput,
 )
 from agentflow_env.spaces import sanitize_text
 from agentflow_env.tasks.base import Task
@@ -107,6 +115,8 @@ class Episode:
     """``time.monotonic()`` at the episode's start (the wall-clock budget counts from here)"""
     step_starts: list[int] = field(default_factory=list)
     """append-only styles: where each step's header starts in ``observation``"""
+    infra: InfraError | None = None
+    """an infrastructure failure met before the episode could end (it then ends unscored)"""
 
 
 class AgentFlow:
@@ -164,12 +174,12 @@ class AgentFlow:
     def start(self, tasks: Sequence[Task]) -> list[tuple[Episode, dict[str, Any]]]:
         """New episodes for ``tasks`` (one batched query-analysis call when enabled)."""
         cards = [t.card for t in self.tools.values()]
-        analyses: list[tuple[str | None, str | None]] = [(None, None)] * len(tasks)
+        analyses: list[tuple[str | None, InfraError | None]] = [(None, None)] * len(tasks)
         if self.query_analyzer is not None:
             analyses = list(self.query_analyzer.analyze([t.question for t in tasks], cards))
         out = []
-        for task, (analysis, error) in zip(tasks, analyses, strict=True):
-            episode = Episode(task=task, observation="", query_analysis=analysis)
+        for task, (analysis, infra) in zip(tasks, analyses, strict=True):
+            episode = Episode(task=task, observation="", query_analysis=analysis, infra=infra)
             if self.prompt_style == "paper":
                 episode.observation = self._paper_text(episode)
             else:
@@ -180,14 +190,16 @@ class AgentFlow:
                 )
                 episode.observation = header + step_header(1)
                 episode.step_starts.append(len(header))
-            info = {
+            info: dict[str, Any] = {
                 "task_id": task.id,
                 "turn": 0,
                 "query_analysis": analysis,
-                "query_analysis_error": error,
+                "query_analysis_error": infra.message if infra else None,
             }
             if self.tool_backends:
                 info["tool_backends"] = dict(self.tool_backends)
+            if infra is not None:  # the first step ends the episode without running anything
+                info["infra_error"] = infra.model_dump()
             out.append((episode, info))
         return out
 
@@ -237,18 +249,34 @@ class AgentFlow:
         if len(episodes) != len(actions):
             raise ValueError(f"got {len(actions)} actions for {len(episodes)} episodes")
         live = [i for i, ep in enumerate(episodes) if not ep.done]
+        failed = {i: episodes[i].infra for i in live if episodes[i].infra is not None}
+        playing = [i for i in live if i not in failed]
         t0 = time.perf_counter()
-        parsed = {i: parse_action(actions[i], list(self.tools)) for i in live}
-        inputs, exec_errors = self._run_executor(episodes, parsed)
+        parsed = {i: parse_action(actions[i], list(self.tools)) for i in playing}
+        inputs, exec_errors, exec_infra = self._run_executor(episodes, parsed)
+        failed.update(exec_infra)
         t_exec = time.perf_counter()
         results = self._run_tools(inputs, parsed)
+        failed.update(
+            (
+                i,
+                InfraError(
+                    kind=tool_kind(r.infra),
+                    source=f"tool:{parsed[i].tool_name}",
+                    message=str(r.error),
+                ),
+            )
+            for i, r in results.items()
+            if r.infra is not None
+        )
         t_tools = time.perf_counter()
         steps = {
             i: self._record(
                 episodes[i], parsed[i], inputs.get(i), results.get(i), exec_errors.get(i)
             )
-            for i in live
+            for i in playing
         }
+        verify = [i for i in playing if i not in failed]
         decisions = self.verifier.decide(
             [
                 VerifierCall(
@@ -258,13 +286,13 @@ class AgentFlow:
                     episodes[i].query_analysis,
                     self._cards,
                 )
-                for i in live
+                for i in verify
             ]
         )
         t_verify = time.perf_counter()
         ending = []
         outcome: dict[int, tuple[float, bool, bool, dict[str, Any]]] = {}
-        for i, decision in zip(live, decisions, strict=True):
+        for i, decision in zip(verify, decisions, strict=True):
             ep, step = episodes[i], steps[i]
             step.verifier = decision.decision
             terminated = decision.stop
@@ -274,9 +302,13 @@ class AgentFlow:
             if reason is not None:
                 info["truncation_reason"] = reason
             outcome[i] = (0.0, terminated, truncated, info)
-            if terminated or truncated:
+            if decision.infra is not None:
+                failed[i] = decision.infra
+            elif terminated or truncated:
                 ending.append(i)
-        self._finish(episodes, parsed, ending, outcome)
+        failed.update(self._finish(episodes, parsed, ending, outcome, failed))
+        for i, infra in failed.items():
+            outcome[i] = self._fail(episodes[i], infra, outcome.get(i), parsed.get(i), steps.get(i))
         t_end = time.perf_counter()
         timings = {
             "executor_s": t_exec - t0,
@@ -303,8 +335,41 @@ class AgentFlow:
             return "time_budget"
         return None
 
+    def _fail(
+        self,
+        ep: Episode,
+        infra: InfraError,
+        outcome: tuple[float, bool, bool, dict[str, Any]] | None,
+        action: PlannerAction | None,
+        step: Step | None,
+    ) -> tuple[float, bool, bool, dict[str, Any]]:
+        """End ``ep`` unscored: reward NaN, ``info["infra_error"]``. An episode that ended on
+        its own this step keeps its flags; one cut short is truncated."""
+        terminated, truncated = (outcome[1], outcome[2]) if outcome else (False, False)
+        if not (terminated or truncated):
+            terminated, truncated = False, True
+        if outcome is not None:
+            info = outcome[3]
+        elif action is not None and step is not None:  # the executor or tool failed: no verdict
+            info = self._step_info(ep, action, step, None)
+        else:  # failed at reset (query analysis): nothing of this step ran
+            info = {"turn": ep.turn, "task_id": ep.task.id}
+            info.update(error=str(infra), error_kind="infra")
+        ep.done, ep.infra = True, infra
+        info.setdefault("answer", None)  # a judge failure keeps the answer it could not score
+        info.update(
+            infra_error=infra.model_dump(),
+            ground_truth=ep.task.answer,
+            score=math.nan,
+            score_error=infra.message if infra.source == "judge" else None,
+        )
+        return (math.nan, terminated, truncated, info)
+
     # ------------------------------------------------------------------------------ stages
-    def _run_executor(self, episodes: Sequence[Episode], parsed: dict[int, PlannerAction]):
+    def _run_executor(
+        self, episodes: Sequence[Episode], parsed: dict[int, PlannerAction]
+    ) -> tuple[dict[int, dict[str, Any]], dict[int, str], dict[int, InfraError]]:
+        """Tool inputs, executor errors (shown to the planner), and executor engine failures."""
         need = [i for i, a in parsed.items() if a.error is None and not a.is_finish]
         calls = [
             ExecutorCall(
@@ -318,12 +383,15 @@ class AgentFlow:
         ]
         inputs: dict[int, list[dict[str, Any]]] = {}
         errors: dict[int, str] = {}
+        infra: dict[int, InfraError] = {}
         for i, out in zip(need, self.executor.commands(calls) if calls else [], strict=True):
             if out.error:
                 errors[i] = out.error
+                if out.infra is not None:
+                    infra[i] = out.infra
             else:
                 inputs[i] = out.all_calls()
-        return inputs, errors
+        return inputs, errors, infra
 
     def _run_tools(
         self, inputs: dict[int, list[dict[str, Any]]], parsed: dict[int, PlannerAction]
@@ -377,7 +445,7 @@ class AgentFlow:
                 self._store(results, idx, fut.result(timeout=max(0.0, deadline - time.monotonic())))
             except cf.TimeoutError:
                 for i in idx:
-                    results[i] = ToolResult.failure(
+                    results[i] = ToolResult.backend_failure(
                         f"tool call timed out after {self.tool_timeout_s:g} s"
                     )
             except (
@@ -395,14 +463,16 @@ class AgentFlow:
             results[i] = (
                 res
                 if isinstance(res, ToolResult)
-                else ToolResult.failure(f"tool returned {type(res).__name__}, not ToolResult")
+                else ToolResult.backend_failure(
+                    f"tool returned {type(res).__name__}, not ToolResult"
+                )
             )
 
     @staticmethod
     def _store_error(results: dict[Any, ToolResult], idx: list[Any], exc: Exception) -> None:
         logger.warning("tool raised %s: %s", type(exc).__name__, exc)
         for i in idx:
-            results[i] = ToolResult.failure(f"tool raised {type(exc).__name__}: {exc}")
+            results[i] = ToolResult.backend_failure(f"tool raised {type(exc).__name__}: {exc}")
 
     def _record(
         self,
@@ -454,7 +524,7 @@ class AgentFlow:
         return step
 
     def _step_info(
-        self, ep: Episode, action: PlannerAction, step: Step, decision: Any
+        self, ep: Episode, action: PlannerAction, step: Step, decision: VerifierOutput | None
     ) -> dict[str, Any]:
         info = {
             "turn": ep.turn,
@@ -465,9 +535,9 @@ class AgentFlow:
             "tool_result": step.result,
             "error": step.error,
             "error_kind": step.error_kind,
-            "verifier": decision.decision,
-            "verifier_analysis": decision.analysis,
-            "verifier_error": decision.error,
+            "verifier": decision.decision if decision else None,
+            "verifier_analysis": decision.analysis if decision else None,
+            "verifier_error": decision.error if decision else None,
         }
         if len(step.calls) > 1:
             info["tool_calls"] = [dict(c) for c in step.calls]
@@ -481,14 +551,22 @@ class AgentFlow:
         parsed: dict[int, PlannerAction],
         ending: list[int],
         outcome: dict[int, tuple[float, bool, bool, dict[str, Any]]],
-    ) -> None:
+        failed: Mapping[int, InfraError],
+    ) -> dict[int, InfraError]:
+        """Answer and score the ``ending`` episodes; returns those whose generator or scorer
+        failed (infrastructure: they end unscored)."""
         for i in range(len(episodes)):
-            if i in outcome and i not in ending and self.prompt_style != "paper":
+            if (
+                i in outcome
+                and i not in ending
+                and i not in failed
+                and self.prompt_style != "paper"
+            ):
                 ep = episodes[i]
                 ep.step_starts.append(len(ep.observation))
                 ep.observation += step_header(ep.turn + 1)
         if not ending:
-            return
+            return {}
         answers = self.generator.answer(
             [
                 GeneratorCall(
@@ -500,24 +578,33 @@ class AgentFlow:
                 for i in ending
             ]
         )
+        lost: dict[int, InfraError] = {}
         for i, gen in zip(ending, answers, strict=True):
             ep = episodes[i]
             ep.done = True
-            score, score_error = float("nan"), None
+            if gen.infra is not None:
+                lost[i] = gen.infra
+                continue
             try:
                 score = float(self.scorer(gen.answer, ep.task))
-            except Exception as exc:  # a failed judge is reported (score NaN), never a silent 0
-                score_error = f"{type(exc).__name__}: {exc}"
-                logger.warning("scoring task %s failed: %s", ep.task.id, score_error)
+            except Exception as exc:  # a failed judge: no outcome (NaN, infra_error), never a 0
+                message = f"{type(exc).__name__}: {exc}"
+                logger.warning("scoring task %s failed: %s", ep.task.id, message)
+                kind = getattr(exc, "kind", None)  # a JudgeError says what failed
+                known = kind if kind in INFRA_KINDS else "judge"
+                lost[i] = InfraError(kind=known, source="judge", message=message)
+                outcome[i][3].update(answer=gen.answer, generator_error=gen.error)
+                continue
             _, terminated, truncated, info = outcome[i]
             info.update(
                 answer=gen.answer,
                 generator_error=gen.error,
                 ground_truth=ep.task.answer,
                 score=score,
-                score_error=score_error,
+                score_error=None,
             )
-            outcome[i] = (0.0 if score_error else score, terminated, truncated, info)
+            outcome[i] = (score, terminated, truncated, info)
+        return lost
 
     # ------------------------------------------------------------------------------ cleanup
     def close(self) -> None:
@@ -551,4 +638,4 @@ def _safe_execute(tool: Tool, inputs: dict[str, Any]) -> ToolResult:
         return tool.execute(**inputs)
     except Exception as exc:  # tools must not raise; if one does, the episode sees the error
         logger.warning("tool %s raised %s: %s", tool.card.name, type(exc).__name__, exc)
-        return ToolResult.failure(f"tool raised {type(exc).__name__}: {exc}")
+        return ToolResult.backend_failure(f"tool raised {type(exc).__name__}: {exc}")

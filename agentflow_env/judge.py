@@ -9,8 +9,9 @@ The paper scored free-form answers with an LLM judge. :class:`LLMJudge` is a sco
     )
 
 A judge failure (engine error, unparseable verdict) raises :class:`JudgeError`; the environment
-turns that into ``info["score_error"]`` with ``info["score"] = nan`` (reward 0.0 but reported),
-never a silent 0. With ``fallback=`` a rule scorer answers instead, and the fallback is still
+ends the episode without an outcome (``info["infra_error"]`` of the error's
+:attr:`JudgeError.kind`, ``info["score"] = nan``, reward NaN), never a silent 0. With
+``fallback=`` a rule scorer answers instead, and the fallback is still
 reported: logged at WARNING and recorded in :attr:`LLMJudge.fallbacks` (``evaluate`` counts them).
 """
 
@@ -35,7 +36,15 @@ _POSITIVE = {"correct", "true", "yes"}
 
 
 class JudgeError(RuntimeError):
-    """The judge could not score a prediction (engine failure or unparseable verdict)."""
+    """The judge could not score a prediction (engine failure or unparseable verdict).
+
+    ``kind`` is an :data:`agentflow_env.infra.InfraKind`: the engine's failure kind when its
+    engine failed, else ``"judge"`` (the judge answered, but not with a verdict).
+    """
+
+    def __init__(self, message: str, kind: str = "judge") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -172,18 +181,20 @@ class LLMJudge:
         try:
             results = list(self.engine.generate(requests))
         except Exception as exc:  # every engine failure is a judge failure, typed
-            error = JudgeError(f"judge engine raised {type(exc).__name__}: {exc}")
+            error = JudgeError(f"judge engine raised {type(exc).__name__}: {exc}", "engine")
             return [error] * len(pairs)
         if len(results) != len(pairs):
             error = JudgeError(
-                f"judge engine returned {len(results)} results for {len(pairs)} requests"
+                f"judge engine returned {len(results)} results for {len(pairs)} requests",
+                "engine_bad_response",
             )
             return [error] * len(pairs)
         self._count(results)
         out: list[JudgeVerdict | JudgeError] = []
         for result in results:
             if result.error:
-                out.append(JudgeError(f"judge engine failed: {result.error}"))
+                kind = result.error_kind or "engine"
+                out.append(JudgeError(f"judge engine failed: {result.error}", kind))
                 continue
             try:
                 out.append(parse_verdict(result.text))

@@ -9,7 +9,9 @@ Offline modes (no model needed, the default):
 - generator ``"planner"``: the answer is the ``<answer>`` of the planner's finishing step.
 
 LLM modes (``"llm"``) reproduce the paper with any engine; an unparseable module output is an
-error recorded in ``info`` and memory, never a crash and never silent.
+error recorded in ``info`` and memory, never a crash and never silent. An engine that failed
+after its retries is different: the output carries ``infra``
+(:class:`~agentflow_env.infra.InfraError`) and the environment ends the episode unscored.
 
 The LLM executor's reply may hold a block of several ``execution = tool.execute(...)`` calls with
 literal assignments (:mod:`agentflow_env.format.command`: evaluated, never executed); each call
@@ -30,6 +32,7 @@ from typing import Any, Literal
 from agentflow_env import prompts
 from agentflow_env.format.action import PlannerAction, last_answer, strip_code_fence
 from agentflow_env.format.command import CommandError, extract_command, read_calls
+from agentflow_env.infra import InfraError, engine_error
 from agentflow_env.llm.base import Engine, GenerationRequest, SamplingParams
 from agentflow_env.memory import Memory
 from tools.base import ToolCard
@@ -85,6 +88,9 @@ class ExecutorOutput:
         if self.error is not None:
             return []
         return list(self.calls) if self.calls else [self.inputs]
+
+    infra: InfraError | None = None
+    """set when the executor's engine failed (infrastructure, not the planner's step)"""
 
 
 class Executor:
@@ -233,7 +239,9 @@ class LLMExecutor(Executor):
         outputs = []
         for call, result in zip(calls, results, strict=True):
             if result.error:
-                outputs.append(ExecutorOutput(error=f"executor engine failed: {result.error}"))
+                error = f"executor engine failed: {result.error}"
+                infra = engine_error("executor", result.error, result.error_kind)
+                outputs.append(ExecutorOutput(error=error, infra=infra))
             else:
                 outputs.append(parse_executor_output(result.text, call.card))
         return outputs
@@ -258,6 +266,8 @@ class VerifierOutput:
     stop: bool
     analysis: str = ""
     error: str | None = None
+    infra: InfraError | None = None
+    """set when the verifier's engine failed"""
 
     @property
     def decision(self) -> Literal["STOP", "CONTINUE"]:
@@ -365,7 +375,9 @@ class LLMVerifier(Verifier):
         for i, result in zip(pending, self.engine.generate(requests), strict=True):
             if result.error:
                 outputs[i] = VerifierOutput(
-                    stop=False, error=f"verifier engine failed: {result.error}"
+                    stop=False,
+                    error=f"verifier engine failed: {result.error}",
+                    infra=engine_error("verifier", result.error, result.error_kind),
                 )
             else:
                 outputs[i] = parse_verifier_output(result.text)
@@ -390,6 +402,8 @@ class GeneratorOutput:
     answer: str
     text: str = ""
     error: str | None = None
+    infra: InfraError | None = None
+    """set when the generator's engine failed"""
 
 
 class Generator:
@@ -452,7 +466,11 @@ class LLMGenerator(Generator):
         for result in self.engine.generate(requests):
             if result.error:
                 outputs.append(
-                    GeneratorOutput(answer="", error=f"generator engine failed: {result.error}")
+                    GeneratorOutput(
+                        answer="",
+                        error=f"generator engine failed: {result.error}",
+                        infra=engine_error("generator", result.error, result.error_kind),
+                    )
                 )
             else:
                 outputs.append(parse_generator_output(result.text))
@@ -468,8 +486,8 @@ class QueryAnalyzer:
 
     def analyze(
         self, questions: Sequence[str], cards: Sequence[ToolCard]
-    ) -> list[tuple[str, str | None]]:
-        """(analysis text, error) per question."""
+    ) -> list[tuple[str, InfraError | None]]:
+        """(analysis text, the engine's failure or None) per question."""
         if not questions:
             return []
         requests = [
@@ -478,10 +496,10 @@ class QueryAnalyzer:
             )
             for q in questions
         ]
-        out: list[tuple[str, str | None]] = []
+        out: list[tuple[str, InfraError | None]] = []
         for result in self.engine.generate(requests):
             if result.error:
-                out.append(("", f"query analyzer engine failed: {result.error}"))
+                out.append(("", engine_error("query_analysis", result.error, result.error_kind)))
             else:
                 out.append((result.text.strip(), None))
         return out

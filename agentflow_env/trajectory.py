@@ -6,6 +6,11 @@ the same fields; :func:`info_at` reads one sub-env's info out of a vector env's 
 What differs between producers goes in ``metadata``: evaluation and ``RecordTrajectory`` store
 ``episode_index``; the Flow-GRPO trainer stores ``step``, ``rank``, ``group``, ``index`` and
 ``sampling`` (the viewer filters on ``step`` and ``group``).
+
+An episode whose outcome was lost to infrastructure has :attr:`EpisodeRecord.infra_error` set
+(:class:`~agentflow_env.infra.InfraError`: kind, source, message), no score, and no reward on its
+last turn (``None``; its :attr:`~EpisodeRecord.total_reward` is NaN): it is neither right nor
+wrong, and reports and learners leave it out.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from typing import Any, TextIO
 import numpy as np
 from pydantic import BaseModel, Field
 
+from agentflow_env.infra import InfraError
+
 __all__ = [
     "TurnRecord",
     "EpisodeRecord",
@@ -26,6 +33,7 @@ __all__ = [
     "info_at",
     "write_jsonl",
     "read_jsonl",
+    "recover_jsonl",
 ]
 
 
@@ -41,9 +49,11 @@ class TurnRecord(BaseModel):
     tool_result: str = ""
     error: str | None = None
     error_kind: str | None = None
-    """``parse``, ``executor`` (the tool did not run) or ``tool``"""
+    """``parse``, ``executor`` (the tool did not run), ``tool``, or ``infra`` (the turn could not
+    run at all: see the episode's ``infra_error``)"""
     verifier: str | None = None
-    reward: float = 0.0
+    reward: float | None = 0.0
+    """``None``: no reward, the episode's outcome was lost to infrastructure"""
 
 
 class EpisodeRecord(BaseModel):
@@ -54,6 +64,8 @@ class EpisodeRecord(BaseModel):
     answer: str | None = None
     score: float | None = None
     score_error: str | None = None
+    infra_error: InfraError | None = None
+    """set when infrastructure failed and the episode has no outcome (not scored)"""
     terminated: bool = False
     truncated: bool = False
     turns: list[TurnRecord] = Field(default_factory=list)
@@ -65,8 +77,10 @@ class EpisodeRecord(BaseModel):
 
     @property
     def total_reward(self) -> float:
-        """The episode's return: the sum of its turns' rewards."""
-        return sum((t.reward for t in self.turns), 0.0)
+        """The episode's return: the sum of its turns' rewards (NaN when it has no outcome)."""
+        if self.infra_error is not None or any(t.reward is None for t in self.turns):
+            return math.nan
+        return sum((t.reward for t in self.turns if t.reward is not None), 0.0)
 
 
 class TrajectoryBuilder:
@@ -98,10 +112,15 @@ class TrajectoryBuilder:
                 error=info.get("error"),
                 error_kind=info.get("error_kind"),
                 verifier=info.get("verifier"),
-                reward=float(reward),
+                reward=None if math.isnan(reward) else float(reward),
             )
         )
-        if terminated or truncated:
+        if info.get("infra_error"):
+            self.fail(InfraError.model_validate(info["infra_error"]))
+            self.record.answer = info.get("answer")
+            self.record.terminated, self.record.truncated = bool(terminated), bool(truncated)
+            self.record.score_error = info.get("score_error")
+        elif terminated or truncated:
             score = info.get("score")
             self.record.answer = info.get("answer")
             self.record.score = (
@@ -111,6 +130,16 @@ class TrajectoryBuilder:
             )
             self.record.score_error = info.get("score_error")
             self.record.terminated, self.record.truncated = bool(terminated), bool(truncated)
+
+    def fail(self, infra: InfraError) -> None:
+        """End the episode without an outcome (e.g. the planner's engine failed): no score, no
+        reward on its last turn, ``infra_error`` set, truncated."""
+        record = self.record
+        record.infra_error = infra
+        record.score = None
+        record.truncated, record.terminated = True, False
+        if record.turns:
+            record.turns[-1].reward = None
 
 
 def info_at(infos: Mapping[str, Any], i: int) -> dict[str, Any]:
@@ -141,6 +170,26 @@ def write_jsonl(records: Iterable[EpisodeRecord], path_or_file: str | Path | Tex
         path_or_file.write(record.model_dump_json() + "\n")
         count += 1
     return count
+
+
+def recover_jsonl(path: str | Path) -> tuple[list[EpisodeRecord], bool]:
+    """Records of a file a killed run may have left: ``(records, torn)``.
+
+    Lines are written whole and end with a newline, so only the last line can be torn (a kill in
+    the middle of a write); it is left out and ``torn`` is True. A malformed line elsewhere is
+    not the work of a kill: it raises ``ValueError`` naming the line.
+    """
+    data = Path(path).read_bytes()
+    complete, _, tail = data.rpartition(b"\n")
+    records = []
+    for lineno, line in enumerate(complete.split(b"\n") if complete else [], 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(EpisodeRecord.model_validate_json(line))
+        except ValueError as exc:
+            raise ValueError(f"{path}:{lineno}: not an episode record: {exc}") from exc
+    return records, bool(tail.strip())
 
 
 def read_jsonl(path: str | Path) -> Iterator[EpisodeRecord]:

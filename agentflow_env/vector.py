@@ -188,6 +188,17 @@ class AgentFlowVectorEnv(VectorEnv):
             infos = self._add_info(infos, env_infos[i], i)
         return self._observations(), rewards, terminations, truncations, infos
 
+    def abandon(self, indices: Sequence[int]) -> None:
+        """End these sub-envs' episodes without another step, e.g. because the policy could not
+        act for them (its engine failed); they then wait for a reset like finished ones (under
+        ``NEXT_STEP`` autoreset the next ``step`` resets them). The caller records the outcome."""
+        for i in indices:
+            episode = self._episodes[i]
+            if episode is None:
+                raise ResetNeeded(f"sub-env {i} has no episode to abandon: call reset() first")
+            episode.done = True
+            self._needs_reset[i] = True
+
     def render(self) -> tuple[str, ...] | None:
         return self._observations() if self.render_mode == "ansi" else None
 

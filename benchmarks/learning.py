@@ -61,7 +61,8 @@ def run_flow_grpo(
     )
     t0 = time.perf_counter()
     with FlowGRPOTrainer(cfg) as trainer:
-        result = trainer.train()
+        # the benchmark's work dir is its own: a new run replaces the one an earlier run left
+        result = trainer.train(overwrite=True)
     curve = [
         {"step": int(s), "eval_success": float(v), "minutes": float(t) / 60}
         for s, v, t in trainer.history["eval"]

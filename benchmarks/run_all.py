@@ -197,6 +197,43 @@ def _scorers(d: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _reliability(d: dict[str, Any]) -> list[Row]:
+    """Fault modes against evaluate (defaults: exit; played through: errored/scored), then the
+    retrieval server's load rows."""
+    rows: list[Row] = []
+    by_mode: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in d["faults"]:
+        by_mode.setdefault(r["mode"], {})[r["run"]] = r
+    for mode, runs in by_mode.items():
+        default, through = runs["defaults"], runs["played through"]
+        failing = mode not in ("ok", "flaky")
+        rows.append(
+            (
+                f"evaluate, planner server '{mode}': exit | errored/scored played through",
+                f"{default['exit']} | {through['errored']}/{through['scored']} of "
+                f"{through['episodes']} ({through['wall_s']:.1f} s)",
+                "exit 3 | all errored" if failing else "exit 0 | all scored",
+                _ok(
+                    default["exit"] == 3 and through["errored"] == through["episodes"]
+                    if failing
+                    else default["exit"] == 0 and through["scored"] == through["episodes"]
+                ),
+            )
+        )
+    for r in d["retrieval"]:
+        ours = r["backlog"] != 5
+        rows.append(
+            (
+                f"retrieval server {r['clients']}x{r['requests'] // r['clients']} "
+                f"({r['connections']}, backlog {r['backlog']}): failed | p50/p99 ms",
+                f"{r['failed']} | {r['p50_ms']:.0f} / {r['p99_ms']:.0f}",
+                "0 failed" if ours else "",
+                _ok(r["failed"] == 0) if ours else "",
+            )
+        )
+    return rows
+
+
 def _ok(flag: bool) -> str:
     return "yes" if flag else "NO"
 
@@ -209,6 +246,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[dict[str, Any]], list[Row]], list[str
     "learning": ("learning.py", _learning, ["--jobs", "2"]),  # independent runs, one core each
     "update_throughput": ("update_throughput.py", _update, []),
     "scorers": ("scorers.py", _scorers, []),
+    "reliability": ("reliability.py", _reliability, []),
 }
 
 

@@ -1,8 +1,10 @@
 """Atomic training checkpoints: model, optimizer, random state, step, extra state.
 
-A checkpoint is a directory ``ckpt-<step>`` written under a temporary name and renamed when
-complete; ``latest.json`` (replaced atomically) names the newest one. A run killed at any
-moment leaves either the previous or the new checkpoint, never a half-written one.
+A checkpoint is a directory ``ckpt-<step>`` written under a temporary name, every file fsynced,
+and renamed when complete; ``latest.json`` (replaced atomically, last) names the newest one. A
+run killed at any moment leaves either the previous or the new checkpoint, never a half-written
+one, and a save that fails (an exception, a full disk) removes its partial files and leaves
+``latest.json`` pointing at the previous, complete checkpoint.
 
 The files are the same whatever wrote them: ``model.pt`` is the model's full state dict and
 ``optimizer.pt`` the optimizer's, in torch's own layout (state keyed by parameter index). Under
@@ -22,18 +24,29 @@ from typing import Any
 
 import torch
 
-__all__ = ["full_state", "latest_checkpoint", "load_checkpoint", "save_checkpoint"]
+from agentflow_env.runfiles import atomic_write_text, fsync_dir
+
+__all__ = [
+    "CheckpointError",
+    "full_state",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "save_checkpoint",
+]
 
 LATEST = "latest.json"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
+class CheckpointError(OSError):
+    """A checkpoint could not be written (e.g. the disk is full); the previous one is intact."""
+
+
+def _save_synced(obj: Any, path: Path) -> None:
+    """``torch.save`` whose bytes are on disk before the checkpoint is renamed into place."""
+    with open(path, "wb") as fh:
+        torch.save(obj, fh)
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _param_names(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
@@ -114,31 +127,64 @@ def save_checkpoint(
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"ckpt-{step:07d}"
     tmp = root / f".ckpt-{step:07d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a save that was killed
     tmp.mkdir()
-    # torch.save keeps tied weights' shared storage.
-    torch.save(model if isinstance(model, Mapping) else model.state_dict(), tmp / "model.pt")
-    torch.save(
-        optimizer if isinstance(optimizer, Mapping) else optimizer.state_dict(),
-        tmp / "optimizer.pt",
-    )
-    _atomic_write_text(tmp / "state.json", json.dumps({"step": step, **state}))
+    try:
+        # torch.save keeps tied weights' shared storage.
+        _save_synced(model if isinstance(model, Mapping) else model.state_dict(), tmp / "model.pt")
+        _save_synced(
+            optimizer if isinstance(optimizer, Mapping) else optimizer.state_dict(),
+            tmp / "optimizer.pt",
+        )
+        atomic_write_text(tmp / "state.json", json.dumps({"step": step, **state}))
+        fsync_dir(tmp)
+    except BaseException as exc:  # a full disk or a bad state: the previous one stays latest
+        shutil.rmtree(tmp, ignore_errors=True)
+        cause = _os_error(exc)
+        if cause is not None:
+            previous = latest_checkpoint(root)
+            raise CheckpointError(
+                cause.errno,
+                f"saving checkpoint {final.name} failed ({cause.strerror or cause}); the last "
+                f"complete checkpoint is {previous.name if previous else 'none'}",
+            ) from exc
+        raise
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-    _atomic_write_text(root / LATEST, json.dumps({"step": step, "path": final.name}))
+    fsync_dir(root)
+    atomic_write_text(root / LATEST, json.dumps({"step": step, "path": final.name}))
     olds = sorted(p for p in root.glob("ckpt-*") if p.is_dir() and p != final)
     for old in olds[: max(0, len(olds) - (keep - 1))]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def _os_error(exc: BaseException | None) -> OSError | None:
+    """The OSError behind ``exc``, if any (torch.save reports a full disk as a RuntimeError
+    raised while handling the OSError)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
 def latest_checkpoint(root: str | Path) -> Path | None:
-    """The directory ``latest.json`` names, or None when there is no complete checkpoint."""
-    pointer = Path(root) / LATEST
+    """The directory ``latest.json`` names, or None when there is no complete checkpoint.
+
+    Should the named directory be gone (a kill while the same step was being saved again), the
+    newest complete ``ckpt-*`` directory is used.
+    """
+    root = Path(root)
+    pointer = root / LATEST
     if not pointer.is_file():
         return None
-    path = Path(root) / json.loads(pointer.read_text())["path"]
-    return path if (path / "state.json").is_file() else None
+    path = root / json.loads(pointer.read_text())["path"]
+    if (path / "state.json").is_file():
+        return path
+    complete = sorted(p for p in root.glob("ckpt-*") if (p / "state.json").is_file())
+    return complete[-1] if complete else None
 
 
 def load_checkpoint(

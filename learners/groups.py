@@ -7,7 +7,7 @@ the learners' floor so that neither imports the other.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,7 +23,9 @@ class AdvantageInputs:
     """One step's rollout, reduced to what advantage estimation needs.
 
     ``rewards[j]`` and ``group_ids[j]`` belong to trajectory ``j``; ``sample_traj[k]`` and
-    ``sample_turn[k]`` (0-based) locate turn sample ``k``.
+    ``sample_turn[k]`` (0-based) locate turn sample ``k``. ``valid[j]`` is False for a trajectory
+    whose outcome infrastructure lost (its reward is NaN): it is left out of its group's
+    statistics and its turns get no advantage (None: every trajectory is valid).
     """
 
     rewards: np.ndarray
@@ -31,20 +33,49 @@ class AdvantageInputs:
     sample_traj: np.ndarray
     sample_turn: np.ndarray
     group_size: int
+    valid: np.ndarray | None = field(default=None)
+
+    @property
+    def valid_mask(self) -> np.ndarray:
+        """``valid`` as a boolean array (all True when None)."""
+        if self.valid is None:
+            return np.ones(len(self.rewards), dtype=bool)
+        return np.asarray(self.valid, dtype=bool)
+
+    def valid_subset(self) -> tuple[AdvantageInputs, np.ndarray]:
+        """The valid trajectories of groups keeping at least two of them, renumbered, and the
+        mask of the turn samples they own (group sizes may then differ)."""
+        valid = self.valid_mask.copy()
+        groups, counts = np.unique(self.group_ids[valid], return_counts=True)
+        valid &= np.isin(self.group_ids, groups[counts >= 2])
+        new_index = np.cumsum(valid) - 1
+        samples = valid[self.sample_traj]
+        subset = AdvantageInputs(
+            rewards=np.asarray(self.rewards, dtype=np.float64)[valid],
+            group_ids=np.asarray(self.group_ids)[valid],
+            sample_traj=new_index[self.sample_traj[samples]],
+            sample_turn=np.asarray(self.sample_turn)[samples],
+            group_size=self.group_size,
+        )
+        return subset, samples
 
     def validate(self) -> None:
-        """Reject incomplete groups, NaN rewards and turn samples that do not line up."""
+        """Reject incomplete groups, NaN rewards of valid trajectories and turn samples that do
+        not line up. A group counts its invalid trajectories (they were played)."""
         n = len(self.rewards)
         if len(self.group_ids) != n:
             raise ValueError(f"{n} rewards but {len(self.group_ids)} group ids")
+        if self.valid is not None and len(self.valid) != n:
+            raise ValueError(f"{n} rewards but {len(self.valid)} validity flags")
         if len(self.sample_traj) != len(self.sample_turn):
             raise ValueError("sample_traj and sample_turn differ in length")
         if self.group_size < 2:
             raise IncompleteGroupError(
                 f"group_size={self.group_size}: a group needs >= 2 trajectories"
             )
-        if not np.all(np.isfinite(self.rewards)):
-            bad = np.flatnonzero(~np.isfinite(self.rewards)).tolist()
+        finite = np.isfinite(np.asarray(self.rewards, dtype=np.float64))
+        if not np.all(finite | ~self.valid_mask):
+            bad = np.flatnonzero(~finite & self.valid_mask).tolist()
             raise ValueError(
                 f"trajectories {bad} have non-finite rewards; score them before training"
             )

@@ -15,6 +15,11 @@ previous one + the action text + a suffix (the env's append-only contract), the 
 on exactly the tokens it produced, and all turns of a trajectory can later be scored in one
 sequence (:mod:`learners.packing`). If the property does not hold, the observation is
 re-tokenized from scratch (a new segment); nothing is lost but the packing.
+
+A trajectory whose outcome infrastructure lost (``infra_error`` on its record: an engine failed
+after its retries, a tool could not run, the judge failed) has no reward. It is marked invalid
+(:attr:`RolloutBatch.valid`), and :func:`resample_failed` plays its query again in its place (a
+bounded number of times); the records it replaced are kept in :attr:`RolloutBatch.replaced`.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,7 +41,14 @@ from learners.policy import Policy, SamplingSettings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RolloutBatch", "TurnSample", "collect", "collect_groups", "next_context"]
+__all__ = [
+    "RolloutBatch",
+    "TurnSample",
+    "collect",
+    "collect_groups",
+    "next_context",
+    "resample_failed",
+]
 
 # Sent to padding sub-envs on their first step so that they finish at once and cost nothing.
 _IDLE_ACTION = finish_action("idle")
@@ -68,10 +80,23 @@ class RolloutBatch:
     group_size: int
     seconds: float = 0.0
     generation_seconds: float = 0.0
+    replaced: list[EpisodeRecord] = field(default_factory=list)
+    """records of trajectories that lost their outcome to infrastructure and were played again"""
 
     @property
     def rewards(self) -> np.ndarray:
+        """Each trajectory's return (NaN for one without an outcome)."""
         return np.array([t.total_reward for t in self.trajectories], dtype=np.float64)
+
+    @property
+    def valid(self) -> np.ndarray:
+        """False for trajectories whose outcome infrastructure lost."""
+        return np.array([t.infra_error is None for t in self.trajectories], dtype=bool)
+
+    @property
+    def infra_failed(self) -> int:
+        """Episodes of this collection that lost their outcome (replaced ones included)."""
+        return len(self.replaced) + int((~self.valid).sum())
 
     @property
     def group_ids(self) -> np.ndarray:
@@ -90,6 +115,7 @@ class RolloutBatch:
             sample_traj=np.array([s.traj for s in self.samples], dtype=np.int64),
             sample_turn=np.array([s.turn for s in self.samples], dtype=np.int64),
             group_size=self.group_size,
+            valid=self.valid,
         )
 
     @property
@@ -97,10 +123,12 @@ class RolloutBatch:
         return sum(len(s.response_ids) for s in self.samples)
 
     def stats(self) -> dict[str, float]:
-        """Scalars for logging: success, turns, tool calls per trajectory, errors."""
+        """Scalars for logging: success (over trajectories with an outcome), turns, tool calls
+        per trajectory, errors."""
         n = max(len(self.trajectories), 1)
+        valid = self.rewards[self.valid]
         out = {
-            "rollout/success": float(np.mean(self.rewards)) if self.trajectories else 0.0,
+            "rollout/success": float(np.mean(valid)) if len(valid) else 0.0,
             "rollout/turns": sum(t.num_turns for t in self.trajectories) / n,
             "rollout/errors": sum(bool(x.error) for t in self.trajectories for x in t.turns) / n,
             "rollout/response_tokens": self.generated_tokens / max(len(self.samples), 1),
@@ -285,3 +313,52 @@ def collect_groups(
         episode_prefix=episode_prefix,
         metadata=metadata,
     )
+
+
+def resample_failed(
+    envs: Any,
+    policy: Policy,
+    batch: RolloutBatch,
+    tasks: Mapping[int, Task],
+    settings: SamplingSettings,
+    rng: np.random.Generator,
+    *,
+    tries: int,
+    max_prompt_tokens: int = 1 << 30,
+    episode_prefix: str = "traj",
+    metadata: Mapping[str, Any] | None = None,
+) -> RolloutBatch:
+    """Play the queries of trajectories without an outcome again, in their place, up to
+    ``tries`` rounds; returns ``batch`` updated (the replaced records in ``batch.replaced``).
+
+    ``tasks`` maps a group id to its query. Nothing is drawn from ``rng`` when every
+    trajectory has its outcome, so a run without failures is unchanged by this step.
+    """
+    for attempt in range(1, tries + 1):
+        failed = [j for j, t in enumerate(batch.trajectories) if t.infra_error is not None]
+        if not failed:
+            break
+        groups = [int(batch.trajectories[j].metadata["group"]) for j in failed]
+        again = collect(
+            envs,
+            policy,
+            [tasks[g] for g in groups],
+            groups,
+            settings,
+            rng,
+            group_size=batch.group_size,
+            max_prompt_tokens=max_prompt_tokens,
+            episode_prefix=f"{episode_prefix}{attempt}-",
+            metadata={**(metadata or {}), "attempt": attempt},
+        )
+        keep = [s for s in batch.samples if s.traj not in set(failed)]
+        for i, j in enumerate(failed):
+            record = again.trajectories[i]
+            record.metadata["index"] = batch.trajectories[j].metadata["index"]
+            batch.replaced.append(batch.trajectories[j])
+            batch.trajectories[j] = record
+            keep.extend(TurnSample(**{**vars(s), "traj": j}) for s in again.samples if s.traj == i)
+        batch.samples = keep
+        batch.seconds += again.seconds
+        batch.generation_seconds += again.generation_seconds
+    return batch

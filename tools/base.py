@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -193,7 +193,13 @@ class ToolCard(BaseModel):
 
 
 class ToolResult(BaseModel):
-    """Outcome of one tool call. ``ok=False`` carries a human-readable ``error``."""
+    """Outcome of one tool call. ``ok=False`` carries a human-readable ``error``.
+
+    Two kinds of failure are told apart: the caller's (bad input, code that raises or runs past
+    its limits: part of the episode's outcome) and the tool's own, when it could not run at all
+    (``infra`` set: its backend failed after its retries, or its sandbox broke). An environment
+    ends an episode that meets the second kind without scoring it.
+    """
 
     ok: bool
     output: str = ""
@@ -201,10 +207,21 @@ class ToolResult(BaseModel):
     error: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     """structured extras (search hits, sandbox stdout/stderr/variables, timings)"""
+    infra: Literal["backend", "sandbox"] | None = None
+    """why the tool could not run, when that is no fault of its input: ``"backend"`` (a service,
+    index or engine it relies on failed) or ``"sandbox"`` (the code sandbox itself failed)"""
 
     @classmethod
     def failure(cls, error: str, **data: Any) -> ToolResult:
+        """The caller's failure: bad input, or code that failed."""
         return cls(ok=False, output="", error=error, data=data)
+
+    @classmethod
+    def backend_failure(
+        cls, error: str, infra: Literal["backend", "sandbox"] = "backend", **data: Any
+    ) -> ToolResult:
+        """The tool's own failure: it could not run (see :attr:`infra`)."""
+        return cls(ok=False, output="", error=error, data=data, infra=infra)
 
     def as_text(self) -> str:
         """What goes into memory and the next observation."""

@@ -21,7 +21,8 @@ the engine receives real request objects::
 
 Results are read by duck typing: each result needs a ``.text`` and may carry ``.error`` (an
 engine-reported failure), ``.prompt_tokens`` and ``.completion_tokens``. ``execute`` never
-raises: bad input and engine failures become ``ToolResult(ok=False, error=...)``. Timeouts are
+raises: bad input becomes ``ToolResult(ok=False, error=...)``, engine failures the same with
+``infra="backend"`` (the tool could not run; not the caller's mistake). Timeouts are
 the engine's (the OpenAI-compatible engine has request timeouts) and the environment's per-call
 tool timeout.
 """
@@ -174,18 +175,18 @@ class BaseGeneratorTool:
             requests = [self.request_factory(self.build_request(q)) for q in queries]
         except Exception as exc:  # a bad factory is a configuration error: show it, do not crash
             return [
-                ToolResult.failure(f"request_factory failed: {type(exc).__name__}: {exc}")
+                ToolResult.backend_failure(f"request_factory failed: {type(exc).__name__}: {exc}")
             ] * len(queries)
         try:
             outputs = list(self.engine.generate(requests))
         except Exception as exc:  # engine failures become error results the planner can see
             logger.warning("Base_Generator_Tool engine raised %s: %s", type(exc).__name__, exc)
             return [
-                ToolResult.failure(f"generator engine failed: {type(exc).__name__}: {exc}")
+                ToolResult.backend_failure(f"generator engine failed: {type(exc).__name__}: {exc}")
             ] * len(queries)
         if len(outputs) != len(queries):
             return [
-                ToolResult.failure(
+                ToolResult.backend_failure(
                     f"engine returned {len(outputs)} results for {len(queries)} "
                     "requests (n must be 1)"
                 )
@@ -201,9 +202,9 @@ class BaseGeneratorTool:
             usage = {k: getattr(output, k, None) for k in ("prompt_tokens", "completion_tokens")}
         data = {"query": query, **{k: v for k, v in usage.items() if v is not None}}
         if error:
-            return ToolResult.failure(f"generator engine failed: {error}", **data)
+            return ToolResult.backend_failure(f"generator engine failed: {error}", **data)
         if not isinstance(text, str):
-            return ToolResult.failure(
+            return ToolResult.backend_failure(
                 f"engine result has no text (got {type(output).__name__})", **data
             )
         answer = text.strip()

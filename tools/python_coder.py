@@ -126,7 +126,11 @@ def format_result(result: ExecutionResult, limits: SandboxLimits) -> ToolResult:
     elif not sections:
         sections.append("(no output; print the values you need)")
     output = "\n\n".join(sections)
-    return ToolResult(ok=result.ok, output=output, error=error, data=result.model_dump())
+    # A broken sandbox (a worker that died, a lost remote sandbox) is not the code's doing.
+    infra = "sandbox" if result.exit_reason == "sandbox_error" else None
+    return ToolResult(
+        ok=result.ok, output=output, error=error, data=result.model_dump(), infra=infra
+    )
 
 
 def _error_text(result: ExecutionResult, limits: SandboxLimits) -> str:
@@ -246,7 +250,7 @@ class PythonCoderTool:
         if ignored:
             logger.debug("Python_Coder_Tool ignores inputs %s", sorted(ignored))
         if self._closed:
-            return ToolResult.failure("Python_Coder_Tool is closed")
+            return ToolResult.backend_failure("Python_Coder_Tool is closed")
         if code is None:
             return ToolResult.failure("no code given: pass the program as `code`")
         if not isinstance(code, str):

@@ -28,12 +28,22 @@ e.g. the settings a planner was trained with: ``'{"prompt_style": "compact", "to
 {"Search_Tool": {"top_k": 1}}}'``. They are merged last (``tool_kwargs`` per tool); keys with an
 option of their own and unknown keys are rejected by name.
 
-Accuracy: mean score over scored episodes, 95% Wilson interval; a failed scorer (e.g. a judge
-error) is a ``score`` error, never a 0 (:mod:`agentflow_env.eval.report`).
+Accuracy: mean score over scored episodes, 95% Wilson interval. An episode whose outcome was
+lost to infrastructure (an engine failing after its retries, a tool backend or sandbox that could
+not run, a judge that failed: :mod:`agentflow_env.infra`) is ``errored``, never a 0; the report
+counts errored episodes by kind next to the accuracy over scored ones and the accuracy with
+errored ones counted wrong (:mod:`agentflow_env.eval.report`).
+
+Runs that lose nothing: a preflight request checks every remote engine first; ``--max-errors``
+(a count or a fraction, default 0.1) stops a run whose infrastructure keeps failing (exit 3, the
+partial report and trajectories written); ``--request-timeout``/``--max-retries`` bound every
+request. Outputs are the run's own: an existing ``--out``/``--trajectories`` is refused (exit 2)
+unless ``--overwrite``, and ``--resume`` continues from ``--trajectories``, playing each episode
+exactly once (a torn last line from a kill, and errored episodes, are played again).
 """
 
 from agentflow_env.eval.build import choose_tools, infer_kind
-from agentflow_env.eval.config import EnvOverrides, EvalConfig, EvaluateError
+from agentflow_env.eval.config import EnvOverrides, EvalConfig, EvaluateError, RunStopped
 from agentflow_env.eval.report import print_report, summarize, wilson_interval
 from agentflow_env.eval.run import run
 
@@ -41,6 +51,7 @@ __all__ = [
     "EnvOverrides",
     "EvalConfig",
     "EvaluateError",
+    "RunStopped",
     "choose_tools",
     "infer_kind",
     "print_report",

@@ -1,7 +1,8 @@
 """Building an evaluation run from its config: tasks, tools, engines, the planner, the vector env.
 
 Tools for ``--data`` (unless ``--tools`` is given) follow the kind of the file's tasks
-(:func:`infer_kind`, :func:`choose_tools`); engines are built last, after every cheap check.
+(:func:`infer_kind`, :func:`choose_tools`); engines are built last, after every cheap check, and
+:func:`preflight` sends each remote one a short request before the first episode.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from agentflow_env.eval.config import (
     SEARCH_TOOLS,
     EvalConfig,
     EvaluateError,
+    RunStopped,
     validate_env_overrides,
 )
-from agentflow_env.llm.base import Engine
+from agentflow_env.llm.base import Engine, GenerationRequest
 from agentflow_env.planners.batch import BatchPlanner, CountingEngine, make_batch_planner
 from agentflow_env.registration import ENV_IDS
 from agentflow_env.tasks.base import Task
@@ -33,17 +35,30 @@ __all__ = [
     "choose_tools",
     "infer_kind",
     "make_planner",
+    "preflight",
     "select_tasks",
 ]
 
 
-def _engine(spec: str | Engine, flag: str) -> Engine:
+def engine_kwargs(cfg: EvalConfig, spec: object) -> dict[str, Any]:
+    """``--request-timeout`` / ``--max-retries`` for an OpenAI-compatible engine spec."""
+    if not (isinstance(spec, str) and spec.strip().lower().startswith("openai:")):
+        return {}
+    kwargs: dict[str, Any] = {}
+    if cfg.request_timeout is not None:
+        kwargs["timeout_s"] = cfg.request_timeout
+    if cfg.max_retries is not None:
+        kwargs["max_retries"] = cfg.max_retries
+    return kwargs
+
+
+def _engine(spec: str | Engine, flag: str, cfg: EvalConfig) -> Engine:
     if not isinstance(spec, str):
         return spec
     from agentflow_env.llm import make_engine
 
     try:
-        return make_engine(spec)
+        return make_engine(spec, **engine_kwargs(cfg, spec))
     except Exception as exc:  # any construction failure is a bad argument, shown plainly
         raise EvaluateError(f"{flag} {spec!r}: {type(exc).__name__}: {exc}") from exc
 
@@ -56,6 +71,7 @@ def make_planner(cfg: EvalConfig) -> BatchPlanner:
             temperature=cfg.temperature,
             max_tokens=cfg.max_tokens,
             input_mode=cfg.planner_input,
+            engine_kwargs=engine_kwargs(cfg, cfg.planner),
         )
     except ValueError as exc:  # PlannerSpecError, or a bad input mode
         raise EvaluateError(f"--planner: {exc}") from exc
@@ -214,7 +230,9 @@ def build_setup(cfg: EvalConfig) -> Setup:
     # engines last: everything cheap to check has been checked. The env shares `engine` (the
     # counted module engine) with its LLM modules and Base_Generator_Tool.
     module = (
-        CountingEngine(_engine(cfg.module_engine, "--module-engine")) if cfg.module_engine else None
+        CountingEngine(_engine(cfg.module_engine, "--module-engine", cfg))
+        if cfg.module_engine
+        else None
     )
     judge = None
     if cfg.judge is not None:
@@ -223,7 +241,7 @@ def build_setup(cfg: EvalConfig) -> Setup:
 
         try:
             judge = LLMJudge(
-                _engine(cfg.judge, "--judge"), fallback=score if cfg.judge_fallback else None
+                _engine(cfg.judge, "--judge", cfg), fallback=score if cfg.judge_fallback else None
             )
         except EvaluateError:
             if module is not None and isinstance(cfg.module_engine, str):
@@ -260,3 +278,39 @@ def build_envs(cfg: EvalConfig, setup: Setup) -> Any:
         )
     except (ValueError, TypeError, OSError) as exc:  # e.g. a corpus that is not JSONL
         raise EvaluateError(f"could not build {cfg.env}: {type(exc).__name__}: {exc}") from exc
+
+
+def _inner(engine: Any) -> Any:
+    """The engine under a :class:`CountingEngine` (a preflight request is not the run's usage)."""
+    return engine.engine if isinstance(engine, CountingEngine) else engine
+
+
+def preflight(planner: BatchPlanner, setup: Setup) -> None:
+    """One short request to every remote engine (one with a ``base_url``) before any episode.
+
+    Raises:
+        RunStopped: an engine failed after its retries (the server is down, hangs, answers
+            errors or no completion); the reason names the engine, its URL and the failure.
+        EvaluateError: wrong credentials or an unknown model (bad arguments).
+    """
+    from agentflow_env.llm.common import EngineAuthError, ModelNotFoundError
+
+    engines = {
+        "planner": _inner(getattr(planner, "engine", None)),
+        "module": _inner(setup.module_engine),
+        "judge": setup.judge.engine if setup.judge is not None else None,
+    }
+    ping = GenerationRequest.chat("Reply with OK.", max_tokens=1)
+    for role, engine in engines.items():
+        url = getattr(engine, "base_url", None)
+        if engine is None or url is None:
+            continue
+        try:
+            [result] = engine.generate([ping])
+        except (EngineAuthError, ModelNotFoundError) as exc:
+            raise EvaluateError(f"preflight: the {role} engine: {exc}") from exc
+        if result.error:
+            raise RunStopped(
+                f"preflight: the {role} engine at {url} failed ({result.error_kind}): "
+                f"{result.error}"
+            )

@@ -9,7 +9,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from agentflow_env.eval.config import EnvOverrides, EvalConfig, EvaluateError
+from agentflow_env.eval.config import (
+    EnvOverrides,
+    EvalConfig,
+    EvaluateError,
+    RunStopped,
+    parse_max_errors,
+)
 from agentflow_env.eval.report import print_report
 from agentflow_env.eval.run import run
 from agentflow_env.registration import ENV_IDS
@@ -88,13 +94,56 @@ def build_parser() -> argparse.ArgumentParser:
         'merged last, e.g. \'{"prompt_style": "compact"}\'; keys: '
         + ", ".join(EnvOverrides.model_fields),
     )
-    add("--out", help="write the report as JSON here")
-    add("--trajectories", help="write the episode records as JSONL here")
+    add("--out", help="write the report as JSON here (atomically)")
+    add("--trajectories", help="write the episode records as JSONL here (one line per episode)")
+    add(
+        "--resume",
+        action="store_true",
+        help="continue from --trajectories: finished episodes are kept, the rest (and errored "
+        "ones) are played",
+    )
+    add("--overwrite", action="store_true", help="replace existing --out / --trajectories files")
+    add(
+        "--max-errors",
+        type=_max_errors,
+        default=d.max_errors,
+        metavar="N|FRACTION",
+        help="stop (exit 3, partial results written) when more episodes than this lose their "
+        "outcome to infrastructure: a count (5) or a fraction of the planned episodes "
+        f"(default {d.max_errors})",
+    )
+    add(
+        "--request-timeout",
+        type=float,
+        metavar="S",
+        help="seconds per attempt of an openai: engine's request (default 60)",
+    )
+    add(
+        "--max-retries",
+        type=int,
+        metavar="N",
+        help="retries of a failed openai: request: 408/429/5xx, timeouts, connection errors, "
+        "invalid responses (default 3)",
+    )
+    add(
+        "--no-preflight",
+        dest="preflight",
+        action="store_false",
+        help="skip the short request sent to every remote engine before the first episode",
+    )
     return p
 
 
+def _max_errors(text: str) -> float:
+    try:
+        return parse_max_errors(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit code (2 for bad arguments)."""
+    """CLI entry point; returns the exit code: 0 done, 2 bad arguments or paths (before any
+    work), 3 stopped by infrastructure failures (partial results written)."""
     cfg = EvalConfig(**vars(build_parser().parse_args(argv)))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -102,5 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EvaluateError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
+    except RunStopped as exc:
+        if exc.report is not None:
+            print_report(exc.report)
+        sys.stderr.write(f"stopped: {exc.reason}\n")
+        return 3
     print_report(report)
     return 0

@@ -1,7 +1,9 @@
 """Configuration of an evaluation run: :class:`EvalConfig`, its validation, and env overrides.
 
 Everything here is checked before anything expensive is built: a bad argument is an
-:class:`EvaluateError` (the CLI prints it on one line and exits with code 2).
+:class:`EvaluateError` (the CLI prints it on one line and exits with code 2). A run stopped by
+infrastructure (a failed preflight, more errored episodes than ``max_errors`` allows) raises
+:class:`RunStopped` (exit code 3), carrying the partial report when episodes ran.
 """
 
 from __future__ import annotations
@@ -15,12 +17,17 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from agentflow_env.config import EnvConfig
 from agentflow_env.llm.base import Engine
+from agentflow_env.runfiles import OutputPathError, WriteMode, claim_output
 
 __all__ = [
     "EnvOverrides",
     "EvalConfig",
     "EvaluateError",
     "OWN_OPTION",
+    "RunStopped",
+    "error_limit",
+    "parse_max_errors",
+    "write_mode",
     "SCRIPTED_PREFIX",
     "validate_config",
     "validate_env_overrides",
@@ -32,6 +39,42 @@ SEARCH_TOOLS = ("Search_Tool", "Wikipedia_Search_Tool")
 
 class EvaluateError(ValueError):
     """Bad arguments or inputs for an evaluation run (the CLI prints it and exits with code 2)."""
+
+
+class RunStopped(RuntimeError):
+    """The run stopped because infrastructure failed (the CLI prints why and exits with code 3).
+
+    ``report`` is the partial report (also written to ``--out``) when episodes ran, else None.
+    """
+
+    def __init__(self, reason: str, report: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.report = reason, report
+
+
+def parse_max_errors(text: str | float) -> float:
+    """``--max-errors``: a count (``5``: stop at the 6th errored episode) or a fraction of the
+    planned episodes (``0.1``); counts are returned as ints, fractions as floats."""
+    raw = str(text).strip()
+    try:
+        value: float = int(raw)
+    except ValueError:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"not a count or a fraction: {raw!r}") from None
+    if isinstance(value, float) and not 0.0 <= value <= 1.0:
+        raise ValueError(f"a fraction must be in [0, 1], got {raw}")
+    if value < 0:
+        raise ValueError(f"a count must be >= 0, got {raw}")
+    return value
+
+
+def error_limit(max_errors: float, planned: int) -> int:
+    """Errored episodes a run of ``planned`` episodes tolerates (it stops at one more)."""
+    if isinstance(max_errors, int):
+        return max_errors
+    return int(max_errors * planned + 1e-9)
 
 
 @dataclass
@@ -77,6 +120,20 @@ class EvalConfig:
     """more env constructor arguments (:class:`EnvOverrides`), merged last"""
     out: str | None = None
     trajectories: str | None = None
+    resume: bool = False
+    """continue from ``trajectories``: finished episodes are kept, the rest (and those whose
+    outcome infrastructure lost) are played"""
+    overwrite: bool = False
+    """replace existing ``out`` / ``trajectories`` files"""
+    max_errors: float = 0.1
+    """stop when more episodes than this errored (infrastructure): a count (int) or a fraction
+    of the planned episodes (float in [0, 1])"""
+    request_timeout: float | None = None
+    """seconds per attempt of an OpenAI-compatible engine's request (None: the engine's 60)"""
+    max_retries: int | None = None
+    """retries of a failed OpenAI-compatible request (None: the engine's 3)"""
+    preflight: bool = True
+    """send one short request to every remote engine before the first episode"""
 
 
 # Env settings the evaluator sets itself, and the option that sets each: a setting that is also
@@ -125,13 +182,47 @@ def _check_spec(flag: str, spec: object) -> None:
     from agentflow_env.llm import parse_spec
 
     try:
-        parse_spec(spec)
+        parsed = parse_spec(spec)
     except ValueError as exc:
         hint = " (or scripted:NAME)" if flag == "--planner" else ""
         raise EvaluateError(f"{flag}: {exc}{hint}") from exc
+    target = parsed.target
+    # a path (not a hub id or a registry name) that is not there: say so before loading anything
+    if parsed.kind == "hf" and target.startswith(("/", "./", "../", "~")):
+        if not Path(target).expanduser().is_dir():
+            raise EvaluateError(f"{flag} {spec!r}: no model directory at {target!r}")
+
+
+def write_mode(cfg: EvalConfig) -> WriteMode:
+    return "resume" if cfg.resume else "overwrite" if cfg.overwrite else "new"
+
+
+def _check_outputs(cfg: EvalConfig) -> None:
+    """Outputs are this run's: new, or resumed/overwritten on request; writable."""
+    if cfg.resume and cfg.overwrite:
+        raise EvaluateError("--resume and --overwrite exclude each other: choose one")
+    if cfg.resume and not cfg.trajectories:
+        raise EvaluateError("--resume continues from a trajectory file: pass --trajectories FILE")
+    if cfg.out and cfg.trajectories and Path(cfg.out).resolve() == Path(cfg.trajectories).resolve():
+        raise EvaluateError("--out and --trajectories must be different files")
+    try:
+        for flag, path in (("--out", cfg.out), ("--trajectories", cfg.trajectories)):
+            if path:
+                claim_output(path, flag, write_mode(cfg))
+    except OutputPathError as exc:
+        raise EvaluateError(str(exc)) from exc
 
 
 def validate_config(cfg: EvalConfig) -> None:
+    _check_outputs(cfg)
+    try:
+        parse_max_errors(cfg.max_errors)
+    except ValueError as exc:
+        raise EvaluateError(f"--max-errors: {exc}") from exc
+    if cfg.request_timeout is not None and not cfg.request_timeout > 0:
+        raise EvaluateError(f"--request-timeout must be > 0, got {cfg.request_timeout}")
+    if cfg.max_retries is not None and cfg.max_retries < 0:
+        raise EvaluateError(f"--max-retries must be >= 0, got {cfg.max_retries}")
     if cfg.max_turns < 1 or cfg.concurrency < 1:
         raise EvaluateError(
             f"--max-turns and --concurrency must be >= 1, got {cfg.max_turns}, {cfg.concurrency}"

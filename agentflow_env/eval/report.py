@@ -1,8 +1,10 @@
 """The report of an evaluation run (:mod:`agentflow_env.eval`): statistics, summary, table.
 
-Accuracy is the mean score over scored episodes with a 95% Wilson interval. Episodes whose scorer
-failed (e.g. a judge error) are not scored and never counted as 0: they are counted as ``score``
-errors and carry their ``score_error`` in the per-episode rows.
+Three outcomes are kept apart (DESIGN.md, section 9): right, wrong, and errored (no outcome:
+infrastructure failed, :mod:`agentflow_env.infra`). ``accuracy`` is the mean score over the
+completed (scored) episodes with a 95% Wilson interval; ``errored`` counts the others by kind
+(``errored_by_kind``), and ``accuracy_errored_as_wrong`` shows, side by side, what counting them
+as wrong answers would give. An errored episode is never scored 0.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ def summarize(
     ``planner``/``module_engine`` expose ``tokens`` (prompt, completion); ``judge`` is an
     :class:`~agentflow_env.judge.LLMJudge` or None.
     """
-    scored = [r.score for r in records if r.score is not None]
+    scored = [r.score for r in records if r.score is not None and r.infra_error is None]
+    errored = Counter(r.infra_error.kind for r in records if r.infra_error is not None)
     errors: Counter[str] = Counter()
     tool_calls: Counter[str] = Counter()
     for r in records:
@@ -71,6 +74,11 @@ def summarize(
         "scored": len(scored),
         "accuracy": sum(scored) / len(scored) if scored else None,
         "accuracy_ci95": list(wilson_interval(float(sum(scored)), len(scored))) if scored else None,
+        "errored": sum(errored.values()),
+        "errored_by_kind": dict(sorted(errored.items())),
+        "accuracy_errored_as_wrong": (
+            sum(scored) / (len(scored) + sum(errored.values())) if scored or errored else None
+        ),
         "mean_turns": sum(r.num_turns for r in records) / n if n else None,
         "terminated": sum(r.terminated for r in records),
         "truncated": sum(r.truncated for r in records),
@@ -97,6 +105,7 @@ def episode_rows(records: Sequence[EpisodeRecord]) -> list[dict[str, Any]]:
             "task_id": r.task_id,
             "score": r.score,
             "score_error": r.score_error,
+            "infra_error": r.infra_error.model_dump() if r.infra_error else None,
             "answer": r.answer,
             "ground_truth": r.ground_truth,
             "turns": r.num_turns,
@@ -126,12 +135,15 @@ def print_report(report: Mapping[str, Any], console: Any | None = None) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     ci = s["accuracy_ci95"]
+    by_kind = ", ".join(f"{k} {v}" for k, v in s["errored_by_kind"].items())
     rows = [
         ("episodes (scored)", f"{s['episodes']} ({s['scored']})"),
+        ("errored (no outcome)", f"{s['errored']}" + (f": {by_kind}" if by_kind else "")),
         (
-            "accuracy [95% Wilson]",
+            "accuracy over scored [95% Wilson]",
             f"{_fmt(s['accuracy'])} [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "n/a",
         ),
+        ("accuracy, errored counted wrong", _fmt(s["accuracy_errored_as_wrong"])),
         ("mean turns", _fmt(s["mean_turns"], 2)),
         ("terminated / truncated", f"{s['terminated']} / {s['truncated']}"),
         ("tools", ", ".join(report["tools"]) or "none"),
@@ -152,9 +164,10 @@ def print_report(report: Mapping[str, Any], console: Any | None = None) -> None:
         ("episodes / s", _fmt(s["episodes_per_s"], 2)),
     ]
     for name, value in rows:
-        table.add_row(
-            name, value, style="red" if name.startswith("errors") and value != "0" else None
-        )
+        alarm = name.startswith(("errors", "errored")) and value != "0"
+        table.add_row(name, value, style="red" if alarm else None)
     console.print(table)
     for note in report["notes"]:
         console.print(f"[yellow]note:[/yellow] {note}")
+    if s.get("stopped"):
+        console.print(f"[red]stopped:[/red] {s['stopped']}")

@@ -34,6 +34,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from agentflow_env.runfiles import atomic_write_text, check_writable
 from agentflow_env.trajectory import EpisodeRecord, TurnRecord, read_jsonl
 
 __all__ = [
@@ -201,7 +202,7 @@ def json_for_script(value: object) -> str:
 
 def outcome_of(record: EpisodeRecord, correct_threshold: float = 1.0) -> str:
     """``correct`` (score >= threshold), ``partial`` (0 < score < threshold), ``incorrect``, or
-    ``unscored`` (no score, e.g. the scorer failed or the episode never ended)."""
+    ``unscored`` (no score: infrastructure failed, or the episode never ended)."""
     score = record.score
     if score is None or (isinstance(score, float) and math.isnan(score)):
         return "unscored"
@@ -241,10 +242,11 @@ def _turn_html(turn: TurnRecord, max_chars: int) -> str:
         "Finish" if turn.tool_result == "Finished." and not turn.error else "no tool"
     )
     verifier = turn.verifier or "-"
+    reward = "none (infrastructure failed)" if turn.reward is None else f"{turn.reward:g}"
     head = (
         f'<div class="th"><span>Turn {turn.turn}</span><span class="tool">{_e(tool)}</span>'
         f'<span class="verifier {_e(verifier if verifier in ("STOP", "CONTINUE") else "")}">'
-        f'Verifier: {_e(verifier)}</span><span class="muted">reward {turn.reward:g}</span></div>'
+        f'Verifier: {_e(verifier)}</span><span class="muted">reward {reward}</span></div>'
     )
     plan = "".join(
         f"<dt>{name}</dt><dd>{_e(_clip(value, max_chars))}</dd>"
@@ -297,7 +299,12 @@ def _episode_html(
         f"<dd>{_e(_clip(record.answer, max_chars)) or '<i>none</i>'}"
         f"</dd><dt>Ground truth</dt><dd>{_e(_clip(record.ground_truth, max_chars))}</dd>"
     )
-    if record.score_error:
+    if record.infra_error is not None:  # no outcome: neither right nor wrong
+        answers += (
+            "<dt>Infrastructure failure (not scored)</dt>"
+            f'<dd class="error">{_e(str(record.infra_error))}</dd>'
+        )
+    elif record.score_error:
         answers += f'<dt>Score error</dt><dd class="error">{_e(record.score_error)}</dd>'
     answers += "</dl>"
     turns = "".join(_turn_html(t, max_chars) for t in record.turns)
@@ -501,8 +508,7 @@ def write_report(
         max_chars=max_chars,
     )
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
+    atomic_write_text(out, page)
     return out
 
 
@@ -547,6 +553,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         steps = None if args.steps is None else parse_steps(args.steps)
+        check_writable(args.out, "-o")  # before reading anything
+        trajectory_files(args.paths)
         out = write_report(
             args.paths,
             args.out,

@@ -303,7 +303,8 @@ def _one_call(
 def merge_results(sources: Sequence[str], results: Sequence[ToolResult]) -> ToolResult:
     """One step's result from its calls' results: a single call's result unchanged; several as
     ``Call k: <source>`` sections, in order, ``ok`` only if every call succeeded (the first
-    failure is the error), each call's result kept in ``data["calls"]``."""
+    failure is the error), each call's result kept in ``data["calls"]``; ``infra`` when any
+    call's tool could not run."""
     if len(results) != len(sources):
         raise ValueError(f"{len(results)} results for {len(sources)} calls")
     if len(results) == 1:
@@ -317,9 +318,12 @@ def merge_results(sources: Sequence[str], results: Sequence[ToolResult]) -> Tool
     if failed:
         k, first = failed[0]
         error = f"call {k} of {len(results)} failed: {first.error}"
+    # A call whose tool could not run (infrastructure) makes the whole step's result one.
+    infra = next((r.infra for r in results if r.infra is not None), None)
     return ToolResult(
         ok=not failed,
         output="\n\n".join(sections),
         error=error,
         data={"calls": [r.model_dump() for r in results]},
+        infra=infra,
     )

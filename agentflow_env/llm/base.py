@@ -90,6 +90,9 @@ class GenerationResult(BaseModel):
     completion_tokens: int | None = None
     error: str | None = None
     """set when this request failed after retries; ``text`` is then empty"""
+    error_kind: str | None = None
+    """with ``error``: what failed, one of :data:`agentflow_env.infra.ENGINE_KINDS` (the
+    failure is infrastructure, never the prompt's author's doing)"""
 
 
 @dataclass(frozen=True)

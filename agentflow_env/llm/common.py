@@ -6,7 +6,8 @@ Error policy (all engines):
   :class:`EngineError` subclass at once: retrying cannot fix them;
 - a single request that still fails after the engine's bounded retries (a timeout, a 5xx) does
   not raise: its results carry ``error=...`` and empty text, so one bad request cannot sink a
-  batch and callers see the failure explicitly (``GenerationResult.error``).
+  batch and callers see the failure explicitly (``GenerationResult.error``), with its kind
+  (``GenerationResult.error_kind``, one of :data:`agentflow_env.infra.ENGINE_KINDS`).
 """
 
 from __future__ import annotations
@@ -68,10 +69,12 @@ def truncate_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     return (text, False) if i is None else (text[:i], True)
 
 
-def error_results(request: GenerationRequest, message: str) -> list[GenerationResult]:
-    """``n`` failed results for one request (empty text, ``error`` set)."""
+def error_results(
+    request: GenerationRequest, message: str, kind: str = "engine"
+) -> list[GenerationResult]:
+    """``n`` failed results for one request (empty text, ``error`` and ``error_kind`` set)."""
     return [
-        GenerationResult(text="", finish_reason="error", error=message)
+        GenerationResult(text="", finish_reason="error", error=message, error_kind=kind)
         for _ in range(request.sampling.n)
     ]
 

@@ -13,11 +13,14 @@ Behaviour:
   uses ``seed + j``. Stop strings are also applied client-side: ``transformers serve`` stops
   at a stop string but leaves it in the text;
 - at most ``max_concurrency`` HTTP calls are in flight; each attempt has a wall-clock limit of
-  ``timeout_s``; 429, 5xx, connection errors and timeouts are retried ``max_retries`` times with
-  exponential backoff and jitter (honouring ``Retry-After``);
+  ``timeout_s``; 408, 429, 5xx, connection errors, timeouts and responses that are not a
+  completion (invalid JSON, no choices, ``content: null``) are retried ``max_retries`` times with
+  exponential backoff and jitter, waiting at least ``Retry-After`` (seconds or an HTTP date)
+  when the server sends one, up to ``max_retry_after_s``;
 - 401/403 raise :class:`EngineAuthError`, 404 (or a 400 about the model) raises
   :class:`ModelNotFoundError`; a request still failing after its retries, or rejected with another
-  4xx, yields results with ``error`` set (see :mod:`agentflow_env.llm.common`);
+  4xx (not retried), yields results with ``error`` set and its ``error_kind``
+  (:data:`agentflow_env.infra.ENGINE_KINDS`; see :mod:`agentflow_env.llm.common`);
 - ``logprobs=True`` with a server that returns none raises :class:`LogprobsUnavailableError`
   (``transformers serve`` ignores ``logprobs``). The standard API names tokens by their text, so
   ``token_ids`` stay ``None`` unless ``token_ids_extension=True`` asks a vLLM server for
@@ -32,15 +35,19 @@ placeholder is sent.
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import json
 import logging
 import os
 import random
 import re
 import threading
+import time
 from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import openai
+import pydantic
 from typing_extensions import Self
 
 from agentflow_env.llm.base import GenerationRequest, GenerationResult
@@ -64,13 +71,20 @@ _MISSING_MODEL = re.compile(
     r"model\S* (?:\S+ )?(?:does not exist|not found|is not served)|unknown model|no such model",
     re.IGNORECASE,
 )
-_RETRYABLE = (
-    openai.RateLimitError,
-    openai.InternalServerError,
-    openai.APIConnectionError,
-    asyncio.TimeoutError,
-)
+# A body that is not a completion: the SDK's JSON decoding or model validation failed.
+_UNPARSEABLE = (json.JSONDecodeError, pydantic.ValidationError, openai.APIResponseValidationError)
 T = TypeVar("T")
+
+
+class _Failure(NamedTuple):
+    """A request that failed: the message and its kind (``agentflow_env.infra.ENGINE_KINDS``)."""
+
+    message: str
+    kind: str
+
+
+class _BadResponse(Exception):
+    """A 200 response that holds no completion (no choices, ``content: null``)."""
 
 
 class _LoopThread:
@@ -111,9 +125,11 @@ class OpenAIEngine:
         api_key: sent as a bearer token; defaults to ``$<api_key_env>`` or a placeholder.
         max_concurrency: HTTP calls in flight at once.
         timeout_s: wall-clock limit of one attempt.
-        max_retries: retries after the first attempt for 429/5xx/connection errors/timeouts.
+        max_retries: retries after the first attempt for 408/429/5xx, connection errors,
+            timeouts and responses that are not a completion.
         backoff_base_s, backoff_max_s: backoff is ``base * 2**attempt`` (capped), times a jitter
             factor in [0.5, 1].
+        max_retry_after_s: the longest ``Retry-After`` honoured (a longer one waits this long).
         max_tokens_field: ``"max_tokens"`` (widely supported) or ``"max_completion_tokens"``.
         token_ids_extension: ask vLLM for ``return_tokens_as_token_ids`` with logprobs.
         extra_body: extra JSON fields for every request (server extensions, e.g. ``top_k``).
@@ -131,6 +147,7 @@ class OpenAIEngine:
         max_retries: int = 3,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 20.0,
+        max_retry_after_s: float = 60.0,
         max_tokens_field: str = "max_tokens",
         token_ids_extension: bool = False,
         extra_body: dict[str, Any] | None = None,
@@ -157,6 +174,7 @@ class OpenAIEngine:
         self.max_retries = max_retries
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
+        self.max_retry_after_s = max_retry_after_s
         self.max_tokens_field = max_tokens_field
         self.token_ids_extension = token_ids_extension
         self.extra_body = dict(extra_body or {})
@@ -241,8 +259,8 @@ class OpenAIEngine:
     async def _request(self, request: GenerationRequest) -> list[GenerationResult]:
         n = request.sampling.n
         first = await self._call(request, n, request.sampling.seed)
-        if isinstance(first, str):
-            return error_results(request, first)
+        if isinstance(first, _Failure):
+            return error_results(request, *first)
         results = first
         if len(results) < n:
             self._warn_once(
@@ -259,40 +277,51 @@ class OpenAIEngine:
             )
             for item in extra:
                 results.extend(
-                    error_results(request, item)[:1] if isinstance(item, str) else item[:1]
+                    error_results(request, *item)[:1] if isinstance(item, _Failure) else item[:1]
                 )
         return results[:n]
 
     async def _call(
         self, request: GenerationRequest, n: int, seed: int | None
-    ) -> list[GenerationResult] | str:
-        """One logical call with retries; returns results, or an error message after retries."""
+    ) -> list[GenerationResult] | _Failure:
+        """One logical call with retries; returns results, or the failure after retries."""
         assert self._client is not None and self._sem is not None
-        last = ""
+        last = _Failure("", "engine")
         for attempt in range(self.max_retries + 1):
             retry_after: float | None = None
             try:
                 async with self._sem:
                     response = await asyncio.wait_for(self._send(request, n, seed), self.timeout_s)
                 return self._parse(request, response)
-            except _RETRYABLE as exc:
-                last = _describe_error(exc, self.timeout_s)
-                retry_after = _retry_after(exc)
+            except (asyncio.TimeoutError, openai.APITimeoutError):
+                last = _Failure(f"timed out after {self.timeout_s:g}s", "engine_timeout")
+            except openai.APIConnectionError as exc:
+                last = _Failure(f"{type(exc).__name__}: {exc}", "engine_connection")
             except openai.APIStatusError as exc:
                 fatal = self._fatal(exc)
                 if fatal is not None:
                     raise fatal from exc
-                return f"HTTP {exc.status_code} from {self.base_url}: {_message(exc)}"
-            except openai.OpenAIError as exc:  # e.g. a response that does not parse: not transient
-                return f"{type(exc).__name__} from {self.base_url}: {exc}"
+                last = _status_failure(exc)
+                if last.kind == "engine_rejected":  # retrying cannot fix this request
+                    return _Failure(f"{last.message} from {self.base_url}", last.kind)
+                retry_after = _retry_after(exc)
+            except (*_UNPARSEABLE, _BadResponse) as exc:
+                what = str(exc) if isinstance(exc, _BadResponse) else "a body that is not JSON"
+                last = _Failure(f"invalid response: {what}", "engine_bad_response")
+            except openai.OpenAIError as exc:  # anything else the SDK reports: not transient
+                return _Failure(f"{type(exc).__name__} from {self.base_url}: {exc}", "engine")
             if attempt < self.max_retries:
-                delay = min(self.backoff_max_s, self.backoff_base_s * 2**attempt) * (
-                    0.5 + 0.5 * self._rng.random()
-                )
-                delay = max(delay, min(retry_after or 0.0, self.backoff_max_s))
-                logger.info("retrying %s in %.2fs after: %s", self.base_url, delay, last)
+                delay = self._delay(attempt, retry_after)
+                logger.info("retrying %s in %.2fs after: %s", self.base_url, delay, last.message)
                 await asyncio.sleep(delay)
-        return f"failed after {self.max_retries + 1} attempts: {last}"
+        return _Failure(f"failed after {self.max_retries + 1} attempts: {last.message}", last.kind)
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        """Exponential backoff with jitter, or the server's ``Retry-After`` (bounded) if longer."""
+        delay = min(self.backoff_max_s, self.backoff_base_s * 2**attempt) * (
+            0.5 + 0.5 * self._rng.random()
+        )
+        return max(delay, min(retry_after or 0.0, self.max_retry_after_s))
 
     def _fatal(self, exc: openai.APIStatusError) -> EngineError | None:
         """The typed error for responses retrying cannot fix, or ``None``."""
@@ -343,12 +372,21 @@ class OpenAIEngine:
         return await self._client.completions.create(prompt=request.prompt, **params)
 
     def _parse(self, request: GenerationRequest, response: Any) -> list[GenerationResult]:
-        choices = sorted(response.choices or [], key=lambda c: c.index)
+        if not isinstance(getattr(response, "choices", None), list):
+            raise _BadResponse(f"a {type(response).__name__}, not a completion")
+        choices = sorted(response.choices, key=lambda c: c.index)
+        if not choices:
+            raise _BadResponse("no choices")
         usage = getattr(response, "usage", None)
         results = []
         for choice in choices:
             chat = request.messages is not None
-            text = (choice.message.content or "") if chat else (choice.text or "")
+            text = choice.message.content if chat else choice.text
+            if text is None:
+                refusal = getattr(choice.message, "refusal", None) if chat else None
+                raise _BadResponse(
+                    "content is null" + (f" (refusal: {refusal})" if refusal else "")
+                )
             tokens, logprobs = _choice_logprobs(choice, chat)
             if request.sampling.logprobs and logprobs is None:
                 raise LogprobsUnavailableError(
@@ -448,18 +486,31 @@ def _message(exc: openai.APIStatusError) -> str:
     return str(exc.message)
 
 
-def _describe_error(exc: BaseException, timeout_s: float) -> str:
-    if isinstance(exc, (asyncio.TimeoutError, openai.APITimeoutError)):
-        return f"timed out after {timeout_s}s"
-    if isinstance(exc, openai.APIStatusError):
-        return f"HTTP {exc.status_code}: {_message(exc)}"
-    return f"{type(exc).__name__}: {exc}"
+def _status_failure(exc: openai.APIStatusError) -> _Failure:
+    """The kind of an HTTP error that is not fatal: retried (408, 429, 5xx) or rejected."""
+    status = exc.status_code
+    message = f"HTTP {status}: {_message(exc)}"
+    if status == 429:
+        return _Failure(message, "engine_rate_limited")
+    if status >= 500:
+        return _Failure(message, "engine_server_error")
+    if status == 408:
+        return _Failure(message, "engine_timeout")
+    return _Failure(message, "engine_rejected")
 
 
 def _retry_after(exc: BaseException) -> float | None:
+    """``Retry-After`` in seconds: a number, or an HTTP date (RFC 9110); None when absent/bad."""
     response = getattr(exc, "response", None)
     value = response.headers.get("retry-after") if response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
+    if value is None:
         return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

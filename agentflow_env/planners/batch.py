@@ -9,9 +9,11 @@ the planner through one interface, :class:`BatchPlanner`:
 - :class:`EngineBatchPlanner` sends every live observation to an engine in **one**
   ``generate`` call per step, with per-request seeds derived from (seed, episode, turn).
 
-Planner failures (a scripted planner raising, an engine error) never stop a run: the episode's
+Planner failures never stop a run. A scripted planner that raises is the policy failing: its
 action becomes empty (the env records a parse error and consumes the turn) and the failure is
-counted in :attr:`BatchPlanner.errors` per episode index.
+counted in :attr:`BatchPlanner.errors` per episode index. An engine that fails after its retries is
+infrastructure: the episode is listed in :attr:`BatchPlanner.failed` with its
+:class:`~agentflow_env.infra.InfraError` and the caller ends it unscored (its action is empty).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
 from agentflow_env.format import PLANNER_STOP
+from agentflow_env.infra import InfraError, engine_error
 from agentflow_env.llm.base import Engine, GenerationRequest, GenerationResult, SamplingParams
 from agentflow_env.tasks.base import Task
 
@@ -49,6 +52,9 @@ class BatchPlanner(Protocol):
 
     errors: Counter[int]
     """planner failures per episode index"""
+    failed: dict[int, InfraError]
+    """episodes (by index) whose planner call failed for infrastructure reasons in the latest
+    :meth:`act`: they have no outcome"""
 
     @property
     def tokens(self) -> tuple[int | None, int | None]:
@@ -111,6 +117,7 @@ class ScriptedBatchPlanner:
         self._kwargs: dict[str, Any] = {}
         self._active: dict[int, Any] = {}
         self.errors: Counter[int] = Counter()
+        self.failed: dict[int, InfraError] = {}
 
     @property
     def tokens(self) -> tuple[int | None, int | None]:
@@ -186,6 +193,7 @@ class EngineBatchPlanner:
         )
         self.seed, self.input_mode, self.owns_engine = seed, input_mode, owns_engine
         self.errors: Counter[int] = Counter()
+        self.failed: dict[int, InfraError] = {}
 
     @property
     def tokens(self) -> tuple[int | None, int | None]:
@@ -212,23 +220,30 @@ class EngineBatchPlanner:
         requests = [
             self._request(o, e, t) for o, e, t in zip(observations, episodes, turns, strict=True)
         ]
+        self.failed = {}
         try:
             results = self.engine.generate(requests)
-        except Exception as exc:  # every episode of the batch loses this turn, visibly
+        except Exception as exc:  # every episode of the batch has lost its outcome, visibly
             logger.warning("planner engine raised %s: %s", type(exc).__name__, exc)
-            self.errors.update(episodes)
-            return [""] * len(requests)
+            message = f"the engine raised {type(exc).__name__}: {exc}"
+            return self._all_failed(episodes, engine_error("planner", message, "engine"))
         if len(results) != len(requests):
-            logger.warning(
-                "planner engine returned %d results for %d requests", len(results), len(requests)
+            message = f"the engine returned {len(results)} results for {len(requests)} requests"
+            logger.warning("planner %s", message)
+            return self._all_failed(
+                episodes, engine_error("planner", message, "engine_bad_response")
             )
-            self.errors.update(episodes)
-            return [""] * len(requests)
         for result, episode in zip(results, episodes, strict=True):
             if result.error:
                 logger.warning("planner engine failed on episode %d: %s", episode, result.error)
                 self.errors[episode] += 1
+                self.failed[episode] = engine_error("planner", result.error, result.error_kind)
         return ["" if r.error else r.text for r in results]
+
+    def _all_failed(self, episodes: Sequence[int], infra: InfraError) -> list[str]:
+        self.errors.update(episodes)
+        self.failed = dict.fromkeys(episodes, infra)
+        return [""] * len(episodes)
 
     def close(self) -> None:
         if self.owns_engine:
@@ -242,9 +257,11 @@ def make_batch_planner(
     temperature: float = 0.0,
     max_tokens: int = 1024,
     input_mode: Literal["chat", "prompt"] = "chat",
+    engine_kwargs: dict[str, Any] | None = None,
 ) -> BatchPlanner:
     """``scripted:NAME``, an engine spec (``openai:MODEL@URL``, ``hf:PATH``, ``vllm:NAME``,
-    ``python:module:function``) or an engine object.
+    ``python:module:function``) or an engine object. ``engine_kwargs`` go to the constructor of
+    an engine built from a spec.
 
     Raises:
         PlannerSpecError: an unknown scripted planner or an engine spec that cannot be built.
@@ -261,7 +278,7 @@ def make_batch_planner(
                 "hf:PATH_OR_NAME, vllm:NAME, python:module:function)"
             )
         try:
-            engine = make_engine(spec)
+            engine = make_engine(spec, **(engine_kwargs or {}))
         except Exception as exc:  # any construction failure means the spec is unusable
             raise PlannerSpecError(f"{spec!r}: {type(exc).__name__}: {exc}") from exc
         return EngineBatchPlanner(

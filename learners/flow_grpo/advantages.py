@@ -7,6 +7,11 @@ turn's response gets it). Another estimator is one small function registered wit
 
 Group statistics use the sample standard deviation (Bessel-corrected, ``torch.std``'s default),
 as the authors' verl-based code does, plus ``eps`` in the denominator.
+
+Trajectories whose outcome infrastructure lost (``AdvantageInputs.valid`` False: an engine, tool
+or judge failed, no reward) are no zeros: :func:`compute_advantages` leaves them out of their
+group's mean and std, gives their turns advantage 0, and gives 0 to every turn of a group left
+with fewer than two valid trajectories. Estimators only ever see valid trajectories.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ __all__ = [
     "flow_grpo",
     "flow_grpo_turn_norm",
     "last_turn",
+    "thin_groups",
     "register_estimator",
     "zero_variance_groups",
 ]
@@ -103,26 +109,38 @@ def last_turn(
 def compute_advantages(
     name: str, inputs: AdvantageInputs, *, scale_by_std: bool = True, eps: float = 1e-6
 ) -> np.ndarray:
-    """Validate the batch (complete groups only) and run the named estimator."""
+    """Validate the batch (complete groups only) and run the named estimator on its valid
+    trajectories; the turns of the others get 0 (see the module docstring)."""
     if name not in ESTIMATORS:
         raise KeyError(f"unknown advantage estimator {name!r}; registered: {sorted(ESTIMATORS)}")
     inputs.validate()
-    out = np.asarray(ESTIMATORS[name](inputs, scale_by_std=scale_by_std, eps=eps), dtype=np.float64)
-    if out.shape != (len(inputs.sample_traj),):
+    subset, owned = inputs.valid_subset()
+    out = np.zeros(len(inputs.sample_traj), dtype=np.float64)
+    if not len(subset.rewards):
+        return out
+    adv = np.asarray(ESTIMATORS[name](subset, scale_by_std=scale_by_std, eps=eps), dtype=np.float64)
+    if adv.shape != (len(subset.sample_traj),):
         raise ValueError(
-            f"estimator {name!r} returned shape {out.shape}, expected "
-            f"({len(inputs.sample_traj)},): one advantage per turn sample"
+            f"estimator {name!r} returned shape {adv.shape}, expected "
+            f"({len(subset.sample_traj)},): one advantage per turn sample"
         )
+    out[owned] = adv
     return out
 
 
 def zero_variance_groups(
     rewards: np.ndarray, group_ids: np.ndarray, tol: float = 1e-12
 ) -> set[int]:
-    """Groups whose trajectories all got the same reward (no policy-gradient signal)."""
+    """Groups whose (valid: finite-reward) trajectories all got the same reward: no
+    policy-gradient signal. A group without two valid trajectories is :func:`thin_groups`'."""
     out = set()
     for g in np.unique(group_ids):
-        r = rewards[group_ids == g]
-        if float(r.max() - r.min()) <= tol:
+        r = rewards[(group_ids == g) & np.isfinite(rewards)]
+        if len(r) >= 2 and float(r.max() - r.min()) <= tol:
             out.add(int(g))
     return out
+
+
+def thin_groups(valid: np.ndarray, group_ids: np.ndarray) -> set[int]:
+    """Groups with fewer than two valid trajectories: dropped (nothing to compare within)."""
+    return {int(g) for g in np.unique(group_ids) if int(valid[group_ids == g].sum()) < 2}

@@ -94,6 +94,10 @@ class RolloutConfig:
     """generation backend: transformers generate (CPU/GPU) or vLLM in-process (GPU)"""
     vllm_gpu_memory_utilization: float = 0.4
     """fraction of GPU memory vLLM may take (the trainer needs the rest)"""
+    infra_retries: int = 2
+    """rounds of playing a query again in the same step for episodes whose outcome
+    infrastructure lost (an engine, tool or judge failing): such episodes are never scored 0;
+    a group left with fewer than two valid episodes is dropped"""
 
 
 @dataclass
@@ -227,6 +231,7 @@ def _validate(cfg: FlowGRPOConfig) -> None:
         "(greedy groups are identical and carry no signal); use e.g. 0.7 or 1.0",
     )
     _check(0 < r.top_p <= 1, f"rollout.top_p={r.top_p} must be in (0, 1]")
+    _check(r.infra_retries >= 0, f"rollout.infra_retries={r.infra_retries} must be >= 0")
     _check(
         r.max_new_tokens >= 1 and r.max_prompt_tokens >= 1,
         "rollout.max_new_tokens and rollout.max_prompt_tokens must be >= 1",

@@ -6,7 +6,12 @@ estimator, drops zero-variance groups, and runs ``algo.epochs`` x ``algo.mini_ba
 optimizer steps, each accumulating gradients over micro-batches of packed sequences, all-reducing
 them across ranks and clipping them. Rank 0 writes TensorBoard scalars, trajectories
 (EpisodeRecord JSONL, the viewer's format; rank r > 0 writes ``trajectories-rank{r}.jsonl``) and
-atomic checkpoints; ``resume`` restores model, optimizer, random state and step exactly.
+atomic checkpoints; ``resume`` restores model, optimizer, random state and step exactly and rolls
+the trajectories and events written after that checkpoint back (:mod:`learners.flow_grpo.rundir`).
+Episodes whose outcome infrastructure lost are played again in their group's place
+(``rollout.infra_retries`` rounds), never counted as 0: they stay out of the group statistics
+and the update, a group left with fewer than two valid trajectories is dropped, and
+``rollout/infra_failed`` counts them.
 With ``train.distributed='fsdp'`` the policy (and reference) are sharded; rollouts run inside
 ``policy.gathered()`` and every rank runs the same number of micro-batches (see
 :mod:`learners.distributed` for why).
@@ -17,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -25,17 +31,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from agentflow_env.trajectory import read_jsonl, write_jsonl
+from agentflow_env.runfiles import WriteMode, atomic_write_text
 from learners.checkpoint import full_state, latest_checkpoint, load_checkpoint, save_checkpoint
 from learners.distributed import Dist, init_distributed, resolve_num_threads
 from learners.envs import make_vector_env, split_tasks
-from learners.flow_grpo.advantages import compute_advantages, zero_variance_groups
+from learners.flow_grpo.advantages import compute_advantages, thin_groups, zero_variance_groups
 from learners.flow_grpo.config import FlowGRPOConfig, resolve_model_path
 from learners.flow_grpo.loss import aggregation_weights, policy_loss
 from learners.flow_grpo.old_logprobs import recompute_old_logprobs
+from learners.flow_grpo.rundir import (
+    append_trajectories,
+    claim_run_dir,
+    rollback_events,
+    rollback_trajectories,
+    trajectory_file,
+)
+from learners.flow_grpo.scalars import progress_bar, progress_line, reduce_rollout_stats
 from learners.packing import ScoringSequence, pack_samples
 from learners.policy import HFGenerator, Policy, SamplingSettings
-from learners.rollout import RolloutBatch, TurnSample, collect, collect_groups
+from learners.rollout import RolloutBatch, TurnSample, collect, collect_groups, resample_failed
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +129,7 @@ class FlowGRPOTrainer:
         """eval: [step, held-out success, training seconds so far (rollout + update, no eval)]"""
         self.train_seconds = 0.0
         self._last_step_seconds = 0.0
+        self._saved_step: int | None = None
         B, G, W = cfg.rollout.queries_per_step, cfg.rollout.group_size, self.dist.world_size
         self.local_queries = len(range(self.dist.rank, B, W))
         if self.local_queries == 0:
@@ -129,22 +144,27 @@ class FlowGRPOTrainer:
         self.writer: Any = None
 
     # ------------------------------------------------------------------------------- loop
-    def train(self, resume: bool = False) -> dict[str, float]:
-        """Run to ``train.total_steps``; returns ``{"eval_before", "eval_after"}``."""
+    def train(self, resume: bool = False, overwrite: bool = False) -> dict[str, float]:
+        """Run to ``train.total_steps``; returns ``{"eval_before", "eval_after"}``.
+
+        ``output_dir`` must not hold another run unless ``resume`` continues it or ``overwrite``
+        replaces it (:func:`learners.flow_grpo.rundir.claim_run_dir` raises ``OutputPathError``).
+        """
         cfg = self.cfg
+        mode: WriteMode = "resume" if resume else "overwrite" if overwrite else "new"
+        if self.dist.is_main:
+            claim_run_dir(self.out, mode)
+        self.dist.barrier()
         if resume:
             self.resume()
         if self.dist.is_main:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-            self.writer = SummaryWriter(
-                str(self.out / "tb"), purge_step=self.step if resume else None
-            )
+            atomic_write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2))
+            self.writer = SummaryWriter(str(self.out / "tb"))
         if not self.history["eval"] and self.eval_tasks:
             self._log_eval(self.evaluate())
-        with self._progress() as progress:
+        with progress_bar(cfg.train.progress and self.dist.is_main) as progress:
             task = progress.add_task(
                 "flow-grpo", total=cfg.train.total_steps, completed=self.step, info=""
             )
@@ -164,7 +184,8 @@ class FlowGRPOTrainer:
                     and not last
                 ):
                     self.save()
-                progress.update(task, completed=self.step, info=self._progress_info(stats))
+                last_eval = self.history["eval"][-1][1] if self.history["eval"] else float("nan")
+                progress.update(task, completed=self.step, info=progress_line(stats, last_eval))
         if self.eval_tasks and (
             not self.history["eval"] or self.history["eval"][-1][0] != self.step
         ):
@@ -173,9 +194,10 @@ class FlowGRPOTrainer:
         prints = self.dist.fingerprints(self.policy.model)
         final = full_state(self.policy.model, sharded=True)[0] if self.dist.fsdp else None
         if self.dist.is_main:
-            self.policy.save(self.out / "final_model", state_dict=final)
+            self._save_final_model(final)
             same = all(p == prints[0] for p in prints)
-            (self.out / "ranks.json").write_text(
+            atomic_write_text(
+                self.out / "ranks.json",
                 json.dumps(
                     {
                         "world_size": self.dist.world_size,
@@ -183,7 +205,7 @@ class FlowGRPOTrainer:
                         "identical": same,
                         "fingerprints": prints,
                     }
-                )
+                ),
             )
             if not same:
                 logger.error("parameters differ across ranks: %s", prints)
@@ -219,40 +241,82 @@ class FlowGRPOTrainer:
             cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.max_new_tokens
         )
         step, rank = self.step + 1, self.dist.rank  # 1-based, as in TensorBoard and checkpoints
+        tasks = [self.train_tasks[q] for q in local]
+        # Group ids are the queries' positions in the step: unique across ranks.
+        group_ids = list(range(rank, B, self.dist.world_size))
+        where = {"step": step, "rank": rank}
         with self.policy.gathered():  # FSDP: all ranks gather here, then generate freely
             batch = collect_groups(
                 self.envs,
                 self.policy,
-                [self.train_tasks[q] for q in local],
+                tasks,
                 G,
                 settings,
                 roll_rng,
                 max_prompt_tokens=cfg.rollout.max_prompt_tokens,
-                # Group ids are the queries' positions in the step: unique across ranks.
-                query_ids=range(rank, B, self.dist.world_size),
+                query_ids=group_ids,
                 episode_prefix=f"step{step}-rank{rank}-traj",
-                metadata={"step": step, "rank": rank},
+                metadata=where,
+            )
+            batch = resample_failed(  # queries whose episodes lost their outcome, again
+                self.envs,
+                self.policy,
+                batch,
+                dict(zip(group_ids, tasks, strict=True)),
+                settings,
+                roll_rng,
+                tries=cfg.rollout.infra_retries,
+                max_prompt_tokens=cfg.rollout.max_prompt_tokens,
+                episode_prefix=f"step{step}-rank{rank}-retry",
+                metadata=where,
             )
         t_roll = time.perf_counter()
         advantages = compute_advantages(
             cfg.algo.estimator, batch.advantage_inputs(), scale_by_std=cfg.algo.scale_by_std
         )
-        skip = (
-            zero_variance_groups(batch.rewards, batch.group_ids)
-            if cfg.algo.skip_zero_variance_groups
-            else set()
-        )
-        keep = [k for k, s in enumerate(batch.samples) if s.group not in skip]
+        keep, skipped, thin = self._kept_samples(batch, step)
         update = self.update([batch.samples[k] for k in keep], advantages[keep], roll_rng)
         self.policy.sync_generator()
         t_end = time.perf_counter()
         self._write_trajectories(batch)
-        stats = self._reduce_rollout_stats(batch, len(skip))
+        stats = reduce_rollout_stats(
+            self.dist,
+            batch,
+            list(self.envs.flow.tools),
+            cfg.rollout.queries_per_step,
+            skipped,
+            thin,
+        )
         stats.update(update)
         stats["time/rollout_s"] = t_roll - t0
         stats["time/update_s"] = t_end - t_roll
         stats["time/generated_tokens_per_s"] = stats.pop("_gen_tokens") / max(t_roll - t0, 1e-9)
         return stats
+
+    def _kept_samples(self, batch: RolloutBatch, step: int) -> tuple[list[int], int, int]:
+        """Samples the update uses: of trajectories with an outcome, in groups with two or more
+        of them (else dropped: ``thin``) and, when configured, some reward variance
+        (``skipped``). Returns (sample indices, skipped, thin)."""
+        thin = thin_groups(batch.valid, batch.group_ids)  # < 2 valid trajectories: dropped
+        flat = (
+            zero_variance_groups(batch.rewards, batch.group_ids)
+            if self.cfg.algo.skip_zero_variance_groups
+            else set()
+        )
+        if batch.infra_failed:
+            lost = (r.infra_error for r in batch.replaced + batch.trajectories if r.infra_error)
+            first = next(lost, None)
+            logger.warning(
+                "step %d: %d episode(s) lost their outcome to infrastructure (%s); %d group(s) "
+                "dropped",
+                step,
+                batch.infra_failed,
+                first,
+                len(thin),
+            )
+        valid, skip = batch.valid, thin | flat
+        keep = [k for k, s in enumerate(batch.samples) if s.group not in skip and valid[s.traj]]
+        return keep, len(flat - thin), len(thin)
 
     # ----------------------------------------------------------------------------- update
     def update(
@@ -431,8 +495,9 @@ class FlowGRPOTrainer:
                         rng,
                         max_prompt_tokens=cfg.rollout.max_prompt_tokens,
                     )
-                    total += float(batch.rewards.sum())
-                    count += len(chunk)
+                    # an episode whose outcome infrastructure lost is left out, never a 0
+                    total += float(batch.rewards[batch.valid].sum())
+                    count += int(batch.valid.sum())
         total, count = self.dist.all_reduce_sum([total, count])
         self.last_eval_episodes = int(count)
         return total / max(count, 1)
@@ -452,91 +517,21 @@ class FlowGRPOTrainer:
             self.writer.add_scalar("eval/success", success, self.step)
             self.writer.flush()
 
-    def _reduce_rollout_stats(self, batch: RolloutBatch, skipped: int) -> dict[str, float]:
-        local = batch.stats()
-        n = len(batch.trajectories)
-        # Every rank must all-reduce the same keys in the same order.
-        keys = sorted(k for k in local if not k.startswith("rollout/tool_calls/"))
-        tools = sorted(self.envs.flow.tools)  # the same list on every rank
-        calls = batch.tool_calls()
-        values = [local[k] * n for k in keys] + [calls[t] for t in tools]
-        values += [n, skipped, batch.generated_tokens]
-        reduced = self.dist.all_reduce_sum(values)
-        total_n = max(reduced[-3], 1)
-        out = {k: v / total_n for k, v in zip(keys, reduced, strict=False)}
-        out.update(
-            {
-                f"rollout/tool_calls/{t}": v / total_n
-                for t, v in zip(tools, reduced[len(keys) :], strict=False)
-            }
-        )
-        out["rollout/zero_variance_groups"] = reduced[-2] / self.cfg.rollout.queries_per_step
-        out["_gen_tokens"] = reduced[-1]
-        return out
-
     @property
     def trajectory_path(self) -> Path:
         """This rank's trajectory file (EpisodeRecord JSONL; ``python -m agentflow_env.view``)."""
-        return self.out / (
-            "trajectories.jsonl"
-            if self.dist.is_main
-            else f"trajectories-rank{self.dist.rank}.jsonl"
-        )
+        return trajectory_file(self.out, self.dist.rank)
 
     def _write_trajectories(self, batch: RolloutBatch) -> None:
-        if not self.cfg.train.save_trajectories:
-            return
-        self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.trajectory_path, "a", encoding="utf-8") as fh:
-            write_jsonl(batch.trajectories, fh)
-
-    def _trim_trajectories(self) -> None:
-        """Drop records of steps after the resumed one: they are played again (as TensorBoard
-        purges them)."""
-        path = self.trajectory_path
-        if not self.cfg.train.save_trajectories or not path.is_file():
-            return
-        try:
-            records = list(read_jsonl(path))
-        except ValueError as exc:
-            logger.warning("not trimming %s to step %d: %s", path, self.step, exc)
-            return
-        kept = [r for r in records if int(r.metadata.get("step", 0)) <= self.step]
-        if len(kept) < len(records):
-            tmp = path.with_suffix(".jsonl.tmp")
-            write_jsonl(kept, tmp)
-            os.replace(tmp, path)
-
-    def _progress(self) -> Any:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        return Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[info]}"),
-            disable=not (self.cfg.train.progress and self.dist.is_main),
-        )
-
-    def _progress_info(self, stats: dict[str, float]) -> str:
-        last_eval = self.history["eval"][-1][1] if self.history["eval"] else float("nan")
-        return (
-            f"success {stats.get('rollout/success', 0):.2f}  "
-            f"loss {stats.get('train/loss', 0):+.4f}  "
-            f"eval {last_eval:.2f}"
-        )
+        if self.cfg.train.save_trajectories:
+            append_trajectories(self.trajectory_path, batch.trajectories + batch.replaced)
 
     # ------------------------------------------------------------------------ checkpoints
     def save(self) -> None:
         """Atomic checkpoint on rank 0 (DDP: all ranks hold identical parameters; FSDP:
         gathered)."""
+        if self._saved_step == self.step:  # e.g. a resumed run with no step left to play
+            return
         # Under FSDP every rank joins the gathering; only rank 0 gets (and writes) the full state.
         model, optim = full_state(self.policy.model, self.optimizer, sharded=self.dist.fsdp)
         if self.dist.is_main:
@@ -552,15 +547,18 @@ class FlowGRPOTrainer:
                     "config": self.cfg.to_dict(),
                 },
             )
+        self._saved_step = self.step
         self.dist.barrier()
 
     def resume(self) -> bool:
-        """Restore the newest checkpoint under ``output_dir``; False when there is none."""
+        """Restore the newest complete checkpoint under ``output_dir`` and roll back what was
+        written after it; False when there is none (the run starts over, its files emptied)."""
         path = latest_checkpoint(self.out / "checkpoints")
         if path is None:
             logger.warning(
                 "no checkpoint under %s: starting from scratch", self.out / "checkpoints"
             )
+            self._rollback(-1)  # everything, the step-0 evaluation too: it is played again
             return False
         state = load_checkpoint(
             path, model=self.policy.model, optimizer=self.optimizer, sharded=self.dist.fsdp
@@ -569,10 +567,26 @@ class FlowGRPOTrainer:
         self.rng.bit_generator.state = state["rng"]
         self.history = state["history"]
         self.train_seconds = float(state.get("train_seconds", 0.0))
-        self._trim_trajectories()
+        self._saved_step = self.step
+        self._rollback(self.step)
         self.policy.sync_generator()
         logger.info("resumed from %s at step %d", path, self.step)
         return True
+
+    def _rollback(self, step: int) -> None:
+        """Drop the records of steps after ``step``: they are played again."""
+        rollback_trajectories(self.trajectory_path, step)
+        if self.dist.is_main:
+            rollback_events(self.out / "tb", step)
+        self.dist.barrier()
+
+    def _save_final_model(self, state_dict: dict[str, Any] | None) -> None:
+        """``final_model/`` written under a temporary name and renamed: never half-written."""
+        final, tmp = self.out / "final_model", self.out / ".final_model.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.policy.save(tmp, state_dict=state_dict)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
 
     def __enter__(self) -> FlowGRPOTrainer:
         return self

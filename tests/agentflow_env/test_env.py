@@ -84,12 +84,25 @@ def test_malformed_action_consumes_turn_and_is_shown(env: AgentFlowEnv) -> None:
 def test_tool_errors_become_error_observations() -> None:
     env = AgentFlowEnv(**lookup_env_kwargs(tool_timeout_s=0.5))
     env.reset(options={"task_index": 0})
-    obs, _, _, _, info = env.step(lookup_action("missing key"))
+    obs, reward, _, truncated, info = env.step(lookup_action("missing key"))
     assert info["error"] == "no entry for 'missing key'" and "Result: Error: no entry" in obs
-    obs, _, _, _, info = env.step(lookup_action("boom"))
-    assert "tool raised RuntimeError: tool exploded" in info["error"]
-    obs, _, _, truncated, info = env.step(lookup_action("hang"))
-    assert "timed out after 0.5 s" in info["error"] and truncated
+    assert reward == 0.0 and not truncated and "infra_error" not in info  # the planner's mistake
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [("boom", "tool raised RuntimeError: tool exploded"), ("hang", "timed out after 0.5 s")],
+)
+def test_a_tool_that_crashes_or_hangs_ends_the_episode_unscored(query: str, message: str) -> None:
+    env = AgentFlowEnv(**lookup_env_kwargs(tool_timeout_s=0.5))
+    env.reset(options={"task_index": 0})
+    _, reward, terminated, truncated, info = env.step(lookup_action(query))
+    assert message in info["error"] and truncated and not terminated
+    assert math.isnan(reward) and math.isnan(info["score"]) and info["answer"] is None
+    assert info["infra_error"]["kind"] == "tool"
+    assert info["infra_error"]["source"] == "tool:Lookup_Tool"
+    with pytest.raises(gym.error.ResetNeeded):
+        env.step(finish_action("code-0"))
 
 
 def test_memory_is_cleared_between_episodes(env: AgentFlowEnv) -> None:
@@ -141,8 +154,14 @@ def test_scorer_failure_is_reported_not_silent() -> None:
     env = AgentFlowEnv(**lookup_env_kwargs(scorer=broken))
     env.reset(options={"task_index": 0})
     _, reward, terminated, _, info = env.step(finish_action("code-0"))
-    assert terminated and reward == 0.0
+    assert terminated and math.isnan(reward)  # no outcome: never a 0
     assert math.isnan(info["score"]) and info["score_error"] == "TimeoutError: judge did not answer"
+    assert info["infra_error"] == {
+        "kind": "judge",
+        "source": "judge",
+        "message": "TimeoutError: judge did not answer",
+    }
+    assert info["answer"] == "code-0"
 
 
 def test_close_closes_tools() -> None:

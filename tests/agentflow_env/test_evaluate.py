@@ -22,6 +22,7 @@ from agentflow_env.eval import (
     EnvOverrides,
     EvalConfig,
     EvaluateError,
+    RunStopped,
     choose_tools,
     infer_kind,
     run,
@@ -176,7 +177,8 @@ def _strict_json(path: Path) -> dict[str, Any]:
 
 def _cli(tmp_path: Path, *argv: str) -> tuple[dict[str, Any], list[Any]]:
     out, traj = tmp_path / "results.json", tmp_path / "traj.jsonl"
-    assert main([*argv, "--out", str(out), "--trajectories", str(traj)]) == 0
+    # --overwrite: a test may evaluate several times into the same files
+    assert main([*argv, "--out", str(out), "--trajectories", str(traj), "--overwrite"]) == 0
     # records are streamed in completion order; each knows its episode index
     return _strict_json(out), sorted(read_jsonl(traj), key=lambda r: r.metadata["episode_index"])
 
@@ -430,15 +432,30 @@ def test_trajectories_are_streamed_as_episodes_finish(
     assert sorted(r.task_id for r in read_jsonl(traj)) == ["i0", "i1"]
 
 
-def test_planner_engine_failures_are_counted(item_data: tuple[Path, Path]) -> None:
+def test_planner_engine_failures_are_errored_episodes_not_wrong_answers(
+    item_data: tuple[Path, Path],
+) -> None:
     tasks, _ = item_data
-    engine = CallableEngine(lambda r: GenerationResult(text="", error="HTTP 503 after 3 retries"))
-    report = run(EvalConfig(data=str(tasks), planner=engine, episodes=2, max_turns=2))
-    errors = report["summary"]["errors"]
-    assert (
-        errors["planner"] == 4 and errors["parse"] == 4
-    )  # each empty action is also a parse error
-    assert errors["generator"] == 2 and report["summary"]["truncated"] == 2
+    engine = CallableEngine(
+        lambda r: GenerationResult(
+            text="", error="HTTP 503 after 3 retries", error_kind="engine_server_error"
+        )
+    )
+    cfg = EvalConfig(data=str(tasks), planner=engine, episodes=2, max_turns=2, max_errors=1.0)
+    report = run(cfg)
+    summary = report["summary"]
+    # each episode ends at its first failed planner call: no empty action is played or scored
+    assert summary["errors"]["planner"] == 2 and summary["errors"]["parse"] == 0
+    assert summary["errored"] == 2 and summary["scored"] == 0 and summary["accuracy"] is None
+    assert summary["errored_by_kind"] == {"engine_server_error": 2}
+    assert summary["accuracy_errored_as_wrong"] == 0.0 and summary["stopped"] is None
+    for row in report["episodes"]:
+        assert row["score"] is None and row["turns"] == 0
+        assert row["infra_error"]["source"] == "planner"
+    # the default limit (a tenth of the planned episodes) stops the run, partial report kept
+    with pytest.raises(RunStopped, match="errored episodes") as stop:
+        run(EvalConfig(data=str(tasks), planner=engine, episodes=2, max_turns=2))
+    assert stop.value.report is not None and stop.value.report["summary"]["errored"] >= 1
 
 
 @pytest.mark.slow
@@ -500,15 +517,20 @@ def test_judge_failure_is_an_error_not_a_zero(item_data: tuple[Path, Path], tmp_
         "3",
         "--judge",
         f"{THIS}:rambling_judge",
+        "--max-errors",
+        "3",
     )
     summary = report["summary"]
     assert (
         summary["scored"] == 0 and summary["accuracy"] is None and summary["accuracy_ci95"] is None
     )
     assert summary["errors"]["score"] == 3
+    assert summary["errored"] == 3 and summary["errored_by_kind"] == {"judge": 3}
     for row, record in zip(report["episodes"], records, strict=True):
         assert row["score"] is None and row["score_error"].startswith("JudgeError: unparseable")
         assert record.score is None and record.score_error == row["score_error"]
+        assert record.infra_error is not None and record.infra_error.kind == "judge"
+        assert record.answer is not None  # the answer is kept; only its score is missing
     report, _ = _cli(
         tmp_path,
         "--data",
@@ -566,28 +588,41 @@ def test_llm_modules_and_base_generator_tool(item_data: tuple[Path, Path], tmp_p
     )
 
 
-def test_module_failures_are_counted_by_kind(item_data: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize(
+    ("source", "modules"),
+    [
+        ("query_analysis", {"query_analysis": True}),
+        ("executor", {"executor": "llm"}),
+        ("verifier", {"verifier": "llm"}),
+        ("generator", {"generator": "llm"}),
+    ],
+)
+def test_module_engine_failures_are_errored_episodes_by_kind(
+    item_data: tuple[Path, Path], source: str, modules: dict[str, Any]
+) -> None:
     tasks, corpus = item_data
-    failing = CallableEngine(lambda r: GenerationResult(text="", error="HTTP 500 after 3 retries"))
-    report = run(
-        EvalConfig(
-            data=str(tasks),
-            corpus=str(corpus),
-            planner=f"{THIS}:search_planner",
-            executor="llm",
-            verifier="llm",
-            query_analysis=True,
-            module_engine=failing,
-            episodes=2,
-            max_turns=2,
+    failing = CallableEngine(
+        lambda r: GenerationResult(
+            text="", error="HTTP 500 after 3 retries", error_kind="engine_server_error"
         )
     )
-    errors = report["summary"]["errors"]
-    # each turn: the executor fails (no tool call, so the planner searches again) and the verifier
-    # fails (continue); at the turn limit the planner generator has no <answer>
-    assert errors["query_analysis"] == 2 and errors["executor"] == 4 and errors["verifier"] == 4
-    assert errors["generator"] == 2 and errors["tool"] == errors["parse"] == 0
-    assert report["summary"]["tool_calls"] == {}  # no call reached the tool
+    cfg = EvalConfig(
+        data=str(tasks),
+        corpus=str(corpus),
+        planner=f"{THIS}:search_planner",
+        module_engine=failing,
+        episodes=2,
+        max_turns=2,
+        max_errors=1.0,
+        **modules,
+    )
+    report = run(cfg)
+    summary = report["summary"]
+    assert summary["errored"] == 2 and summary["scored"] == 0
+    assert summary["errored_by_kind"] == {"engine_server_error": 2}
+    assert {row["infra_error"]["source"] for row in report["episodes"]} == {source}
+    # an engine failure is not the planner's mistake: nothing is charged to its actions
+    assert summary["errors"]["parse"] == 0 and summary["errors"]["tool"] == 0
 
 
 def test_generated_tasks_without_data(tmp_path: Path) -> None:
@@ -623,6 +658,7 @@ def test_env_kwargs_reach_the_env_merged_over_the_evaluators_own(
                 episodes=2,
                 env_kwargs=env_kwargs,
                 trajectories=str(traj),
+                overwrite=True,
             )
         )
         passages = {r.turns[0].tool_result.count("Doc ") for r in read_jsonl(traj)}

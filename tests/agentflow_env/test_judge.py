@@ -153,8 +153,8 @@ def test_env_reports_judge_failure_not_a_silent_zero() -> None:
     env = _env(LLMJudge(engine_of(lambda r: "hmm")))
     env.reset(seed=0)
     _, reward, terminated, _, info = env.step(finish_action("Shakespeare"))
-    assert terminated and reward == 0.0
-    assert math.isnan(info["score"])
+    assert terminated and math.isnan(reward)  # no outcome, never a 0
+    assert math.isnan(info["score"]) and info["infra_error"]["kind"] == "judge"
     assert info["score_error"].startswith("JudgeError: unparseable judge verdict")
     env.close()
 

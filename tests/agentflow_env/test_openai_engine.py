@@ -257,6 +257,34 @@ def test_429_is_retried_with_retry_after_then_reported(server: ScriptedServer) -
     assert res.text == "" and "429" in res.error and "3 attempts" in res.error
 
 
+def test_408_is_retried_and_other_4xx_are_not(server: ScriptedServer) -> None:
+    server.script = [{"status": 408}]
+    with engine_for(server) as engine:
+        (res,) = engine.generate([chat(Q)])
+    assert res.error is None and len(server.records) == 2
+    server.records.clear()
+    server.script = [{"status": 422, "body": {"error": {"message": "bad field"}}}] * 3
+    with engine_for(server) as engine:
+        (res,) = engine.generate([chat(Q)])
+    assert len(server.records) == 1, "a request the server rejects is not sent again"
+    assert res.error_kind == "engine_rejected" and "bad field" in (res.error or "")
+
+
+def test_retry_after_as_an_http_date_and_its_bound(server: ScriptedServer) -> None:
+    from email.utils import formatdate
+
+    server.script = [{"status": 503, "headers": {"Retry-After": formatdate(time.time() + 1.2)}}]
+    with engine_for(server) as engine:
+        start = time.monotonic()
+        (res,) = engine.generate([chat(Q)])
+    assert res.error is None and time.monotonic() - start >= 0.15  # the date, not ~0.01 s
+    server.script = [{"status": 429, "headers": {"Retry-After": "3600"}}]
+    with engine_for(server, max_retry_after_s=0.2) as engine:
+        start = time.monotonic()
+        (res,) = engine.generate([chat(Q)])
+    assert res.error is None and time.monotonic() - start < 2.0  # an hour is not waited
+
+
 def test_401_raises_auth_error_without_retrying(server: ScriptedServer) -> None:
     server.script = [{"status": 401, "body": {"error": {"message": "Incorrect API key"}}}]
     with (

@@ -330,6 +330,9 @@ def test_cli_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFi
         fh.write("{not json}\n")
     assert main([str(bad), "-o", str(tmp_path / "r.html")]) == 2
     assert "bad.jsonl:2" in capsys.readouterr().err
+    # an output that cannot be written is refused before anything is read
+    assert main([str(tmp_path / "missing.jsonl"), "-o", str(bad / "r.html")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
     with pytest.raises(ValueError):
         render_html([], max_chars=10)
     with pytest.raises(ValueError):
@@ -445,3 +448,24 @@ def _write(tmp_path: Path, records: list[EpisodeRecord]) -> Path:
     path = tmp_path / "traj.jsonl"
     write_jsonl(records, path)
     return path
+
+
+def test_an_errored_episode_is_shown_as_unscored_with_its_failure(tmp_path: Path) -> None:
+    from agentflow_env.infra import InfraError
+
+    record = EpisodeRecord(
+        episode_id="e",
+        task_id="t",
+        question="q",
+        ground_truth="a",
+        truncated=True,
+        infra_error=InfraError(kind="engine_timeout", source="executor", message="timed out"),
+        turns=[TurnRecord(turn=1, action="p", reward=None, error="executor engine failed")],
+    )
+    traj, out = tmp_path / "t.jsonl", tmp_path / "r.html"
+    write_jsonl([record], traj)
+    assert main([str(traj), "-o", str(out)]) == 0
+    page = Page(out.read_text())
+    assert [e["data-outcome"] for e in page.by_class("details", "episode")] == ["unscored"]
+    text = "".join(page.text)
+    assert "engine_timeout in executor: timed out" in text and "reward none" in text

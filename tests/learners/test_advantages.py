@@ -115,3 +115,38 @@ def test_registered_estimator_is_a_small_function() -> None:
 
 def test_zero_variance_groups() -> None:
     assert zero_variance_groups(REWARDS, GROUPS) == {1}
+
+
+# An infrastructure failure is no zero (issue 15): trajectory 1 of group 0 lost its outcome
+# (reward NaN), and in group 1 only trajectory 4 kept one.
+VALID = np.array([True, False, True, True, True, False, False, False])
+LOST = np.where(VALID, REWARDS, np.nan)
+
+
+def test_errored_trajectories_leave_the_group_statistics_and_get_no_advantage() -> None:
+    # group 0 valid rewards 1, 0, 1: mean 2/3, sample std sqrt(((1/3)^2 * 2 + (2/3)^2) / 2)
+    std = math.sqrt(((1 / 3) ** 2 * 2 + (2 / 3) ** 2) / 2) + 1e-6
+    hi, lo = (1 / 3) / std, -(2 / 3) / std
+    expected = [hi, hi, 0.0, lo, lo, lo, hi] + [0.0] * 5  # group 1: one valid -> dropped
+    data = AdvantageInputs(LOST, GROUPS, SAMPLE_TRAJ, SAMPLE_TURN, 4, VALID)
+    np.testing.assert_allclose(compute_advantages("flow_grpo", data), expected, rtol=1e-9)
+    # as zeros they would have pulled the mean down and given the lost turn an advantage
+    as_zero = compute_advantages("flow_grpo", inputs(np.nan_to_num(LOST)))
+    assert as_zero[2] != 0.0 and not np.allclose(as_zero[:2], hi)
+    for name in ("flow_grpo_turn_norm", "last_turn"):
+        out = compute_advantages(name, data)
+        assert out[2] == 0.0 and np.all(out[7:] == 0.0), name
+
+
+def test_thin_and_zero_variance_groups_see_only_valid_trajectories() -> None:
+    from learners.flow_grpo.advantages import thin_groups
+
+    assert thin_groups(VALID, GROUPS) == {1}
+    assert zero_variance_groups(LOST, GROUPS) == set()
+    rewards = np.array([1.0, np.nan, 1.0, 1.0, 0.0, 1.0, np.nan, 1.0])
+    assert zero_variance_groups(rewards, GROUPS) == {0}  # the lost one is no difference
+
+
+def test_a_nan_reward_must_be_marked_invalid() -> None:
+    with pytest.raises(ValueError, match="non-finite"):
+        compute_advantages("flow_grpo", inputs(LOST))

@@ -164,6 +164,8 @@ def test_engine_failures_become_error_results() -> None:
     for mode, message in expected.items():
         result = BaseGeneratorTool(Failing(mode)).execute(query="q")
         assert not result.ok and message in (result.error or ""), (mode, result)
+        # the engine failing is the tool's backend failing; an empty answer is the model's own
+        assert result.infra == (None if mode == "empty" else "backend"), mode
 
 
 def test_long_answers_are_truncated() -> None:

@@ -103,7 +103,7 @@ def test_exception_has_trimmed_traceback(tool: PythonCoderTool) -> None:
 
 def test_syntax_error(tool: PythonCoderTool) -> None:
     result = tool.execute(code="def broken(:\n    pass")
-    assert not result.ok
+    assert not result.ok and result.infra is None  # the planner's bad code: part of the outcome
     assert result.data["exception"]["type"] == "SyntaxError"
 
 
@@ -121,7 +121,7 @@ def test_syntax_error(tool: PythonCoderTool) -> None:
 )
 def test_bad_input_is_an_error_result(tool: PythonCoderTool, code: object, expected: str) -> None:
     result = tool.execute(code=code)
-    assert not result.ok
+    assert not result.ok and result.infra is None
     assert expected in (result.error or "")
 
 
@@ -366,6 +366,7 @@ def test_worker_killed_during_a_call_gives_error_then_recovers() -> None:
         result = t.execute(code="import time\ntime.sleep(5)")
         timer.join()
         assert not result.ok and result.data["exit_reason"] == "sandbox_error"
+        assert result.infra == "sandbox"  # the sandbox broke, not the code: no outcome
         assert "replaced" in (result.error or "")
         assert t.execute(code="print(1)").data["stdout"] == "1\n"
 
@@ -380,7 +381,7 @@ def test_close_stops_workers_and_is_idempotent() -> None:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     result = t.execute(code="print(1)")
-    assert not result.ok and "closed" in (result.error or "")
+    assert not result.ok and "closed" in (result.error or "") and result.infra == "backend"
 
 
 @pytest.mark.parametrize("isolation", ["process"] + (["strict"] if HAS_BWRAP else []))

@@ -232,6 +232,7 @@ def test_server_down_is_a_clean_error() -> None:
     assert time.monotonic() - start < 5
     for result in results:
         assert not result.ok and "ConnectError" in (result.error or "")
+        assert result.infra == "backend"  # the backend failed, not the query
     tool.close()
     assert "closed" in (tool.execute(query="a").error or "")
 
@@ -294,3 +295,59 @@ def test_cli_serve_end_to_end(tmp_path: Path) -> None:
                 proc.kill()
                 proc.wait(timeout=10)
         assert proc.returncode == 0, proc.stderr.read()  # type: ignore[union-attr]
+
+
+def test_many_clients_connecting_at_once_all_get_answers(index: BM25Index) -> None:
+    """64 clients open a fresh connection per request at the same moment: none is refused or
+    reset (socketserver's default backlog of 5 lost some; the load figures are in
+    benchmarks/reliability.py)."""
+    srv = make_retrieval_server(index, port=0)
+    serve_in_thread(srv)
+    url = f"http://127.0.0.1:{srv.server_address[1]}/retrieve"
+    start = threading.Barrier(64)
+    failures: list[str] = []
+
+    def client(c: int) -> None:
+        limits = httpx.Limits(max_keepalive_connections=0)  # a new connection every request
+        with httpx.Client(timeout=30, limits=limits) as http:
+            start.wait()
+            for j in range(5):
+                try:
+                    http.post(url, json={"queries": [f"Lake Quen {c} {j}"]}).raise_for_status()
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(64)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert failures == []
+
+
+def test_cli_bad_paths_and_a_taken_port_are_one_line_errors(tmp_path: Path) -> None:
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in DOCS), encoding="utf-8")
+    run = [sys.executable, "-m", "tools.search"]
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*run, *argv], cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+        )
+
+    under_a_file = cli("index", str(corpus), "--out", str(corpus / "idx"))
+    assert under_a_file.returncode == 2 and "Traceback" not in under_a_file.stderr
+    assert cli("index", str(corpus), "--out", str(tmp_path / "idx")).returncode == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        busy = cli("serve", str(tmp_path / "idx"), "--port", port)
+    assert busy.returncode == 2 and "Traceback" not in busy.stderr
+    assert "in use" in busy.stderr
+    missing = cli("serve", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "not a search index" in missing.stderr

@@ -258,6 +258,7 @@ def test_unreachable_provider_is_a_clean_error() -> None:
     start = time.monotonic()
     result = tool.execute(query="anything")
     assert not result.ok and "after 2 attempt(s)" in (result.error or "")
+    assert result.infra == "backend"
     assert time.monotonic() - start < 5
     assert not tool.execute(query="x" * 401).ok  # web queries are kept short
     tool.close()

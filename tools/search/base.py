@@ -98,7 +98,7 @@ class BaseSearchTool(abc.ABC):
         except TypeError:
             return [ToolResult.failure("queries must be a sequence of strings")]
         if self._closed:
-            return [ToolResult.failure(f"{self.card.name} is closed") for _ in queries]
+            return [ToolResult.backend_failure(f"{self.card.name} is closed") for _ in queries]
         k_error, k = self._check_top_k(top_k)
         results: list[ToolResult | None] = [None] * len(queries)
         valid: list[tuple[int, str]] = []
@@ -115,11 +115,13 @@ class BaseSearchTool(abc.ABC):
                 logger.exception("%s: search failed", self.card.name)
                 batch = [exc] * len(valid)
             for (pos, query), hits in zip(valid, batch, strict=False):
-                if isinstance(hits, Exception):
-                    results[pos] = ToolResult.failure(f"search failed: {hits}", query=query)
+                if isinstance(
+                    hits, Exception
+                ):  # the backend could not answer: not the query's fault
+                    results[pos] = ToolResult.backend_failure(f"search failed: {hits}", query=query)
                 else:
                     results[pos] = self._render(query, hits, k)
-        missing = ToolResult.failure(f"{self.card.name}: the backend returned no result")
+        missing = ToolResult.backend_failure(f"{self.card.name}: the backend returned no result")
         return [r if r is not None else missing for r in results]
 
     def close(self) -> None:

@@ -6,8 +6,9 @@
     python -m tools.search query DIR "who founded Varnok"    # try it
     python -m tools.search serve DIR --port 8000             # Search-R1 style /retrieve server
 
-The CLI writes to stdout through rich; errors (missing files, bad settings, a missing optional
-package) are one red line on stderr and exit code 2.
+The CLI writes to stdout through rich; errors (missing files, an output path that cannot be
+written, a port already taken, bad settings, a missing optional package) are one red line on
+stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -117,10 +118,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (FileNotFoundError, ValueError, ImportError) as exc:
+    except (OSError, ValueError, ImportError) as exc:  # missing files, a taken port, bad paths
         from rich.console import Console
 
-        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        # soft_wrap: one line whatever the terminal width (scripts grep it)
+        from rich.markup import escape
+
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(str(exc))}")
         return 2
 
 
