@@ -53,43 +53,51 @@ class Sink:
 
 
 class Child:
-    """A child forked for one call: its pid, its directory and the worker's ends of its pipes
-    (``code_w``: the call goes in; ``holder_r``: the pid of its memory holder comes out, before
-    the call; then its stdout, stderr and report)."""
+    """A child forked for one call: its pid, its directory and the worker's ends of its pipes:
+    ``code_w`` (the call goes in), ``ctl_r`` (out come the pid of its memory holder, before the
+    call, then one byte once it has read the whole call), its stdout, stderr and report."""
 
     def __init__(self, pid: int, call_dir: str, fds: tuple[int, int, int, int, int]) -> None:
         self.pid, self.call_dir = pid, call_dir
-        self.code_w, self.holder_r, self.out_r, self.err_r, self.rep_r = fds
+        self.code_w, self.ctl_r, self.out_r, self.err_r, self.rep_r = fds
         self.pidfd = os.pidfd_open(pid)
         self.swept = False
         """True once every process of the call is known to be gone"""
-        self.holder = -1
-        """pid of its memory holder once known (0: none), see :meth:`kill_holder`"""
+        self._control: bytes | None = None
+        self._holder_killed = False
+
+    def _read_control(self) -> bytes:
+        """What the child wrote on its control pipe. Read once the child is gone: everything
+        there was written by this package's code before the snippet could run (the child closes
+        its end before running it), and the end is non-blocking."""
+        if self._control is None:
+            try:
+                self._control = os.read(self.ctl_r, 16)
+            except OSError:
+                self._control = b""
+        return self._control
+
+    def received_call(self) -> bool:
+        """Whether the (now gone) child read its whole call: if not, none of it ran."""
+        return len(self._read_control()) >= 5
 
     def kill_holder(self) -> int:
-        """SIGKILL the child's memory holder (once); its pid, 0 if it has none.
-
-        Only called once the child is gone: the pid was written before the call, by this
-        module's code, and the pipe's writing end is closed, so the read cannot block.
-        """
-        if self.holder < 0:
-            try:
-                data = os.read(self.holder_r, 4)
-            except OSError:
-                data = b""
-            self.holder = struct.unpack(">i", data)[0] if len(data) == 4 else 0
-            if self.holder > 0:
-                kill_quietly(os.kill, self.holder)
-        return self.holder
+        """SIGKILL the (now gone) child's memory holder, once; its pid, 0 if it has none."""
+        control = self._read_control()
+        holder = struct.unpack(">i", control[:4])[0] if len(control) >= 4 else 0
+        if holder > 0 and not self._holder_killed:
+            kill_quietly(os.kill, holder)
+            self._holder_killed = True
+        return holder
 
     def close(self) -> None:
-        for fd in (self.code_w, self.holder_r, self.out_r, self.err_r, self.rep_r, self.pidfd):
+        for fd in (self.code_w, self.ctl_r, self.out_r, self.err_r, self.rep_r, self.pidfd):
             close_quietly(fd)
 
 
 def hand_off(child: Child, body: bytes, deadline: float) -> bool:
-    """Write the call to the waiting child and close the pipe; False if the child died first
-    (it reads the whole call before running any of it, so then none of it ran).
+    """Write the call to the waiting child and close the pipe; False if the child is known to
+    have died before it had all of it (then none of it ran: see :meth:`Child.received_call`).
 
     A child's exit does not always break the pipe (its memory holder shares its descriptors), so
     its pidfd is watched too. The pipe is non-blocking: a child that stops reading (it cannot,

@@ -162,22 +162,22 @@ class Worker:
         if self.drop:
             os.chown(call_dir, self.uid, self.uid)
         code_r, code_w = os.pipe()
-        holder_r, holder_w = os.pipe()
+        ctl_r, ctl_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         rep_r, rep_w = os.pipe()
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, reported through the pipes
-            self._child(parent, call_dir, (code_r, holder_w, out_w, err_w, rep_w))
-        for fd in (code_r, holder_w, out_w, err_w, rep_w):
+            self._child(parent, call_dir, (code_r, ctl_w, out_w, err_w, rep_w))
+        for fd in (code_r, ctl_w, out_w, err_w, rep_w):
             os.close(fd)
         os.set_blocking(code_w, False)
-        os.set_blocking(holder_r, False)
-        self.ready = calls.Child(pid, call_dir, (code_w, holder_r, out_r, err_r, rep_r))
+        os.set_blocking(ctl_r, False)
+        self.ready = calls.Child(pid, call_dir, (code_w, ctl_r, out_r, err_r, rep_r))
 
     def _child(self, parent: int, call_dir: str, fds: tuple[int, int, int, int, int]) -> None:
-        code_r, holder_w, out_w, err_w, rep_w = fds
+        code_r, ctl_w, out_w, err_w, rep_w = fds
         exit_code = 70
         report_fd = rep_w  # fd 3 may still be a protocol fd until the dup2 below
         try:
@@ -193,27 +193,29 @@ class Worker:
             if self.hold_memory:
                 holder.reset_signal_handlers()
                 holder_pid = holder.start_holder()
-                os.write(holder_w, struct.pack(">i", holder_pid))  # the worker kills it
+                os.write(ctl_w, struct.pack(">i", holder_pid))  # the worker kills it
                 holder.wait_until_paused(holder_pid)
             else:
-                os.write(holder_w, struct.pack(">i", 0))
-            os.close(holder_w)
+                os.write(ctl_w, struct.pack(">i", 0))
             os.setsid()  # after the holder: it stays in the worker's process group
             os.dup2(self.devnull, 0)
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
             os.dup2(rep_w, 3)
             os.dup2(code_r, 4)
+            os.dup2(ctl_w, 5)
             report_fd = 3
-            os.closerange(5, 1 << 16)
+            os.closerange(6, 1 << 16)
             os.chdir(call_dir)
             os.environ.clear()
             os.environ.update(self.env, HOME=call_dir, TMPDIR=call_dir, PWD=call_dir)
             _fresh_interpreter_state()
+            runner.prepare()
             body = calls.read_to_end(4)  # blocks until the call arrives
             if not body:
                 os._exit(0)  # the worker is shutting down: there will be no call
-            os.close(4)
+            os.write(5, b"\1")  # the whole call is here (so it may have run)
+            os.closerange(4, 6)
             message = json.loads(body)
             code, limits = str(message["code"]), dict(message["limits"])
             confine.apply_rlimits(limits, nproc=limits["max_processes"] if self.drop else None)
@@ -258,9 +260,10 @@ class Worker:
             child, self.ready = self.ready, None
             assert child is not None
             start = time.monotonic()
-            handed = calls.hand_off(child, body, start + float(limits["timeout_s"]))
+            calls.hand_off(child, body, start + float(limits["timeout_s"]))
             result = self._supervise(child, limits, start)
-            if handed or (result.get("exception") or {}).get("type") == "SandboxSetupError":
+            setup_error = (result.get("exception") or {}).get("type") == "SandboxSetupError"
+            if child.received_call() or setup_error:
                 break
             # it died while waiting, so the code never reached it: run it in a fresh child
             child.swept = True  # it never left this module's code: nothing of it can remain
