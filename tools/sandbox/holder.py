@@ -37,7 +37,7 @@ import errno
 import signal
 import time
 
-__all__ = ["supported", "reset_signal_handlers", "start_holder", "wait_until_paused"]
+__all__ = ["supported", "pause_text", "reset_signal_handlers", "start_holder", "wait_until_paused"]
 
 _CLONE_VM = 0x00000100
 _CLONE_FILES = 0x00000400
@@ -74,23 +74,21 @@ def reset_signal_handlers() -> None:
             signal.signal(number, signal.SIG_DFL)
 
 
-def _seal_text_of(address: int) -> None:
-    """``mseal`` the executable mapping holding ``address``: no mprotect, munmap or remap."""
+def pause_text() -> tuple[int, int]:
+    """The address range of the executable mapping holding glibc's ``pause`` (the holder's only
+    code). Found once in the worker: a forked child has the same mappings."""
+    address = ctypes.cast(_libc().pause, ctypes.c_void_p).value
     with open("/proc/self/maps") as fh:
         for line in fh:
             low, high = (int(x, 16) for x in line.split(None, 1)[0].split("-"))
-            if low <= address < high:
-                syscall = _libc().syscall
-                syscall.restype = ctypes.c_long
-                args = (ctypes.c_void_p(low), ctypes.c_size_t(high - low), ctypes.c_ulong(0))
-                if syscall(ctypes.c_long(_SYS_MSEAL), *args) != 0:
-                    raise OSError(ctypes.get_errno(), "mseal of glibc's text failed")
-                return
+            if address is not None and low <= address < high:
+                return low, high
     raise OSError(errno.ENOENT, "no mapping holds pause()")
 
 
-def start_holder() -> int:
-    """Clone the holder; its pid. Call :func:`reset_signal_handlers` first (the holder keeps the
+def start_holder(text: tuple[int, int]) -> int:
+    """Seal ``text`` (:func:`pause_text`: no mprotect, munmap or remap of it from now on), then
+    clone the holder; its pid. Call :func:`reset_signal_handlers` first (the holder keeps the
     dispositions of this moment), then :func:`wait_until_paused` before running untrusted code.
 
     The holder is a child of the caller's parent (the worker, which kills and reaps it), not of
@@ -100,9 +98,12 @@ def start_holder() -> int:
     until the holder is killed.
     """
     libc = _libc()
-    pause = ctypes.cast(libc.pause, ctypes.c_void_p).value
-    assert pause is not None
-    _seal_text_of(pause)
+    syscall = libc.syscall
+    syscall.restype = ctypes.c_long
+    low, high = text
+    seal = (ctypes.c_void_p(low), ctypes.c_size_t(high - low), ctypes.c_ulong(0))
+    if syscall(ctypes.c_long(_SYS_MSEAL), *seal) != 0:
+        raise OSError(ctypes.get_errno(), "mseal of glibc's text failed")
     clone = libc.clone
     clone.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
     clone.restype = ctypes.c_int
@@ -110,7 +111,7 @@ def start_holder() -> int:
     _stacks.append(stack)
     top = ctypes.addressof(stack) + _STACK_BYTES - 64  # glibc aligns it further
     flags = _CLONE_VM | _CLONE_FILES | _CLONE_PARENT | int(signal.SIGCHLD)
-    pid = clone(pause, top, flags, None)
+    pid = clone(ctypes.cast(libc.pause, ctypes.c_void_p), top, flags, None)
     if pid < 0:
         raise OSError(ctypes.get_errno(), "clone(CLONE_VM) of the memory holder failed")
     return pid

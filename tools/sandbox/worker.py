@@ -133,12 +133,14 @@ class Worker:
         self.hold_memory = bool(
             init.get("hold_memory") and self.drop and self.landlock and holder.supported()
         )
+        self.pause_text = holder.pause_text() if self.hold_memory else (0, 0)
         self.baseline_anon = confine.own_anonymous_memory()
         self.ready: calls.Child | None = None
         """the forked child waiting for the next call"""
         self.done: calls.Child | None = None
         """the last call's child, whose result is sent and whose clean-up is not finished"""
         self.idle_respawns = 0
+        self.off_path: dict[str, float] = {}
 
     def features(self) -> dict[str, Any]:
         return {
@@ -192,7 +194,7 @@ class Worker:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             if self.hold_memory:
                 holder.reset_signal_handlers()
-                holder_pid = holder.start_holder()
+                holder_pid = holder.start_holder(self.pause_text)
                 os.write(ctl_w, struct.pack(">i", holder_pid))  # the worker kills it
                 holder.wait_until_paused(holder_pid)
             else:
@@ -254,6 +256,7 @@ class Worker:
         """Hand the call to the waiting child and supervise it to the end; the clean-up that
         can wait is left to :meth:`finish`, after the result is sent."""
         self.idle_respawns = 0
+        received = time.monotonic()
         for _ in range(2):
             if self.ready is None:
                 self.prepare()
@@ -261,7 +264,9 @@ class Worker:
             assert child is not None
             start = time.monotonic()
             calls.hand_off(child, body, start + float(limits["timeout_s"]))
+            handed = time.monotonic()
             result = self._supervise(child, limits, start)
+            ended = time.monotonic()
             setup_error = (result.get("exception") or {}).get("type") == "SandboxSetupError"
             if child.received_call() or setup_error:
                 break
@@ -276,16 +281,33 @@ class Worker:
             self._quick_kill(child.pid)
         calls.remove_dir(child.call_dir)
         self.done = child
-        result["duration_s"] = time.monotonic() - start
+        now = time.monotonic()
+        result["duration_s"] = now - start
+        # where the worker's time went (seconds): for benchmarks/sandbox_latency.py
+        result["timings"] = {
+            "handoff": handed - received,
+            "run": ended - handed,
+            "result": now - ended,
+            **self.off_path,
+        }
         return result
 
     def finish(self) -> None:
         """After the result is sent: make sure the call's processes are gone, remove what is
         left, then fork the child for the next call (never before: calls do not overlap)."""
         child, self.done = self.done, None
+        start = time.monotonic()
         holder_pid = self._retire(child) if child is not None else 0
+        retired = time.monotonic()
         self.prepare()  # the fork overlaps the holder freeing the last call's memory
+        forked = time.monotonic()
         calls.wait_gone(holder_pid)
+        # reported with the next call: work between two calls, off their critical path
+        self.off_path = {
+            "previous_cleanup": retired - start,
+            "previous_fork": forked - retired,
+            "previous_holder_wait": time.monotonic() - forked,
+        }
 
     def shutdown(self) -> None:
         """Kill the waiting child (it runs only this module's code) and remove its directory."""
@@ -512,7 +534,11 @@ def main() -> int:
     chan.send({"op": "ready", **worker.features()})
     while True:
         if not _host_speaks(proto_in, worker.ready):
-            worker.on_ready_exit()
+            try:
+                worker.on_ready_exit()
+            except Exception as exc:  # the next call finds the worker gone and gets a new one
+                sys.stderr.write(f"sandbox worker: replacing a waiting child failed: {exc!r}\n")
+                return 3
             continue
         body = chan.recv_raw()
         message = None if body is None else json.loads(body)
