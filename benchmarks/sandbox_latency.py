@@ -55,7 +55,7 @@ TARGET_MS = 8.0
 TARGET_RATIO = 10.0
 # the worker's own timings of one call (see tools/sandbox/worker.py), in call order
 ON_PATH = ("handoff", "run", "result")
-OFF_PATH = ("previous_cleanup", "previous_fork", "previous_holder_wait")
+OFF_PATH = ("previous_cleanup", "previous_fork")
 
 
 def _stats(samples_s: list[float]) -> dict[str, float]:
@@ -301,13 +301,12 @@ def _print(report: dict[str, Any], console: Console) -> None:
         parts.add_column("ms", justify="right")
         labels = {
             "host_and_pipes": "caller <-> worker: JSON over pipes, wake-ups, result validation",
-            "handoff": "worker: call handed to the waiting child",
+            "handoff": "worker: call handed to the waiting child (last holder reaped)",
             "run": "child: read call, rlimits, uid drop, compile+exec, report, exit",
             "result": "worker: result built, call's uid signalled, directory removed",
             "total": "total as the caller sees it",
-            "previous_cleanup": "off the path: last call's sweep and clean-up",
-            "previous_fork": "off the path: fork of the next child",
-            "previous_holder_wait": "off the path: last call's memory freed",
+            "previous_cleanup": "off the path: last call's sweep, clean-up, memory freed",
+            "previous_fork": "off the path: fork of the next call's child",
         }
         for key, label in labels.items():
             parts.add_row(label, f"{ms[key]:.3f}")

@@ -19,7 +19,6 @@ __all__ = [
     "Child",
     "Sink",
     "hand_off",
-    "wait_gone",
     "read_to_end",
     "remove_dir",
     "kill_quietly",
@@ -81,18 +80,24 @@ class Child:
         """Whether the (now gone) child read its whole call: if not, none of it ran."""
         return len(self._read_control()) >= 5
 
+    def holder_pid(self) -> int:
+        """Pid of the (now gone) child's memory holder, 0 if it has none."""
+        control = self._read_control()
+        return struct.unpack(">i", control[:4])[0] if len(control) >= 4 else 0
+
     def kill_holder(self) -> int:
         """SIGKILL the (now gone) child's memory holder, once; its pid, 0 if it has none."""
-        control = self._read_control()
-        holder = struct.unpack(">i", control[:4])[0] if len(control) >= 4 else 0
+        holder = self.holder_pid()
         if holder > 0 and not self._holder_killed:
             kill_quietly(os.kill, holder)
             self._holder_killed = True
         return holder
 
     def close(self) -> None:
+        self._read_control()  # kept: the holder may be killed after the pipes are closed
         for fd in (self.code_w, self.ctl_r, self.out_r, self.err_r, self.rep_r, self.pidfd):
             close_quietly(fd)
+        self.code_w = self.ctl_r = self.out_r = self.err_r = self.rep_r = self.pidfd = -1
 
 
 def hand_off(child: Child, body: bytes, deadline: float) -> bool:
@@ -128,15 +133,6 @@ def hand_off(child: Child, body: bytes, deadline: float) -> bool:
     return True
 
 
-def wait_gone(pid: int) -> None:
-    """Reap ``pid`` (a killed memory holder, a child of this worker) once it has exited."""
-    if pid > 0:
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass  # already reaped with the orphans
-
-
 def read_to_end(fd: int) -> bytes:
     chunks = []
     while True:
@@ -163,15 +159,17 @@ def kill_quietly(kill: Any, pid: int) -> None:
         pass
 
 
-def reap_orphans() -> None:
-    """Reap every exited child (orphans of the call come back to this subreaper)."""
+def reap_orphans() -> set[int]:
+    """Reap every exited child (orphans of the call come back to this subreaper); their pids."""
+    reaped = set()
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return reaped
         if pid == 0:
-            return
+            return reaped
+        reaped.add(pid)
 
 
 def close_quietly(fd: int) -> None:

@@ -13,8 +13,8 @@ then, off the critical path.
 The holder shares memory with untrusted code and keeps the worker's credentials, so it must never
 run user-space code once the snippet can run. What makes sure of it:
 
-- the child waits until the holder is blocked inside ``pause`` before going on (before that the
-  holder runs glibc's clone trampoline, which reads the child's memory);
+- the child waits until the holder is blocked inside ``pause`` before it reads its call (before
+  that the holder runs glibc's clone trampoline, which reads the child's memory);
 - it has no signal handler (every disposition is the default or ignored, checked against the
   kernel's mask), so a signal either does nothing or ends it inside the kernel; only a stop and
   continue, or a freeze and thaw, makes it return to user space, and then only to re-execute the
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import os
 import signal
 import time
 
@@ -125,7 +126,7 @@ def wait_until_paused(pid: int, timeout_s: float = 5.0) -> None:
     else sleeps interruptibly (page faults and lock waits show as ``D``), so ``S`` means it is in.
     """
     deadline = time.monotonic() + timeout_s
-    delay = 0.0001
+    tries = 0
     while True:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             stat = fh.read()
@@ -133,5 +134,10 @@ def wait_until_paused(pid: int, timeout_s: float = 5.0) -> None:
             return
         if time.monotonic() > deadline:
             raise TimeoutError("the memory holder did not reach pause()")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.005)
+        tries += 1
+        # it needs a few microseconds of CPU: yielding gives them to it sooner than sleeping
+        # would on a busy machine
+        if tries < 100:
+            os.sched_yield()
+        else:
+            time.sleep(0.0005)
