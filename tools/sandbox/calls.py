@@ -16,6 +16,8 @@ import time
 from typing import Any
 
 __all__ = [
+    "SET_UP",
+    "RECEIVED",
     "Child",
     "Sink",
     "hand_off",
@@ -27,6 +29,10 @@ __all__ = [
 ]
 
 _READ_CHUNK = 65536
+SET_UP = b"\1"
+"""control byte: the child is set up and waits for its call"""
+RECEIVED = b"\2"
+"""control byte: the child has read its whole call"""
 
 
 class Sink:
@@ -53,8 +59,10 @@ class Sink:
 
 class Child:
     """A child forked for one call: its pid, its directory and the worker's ends of its pipes:
-    ``code_w`` (the call goes in), ``ctl_r`` (out come the pid of its memory holder, before the
-    call, then one byte once it has read the whole call), its stdout, stderr and report."""
+    ``code_w`` (the call goes in), ``ctl_r`` (out come the pid of its memory holder, then
+    :data:`SET_UP` once it waits for its call, then :data:`RECEIVED` once it has read all of
+    it), its stdout, stderr and report. The child closes its end of ``ctl_r`` before it runs the
+    call: what comes through it was written by this package's code."""
 
     def __init__(self, pid: int, call_dir: str, fds: tuple[int, int, int, int, int]) -> None:
         self.pid, self.call_dir = pid, call_dir
@@ -62,23 +70,28 @@ class Child:
         self.pidfd = os.pidfd_open(pid)
         self.swept = False
         """True once every process of the call is known to be gone"""
-        self._control: bytes | None = None
+        self._control = b""
         self._holder_killed = False
 
     def _read_control(self) -> bytes:
-        """What the child wrote on its control pipe. Read once the child is gone: everything
-        there was written by this package's code before the snippet could run (the child closes
-        its end before running it), and the end is non-blocking."""
-        if self._control is None:
+        """What the child wrote on its control pipe so far (the end is non-blocking)."""
+        while self.ctl_r >= 0:
             try:
-                self._control = os.read(self.ctl_r, 16)
-            except OSError:
-                self._control = b""
+                data = os.read(self.ctl_r, 16)
+            except OSError:  # nothing more for now
+                break
+            if not data:
+                break
+            self._control += data
         return self._control
+
+    def set_up(self) -> bool:
+        """Whether the child had finished setting itself up (and waited for its call)."""
+        return SET_UP in self._read_control()[4:]
 
     def received_call(self) -> bool:
         """Whether the (now gone) child read its whole call: if not, none of it ran."""
-        return len(self._read_control()) >= 5
+        return RECEIVED in self._read_control()[4:]
 
     def holder_pid(self) -> int:
         """Pid of the (now gone) child's memory holder, 0 if it has none."""

@@ -216,10 +216,11 @@ class Worker:
             runner.prepare()
             if self.hold_memory:  # long since there, as a rule; the snippet must not run before
                 holder.wait_until_paused(holder_pid)
+            os.write(5, calls.SET_UP)
             body = calls.read_to_end(4)  # blocks until the call arrives
             if not body:
                 os._exit(0)  # the worker is shutting down: there will be no call
-            os.write(5, b"\1")  # the whole call is here (so it may have run)
+            os.write(5, calls.RECEIVED)  # from here on the call may have run
             os.closerange(4, 6)
             message = json.loads(body)
             code, limits = str(message["code"]), dict(message["limits"])
@@ -267,6 +268,7 @@ class Worker:
             child, self.ready = self.ready, None
             assert child is not None
             start = time.monotonic()
+            ready = child.set_up()
             calls.hand_off(child, body, start + float(limits["timeout_s"]))
             handed = time.monotonic()
             result = self._supervise(child, limits, start)
@@ -292,6 +294,7 @@ class Worker:
             "handoff": handed - received,
             "run": ended - handed,
             "result": now - ended,
+            "child_was_set_up": float(ready),
             **self.off_path,
         }
         return result
