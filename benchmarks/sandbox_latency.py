@@ -10,7 +10,8 @@ One caller is measured two ways, both for (a) and (b): back to back (the next ca
 as the last returns) and paced (``--pace-ms`` of idle time before each call, not timed). Between
 two calls a worker forks and sets up the child for its next call and frees the last one's memory
 (~5 ms of CPU on the machine measured); paced calls find that done, as a planner's calls do (a
-model generates between them), while back-to-back calls on few cores compete with it.
+model generates between them), while back-to-back calls on few cores compete with it. (a) runs
+in blocks interleaved with the strict pool's calls, so that both meet the same load.
 
     python benchmarks/sandbox_latency.py            # full run
     python benchmarks/sandbox_latency.py --quick    # a few seconds
@@ -86,18 +87,34 @@ def _time_calls(call: Callable[[], str], n: int, warmup: int, pace_s: float) -> 
     return samples
 
 
-def bench_subprocess(n: int, pace_s: float) -> list[float]:
-    def call() -> str:
-        return subprocess.run(
-            [sys.executable, "-c", SNIPPET],
-            capture_output=True,
-            text=True,
-            env={},
-            timeout=30,
-            check=True,
-        ).stdout
+def _fresh_call() -> str:
+    return subprocess.run(
+        [sys.executable, "-c", SNIPPET],
+        capture_output=True,
+        text=True,
+        env={},
+        timeout=30,
+        check=True,
+    ).stdout
 
-    return _time_calls(call, n, warmup=2, pace_s=pace_s)
+
+def bench_side_by_side(
+    tool: PythonCoderTool, n: int, n_fresh: int, pace_s: float, with_fresh: bool
+) -> tuple[list[float], list[float]]:
+    """One caller's latencies through the pool and, interleaved in blocks of 5, through a fresh
+    ``python -c``: on a shared machine the load drifts, and both sides should meet the same."""
+    rounds = max(1, n_fresh // 5) if with_fresh else 1
+    pool: list[float] = []
+    fresh: list[float] = []
+    _time_calls(lambda: tool.run(SNIPPET).stdout, 0, warmup=10, pace_s=0.0)
+    if with_fresh:
+        _time_calls(_fresh_call, 0, warmup=2, pace_s=0.0)
+    for i in range(rounds):
+        if with_fresh:
+            fresh += _time_calls(_fresh_call, n_fresh // rounds, warmup=0, pace_s=pace_s)
+        share = n // rounds + (1 if i < n % rounds else 0)
+        pool += _time_calls(lambda: tool.run(SNIPPET).stdout, share, warmup=0, pace_s=pace_s)
+    return pool, fresh
 
 
 def bench_exec(n: int) -> list[float]:
@@ -111,10 +128,6 @@ def bench_exec(n: int) -> list[float]:
         return buf.getvalue()
 
     return _time_calls(call, n, warmup=5, pace_s=0.0)
-
-
-def bench_pool(tool: PythonCoderTool, n: int, pace_s: float) -> list[float]:
-    return _time_calls(lambda: tool.run(SNIPPET).stdout, n, warmup=10, pace_s=pace_s)
 
 
 def bench_concurrent(
@@ -202,27 +215,32 @@ def run(quick: bool, pool_size: int, callers: int, pace_ms: float) -> dict[str, 
     load_before = os.getloadavg()
     per_caller = 10 if quick else 60
     rows: list[dict[str, Any]] = []
-    for paced in (False, True):
-        rows.append(
-            {
-                "setup": "fresh `python -c` subprocess" + (", paced" if paced else ""),
-                "isolation": "process (none inside)",
-                "callers": 1,
-                "paced": paced,
-                **_stats(bench_subprocess(n_fresh, pace_s if paced else 0.0)),
-            }
-        )
+    fresh_rows: list[dict[str, Any]] = []
     parts: dict[str, Any] = {}
-    for level in _levels():
+    for index, level in enumerate(_levels()):
         with PythonCoderTool(isolation=level, pool_size=pool_size, timeout_s=10) as tool:
             for paced in (False, True):
+                # the fresh interpreter runs alongside the first (strongest) level's pool
+                pool, fresh = bench_side_by_side(
+                    tool, n, n_fresh, pace_s if paced else 0.0, with_fresh=index == 0
+                )
+                if fresh:
+                    fresh_rows.append(
+                        {
+                            "setup": "fresh `python -c` subprocess" + (", paced" if paced else ""),
+                            "isolation": "process (none inside)",
+                            "callers": 1,
+                            "paced": paced,
+                            **_stats(fresh),
+                        }
+                    )
                 rows.append(
                     {
                         "setup": f"PythonCoderTool pool ({level})" + (", paced" if paced else ""),
                         "isolation": tool.isolation_level,
                         "callers": 1,
                         "paced": paced,
-                        **_stats(bench_pool(tool, n, pace_s if paced else 0.0)),
+                        **_stats(pool),
                     }
                 )
             samples, throughput = bench_concurrent(tool, callers, per_caller)
@@ -237,6 +255,7 @@ def run(quick: bool, pool_size: int, callers: int, pace_ms: float) -> dict[str, 
                 }
             )
             parts[level] = breakdown(tool, max(20, n // 3), pace_s)
+    rows = fresh_rows + rows
     rows.append(
         {
             "setup": "in-process exec (reference, NO isolation)",
@@ -258,7 +277,7 @@ def run(quick: bool, pool_size: int, callers: int, pace_ms: float) -> dict[str, 
             "paced": _ratio(fresh_best, strict[True]),
             "back_to_back": _ratio(fresh[False], strict[False]),
         }
-    target_ms = fresh_best["median_ms"] / TARGET_RATIO
+    target_ms = round(fresh_best["median_ms"] / TARGET_RATIO, 2)  # 2 decimals in the table
     return {
         "snippet": SNIPPET,
         "quick": quick,
