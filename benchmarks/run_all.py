@@ -58,10 +58,14 @@ def _search(d: dict[str, Any]) -> list[Row]:
 
 def _sandbox(d: dict[str, Any]) -> list[Row]:
     rows = []
+    # the target is on the strict pool's paced single caller (older files: every strict single
+    # caller, back to back only)
+    has_paced = any("paced" in r for r in d["rows"])
     for r in d["rows"]:
-        target = (
-            f"<= {d['target_median_ms']:g}" if "strict" in r["setup"] and r["callers"] == 1 else ""
-        )
+        targeted = "strict" in r["setup"] and r["callers"] == 1
+        if has_paced:
+            targeted = targeted and bool(r.get("paced"))
+        target = f"<= {d['target_median_ms']:g}" if targeted else ""
         met = _ok(r["median_ms"] <= d["target_median_ms"]) if target else ""
         rows.append(
             (
@@ -69,6 +73,16 @@ def _sandbox(d: dict[str, Any]) -> list[Row]:
                 f"{r['median_ms']:.1f} / {r['p95_ms']:.1f}",
                 target,
                 met,
+            )
+        )
+    for mode, ratio in (d.get("ratios") or {}).items():
+        paced = mode == "paced"
+        rows.append(
+            (
+                f"fresh `python -c` / strict pool median ({mode.replace('_', ' ')})",
+                f"{ratio['median_ratio']:.1f}x (p95 {ratio['p95_ratio']:.1f}x)",
+                f">= {d['target_ratio']:g}x" if paced else "",
+                _ok(ratio["median_ratio"] >= d["target_ratio"]) if paced else "",
             )
         )
     return rows

@@ -147,6 +147,46 @@ def test_update_hand_made_side_by_side() -> None:
     assert len(summarize("update_throughput", data)) == 1
 
 
+def test_sandbox_target_is_on_the_paced_strict_row_and_the_ratio() -> None:
+    def row(setup: str, paced: bool, median: float, callers: int = 1) -> dict[str, Any]:
+        return {
+            "setup": setup,
+            "callers": callers,
+            "paced": paced,
+            "median_ms": median,
+            "p95_ms": median + 2.0,
+        }
+
+    ratio = {"median_ratio": 12.5, "p95_ratio": 9.0}
+    data = {
+        "target_median_ms": 3.2,
+        "target_ratio": 10.0,
+        "ratios": {"paced": ratio, "back_to_back": {"median_ratio": 6.0, "p95_ratio": 4.0}},
+        "rows": [
+            row("fresh `python -c` subprocess", False, 32.0),
+            row("PythonCoderTool pool (strict)", False, 5.3),
+            row("PythonCoderTool pool (strict), paced", True, 2.56),
+            row("PythonCoderTool pool (strict), 8 callers", False, 40.0, callers=8),
+        ],
+    }
+    rows = _by_metric(summarize("sandbox_latency", data))
+    assert rows["PythonCoderTool pool (strict) x1 median/p95 ms"] == ("5.3 / 7.3", "", "")
+    assert rows["PythonCoderTool pool (strict), paced x1 median/p95 ms"] == (
+        "2.6 / 4.6",
+        "<= 3.2",
+        "yes",
+    )
+    assert rows["fresh `python -c` / strict pool median (paced)"] == (
+        "12.5x (p95 9.0x)",
+        ">= 10x",
+        "yes",
+    )
+    assert rows["fresh `python -c` / strict pool median (back to back)"][1:] == ("", "")
+    ratio["median_ratio"] = 9.9  # just short of the target: not met
+    rows = _by_metric(summarize("sandbox_latency", data))
+    assert rows["fresh `python -c` / strict pool median (paced)"][2] == "NO"
+
+
 # ---------------------------------------------------------------------------------- malformed
 @pytest.mark.parametrize(
     ("name", "data", "detail"),
