@@ -1,0 +1,290 @@
+"""The offline env's own time per step beyond its tool's, and where that time goes.
+
+The oracle planner plays ``AgentFlow-<Family>-v0`` episodes (made with ``gym.make``, so with
+gymnasium's wrappers) in the offline modes: direct executor, planner verifier and generator, no
+model. Each tool is wrapped to sum the time inside its own ``execute``; the rest of each
+``env.step`` is the env's overhead. Rows: search over the generated world (248 documents), the
+same plus ``--distractors`` synthetic passages (a realistic index size), and math (a sandboxed
+Python call per step). Each row is the median of ``--repeats`` runs.
+
+Breakdown (the search row): a separate pass times each stage of the step by wrapping it (the
+gymnasium wrappers, parsing the action, the executor, tool dispatch minus the tool, recording
+the step in memory and the observation, the verifier, building ``info``, finishing: the step
+header or, on the last step, the generator and the scorer, what is left of ``AgentFlow.step``
+and ``AgentFlowEnv.step``, and the observation). Wrapping adds its own cost to every stage, so
+the breakdown's total is above the headline's; it shows the shares, the headline the cost.
+
+    python benchmarks/env_overhead.py [--quick] [--out benchmarks/results/env_overhead.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+from rich.console import Console
+from rich.table import Table
+
+import agentflow_env  # noqa: F401 - registers the ids
+import agentflow_env.flow as flow_module
+from agentflow_env.planners import OraclePlanner
+from agentflow_env.tasks.suite import make_suite
+
+if __package__ in (
+    None,
+    "",
+):  # run as a script (python benchmarks/x.py): make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import machine_info
+
+console = Console()
+TARGET_FRAC = 0.10
+"""the env's own time should be at most this share of a step"""
+
+
+class TimedTool:
+    """Wraps a tool and sums the time spent inside its own execute."""
+
+    def __init__(self, tool: Any) -> None:
+        self.tool, self.card, self.seconds = tool, tool.card, 0.0
+        self.runs_inline = getattr(tool, "runs_inline", False)  # keep the env's dispatch unchanged
+
+    def execute(self, **inputs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return self.tool.execute(**inputs)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def close(self) -> None:
+        self.tool.close()
+
+
+def make_env(family: str, episodes: int, distractors: int = 0) -> tuple[gym.Env, str]:
+    """The registered env with every tool timed; ``distractors`` > 0 adds that many synthetic
+    passages to the Search_Tool's corpus (the world's documents stay, so the oracle's episodes
+    are unchanged)."""
+    kwargs: dict[str, Any] = {"num_tasks": max(episodes, 20)}
+    label = family
+    if distractors:
+        from benchmarks.search_throughput import make_corpus
+
+        world = make_suite(family, seed=0, num_tasks=kwargs["num_tasks"])
+        extra = [{"title": p.title, "text": p.text} for p in make_corpus(distractors, seed=1)]
+        kwargs["documents"] = [dict(d) for d in world.documents] + extra
+        label = f"{family} + {distractors:,} passages"
+    env = gym.make(f"AgentFlow-{family.capitalize()}-v0", **kwargs)
+    flow = env.unwrapped.flow
+    flow.tools = {name: TimedTool(tool) for name, tool in flow.tools.items()}
+    return env, label
+
+
+def play(
+    env: gym.Env, episodes: int, restart: Callable[[], None] = lambda: None
+) -> tuple[int, float, float]:
+    """(steps, seconds inside ``env.step``, oracle successes) over ``episodes`` episodes; one
+    untimed episode first warms up (lazy imports, first-step checks). Tool timers restart after
+    it, and ``restart`` is called then."""
+    planner = OraclePlanner()
+    steps, step_s, successes = 0, 0.0, 0.0
+    for i in [-1, *range(episodes)]:
+        if i == 0:
+            steps, step_s, successes = 0, 0.0, 0.0
+            for tool in env.unwrapped.flow.tools.values():
+                tool.seconds = 0.0
+            restart()
+        obs, _ = env.reset(options={"task_index": max(i, 0)})
+        planner.reset(env.unwrapped.task)
+        done, reward = False, 0.0
+        while not done:
+            action = planner.act(obs)
+            start = time.perf_counter()
+            obs, reward, term, trunc, _ = env.step(action)
+            step_s += time.perf_counter() - start
+            steps += 1
+            done = term or trunc
+        successes += float(reward)
+    return steps, step_s, successes
+
+
+def offline_overhead(family: str, episodes: int, distractors: int = 0) -> dict[str, Any]:
+    """Env time per step beyond the tool's own execute time."""
+    env, label = make_env(family, episodes, distractors)
+    steps, step_s, successes = play(env, episodes)
+    tool_s = sum(t.seconds for t in env.unwrapped.flow.tools.values())
+    env.close()
+    return {
+        "family": label,
+        "steps": steps,
+        "step_ms": 1000 * step_s / steps,
+        "tool_ms": 1000 * tool_s / steps,
+        "overhead_ms": 1000 * (step_s - tool_s) / steps,
+        "overhead_frac": (step_s - tool_s) / step_s,
+        "oracle_success": successes / episodes,
+    }
+
+
+# stage label -> (owner, attribute); owner "flow" is env.unwrapped.flow, "env" env.unwrapped
+_STAGES = (
+    ("parse the action", "module", "parse_action"),
+    ("executor", "flow", "_run_executor"),
+    ("tool dispatch + tool", "flow", "_run_tools"),
+    ("record: memory + observation text", "flow", "_record"),
+    ("verifier", "verifier", "decide"),
+    ("build info", "flow", "_step_info"),
+    ("finish: step header | generator + scorer", "flow", "_finish"),
+    ("observation", "flow", "observation"),
+    ("AgentFlow.step", "flow", "step"),
+    ("AgentFlowEnv.step", "env", "step"),
+)
+
+
+def breakdown(episodes: int) -> dict[str, float]:
+    """Microseconds per step in each stage of an offline search step (one pass)."""
+    env, _ = make_env("search", episodes)
+    inner = env.unwrapped
+    owners = {"module": flow_module, "flow": inner.flow, "verifier": inner.flow.verifier}
+    owners["env"] = inner
+    spent: dict[str, int] = defaultdict(int)
+    saved = []
+    for label, owner_name, attr in _STAGES:
+        owner = owners[owner_name]
+        saved.append((owner, attr, owner.__dict__.get(attr)))
+        setattr(owner, attr, _timed(getattr(owner, attr), label, spent))
+    try:
+        steps, step_s, _ = play(env, episodes, restart=spent.clear)
+    finally:
+        for owner, attr, original in saved:
+            if original is None:
+                delattr(owner, attr)
+            else:
+                setattr(owner, attr, original)
+    tool_ns = 1e9 * sum(t.seconds for t in inner.flow.tools.values())
+    env.close()
+    parts = {
+        label: spent[label]
+        for label, *_ in _STAGES
+        if label not in ("AgentFlow.step", "AgentFlowEnv.step")
+    }
+    parts["tool dispatch (tool excluded)"] = parts.pop("tool dispatch + tool") - tool_ns
+    inside = tool_ns + sum(v for k, v in parts.items() if k != "observation")
+    parts["rest of AgentFlow.step"] = spent["AgentFlow.step"] - inside
+    parts["rest of AgentFlowEnv.step"] = (
+        spent["AgentFlowEnv.step"] - spent["AgentFlow.step"] - parts["observation"]
+    )
+    parts["gymnasium wrappers"] = 1e9 * step_s - spent["AgentFlowEnv.step"]
+    out = {k: v / steps / 1000 for k, v in parts.items()}
+    out["total overhead"] = sum(out.values())
+    out["tool"] = tool_ns / steps / 1000
+    return out
+
+
+def _timed(fn: Callable[..., Any], label: str, spent: dict[str, int]) -> Callable[..., Any]:
+    clock = time.perf_counter_ns
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start = clock()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent[label] += clock() - start
+
+    return timed
+
+
+def median_breakdown(episodes: int, repeats: int) -> dict[str, Any]:
+    """Per stage, the median over ``repeats`` passes (µs per step) and its share of the
+    overhead."""
+    runs = [breakdown(episodes) for _ in range(repeats)]
+    median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    total = median["total overhead"]
+    stages = [
+        {"stage": k, "us_per_step": v, "share": v / total}
+        for k, v in sorted(median.items(), key=lambda kv: -kv[1])
+        if k not in ("total overhead", "tool")
+    ]
+    return {"stages": stages, "total_us": total, "tool_us": median["tool"], "repeats": repeats}
+
+
+def _median_run(run: Callable[[], dict[str, Any]], repeats: int) -> dict[str, Any]:
+    """The run with the median overhead fraction of ``repeats`` runs (all fractions kept)."""
+    runs = sorted((run() for _ in range(repeats)), key=lambda o: o["overhead_frac"])
+    median = dict(runs[len(runs) // 2])
+    median["overhead_frac_all"] = [o["overhead_frac"] for o in runs]
+    return median
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer episodes, no 100k row")
+    parser.add_argument("--episodes", type=int, default=None, help="default 100 (20 quick)")
+    parser.add_argument("--repeats", type=int, default=None, help="default 5 (3 quick)")
+    parser.add_argument("--distractors", type=int, default=100_000)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/env_overhead.json"))
+    args = parser.parse_args(argv)
+    episodes = args.episodes or (20 if args.quick else 100)
+    repeats = args.repeats or (3 if args.quick else 5)
+    cases: list[tuple[str, int]] = [("search", 0), ("math", 0)]
+    if not args.quick and args.distractors:
+        cases.append(("search", args.distractors))
+    rows = [
+        _median_run(lambda f=f, d=d: offline_overhead(f, episodes, d), repeats) for f, d in cases
+    ]
+    stages = median_breakdown(episodes, repeats)
+    _print(rows, stages)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "quick": args.quick,
+                "machine": machine_info(),
+                "episodes": episodes,
+                "repeats": repeats,
+                "target_frac": TARGET_FRAC,
+                "offline_overhead": rows,
+                "search_breakdown": stages,
+            },
+            indent=2,
+        )
+    )
+    console.print(f"wrote {args.out}")
+    return 0
+
+
+def _print(rows: list[dict[str, Any]], stages: dict[str, Any]) -> None:
+    table = Table(title="offline modes: env overhead per step beyond the tool's own time")
+    for col in ("family", "steps", "step ms", "tool ms", "overhead ms", "overhead %", "success"):
+        table.add_column(col, justify="right")
+    for o in rows:
+        table.add_row(
+            o["family"],
+            str(o["steps"]),
+            f"{o['step_ms']:.3f}",
+            f"{o['tool_ms']:.3f}",
+            f"{o['overhead_ms']:.3f}",
+            f"{100 * o['overhead_frac']:.1f}%",
+            f"{o['oracle_success']:.2f}",
+        )
+    console.print(table)
+    table = Table(
+        title=f"where a search step's overhead goes (µs per step, median of {stages['repeats']};"
+        f" tool {stages['tool_us']:.1f} µs)"
+    )
+    for col in ("stage", "µs/step", "share"):
+        table.add_column(col, justify="right")
+    for s in stages["stages"]:
+        table.add_row(s["stage"], f"{s['us_per_step']:.1f}", f"{100 * s['share']:.0f}%")
+    table.add_row("total (instrumented)", f"{stages['total_us']:.1f}", "100%")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
