@@ -50,25 +50,37 @@ TARGET_FRAC = 0.10
 """the env's own time should be at most this share of a step"""
 
 
+Clock = Callable[[], float]
+CLOCKS: dict[str, tuple[Clock, Callable[[], int]]] = {
+    "wall": (time.perf_counter, time.perf_counter_ns),
+    "cpu": (time.thread_time, time.thread_time_ns),
+}
+"""``wall``: elapsed time. ``cpu``: this thread's CPU time, which a busy shared machine barely
+inflates (time spent waiting for a core is not counted); only for tools running on the stepping
+thread (BM25 does; the Python sandbox runs in another process, so math is always ``wall``)."""
+
+
 class TimedTool:
     """Wraps a tool and sums the time spent inside its own execute."""
 
-    def __init__(self, tool: Any) -> None:
-        self.tool, self.card, self.seconds = tool, tool.card, 0.0
+    def __init__(self, tool: Any, clock: Clock = time.perf_counter) -> None:
+        self.tool, self.card, self.seconds, self.clock = tool, tool.card, 0.0, clock
         self.runs_inline = getattr(tool, "runs_inline", False)  # keep the env's dispatch unchanged
 
     def execute(self, **inputs: Any) -> Any:
-        start = time.perf_counter()
+        start = self.clock()
         try:
             return self.tool.execute(**inputs)
         finally:
-            self.seconds += time.perf_counter() - start
+            self.seconds += self.clock() - start
 
     def close(self) -> None:
         self.tool.close()
 
 
-def make_env(family: str, episodes: int, distractors: int = 0) -> tuple[gym.Env, str]:
+def make_env(
+    family: str, episodes: int, distractors: int = 0, clock: Clock = time.perf_counter
+) -> tuple[gym.Env, str]:
     """The registered env with every tool timed; ``distractors`` > 0 adds that many synthetic
     passages to the Search_Tool's corpus (the world's documents stay, so the oracle's episodes
     are unchanged)."""
@@ -83,12 +95,15 @@ def make_env(family: str, episodes: int, distractors: int = 0) -> tuple[gym.Env,
         label = f"{family} + {distractors:,} passages"
     env = gym.make(f"AgentFlow-{family.capitalize()}-v0", **kwargs)
     flow = env.unwrapped.flow
-    flow.tools = {name: TimedTool(tool) for name, tool in flow.tools.items()}
+    flow.tools = {name: TimedTool(tool, clock) for name, tool in flow.tools.items()}
     return env, label
 
 
 def play(
-    env: gym.Env, episodes: int, restart: Callable[[], None] = lambda: None
+    env: gym.Env,
+    episodes: int,
+    restart: Callable[[], None] = lambda: None,
+    clock: Clock = time.perf_counter,
 ) -> tuple[int, float, float]:
     """(steps, seconds inside ``env.step``, oracle successes) over ``episodes`` episodes; one
     untimed episode first warms up (lazy imports, first-step checks). Tool timers restart after
@@ -106,23 +121,27 @@ def play(
         done, reward = False, 0.0
         while not done:
             action = planner.act(obs)
-            start = time.perf_counter()
+            start = clock()
             obs, reward, term, trunc, _ = env.step(action)
-            step_s += time.perf_counter() - start
+            step_s += clock() - start
             steps += 1
             done = term or trunc
         successes += float(reward)
     return steps, step_s, successes
 
 
-def offline_overhead(family: str, episodes: int, distractors: int = 0) -> dict[str, Any]:
+def offline_overhead(
+    family: str, episodes: int, distractors: int = 0, clock: str = "wall"
+) -> dict[str, Any]:
     """Env time per step beyond the tool's own execute time."""
-    env, label = make_env(family, episodes, distractors)
-    steps, step_s, successes = play(env, episodes)
+    seconds = CLOCKS[clock][0]
+    env, label = make_env(family, episodes, distractors, seconds)
+    steps, step_s, successes = play(env, episodes, clock=seconds)
     tool_s = sum(t.seconds for t in env.unwrapped.flow.tools.values())
     env.close()
     return {
         "family": label,
+        "clock": clock,
         "steps": steps,
         "step_ms": 1000 * step_s / steps,
         "tool_ms": 1000 * tool_s / steps,
@@ -147,9 +166,10 @@ _STAGES = (
 )
 
 
-def breakdown(episodes: int) -> dict[str, float]:
+def breakdown(episodes: int, clock: str = "wall") -> dict[str, float]:
     """Microseconds per step in each stage of an offline search step (one pass)."""
-    env, _ = make_env("search", episodes)
+    seconds, nanoseconds = CLOCKS[clock]
+    env, _ = make_env("search", episodes, clock=seconds)
     inner = env.unwrapped
     owners = {"module": flow_module, "flow": inner.flow, "verifier": inner.flow.verifier}
     owners["env"] = inner
@@ -158,9 +178,9 @@ def breakdown(episodes: int) -> dict[str, float]:
     for label, owner_name, attr in _STAGES:
         owner = owners[owner_name]
         saved.append((owner, attr, owner.__dict__.get(attr)))
-        setattr(owner, attr, _timed(getattr(owner, attr), label, spent))
+        setattr(owner, attr, _timed(getattr(owner, attr), label, spent, nanoseconds))
     try:
-        steps, step_s, _ = play(env, episodes, restart=spent.clear)
+        steps, step_s, _ = play(env, episodes, restart=spent.clear, clock=seconds)
     finally:
         for owner, attr, original in saved:
             if original is None:
@@ -187,9 +207,9 @@ def breakdown(episodes: int) -> dict[str, float]:
     return out
 
 
-def _timed(fn: Callable[..., Any], label: str, spent: dict[str, int]) -> Callable[..., Any]:
-    clock = time.perf_counter_ns
-
+def _timed(
+    fn: Callable[..., Any], label: str, spent: dict[str, int], clock: Callable[[], int]
+) -> Callable[..., Any]:
     def timed(*args: Any, **kwargs: Any) -> Any:
         start = clock()
         try:
@@ -200,10 +220,10 @@ def _timed(fn: Callable[..., Any], label: str, spent: dict[str, int]) -> Callabl
     return timed
 
 
-def median_breakdown(episodes: int, repeats: int) -> dict[str, Any]:
+def median_breakdown(episodes: int, repeats: int, clock: str = "wall") -> dict[str, Any]:
     """Per stage, the median over ``repeats`` passes (µs per step) and its share of the
     overhead."""
-    runs = [breakdown(episodes) for _ in range(repeats)]
+    runs = [breakdown(episodes, clock) for _ in range(repeats)]
     median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     total = median["total overhead"]
     stages = [
@@ -211,7 +231,13 @@ def median_breakdown(episodes: int, repeats: int) -> dict[str, Any]:
         for k, v in sorted(median.items(), key=lambda kv: -kv[1])
         if k not in ("total overhead", "tool")
     ]
-    return {"stages": stages, "total_us": total, "tool_us": median["tool"], "repeats": repeats}
+    return {
+        "clock": clock,
+        "stages": stages,
+        "total_us": total,
+        "tool_us": median["tool"],
+        "repeats": repeats,
+    }
 
 
 def _median_run(run: Callable[[], dict[str, Any]], repeats: int) -> dict[str, Any]:
@@ -228,6 +254,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=None, help="default 100 (20 quick)")
     parser.add_argument("--repeats", type=int, default=None, help="default 5 (3 quick)")
     parser.add_argument("--distractors", type=int, default=100_000)
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall: elapsed time; cpu: the stepping thread's CPU time, for the search rows and "
+        "the breakdown (steadier on a busy machine); math is always timed by the wall clock",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/env_overhead.json"))
     args = parser.parse_args(argv)
     episodes = args.episodes or (20 if args.quick else 100)
@@ -236,9 +269,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.quick and args.distractors:
         cases.append(("search", args.distractors))
     rows = [
-        _median_run(lambda f=f, d=d: offline_overhead(f, episodes, d), repeats) for f, d in cases
+        _median_run(
+            lambda f=f, d=d: offline_overhead(
+                f, episodes, d, args.clock if f == "search" else "wall"
+            ),
+            repeats,
+        )
+        for f, d in cases
     ]
-    stages = median_breakdown(episodes, repeats)
+    stages = median_breakdown(episodes, repeats, args.clock)
     _print(rows, stages)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
@@ -261,11 +300,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _print(rows: list[dict[str, Any]], stages: dict[str, Any]) -> None:
     table = Table(title="offline modes: env overhead per step beyond the tool's own time")
-    for col in ("family", "steps", "step ms", "tool ms", "overhead ms", "overhead %", "success"):
+    for col in (
+        "family",
+        "clock",
+        "steps",
+        "step ms",
+        "tool ms",
+        "overhead ms",
+        "overhead %",
+        "success",
+    ):
         table.add_column(col, justify="right")
     for o in rows:
         table.add_row(
             o["family"],
+            o["clock"],
             str(o["steps"]),
             f"{o['step_ms']:.3f}",
             f"{o['tool_ms']:.3f}",
@@ -275,7 +324,8 @@ def _print(rows: list[dict[str, Any]], stages: dict[str, Any]) -> None:
         )
     console.print(table)
     table = Table(
-        title=f"where a search step's overhead goes (µs per step, median of {stages['repeats']};"
+        title=f"where a search step's overhead goes ({stages['clock']} µs per step, median of"
+        f" {stages['repeats']};"
         f" tool {stages['tool_us']:.1f} µs)"
     )
     for col in ("stage", "µs/step", "share"):
