@@ -167,20 +167,30 @@ _STAGES = (
 
 
 def breakdown(episodes: int, clock: str = "wall") -> dict[str, float]:
-    """Microseconds per step in each stage of an offline search step (one pass)."""
+    """Microseconds per step in each stage of an offline search step (one pass).
+
+    Each wrapped call costs its caller the wrapper itself (two clock reads and a call), which
+    the caller's "rest" row would otherwise show: that cost is measured on a no-op and
+    subtracted per call, and reported as its own row."""
     seconds, nanoseconds = CLOCKS[clock]
     env, _ = make_env("search", episodes, clock=seconds)
     inner = env.unwrapped
     owners = {"module": flow_module, "flow": inner.flow, "verifier": inner.flow.verifier}
     owners["env"] = inner
     spent: dict[str, int] = defaultdict(int)
+    calls: dict[str, int] = defaultdict(int)
     saved = []
     for label, owner_name, attr in _STAGES:
         owner = owners[owner_name]
         saved.append((owner, attr, owner.__dict__.get(attr)))
-        setattr(owner, attr, _timed(getattr(owner, attr), label, spent, nanoseconds))
+        setattr(owner, attr, _timed(getattr(owner, attr), label, spent, calls, nanoseconds))
+
+    def restart() -> None:
+        spent.clear()
+        calls.clear()
+
     try:
-        steps, step_s, _ = play(env, episodes, restart=spent.clear, clock=seconds)
+        steps, step_s, _ = play(env, episodes, restart=restart, clock=seconds)
     finally:
         for owner, attr, original in saved:
             if original is None:
@@ -189,28 +199,37 @@ def breakdown(episodes: int, clock: str = "wall") -> dict[str, float]:
                 setattr(owner, attr, original)
     tool_ns = 1e9 * sum(t.seconds for t in inner.flow.tools.values())
     env.close()
-    parts = {
-        label: spent[label]
-        for label, *_ in _STAGES
-        if label not in ("AgentFlow.step", "AgentFlowEnv.step")
-    }
+    cost = _wrapper_cost(nanoseconds)
+    flow_calls = sum(calls[label] for label, *_ in _STAGES[:7])
+    parts = {label: float(spent[label]) for label, *_ in _STAGES[:8]}
     parts["tool dispatch (tool excluded)"] = parts.pop("tool dispatch + tool") - tool_ns
     inside = tool_ns + sum(v for k, v in parts.items() if k != "observation")
-    parts["rest of AgentFlow.step"] = spent["AgentFlow.step"] - inside
+    parts["rest of AgentFlow.step"] = spent["AgentFlow.step"] - inside - cost * flow_calls
     parts["rest of AgentFlowEnv.step"] = (
-        spent["AgentFlowEnv.step"] - spent["AgentFlow.step"] - parts["observation"]
+        spent["AgentFlowEnv.step"]
+        - spent["AgentFlow.step"]
+        - parts["observation"]
+        - cost * (calls["AgentFlow.step"] + calls["observation"])
     )
-    parts["gymnasium wrappers"] = 1e9 * step_s - spent["AgentFlowEnv.step"]
+    parts["gymnasium wrappers"] = (
+        1e9 * step_s - spent["AgentFlowEnv.step"] - cost * calls["AgentFlowEnv.step"]
+    )
     out = {k: v / steps / 1000 for k, v in parts.items()}
     out["total overhead"] = sum(out.values())
     out["tool"] = tool_ns / steps / 1000
+    out["instrumentation (subtracted)"] = cost * sum(calls.values()) / steps / 1000
     return out
 
 
 def _timed(
-    fn: Callable[..., Any], label: str, spent: dict[str, int], clock: Callable[[], int]
+    fn: Callable[..., Any],
+    label: str,
+    spent: dict[str, int],
+    calls: dict[str, int],
+    clock: Callable[[], int],
 ) -> Callable[..., Any]:
     def timed(*args: Any, **kwargs: Any) -> Any:
+        calls[label] += 1
         start = clock()
         try:
             return fn(*args, **kwargs)
@@ -218,6 +237,22 @@ def _timed(
             spent[label] += clock() - start
 
     return timed
+
+
+def _wrapper_cost(clock: Callable[[], int], n: int = 20_000) -> float:
+    """Nanoseconds a wrapped no-op call costs beyond what the wrapper itself records (median
+    of 5 rounds)."""
+    spent: dict[str, int] = defaultdict(int)
+    calls: dict[str, int] = defaultdict(int)
+    wrapped = _timed(lambda: None, "x", spent, calls, clock)
+    rounds = []
+    for _ in range(5):
+        spent.clear()
+        start = clock()
+        for _ in range(n):
+            wrapped()
+        rounds.append((clock() - start - spent["x"]) / n)
+    return statistics.median(rounds)
 
 
 def median_breakdown(episodes: int, repeats: int, clock: str = "wall") -> dict[str, Any]:
@@ -229,13 +264,14 @@ def median_breakdown(episodes: int, repeats: int, clock: str = "wall") -> dict[s
     stages = [
         {"stage": k, "us_per_step": v, "share": v / total}
         for k, v in sorted(median.items(), key=lambda kv: -kv[1])
-        if k not in ("total overhead", "tool")
+        if k not in ("total overhead", "tool", "instrumentation (subtracted)")
     ]
     return {
         "clock": clock,
         "stages": stages,
         "total_us": total,
         "tool_us": median["tool"],
+        "instrumentation_us": median["instrumentation (subtracted)"],
         "repeats": repeats,
     }
 
