@@ -325,12 +325,33 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "target_frac": TARGET_FRAC,
                 "offline_overhead": rows,
                 "search_breakdown": stages,
+                "notes": notes(rows[0], stages),
             },
             indent=2,
         )
     )
     console.print(f"wrote {args.out}")
     return 0
+
+
+def notes(search: dict[str, Any], stages: dict[str, Any]) -> list[str]:
+    """What the numbers say, in words (written into the JSON)."""
+    budget = 1000 * search["tool_ms"] * TARGET_FRAC / (1 - TARGET_FRAC)
+    top = stages["stages"][:4]
+    shares = [f"{s['stage']} {s['us_per_step']:.0f} µs ({100 * s['share']:.0f}%)" for s in top]
+    overhead = 1000 * search["overhead_ms"]
+    left = overhead - top[0]["us_per_step"] if top else overhead
+    return [
+        f"search ({search['clock']} clock): {overhead:.0f} µs of env time per step beside"
+        f" {1000 * search['tool_ms']:.0f} µs in the tool ({100 * search['overhead_frac']:.1f}%);"
+        f" <= {100 * TARGET_FRAC:g}% needs <= {budget:.0f} µs.",
+        "where it goes (instrumented pass, shares of its total): "
+        + ", ".join(shares)
+        + f"; {len(stages['stages']) - len(top)} smaller stages the rest.",
+        f"without its largest stage at all the step would still spend ~{left:.0f} µs"
+        f" ({'above' if left > budget else 'within'} the budget): the time is spread over the"
+        " stages, not held by one.",
+    ]
 
 
 def _print(rows: list[dict[str, Any]], stages: dict[str, Any]) -> None:
