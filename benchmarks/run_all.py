@@ -96,7 +96,7 @@ def _overhead(d: dict[str, Any]) -> list[Row]:
     rows: list[Row] = [
         (
             f"offline env overhead per step ({o['family']}, {o['clock']} clock)",
-            f"{100 * o['overhead_frac']:.1f}% ({1000 * o['overhead_ms']:.0f} µs)",
+            f"{100 * o['overhead_frac']:.1f}% ({1000 * o['overhead_ms']:,.0f} µs)",
             f"<= {100 * target:g}%",
             _ok(o["overhead_frac"] <= target),
         )
