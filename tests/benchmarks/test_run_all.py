@@ -187,6 +187,36 @@ def test_sandbox_target_is_on_the_paced_strict_row_and_the_ratio() -> None:
     assert rows["fresh `python -c` / strict pool median (paced)"][2] == "NO"
 
 
+def test_env_overhead_rows_judge_each_family_and_name_the_largest_stages() -> None:
+    row = {"clock": "cpu", "overhead_ms": 0.15, "overhead_frac": 0.3}
+    data = {
+        "target_frac": 0.1,
+        "offline_overhead": [
+            {**row, "family": "search"},
+            {**row, "family": "math", "clock": "wall", "overhead_ms": 0.4, "overhead_frac": 0.05},
+        ],
+        "search_breakdown": {
+            "clock": "cpu",
+            "stages": [
+                {"stage": "parse", "share": 0.25},
+                {"stage": "record", "share": 0.125},
+                {"stage": "info", "share": 0.1},
+                {"stage": "observation", "share": 0.01},
+            ],
+        },
+    }
+    assert summarize("env_overhead", data) == [
+        ("offline env overhead per step (search, cpu clock)", "30.0% (150 µs)", "<= 10%", "NO"),
+        ("offline env overhead per step (math, wall clock)", "5.0% (400 µs)", "<= 10%", "yes"),
+        (
+            "search step overhead, largest stages (cpu clock)",
+            "parse 25%, record 12%, info 10%",
+            "",
+            "",
+        ),
+    ]
+
+
 # ---------------------------------------------------------------------------------- malformed
 @pytest.mark.parametrize(
     ("name", "data", "detail"),
@@ -205,6 +235,7 @@ def test_sandbox_target_is_on_the_paced_strict_row_and_the_ratio() -> None:
         ),
         ("update_throughput", ["not", "an", "object"], "expected a JSON object, got list"),
         ("search_throughput", {"rows": None}, "TypeError"),
+        ("env_overhead", {"target_frac": 0.1, "offline_overhead": []}, "'search_breakdown'"),
     ],
 )
 def test_malformed_json_gives_one_clear_row(name: str, data: Any, detail: str) -> None:
