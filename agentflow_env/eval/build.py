@@ -23,7 +23,7 @@ from agentflow_env.eval.config import (
     RunStopped,
     validate_env_overrides,
 )
-from agentflow_env.llm.base import Engine, GenerationRequest
+from agentflow_env.llm.base import Engine, GenerationRequest, SamplingParams
 from agentflow_env.planners.batch import BatchPlanner, CountingEngine, make_batch_planner
 from agentflow_env.registration import ENV_IDS
 from agentflow_env.tool_registry import TOOLSETS
@@ -300,8 +300,12 @@ def make_judge(cfg: EvalConfig, module: CountingEngine | None) -> Any:
 
     shared = module is not None and isinstance(cfg.judge, str) and cfg.judge == cfg.module_engine
     engine = module.engine if shared else _engine(cfg.judge, "--judge", cfg)  # type: ignore[union-attr]
+    sampling = None
+    if cfg.judge_max_tokens is not None:
+        sampling = SamplingParams(temperature=0.0, max_tokens=cfg.judge_max_tokens)
     return LLMJudge(
         engine,
+        sampling,
         fallback=score if cfg.judge_fallback else None,
         verdict=cfg.judge_verdict or "line",
         two_stage=bool(cfg.judge_two_stage),

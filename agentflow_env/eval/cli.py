@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"it ({_preset('judge_two_stage')})",
     )
     add(
+        "--judge-max-tokens",
+        type=int,
+        metavar="N",
+        help="the judge's tokens per reply (default 256 for verdict lines, 512 for JSON)",
+    )
+    add(
         "--judge-fallback",
         action="store_true",
         help="on judge failure use the rule scorer (counted as judge_fallback errors)",

@@ -104,6 +104,8 @@ class EvalConfig:
     """the judge's verdict format (:class:`~agentflow_env.judge.LLMJudge` ``verdict``)"""
     judge_two_stage: bool | None = None
     """score tasks with choices by extraction then verification (the reference's GPQA/MedQA)"""
+    judge_max_tokens: int | None = None
+    """the judge's tokens per reply (None: 256 for verdict lines, 512 for JSON verdicts)"""
     judge_fallback: bool = False
     """on judge failure score with the rule scorer (counted as ``judge_fallback``) instead of an
     error"""
@@ -240,6 +242,8 @@ def validate_config(cfg: EvalConfig) -> None:
         )
     if cfg.episodes is not None and cfg.episodes < 1:
         raise EvaluateError(f"--episodes must be >= 1, got {cfg.episodes}")
+    if cfg.judge_max_tokens is not None and cfg.judge_max_tokens < 1:
+        raise EvaluateError(f"--judge-max-tokens must be >= 1, got {cfg.judge_max_tokens}")
     if cfg.temperature < 0 or cfg.max_tokens < 1:
         raise EvaluateError("--temperature must be >= 0 and --max-tokens >= 1")
     for flag, mode, allowed in (

@@ -261,6 +261,4 @@ def dry_run(cfg: EvalConfig) -> DryRun:
     if planned.env_kwargs.get("tool_kwargs"):
         env["tool_kwargs"] = planned.env_kwargs["tool_kwargs"]
     tasks = len(planned.tasks) if planned.tasks is not None else None
-    return DryRun(
-        resolved, source, planned.kind, tasks, planned.tools, planned.notes, env, checks
-    )
+    return DryRun(resolved, source, planned.kind, tasks, planned.tools, planned.notes, env, checks)

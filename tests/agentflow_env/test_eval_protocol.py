@@ -96,7 +96,9 @@ def test_explicit_flags_win_over_the_paper_preset() -> None:
 
 
 def test_an_unknown_protocol_is_a_bad_argument(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(EvaluateError, match="--protocol 'papers': unknown protocol; valid: rules, paper"):
+    with pytest.raises(
+        EvaluateError, match="--protocol 'papers': unknown protocol; valid: rules, paper"
+    ):
         resolve(EvalConfig(protocol="papers"))
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args(["--protocol", "papers"])
@@ -281,7 +283,11 @@ def _answers_d(request: GenerationRequest) -> str:
 def test_choice_sets_are_judged_in_two_stages(shared_benchmarks_dir: Path, name: str) -> None:
     grader = Grader()
     report = run(
-        _paper_cfg(shared_benchmarks_dir / f"{name}.json", CallableEngine(grader), CallableEngine(_answers_d))
+        _paper_cfg(
+            shared_benchmarks_dir / f"{name}.json",
+            CallableEngine(grader),
+            CallableEngine(_answers_d),
+        )
     )
     rows = report["episodes"]
     assert [r["ground_truth"] for r in rows] == (["A", "D"] if name == "gpqa" else ["C", "D"])
@@ -298,9 +304,7 @@ def test_free_form_sets_are_judged_in_one_stage(shared_benchmarks_dir: Path) -> 
     assert report["config"]["judge_verdict"] == "json"
 
 
-def test_a_judge_outage_is_an_infra_error_never_a_wrong_answer(
-    shared_benchmarks_dir: Path,
-) -> None:
+def test_a_judge_outage_is_an_infra_error_never_a_wrong_answer(shared_benchmarks_dir: Path) -> None:
     def down(request: GenerationRequest) -> str:
         raise ConnectionError("judge API is down")
 
@@ -349,6 +353,7 @@ def test_the_real_smollm2_judges_benchmark_tasks(
                 "hf:smollm2-135m-instruct",
                 planner,
                 episodes=1,
+                judge_max_tokens=48,  # a verdict fits; bounds the CPU time
             )
         )
         [row] = report["episodes"]
