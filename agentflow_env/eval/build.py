@@ -26,8 +26,8 @@ from agentflow_env.eval.config import (
 from agentflow_env.llm.base import Engine, GenerationRequest, SamplingParams
 from agentflow_env.planners.batch import BatchPlanner, CountingEngine, make_batch_planner
 from agentflow_env.registration import ENV_IDS
-from agentflow_env.tool_registry import TOOLSETS
 from agentflow_env.tasks.base import Task
+from agentflow_env.tool_registry import TOOLSETS
 
 __all__ = [
     "Plan",

@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--query-analysis",
         action=argparse.BooleanOptionalAction,
-        help=f"[preset] run the query analyzer (needs a module engine) ({_preset('query_analysis')})",
+        help="[preset] run the query analyzer (needs a module engine) "
+        f"({_preset('query_analysis')})",
     )
     add(
         "--judge",
