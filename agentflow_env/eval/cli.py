@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--planner",
         help="[preset] scripted:NAME (oracle, random-tool, search-then-answer) or an engine spec"
-        f" (rules: {_preset('planner')})",
+        f" ({_preset('planner')})",
     )
     add("--executor", choices=["direct", "llm"], help=f"[preset] ({_preset('executor')})")
     add("--verifier", choices=["planner", "llm"], help=f"[preset] ({_preset('verifier')})")
@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tools",
         type=lambda v: [t.strip() for t in v.split(",") if t.strip()],
         help="comma-separated tool names or MCP servers (mcp:COMMAND, mcp+http://HOST:PORT/mcp)"
-        " (default: chosen per data file)",
+        " (default: chosen per data file; paper: the reference's four tools, toolset paper)",
     )
     add("--corpus", help="JSONL corpus (title, text) for the search tools")
     add("--episodes", type=int, help="number of episodes (default: every task)")
