@@ -26,7 +26,8 @@ or ``explicit``) and what is unavailable here (weights, vLLM, a GPU, a server), 
 nothing; exit 0 when the configuration is valid, 2 when not::
 
     python -m agentflow_env.evaluate --protocol paper --dry-run
-    python -m agentflow_env.evaluate --protocol paper --data gpqa.json --judge hf:smollm2-135m-instruct
+    python -m agentflow_env.evaluate --protocol paper --data gpqa.json \\
+        --judge hf:smollm2-135m-instruct
 
 Planners: ``scripted:NAME`` (``oracle``, ``random-tool``, ``search-then-answer``) or an engine
 spec (``openai:MODEL@URL``, ``hf:PATH``, ``vllm:NAME``, ``python:module:function``).

@@ -17,6 +17,7 @@ import pytest
 from agentflow_env.eval import EvalConfig, EvaluateError, RunStopped, run
 from agentflow_env.eval.cli import build_parser, main
 from agentflow_env.eval.protocol import PAPER_MODULE_ENGINE, PAPER_PLANNER, dry_run, resolve
+from agentflow_env.format.paper import PAPER_TASK
 from agentflow_env.llm.base import GenerationRequest
 from agentflow_env.llm.callable_engine import CallableEngine
 from tests.agentflow_env.helpers import finish_action
@@ -302,6 +303,60 @@ def test_free_form_sets_are_judged_in_one_stage(shared_benchmarks_dir: Path) -> 
     assert [r["score"] for r in report["episodes"]] == [1.0, 1.0]  # the oracle's gold answers
     assert grader.stages == ["single", "single"]
     assert report["config"]["judge_verdict"] == "json"
+
+
+def test_the_paper_protocol_runs_every_llm_module_then_the_judge(
+    shared_benchmarks_dir: Path, tmp_path: Path
+) -> None:
+    """Nothing switched off: query analysis, the paper prompt, the LLM executor calling a
+    reference tool (whose LLM is the module engine), the LLM verifier and generator, then the
+    judge, each engine a callable speaking its part."""
+    prompts: list[str] = []
+    planner_prompts: list[str] = []
+
+    def modules(request: GenerationRequest) -> str:
+        prompts.append(request.messages[-1].content)  # type: ignore[index]
+        return (
+            "Conclusion: STOP\n<answer>james madison</answer>\nGenerated Command:\n"
+            '```python\nexecution = tool.execute(query="When was Citibank founded?")\n```'
+        )
+
+    def planner(request: GenerationRequest) -> str:
+        planner_prompts.append(request.messages[-1].content)  # type: ignore[index]
+        return (
+            "Justification: look it up\nContext: none\nSub-Goal: find the founding year\n"
+            "Tool Name: Generalist_Solution_Generator_Tool"
+        )
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(json.dumps({"title": "Citibank", "text": "Founded in 1812."}) + "\n")
+    grader = Grader()
+    report = run(
+        EvalConfig(
+            protocol="paper",
+            data=str(shared_benchmarks_dir / "bamboogle.json"),
+            planner=CallableEngine(planner),
+            module_engine=CallableEngine(modules),
+            judge=CallableEngine(grader),
+            corpus=str(corpus),
+            episodes=1,
+        )
+    )
+    assert report["tools"] == [
+        "Generalist_Solution_Generator_Tool",
+        "Python_Code_Generator_Tool",
+        "Ground_Google_Search_Tool",
+        "Wikipedia_RAG_Search_Tool",
+    ]
+    assert report["notes"] == [] and report["summary"]["errored"] == 0
+    [row] = report["episodes"]
+    assert row["score"] == 1.0 and row["answer"] == "james madison"
+    assert report["summary"]["tool_calls"] == {"Generalist_Solution_Generator_Tool": 1}
+    assert planner_prompts[0].startswith(PAPER_TASK)  # the reference's layout
+    kinds = ["Analyze the query", "executor", "When was Citibank founded?", "verifier", "answer"]
+    assert len(prompts) == len(kinds)
+    assert all(k in p[:200] for k, p in zip(kinds, prompts, strict=True)), prompts
+    assert grader.stages == ["single"]
 
 
 def test_a_judge_outage_is_an_infra_error_never_a_wrong_answer(shared_benchmarks_dir: Path) -> None:
