@@ -39,6 +39,7 @@ __all__ = [
     "make_judge",
     "make_planner",
     "own_sources",
+    "paper_tools",
     "plan",
     "preflight",
     "select_tasks",
@@ -144,6 +145,21 @@ def own_sources(overrides: dict[str, Any]) -> set[str]:
     }
 
 
+def paper_tools(has_corpus: bool, own_source: Collection[str] = ()) -> tuple[list[str], list[str]]:
+    """The paper protocol's tools (the reference enabled its four on every benchmark) and notes:
+    without a corpus, the search tools with no source of their own are left out."""
+    names, notes = list(TOOLSETS["paper"]), []
+    for name in [n for n in names if n in LOCAL_SEARCH_TOOLS and n not in own_source]:
+        if not has_corpus:
+            names.remove(name)
+            source = "corpus_path" if "Wikipedia" in name else 'corpus_path or "backend": "web"'
+            notes.append(
+                f"{name} left out: no corpus for this data (pass --corpus PATH.jsonl, or give it "
+                f"{source} in --env-kwargs tool_kwargs)"
+            )
+    return names, notes
+
+
 def choose_tools(
     kind: str,
     requested: Sequence[str] | None,
@@ -169,16 +185,8 @@ def choose_tools(
         if "Base_Generator_Tool" in names and not module_engine:
             raise EvaluateError("Base_Generator_Tool needs an engine: pass --module-engine SPEC")
         return names, notes
-    if protocol == "paper":  # the reference enabled its four tools on every benchmark
-        names = list(TOOLSETS["paper"])
-        for name in [n for n in names if n in LOCAL_SEARCH_TOOLS and n not in own_source]:
-            if corpus is None:
-                names.remove(name)
-                notes.append(
-                    f"{name} left out: no corpus for this data (pass --corpus PATH.jsonl, or "
-                    'give it {"backend": "web", ...} in --env-kwargs tool_kwargs)'
-                )
-        return names, notes
+    if protocol == "paper":
+        return paper_tools(corpus is not None, own_source)
     names = list(FAMILY_TOOLS[kind])
     if "Search_Tool" in names and corpus is None:
         names.remove("Search_Tool")
@@ -261,8 +269,9 @@ def plan(cfg: EvalConfig) -> Plan:
     else:
         kind, notes = family, []
         tools = list(cfg.tools) if cfg.tools is not None else None
-        if tools is None and cfg.protocol == "paper":
-            tools = list(TOOLSETS["paper"])
+        if tools is None and cfg.protocol == "paper":  # generated search tasks bring a corpus
+            has_corpus = cfg.corpus is not None or "Search_Tool" in FAMILY_TOOLS[family]
+            tools, notes = paper_tools(has_corpus, own_sources(overrides))
         elif tools is None and has_module:
             tools = [*FAMILY_TOOLS[family], "Base_Generator_Tool"]
     # the local search tools index the same JSONL corpus (a web backend takes none)

@@ -156,6 +156,12 @@ def test_the_paper_dry_run_prints_settings_and_what_is_unavailable(
     # the released planner: weights (the local cache) and vLLM + GPU are each reported
     assert re.search(r"(ok|unavailable)\s+planner weights: .*agentflow-planner-7b", out)
     assert re.search(r"(ok|unavailable)\s+planner backend: ", out)
+    # generated math tasks bring no corpus: the search tools are left out, and the run says so
+    assert main(["--protocol", "paper", "--env", "AgentFlow-Math-v0", "--dry-run",
+                 "--module-engine", dead]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "['Generalist_Solution_Generator_Tool', 'Python_Code_Generator_Tool']" in out
+    assert "note: Wikipedia_RAG_Search_Tool left out: no corpus for this data" in out
 
 
 def test_a_reachable_server_and_a_local_model_are_reported_available(
