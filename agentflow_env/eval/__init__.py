@@ -12,6 +12,23 @@ call for an engine planner). Prints a table; writes ``--out`` JSON and ``--traje
         --planner openai:Qwen2.5-7B-Instruct@http://127.0.0.1:8000/v1 \\
         --executor llm --verifier llm --generator llm --module-engine openai:MODEL@URL
 
+Protocols (``--protocol``, :mod:`agentflow_env.eval.protocol`) are named presets of the
+settings left unset; an explicit flag or keyword always wins. ``rules`` (default): the settings
+below. ``paper``: the reference's evaluation: the released planner
+``vllm:AgentFlow/agentflow-planner-7b`` through its chat template, LLM executor, verifier,
+generator and query analysis on ``--module-engine`` (default a local OpenAI-compatible server of
+Qwen2.5-7B-Instruct at ``http://127.0.0.1:8001/v1``), the reference's four tools (toolset
+``paper``; the search tools need ``--corpus`` or a web backend), ``prompt_style="paper"``, 10
+turns, 300 s per episode, temperature 0.0, 2048 tokens, and an LLM judge (``--judge``, default
+the module engine) with JSON verdicts on every set, two-stage (extract, then verify) for tasks
+with choices (GPQA, MedQA). ``--dry-run`` prints the resolved settings (each marked ``protocol``
+or ``explicit``) and what is unavailable here (weights, vLLM, a GPU, a server), building
+nothing; exit 0 when the configuration is valid, 2 when not::
+
+    python -m agentflow_env.evaluate --protocol paper --dry-run
+    python -m agentflow_env.evaluate --protocol paper --data gpqa.json \\
+        --judge hf:smollm2-135m-instruct
+
 Planners: ``scripted:NAME`` (``oracle``, ``random-tool``, ``search-then-answer``) or an engine
 spec (``openai:MODEL@URL``, ``hf:PATH``, ``vllm:NAME``, ``python:module:function``).
 ``--temperature``/``--max-tokens`` are the planner's sampling settings; request seeds derive from
@@ -32,7 +49,8 @@ Accuracy: mean score over scored episodes, 95% Wilson interval. An episode whose
 lost to infrastructure (an engine failing after its retries, a tool backend or sandbox that could
 not run, a judge that failed: :mod:`agentflow_env.infra`) is ``errored``, never a 0; the report
 counts errored episodes by kind next to the accuracy over scored ones and the accuracy with
-errored ones counted wrong (:mod:`agentflow_env.eval.report`).
+errored ones counted wrong (:mod:`agentflow_env.eval.report`). A judge that fails (engine error,
+no parseable verdict) leaves its episode errored (kind ``judge`` or the engine's), never wrong.
 
 Runs that lose nothing: a preflight request checks every remote engine first; ``--max-errors``
 (a count or a fraction, default 0.1) stops a run whose infrastructure keeps failing (exit 3, the

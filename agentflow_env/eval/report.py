@@ -131,7 +131,9 @@ def print_report(report: Mapping[str, Any], console: Any | None = None) -> None:
     console = console or Console()
     s, c = report["summary"], report["config"]
     data = Path(c["data"]).name if c["data"] else "generated tasks"
-    table = Table(title=f"{c['env']} | {data} | planner {c['planner']}", title_justify="left")
+    protocol = f" | protocol {c['protocol']}" if c.get("protocol", "rules") != "rules" else ""
+    title = f"{c['env']} | {data} | planner {c['planner']}{protocol}"
+    table = Table(title=title, title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     ci = s["accuracy_ci95"]

@@ -38,6 +38,7 @@ from agentflow_env.eval.config import (
     parse_max_errors,
     validate_config,
 )
+from agentflow_env.eval.protocol import resolve
 from agentflow_env.eval.report import episode_rows, summarize
 from agentflow_env.planners.batch import BatchPlanner, ScriptedBatchPlanner
 from agentflow_env.runfiles import atomic_write_text, fsync_dir
@@ -239,16 +240,20 @@ def _close(cfg: EvalConfig, setup: Any, resources: Sequence[Any]) -> None:
     for resource in resources:
         if resource is not None:
             resource.close()
-    for engine, spec in (
-        (setup.module_engine, cfg.module_engine),
-        (setup.judge.engine if setup.judge else None, cfg.judge),
-    ):
+    module = setup.module_engine
+    judge = setup.judge.engine if setup.judge else None
+    if module is not None and judge is module.engine:  # shared (make_judge): closed once
+        judge = None
+    for engine, spec in ((module, cfg.module_engine), (judge, cfg.judge)):
         if engine is not None and isinstance(spec, str):  # built here from a spec: ours to close
             engine.close()
 
 
 def run(cfg: EvalConfig) -> dict[str, Any]:
     """Run an evaluation; returns the report (config, tools, notes, summary, per-episode rows).
+
+    ``cfg``'s protocol first fills the settings it leaves None
+    (:func:`~agentflow_env.eval.protocol.resolve`); the report's config is the resolved one.
 
     Raises:
         EvaluateError: bad arguments or inputs (unknown env id, missing file, bad planner spec,
@@ -257,6 +262,7 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
             errored than ``max_errors`` allows (the partial report and trajectories written).
     """
     started = time.perf_counter()
+    cfg, _ = resolve(cfg)
     validate_config(cfg)
     max_errors = parse_max_errors(cfg.max_errors)
     setup = build_setup(cfg)
