@@ -153,6 +153,8 @@ class AlgoConfig:
     judge_engine: str | None = None
     """engine spec of the judge (openai:MODEL@URL, openai:MODEL, hf:PATH, python:mod:fn); none:
     env.engine"""
+    judge_max_tokens: int = 512
+    """the judge's reply budget (greedy); a verdict cut short is a judge failure"""
     recompute_old_logprobs: bool | None = None
     """take the ratio's denominator from the trainer's own forward pass over the sampled tokens
     before the update (as verl does) instead of the sampler's reported log-probs; none: on for
@@ -313,6 +315,7 @@ def _validate(cfg: FlowGRPOConfig) -> None:
         a.epochs >= 1 and a.mini_batches >= 1 and a.micro_batch_size >= 1,
         "algo.epochs, algo.mini_batches and algo.micro_batch_size must be >= 1",
     )
+    _check(a.judge_max_tokens >= 1, f"algo.judge_max_tokens={a.judge_max_tokens} must be >= 1")
     _check(a.mini_batch_rows >= 0, f"algo.mini_batch_rows={a.mini_batch_rows} must be >= 0")
     _check(
         a.dual_clip == 0 or a.dual_clip > 1,

@@ -72,9 +72,11 @@ def make_judge(cfg: FlowGRPOConfig) -> Any:
     if cfg.algo.reward != "judge":
         return None
     from agentflow_env.judge import LLMJudge  # lazy: engines pull optional dependencies
+    from agentflow_env.llm.base import SamplingParams
 
     engine = cfg.algo.judge_engine if cfg.algo.judge_engine is not None else cfg.env.engine
-    return LLMJudge(engine, verdict="json")
+    sampling = SamplingParams(temperature=0.0, max_tokens=cfg.algo.judge_max_tokens)
+    return LLMJudge(engine, sampling, verdict="json")
 
 
 def resolve_run_env(cfg: FlowGRPOConfig) -> RunEnv:

@@ -627,7 +627,10 @@ class FlowGRPOTrainer:
         self.close()
 
     def close(self) -> None:
-        """Close the rollout and evaluation envs (their tools and sandboxes)."""
+        """Close the rollout and evaluation envs (their tools and sandboxes) and the judge."""
         self.envs.close()
         if self._eval_envs is not None:
             self._eval_envs.close()
+        judge = self.run_env.judge  # its engine is its own (built from the spec)
+        if judge is not None and callable(getattr(judge.engine, "close", None)):
+            judge.engine.close()
