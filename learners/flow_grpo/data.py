@@ -198,11 +198,18 @@ def load_deepmath(source: str | Path = DEEPMATH_HF, limit: int | None = None) ->
 
 def load_validation(source: str | Path = AIME24_HF, limit: int | None = None) -> list[Task]:
     """AIME24: ``hf:Maxwell-Jia/AIME_2024`` (``ID``, ``Problem``, ``Answer``) or a local file,
-    in that schema or as the authors' benchmark files (e.g. ``aime24.json``)."""
+    in that schema, as the authors' benchmark files (e.g. ``aime24.json``), or as the reference's
+    processed ``aime24.parquet`` (``question``, ``result``)."""
     records = read_records(source, limit)
     if records and "Problem" in records[0]:  # the Hub's schema -> the loaders' field names
         records = [
             {"id": r.get("ID", i), "question": r["Problem"], "answer": r.get("Answer")}
+            for i, r in enumerate(records)
+        ]
+    elif records and "result" in records[0] and "answer" not in records[0]:
+        # the reference's processed aime24.parquet (question, result, ...)
+        records = [
+            {"id": r.get("id", i), "question": r.get("question"), "answer": r["result"]}
             for i, r in enumerate(records)
         ]
     stem = "aime24" if str(source).startswith("hf:") else Path(source).stem.lower()

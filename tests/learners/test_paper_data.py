@@ -149,6 +149,21 @@ def test_validation_in_the_hub_schema(tmp_path: Path) -> None:
     path.write_text("\n".join(json.dumps(r) for r in rows))
     (task,) = load_validation(path)
     assert (task.question, task.answer, task.scorer) == ("Find 1+1.", "2", "math")
+    # the reference's processed file (data/aime24_data.py): question with its format line, result
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    row = {
+        "id": 0,
+        "question": "Find 1+2.\n\nWhen ready, output the final answer enclosed in "
+        "<answer> and </answer> tags.",
+        "chain": "",
+        "result": "3",
+        "source": "aime2024",
+    }
+    pq.write_table(pa.Table.from_pylist([row]), tmp_path / "aime24.parquet")
+    (task,) = load_validation(tmp_path / "aime24.parquet")
+    assert (task.question, task.answer, task.scorer) == ("Find 1+2.", "3", "math")
 
 
 def test_the_paper_preset_names_the_reference_data() -> None:
