@@ -109,3 +109,50 @@ def test_the_trainer_steps_once_per_mini_batch_of_rows(
     expected = epochs * (math.ceil(len(samples) / rows) if rows else 2)
     assert stats["train/optimizer_steps"] == expected
     assert moved and stats["train/kl"] >= 0.0
+
+
+# ------------------------------------------------------------------------------- DDP, 2 ranks
+def worker(model: str, out: str) -> None:
+    """One update with 4-row mini-batches over 2 ranks holding 8 and 2 rows: each rank cuts 2-row
+    batches (4 and 1), and both must run 4 optimizer steps (else DDP's all-reduce would hang)."""
+    import json
+    import os
+
+    from tests.learners.test_old_logprobs import _sample_two_turns, _trainer
+
+    extra = {"algo.mini_batch_rows": 4, "train.distributed": "ddp", "algo.dual_clip": 3.0}
+    with _trainer(Path(model), Path(out) / f"rank{os.environ['RANK']}", True, **extra) as trainer:
+        samples = _sample_two_turns(trainer.policy, 0.7)
+        mine = samples if trainer.dist.rank == 0 else samples[:2]
+        advantages = np.random.default_rng(0).normal(0.0, 1.0, len(mine))
+        stats = trainer.update(mine, advantages, np.random.default_rng(trainer.dist.rank))
+        prints = trainer.dist.fingerprints(trainer.policy.model)
+        if trainer.dist.is_main:
+            result = {"steps": stats["train/optimizer_steps"], "prints": prints}
+            (Path(out) / "ddp.json").write_text(json.dumps(result))
+    trainer.dist.close()
+
+
+@pytest.mark.slow
+def test_ranks_with_unequal_rows_step_together(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += [str(Path(__file__).resolve()), str(tiny_model_dir), str(tmp_path)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads((tmp_path / "ddp.json").read_text())
+    assert result["steps"] == 4  # ceil(8 / 2) on rank 0; rank 1 padded with empty batches
+    assert len(result["prints"]) == 2 and result["prints"][0] == result["prints"][1]
+
+
+if __name__ == "__main__":  # the DDP worker
+    import sys
+
+    torch.set_num_threads(1)
+    worker(*sys.argv[1:3])
