@@ -49,13 +49,14 @@ from learners.flow_grpo.rundir import (
 )
 from learners.flow_grpo.runenv import resolve_run_env
 from learners.flow_grpo.scalars import progress_bar, progress_line, reduce_rollout_stats
+from learners.flow_grpo.schedule import mini_batch_indices
 from learners.packing import ScoringSequence, pack_samples
 from learners.policy import HFGenerator, Policy, SamplingSettings
 from learners.rollout import RolloutBatch, TurnSample, collect, collect_groups, resample_failed
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FlowGRPOTrainer", "load_policy", "mini_batch_indices"]
+__all__ = ["FlowGRPOTrainer", "load_policy"]
 
 EVAL_CHUNK = 64
 _LOSS_STATS = [
@@ -87,27 +88,6 @@ def load_policy(cfg: FlowGRPOConfig) -> Policy:
         lora_target_modules=m.lora_target_modules,
         gradient_checkpointing=m.gradient_checkpointing,
     )
-
-
-def mini_batch_indices(
-    samples: list[TurnSample], parts: int, rows: int, rng: np.random.Generator
-) -> list[list[int]]:
-    """One epoch's optimizer batches (indices into ``samples``).
-
-    ``rows`` > 0: the turn rows shuffled, then cut every ``rows`` (the last batch takes the rest;
-    ceil(len / rows) batches), as verl splits the reference's rows. Else the trajectories are
-    shuffled and split into ``parts`` near-equal parts, each taking all its trajectory's turns.
-    """
-    if rows > 0:
-        order = rng.permutation(len(samples))
-        return [order[i : i + rows].tolist() for i in range(0, len(samples), rows)]
-    trajs = sorted({s.traj for s in samples})
-    order = rng.permutation(len(trajs)) if trajs else np.array([], dtype=np.int64)
-    batches = []
-    for part in np.array_split(order, parts):
-        chosen = {trajs[i] for i in part}
-        batches.append([k for k, s in enumerate(samples) if s.traj in chosen])
-    return batches
 
 
 class FlowGRPOTrainer:

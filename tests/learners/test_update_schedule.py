@@ -11,7 +11,7 @@ import torch
 
 from learners.flow_grpo.config import ConfigError, make_config
 from learners.flow_grpo.loss import policy_loss
-from learners.flow_grpo.trainer import mini_batch_indices
+from learners.flow_grpo.schedule import mini_batch_indices
 from learners.rollout import TurnSample
 
 # ratio 5, 2, 5, 0.5; advantages -1, -1, +1, -2; clip range [0.8, 1.3]; four tokens of weight 1/4
