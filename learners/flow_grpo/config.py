@@ -26,12 +26,14 @@ from learners.config import (
     to_dict,
 )
 from learners.envs import EnvConfig
+from learners.flow_grpo.data import AIME24_HF, DEEPMATH_HF, NQ_HF
 
 __all__ = [
     "ASSETS_DIR",
     "PRESETS",
     "AlgoConfig",
     "ConfigError",
+    "DataConfig",
     "EnvConfig",
     "FlowGRPOConfig",
     "ModelConfig",
@@ -109,7 +111,9 @@ class AlgoConfig:
     scale_by_std: bool = True
     """divide advantages by the group's reward std (False: only subtract the group mean)"""
     skip_zero_variance_groups: bool = True
-    """drop groups whose trajectories all got the same reward (they carry no policy gradient)"""
+    """drop groups whose trajectories all got the same reward (they carry no policy gradient);
+    False keeps them, as the reference does: their zero advantages still carry the KL term and
+    count in the token mean"""
     clip_low: float = 0.2
     """lower clip range: ratios below 1 - clip_low stop contributing gradient"""
     clip_high: float = 0.2
@@ -129,16 +133,63 @@ class AlgoConfig:
     epochs: int = 1
     """passes over each rollout batch"""
     mini_batches: int = 2
-    """optimizer steps per epoch (the batch's trajectories are split into this many parts)"""
+    """optimizer steps per epoch (the batch's trajectories are split into this many parts) when
+    algo.mini_batch_rows is 0"""
+    mini_batch_rows: int = 0
+    """turn rows per optimizer step: each epoch shuffles the kept turn rows and steps once per
+    this many (the last step takes the rest), as the reference's verl does with its 64 rows (8
+    queries x 8 samples); 0: split by trajectory into algo.mini_batches parts"""
+    dual_clip: float = 0.0
+    """dual-clip constant c > 1 (the reference's verl: 3): a token with a negative advantage
+    loses at most -A c, however far its ratio grew; 0 disables"""
     micro_batch_size: int = 64
     """sequences per forward/backward pass (gradients accumulate over micro-batches)"""
     pack_turns: bool = True
     """score all turns of a trajectory in one sequence when its prompts are append-only"""
+    reward: Literal["rules", "judge"] = "rules"
+    """outcome reward: rules (each task's rule scorer) or judge (an LLM judge's structured
+    true/false verdict, the reference's training reward; a judge failure is an infrastructure
+    failure: reported, excluded, never a 0)"""
+    judge_engine: str | None = None
+    """engine spec of the judge (openai:MODEL@URL, openai:MODEL, hf:PATH, python:mod:fn); none:
+    env.engine"""
+    judge_max_tokens: int = 512
+    """the judge's reply budget (greedy); a verdict cut short is a judge failure"""
     recompute_old_logprobs: bool | None = None
     """take the ratio's denominator from the trainer's own forward pass over the sampled tokens
     before the update (as verl does) instead of the sampler's reported log-probs; none: on for
     the vllm backend (its log-probs come from other kernels and precision), off for transformers
     (which samples from the trained weights and reports the loss's distribution)"""
+
+
+@dataclass
+class DataConfig:
+    """Training and validation data beyond the env's task set (the paper's: NQ + DeepMath-103K,
+    validated on AIME24; learners.flow_grpo.data)."""
+
+    nq: str | None = None
+    """Natural Questions: hf:RUC-NLPIR/FlashRAG_datasets (config nq, split train) or a local
+    JSON/JSONL/Parquet file of {id, question, golden_answers}; none: not used"""
+    deepmath: str | None = None
+    """DeepMath-103K: hf:zwhe99/DeepMath-103K or a local file of {question, final_answer, ...};
+    none: not used"""
+    nq_limit: int = 0
+    """keep the first this many NQ records (0: all)"""
+    deepmath_limit: int = 0
+    """keep the first this many DeepMath records (0: all)"""
+    shuffle_seed: int = 42
+    """seed of the one shuffle of the concatenated training data (the reference's: 42)"""
+    val: str | None = None
+    """validation tasks in place of the held-out split: hf:Maxwell-Jia/AIME_2024, or a local
+    file (the authors' aime24.json, or records of {ID, Problem, Answer}); none: env.eval_tasks
+    held out of the training tasks"""
+    val_limit: int = 0
+    """keep the first this many validation tasks (0: all)"""
+
+    @property
+    def used(self) -> bool:
+        """Whether any source is set (otherwise the env's own task set and split are used)."""
+        return any(s is not None for s in (self.nq, self.deepmath, self.val))
 
 
 @dataclass
@@ -186,6 +237,7 @@ class FlowGRPOConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> FlowGRPOConfig:
@@ -263,6 +315,29 @@ def _validate(cfg: FlowGRPOConfig) -> None:
         a.epochs >= 1 and a.mini_batches >= 1 and a.micro_batch_size >= 1,
         "algo.epochs, algo.mini_batches and algo.micro_batch_size must be >= 1",
     )
+    _check(a.judge_max_tokens >= 1, f"algo.judge_max_tokens={a.judge_max_tokens} must be >= 1")
+    _check(a.mini_batch_rows >= 0, f"algo.mini_batch_rows={a.mini_batch_rows} must be >= 0")
+    _check(
+        a.dual_clip == 0 or a.dual_clip > 1,
+        f"algo.dual_clip={a.dual_clip}: the dual-clip constant must be > 1 (verl uses 3), "
+        "or 0 to disable it",
+    )
+    _check(
+        a.reward == "rules" or a.judge_engine is not None or e.engine is not None,
+        "algo.reward='judge' needs an engine: set --algo.judge-engine "
+        "(e.g. openai:gpt-4o or hf:PATH) or --env.engine",
+    )
+    _check(
+        a.reward == "rules" or e.scorer is None,
+        "algo.reward='judge' replaces the env's scorer; leave env.scorer unset",
+    )
+    if a.judge_engine is not None:
+        from agentflow_env.llm.spec import parse_spec  # light: imports no engine
+
+        try:
+            parse_spec(a.judge_engine)
+        except ValueError as exc:
+            raise ConfigError(f"algo.judge_engine: {exc}") from exc
     _check(
         a.mini_batches <= r.queries_per_step * r.group_size,
         f"algo.mini_batches={a.mini_batches} exceeds the {r.queries_per_step * r.group_size} "
@@ -295,6 +370,11 @@ def _validate(cfg: FlowGRPOConfig) -> None:
     _check(
         t.total_steps >= 0 and t.eval_every >= 0 and t.checkpoint_every >= 0,
         "train.total_steps, train.eval_every and train.checkpoint_every must be >= 0",
+    )
+    d = cfg.data
+    _check(
+        min(d.nq_limit, d.deepmath_limit, d.val_limit) >= 0,
+        "data.nq_limit, data.deepmath_limit and data.val_limit must be >= 0 (0: all records)",
     )
     _check(t.eval_samples >= 1, f"train.eval_samples={t.eval_samples} must be >= 1")
     _check(
@@ -365,10 +445,20 @@ def paper() -> FlowGRPOConfig:
         clip_low=0.2,
         clip_high=0.3,
         entropy_coef=0.0,
-        mini_batches=1,
+        # verl 0.5 as the reference runs it: ppo_mini_batch_size 8 queries x 8 samples = 64 turn
+        # rows per optimizer step, one epoch, ratios against recomputed old log-probs, dual-clip
+        # c = 3, every group kept (GRPO has no zero-variance filter)
+        mini_batch_rows=64,
+        dual_clip=3.0,
+        recompute_old_logprobs=True,
+        skip_zero_variance_groups=False,
         micro_batch_size=4,
         pack_turns=False,
+        # the reference's reward: gpt-4o's structured true/false verdict
+        reward="judge",
+        judge_engine="openai:gpt-4o",
     )
+    cfg.data = DataConfig(nq=NQ_HF, deepmath=DEEPMATH_HF, val=AIME24_HF)
     cfg.train = TrainConfig(
         total_steps=500,
         max_minutes=0.0,

@@ -76,13 +76,19 @@ def policy_loss(
     kl_coef: float = 0.0,
     entropy: torch.Tensor | None = None,
     entropy_coef: float = 0.0,
+    dual_clip: float = 0.0,
 ) -> LossOutput:
     """Clipped surrogate + ``kl_coef`` * k3 KL - ``entropy_coef`` * entropy, per token, weighted.
 
     Per token: ``ratio = exp(logp - old_logp)``, ``pg = max(-A ratio, -A clip(ratio, 1 - clip_low,
-    1 + clip_high))``. ``clip_frac`` is the weighted share of tokens where the clipped branch is
-    active (it then gives no gradient). Stats are weighted sums, so they add over micro-batches.
+    1 + clip_high))``. With ``dual_clip`` c > 1 (dual-clip PPO, verl's ``clip_ratio_c``), a token
+    with a negative advantage has ``pg = min(pg, -A c)``: a ratio far above 1 + clip_high no longer
+    makes its loss (and its gradient's weight) unbounded. ``clip_frac`` is the weighted share of
+    tokens where a clipped branch is active (it then gives no gradient). Stats are weighted sums,
+    so they add over micro-batches.
     """
+    if dual_clip and dual_clip <= 1:
+        raise ValueError(f"dual_clip must be > 1 (or 0 to disable), got {dual_clip}")
     shapes = {t.shape for t in (logp, old_logp, advantages, weights)}
     if len(shapes) != 1 or logp.dim() != 1:
         raise ValueError(
@@ -98,6 +104,10 @@ def policy_loss(
     unclipped = -adv * ratio
     clipped = -adv * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
     pg = torch.maximum(unclipped, clipped)
+    lower_bound = None
+    if dual_clip:
+        lower_bound = -adv * dual_clip
+        pg = torch.where(adv < 0, torch.minimum(pg, lower_bound), pg)
     per_token = pg
     kl_value = 0.0
     if ref_logp is not None:
@@ -112,7 +122,10 @@ def policy_loss(
             per_token = per_token - entropy_coef * entropy
     loss = (w * per_token).sum()
     with torch.no_grad():
-        clip_frac = float((w * (clipped > unclipped).to(w.dtype)).sum())
+        active = clipped > unclipped
+        if lower_bound is not None:
+            active |= (adv < 0) & (lower_bound < torch.maximum(unclipped, clipped))
+        clip_frac = float((w * active.to(w.dtype)).sum())
         return LossOutput(
             loss=loss,
             pg_loss=float((w * pg).sum()),

@@ -2,9 +2,10 @@
 
 Read top to bottom: :meth:`FlowGRPOTrainer.train` runs steps; a step collects complete groups
 (:func:`learners.rollout.collect_groups`), computes per-turn advantages with the configured
-estimator, drops zero-variance groups, and runs ``algo.epochs`` x ``algo.mini_batches``
-optimizer steps, each accumulating gradients over micro-batches of packed sequences, all-reducing
-them across ranks and clipping them. Rank 0 writes TensorBoard scalars, trajectories
+estimator, drops zero-variance groups (unless configured to keep them), and runs ``algo.epochs``
+x ``algo.mini_batches`` optimizer steps (or one per ``algo.mini_batch_rows`` turn rows), each
+accumulating gradients over micro-batches of packed sequences, all-reducing them across ranks and
+clipping them. Rank 0 writes TensorBoard scalars, trajectories
 (EpisodeRecord JSONL, the viewer's format; rank r > 0 writes ``trajectories-rank{r}.jsonl``) and
 atomic checkpoints; ``resume`` restores model, optimizer, random state and step exactly and rolls
 the trajectories and events written after that checkpoint back (:mod:`learners.flow_grpo.rundir`).
@@ -34,7 +35,7 @@ import torch
 from agentflow_env.runfiles import WriteMode, atomic_write_text
 from learners.checkpoint import full_state, latest_checkpoint, load_checkpoint, save_checkpoint
 from learners.distributed import Dist, init_distributed, resolve_num_threads
-from learners.envs import make_vector_env, split_tasks
+from learners.envs import make_vector_env
 from learners.flow_grpo.advantages import compute_advantages, thin_groups, zero_variance_groups
 from learners.flow_grpo.config import FlowGRPOConfig, resolve_model_path
 from learners.flow_grpo.loss import aggregation_weights, policy_loss
@@ -46,7 +47,9 @@ from learners.flow_grpo.rundir import (
     rollback_trajectories,
     trajectory_file,
 )
+from learners.flow_grpo.runenv import resolve_run_env
 from learners.flow_grpo.scalars import progress_bar, progress_line, reduce_rollout_stats
+from learners.flow_grpo.schedule import mini_batch_indices
 from learners.packing import ScoringSequence, pack_samples
 from learners.policy import HFGenerator, Policy, SamplingSettings
 from learners.rollout import RolloutBatch, TurnSample, collect, collect_groups, resample_failed
@@ -136,8 +139,11 @@ class FlowGRPOTrainer:
             raise ValueError(
                 f"rollout.queries_per_step={B} < {W} ranks: every rank needs at least one query"
             )
-        self.envs = make_vector_env(cfg.env, self.local_queries * G)
-        self.train_tasks, self.eval_tasks = split_tasks(list(self.envs.tasks), cfg.env.eval_tasks)
+        self.run_env = resolve_run_env(cfg)  # the data section's tasks, the judge as scorer
+        self.envs = make_vector_env(self.run_env.env, self.local_queries * G)
+        self.train_tasks, self.eval_tasks = self.run_env.split(
+            list(self.envs.tasks), cfg.env.eval_tasks
+        )
         self._eval_envs: Any = None
         self.last_eval_episodes = 0
         """episodes the latest evaluation played (all ranks)"""
@@ -322,7 +328,8 @@ class FlowGRPOTrainer:
     def update(
         self, samples: list[TurnSample], advantages: np.ndarray, rng: np.random.Generator
     ) -> dict[str, float]:
-        """``epochs`` x ``mini_batches`` optimizer steps over the kept samples.
+        """``epochs`` x ``mini_batches`` optimizer steps over the kept samples (with
+        ``algo.mini_batch_rows``: one per that many turn rows, see :func:`mini_batch_indices`).
 
         With ``algo.recompute_old_logprobs`` (default with vLLM) the samples' old log-probs are
         first replaced by the trainer's own, once, before the first optimizer step.
@@ -341,14 +348,18 @@ class FlowGRPOTrainer:
                 dist=self.dist,
             )
             recomputed["time/recompute_old_logprobs_s"] = time.perf_counter() - t0
-        trajs = sorted({s.traj for s in samples})
         totals: dict[str, float] = defaultdict(float)
         n_opt, tokens, seconds = 0, 0, 0.0
+        # mini_batch_rows counts rows over all ranks (verl's global mini-batch): each rank cuts its
+        # share, and all ranks run as many optimizer steps (the short ones on empty batches)
+        world = self.dist.world_size
+        rows = -(-a.mini_batch_rows // world)
         for _ in range(a.epochs):
-            order = rng.permutation(len(trajs)) if trajs else np.array([], dtype=np.int64)
-            for part in np.array_split(order, a.mini_batches):
-                chosen = {trajs[i] for i in part}
-                idx = [k for k, s in enumerate(samples) if s.traj in chosen]
+            batches = mini_batch_indices(samples, a.mini_batches, rows, rng)
+            if world > 1 and rows:
+                n = int(self.dist.all_reduce_max([len(batches)])[0])
+                batches += [[] for _ in range(n - len(batches))]
+            for idx in batches:
                 t0 = time.perf_counter()
                 result = self._optimizer_step([samples[k] for k in idx], advantages[idx])
                 seconds += time.perf_counter() - t0
@@ -458,6 +469,7 @@ class FlowGRPOTrainer:
             kl_coef=a.kl_coef,
             entropy=ent,
             entropy_coef=a.entropy_coef,
+            dual_clip=a.dual_clip,
         )
         out.loss.backward()
         stats["train/loss"] += float(out.loss.detach())
@@ -479,7 +491,7 @@ class FlowGRPOTrainer:
         with self.policy.gathered():  # FSDP: every rank gathers here, even one without tasks
             if mine:
                 if self._eval_envs is None:
-                    self._eval_envs = make_vector_env(cfg.env, min(EVAL_CHUNK, len(mine)))
+                    self._eval_envs = make_vector_env(self.run_env.env, min(EVAL_CHUNK, len(mine)))
                 rng = np.random.default_rng([self.cfg.seed, 7919, self.step, self.dist.rank])
                 settings = SamplingSettings(
                     cfg.train.eval_temperature, 1.0, cfg.rollout.max_new_tokens
@@ -595,7 +607,10 @@ class FlowGRPOTrainer:
         self.close()
 
     def close(self) -> None:
-        """Close the rollout and evaluation envs (their tools and sandboxes)."""
+        """Close the rollout and evaluation envs (their tools and sandboxes) and the judge."""
         self.envs.close()
         if self._eval_envs is not None:
             self._eval_envs.close()
+        judge = self.run_env.judge  # its engine is its own (built from the spec)
+        if judge is not None and callable(getattr(judge.engine, "close", None)):
+            judge.engine.close()

@@ -8,7 +8,9 @@ import pytest
 
 from learners.flow_grpo.__main__ import build_parser, parse_config
 from learners.flow_grpo.config import (
+    AlgoConfig,
     ConfigError,
+    DataConfig,
     FlowGRPOConfig,
     RolloutConfig,
     field_docs,
@@ -42,10 +44,10 @@ def test_presets_hold_the_documented_values() -> None:
 
 
 def test_every_field_is_documented() -> None:
-    for cls in (RolloutConfig, FlowGRPOConfig):
+    for cls in (RolloutConfig, AlgoConfig, DataConfig, FlowGRPOConfig):
         docs = field_docs(cls)
         for name in cls.__dataclass_fields__:
-            if name not in ("model", "env", "rollout", "algo", "train"):
+            if name not in ("model", "env", "rollout", "algo", "data", "train"):
                 assert docs.get(name), f"{cls.__name__}.{name} has no docstring"
 
 
