@@ -98,6 +98,9 @@ class RolloutConfig:
     """rounds of playing a query again in the same step for episodes whose outcome
     infrastructure lost (an engine, tool or judge failing): such episodes are never scored 0;
     a group left with fewer than two valid episodes is dropped"""
+    constrained: bool = False
+    """hold sampled actions to the action grammar (as evaluate --planner-constrained); refused
+    while the loss scores actions without the grammar's token mask (see validate)"""
 
 
 @dataclass
@@ -235,6 +238,15 @@ def _validate(cfg: FlowGRPOConfig) -> None:
     _check(
         r.max_new_tokens >= 1 and r.max_prompt_tokens >= 1,
         "rollout.max_new_tokens and rollout.max_prompt_tokens must be >= 1",
+    )
+    _check(
+        not r.constrained,
+        "rollout.constrained=true is refused: constrained sampling draws each token from the "
+        "model's distribution renormalized over the tokens the action grammar allows, but the "
+        "loss (Policy.score) recomputes log-probs over the whole vocabulary, so the PPO ratio "
+        "and the KL term would compare two different distributions and the update would be "
+        "biased. Train unconstrained (--rollout.constrained false) and constrain at evaluation "
+        "(python -m agentflow_env.evaluate --planner-constrained)",
     )
     _check(
         0 < r.vllm_gpu_memory_utilization < 1,

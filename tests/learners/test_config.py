@@ -65,6 +65,8 @@ def test_help_text_comes_from_field_docs() -> None:
         (["--env.executor", "llm"], "--env.engine"),
         (["--env.num-tasks", "50", "--env.eval-tasks", "50"], "raise num_tasks"),
         (["--train.num-threads", "-2"], "or -1"),
+        # the loss scores actions without the grammar's mask: constrained rollouts are refused
+        (["--rollout.constrained", "true"], "log-probs over the whole vocabulary"),
     ],
 )
 def test_validation_says_how_to_fix(flags: list[str], hint: str) -> None:
