@@ -63,6 +63,9 @@ class HFEngine:
             batch otherwise), ``"per_row"`` or ``"batched"``; see :mod:`hf_backend`.
     """
 
+    supports_constraints = True
+    """it enforces a request's constraint itself (modules constrain their replies with it)"""
+
     def __init__(
         self,
         model: str | Path | PreTrainedModel,

@@ -32,6 +32,9 @@ class VLLMEngine:
             ``tensor_parallel_size``, ``max_model_len``, ``enable_prefix_caching``, ``seed``).
     """
 
+    supports_constraints = True
+    """it enforces a request's constraint itself (modules constrain their replies with it)"""
+
     def __init__(
         self,
         model: str,

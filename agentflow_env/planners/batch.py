@@ -103,6 +103,11 @@ class CountingEngine:
     def tokens(self) -> tuple[int | None, int | None]:
         return self.prompt_tokens, self.completion_tokens
 
+    @property
+    def supports_constraints(self) -> bool:
+        """The wrapped engine's (modules constrain their replies only where it enforces them)."""
+        return bool(getattr(self.engine, "supports_constraints", False))
+
     def close(self) -> None:
         self.engine.close()
 

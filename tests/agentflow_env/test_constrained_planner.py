@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from agentflow_env.eval import EvalConfig, EvaluateError, run
+from agentflow_env.eval import EvalConfig, EvaluateError, RunStopped, run
 from agentflow_env.eval.cli import build_parser
 from agentflow_env.format import finish_action, split_observation
 from agentflow_env.llm import CallableEngine, GenerationRequest
@@ -54,11 +54,10 @@ def test_every_request_carries_the_grammar_of_its_episodes_tools() -> None:
         assert match_text(request.constraint, finish_action("Lima", **FIELDS)) == "complete"
 
 
-def test_a_planner_that_breaks_the_grammar_loses_its_turns_as_planner_errors() -> None:
+def test_a_planner_that_breaks_the_grammar_is_an_infrastructure_failure_not_an_answer() -> None:
     engine = CallableEngine(lambda r: "Tool Name: Finish\n<answer>Lima</answer>")  # no fields
-    report = run(EvalConfig(planner=engine, episodes=2, max_turns=2, planner_constrained=True))
-    errors = report["summary"]["errors"]
-    assert errors["planner"] == 4 and errors["parse"] == 4
+    with pytest.raises(RunStopped, match="ConstraintViolationError.*not a prefix"):
+        run(EvalConfig(planner=engine, episodes=2, max_turns=2, planner_constrained=True))
     unconstrained = run(EvalConfig(planner=engine, episodes=2, max_turns=2))
     assert unconstrained["summary"]["errors"].get("planner", 0) == 0  # the same text, accepted
 
