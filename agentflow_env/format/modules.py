@@ -44,7 +44,8 @@ QUERY_ANALYSIS_LABELS = ("Summary", "Skills", "Relevant tools", "Considerations"
 """the query analysis's lines, in order (the reference asked for these four points)"""
 
 # Python literals the executor may write for an input of each JSON Schema type.
-_STRING = r'"([^"\\\n]|\\["\\nt]){0,%d}"'
+# a string starts with a visible character: an empty or blank input is never a useful call
+_STRING = r'"([^"\\\s]|\\["\\nt])([^"\\\n]|\\["\\nt]){0,%d}"'
 _VALUES = {
     "integer": r"-?[0-9]{1,12}",
     "number": r"-?[0-9]{1,12}(\.[0-9]{1,8})?",
@@ -62,7 +63,7 @@ def _input_terminal(prop: dict[str, Any], max_string_chars: int) -> str | None:
     """The regex of one input's literal, or None for a type a call cannot be built for."""
     kind = prop.get("type", "string")
     if kind == "string":
-        return _STRING % max_string_chars
+        return _STRING % (max_string_chars - 1)
     return _VALUES.get(kind) if isinstance(kind, str) else None
 
 
@@ -128,7 +129,7 @@ def verifier_grammar(*, max_analysis_chars: int = 240) -> str:
     )
 
 
-def generator_grammar(*, max_reasoning_chars: int = 300, max_answer_chars: int = 120) -> str:
+def generator_grammar(*, max_reasoning_chars: int = 300, max_answer_chars: int = 80) -> str:
     """The generator's reply: optional reasoning (no ``<``), then the answer tag on one line.
 
     Raises:

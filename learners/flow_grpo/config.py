@@ -362,6 +362,9 @@ def paper() -> FlowGRPOConfig:
         # the task corpus (tool_kwargs {"backend": "web", ...} or a dump path change that).
         tools=["paper"],
         max_episode_s=500.0,
+        # The reference's modules write free text (its engine is a server, which modules
+        # constrain only on request anyway; set here so an hf module engine matches too).
+        constrained_modules=False,
     )
     cfg.rollout = RolloutConfig(
         queries_per_step=32,

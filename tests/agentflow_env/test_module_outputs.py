@@ -87,6 +87,8 @@ def test_executor_grammar_admits_calls_that_read_back(text: str, inputs: dict) -
         "execution = tool.execute(query='x')",  # no label, no block
         'Generated Command:\n```python\nexecution = tool.execute(q="x")\n```',  # not an input
         "Generated Command:\n```python\nexecution = tool.execute(top_k=3)\n```",  # query missing
+        'Generated Command:\n```python\nexecution = tool.execute(query="")\n```',  # empty
+        'Generated Command:\n```python\nexecution = tool.execute(query=" x")\n```',  # blank first
         'Generated Command:\n```python\nexecution = tool.execute(query="x", top_k="3")\n```',
         'Generated Command:\n```python\nexecution = tool.execute(query="x")\n```\nmore',
         'Generated Command:\n```python\nimport os\nexecution = tool.execute(query="x")\n```',

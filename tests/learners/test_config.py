@@ -137,6 +137,8 @@ def test_the_paper_preset_runs_the_reference_protocol() -> None:
     env = make_config("paper").env
     assert (env.prompt_style, env.tools, env.query_analysis) == ("paper", ["paper"], True)
     assert env.max_episode_s == 500.0  # the reference's training budget (AGENT_MAX_TIMEOUT)
+    assert env.constrained_modules is False  # the reference's modules write free text
+    assert make_config("tiny").env.constrained_modules is True
     # The paper tools that need a model are named when no engine is configured.
     with pytest.raises(ConfigError, match="Generalist_Solution_Generator_Tool needs an engine"):
         parse_config(["--env.tools", "paper"])
