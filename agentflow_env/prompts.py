@@ -10,6 +10,7 @@ import json
 from collections.abc import Sequence
 
 from agentflow_env.format.labels import ANSWER_CLOSE, ANSWER_OPEN
+from agentflow_env.format.modules import QUERY_ANALYSIS_LABELS
 from tools.base import ToolCard, execute_call
 
 __all__ = ["executor_prompt", "generator_prompt", "query_analysis_prompt", "verifier_prompt"]
@@ -99,8 +100,10 @@ def query_analysis_prompt(question: str, cards: Sequence[ToolCard]) -> str:
     tools' metadata, as the reference's does)."""
     tools = ", ".join(c.name for c in cards)
     metadata = json.dumps({c.name: c.metadata() for c in cards}, ensure_ascii=False, default=str)
+    lines = "\n".join(f"{label}: ..." for label in QUERY_ANALYSIS_LABELS)
     return (
         "Analyze the query before any tool is used: state what is being asked, the key "
-        f"information needed, and which of these tools are relevant ({tools}) and why. Be brief."
+        f"information needed, and which of these tools are relevant ({tools}) and why. Be brief: "
+        f"one line each, in this form:\n{lines}"
         f"\n\nQuery: {question}\nTool metadata: {metadata}"
     )

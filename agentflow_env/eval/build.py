@@ -78,6 +78,7 @@ def make_planner(cfg: EvalConfig) -> BatchPlanner:
             max_tokens=cfg.max_tokens,
             input_mode=cfg.planner_input,
             engine_kwargs=engine_kwargs(cfg, cfg.planner),
+            constrained=cfg.planner_constrained,
         )
     except ValueError as exc:  # PlannerSpecError, or a bad input mode
         raise EvaluateError(f"--planner: {exc}") from exc

@@ -137,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="send the observation as a chat message or as a raw prompt",
     )
     add(
+        "--planner-constrained",
+        action="store_true",
+        help="constrain the planner's output to the action grammar (fields in order, Tool Name "
+        "from the episode's tools; engine planners; needs agentflow-gym[structured] for hf)",
+    )
+    add(
         "--env-kwargs",
         type=_json_object,
         metavar="JSON",

@@ -128,6 +128,9 @@ class EvalConfig:
     """planner tokens per step; None: the protocol's (rules 1024, paper 2048)"""
     planner_input: Literal["chat", "prompt"] = "chat"
     """``chat`` (observation as a user message) or ``prompt`` (raw completion)"""
+    planner_constrained: bool = False
+    """hold an engine planner's output to the action grammar (fields in order, Tool Name one of
+    the episode's tools); the engine enforces it or the turn fails as a planner error"""
     env_kwargs: dict[str, Any] | None = None
     """more env constructor arguments (:class:`EnvOverrides`), merged last (over the
     protocol's env settings: paper sets ``prompt_style`` and ``max_episode_s``)"""
@@ -246,6 +249,12 @@ def validate_config(cfg: EvalConfig) -> None:
         raise EvaluateError(f"--judge-max-tokens must be >= 1, got {cfg.judge_max_tokens}")
     if cfg.temperature < 0 or cfg.max_tokens < 1:
         raise EvaluateError("--temperature must be >= 0 and --max-tokens >= 1")
+    if cfg.planner_constrained and isinstance(cfg.planner, str):
+        if cfg.planner.startswith(SCRIPTED_PREFIX):
+            raise EvaluateError(
+                "--planner-constrained holds an engine planner to the action grammar; "
+                f"{cfg.planner!r} writes its actions itself: use an engine spec"
+            )
     for flag, mode, allowed in (
         ("--executor", cfg.executor, ("direct", "llm")),
         ("--verifier", cfg.verifier, ("planner", "llm")),

@@ -40,7 +40,7 @@ from agentflow_env.eval.config import (
 )
 from agentflow_env.eval.protocol import resolve
 from agentflow_env.eval.report import episode_rows, summarize
-from agentflow_env.planners.batch import BatchPlanner, ScriptedBatchPlanner
+from agentflow_env.planners.batch import BatchPlanner, EngineBatchPlanner, ScriptedBatchPlanner
 from agentflow_env.runfiles import atomic_write_text, fsync_dir
 from agentflow_env.tasks.base import Task
 from agentflow_env.trajectory import (
@@ -275,7 +275,7 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
         envs = build_envs(cfg, setup)
         tasks = select_tasks(envs.tasks, cfg)
         tools = list(envs.flow.tools)
-        if isinstance(planner, ScriptedBatchPlanner):
+        if isinstance(planner, (ScriptedBatchPlanner, EngineBatchPlanner)):
             planner.bind_tools(tools)
         if cfg.resume:
             records = _resumed(str(cfg.trajectories), tasks)

@@ -35,6 +35,11 @@ Readers, in two layers (a new syntax is a new reader in the first layer):
   :class:`PlannerAction`. It never raises on model output: ``error`` says what was wrong, so the
   environment can show the error to the policy and consume the turn.
 
+The grammar, for constrained planners: :func:`action_grammar` is a Lark grammar (llguidance's
+dialect, :class:`~agentflow_env.llm.constraints.Constraint` ``.lark``) of the actions written in
+the usual order with every prose field, ``Tool Name`` one of the episode's tools or ``Finish``,
+each value within a character bound; every text it admits reads back without error.
+
 Writers: :func:`write_action` (any fields), :func:`tool_action` and :func:`finish_action`. What
 they write reads back to the same fields, normalized as the readers normalize: values lose
 surrounding whitespace and ``*`` (one-line commands: whitespace, a leading ``*`` and, without a
@@ -66,12 +71,14 @@ from agentflow_env.format.labels import (
     FINISH,
     PLANNER_STOP,
 )
+from agentflow_env.llm.constraints import lark_literal, regex_escape
 from tools.base import normalize_tool_name
 
 __all__ = [
     "FINISH",
     "ActionFields",
     "PlannerAction",
+    "action_grammar",
     "finish_action",
     "last_answer",
     "parse_action",
@@ -514,4 +521,63 @@ def finish_action(
             justification=justification,
             context=context,
         )
+    )
+
+
+# ----------------------------------------------------------------------------------- grammar
+def action_grammar(
+    tool_names: Sequence[str],
+    *,
+    max_line_chars: int = 300,
+    max_command_chars: int = 600,
+    max_code_chars: int = 2000,
+    max_answer_chars: int = 200,
+) -> str:
+    """A Lark grammar (llguidance's dialect) of one step in the order the writers use::
+
+        Justification: <one line>
+        Context: <one line>
+        Sub-Goal: <one line>
+        Tool Name: <one of tool_names>
+        Command: <one line, or a fenced code block on the lines below>
+
+    or, to finish, ``Tool Name: Finish`` followed by ``<answer>...</answer>`` on the next line.
+    Values are bounded in characters (a constraint fixes the format, not the length: a small model
+    can write one field until ``max_tokens`` runs out); a command's first character and the
+    answer's are not blank, an answer has no ``<`` or line break, a code block no backtick and
+    none of the :data:`~agentflow_env.format.labels.PLANNER_STOP` sequences. Every
+    text it admits passes :func:`parse_action` with these ``tool_names`` (tested).
+
+    Raises:
+        ValueError: no tool names, a name that is blank, spans lines or is ``Finish``, or a bound
+            below 1.
+    """
+    names = list(dict.fromkeys(tool_names))
+    if not names:
+        raise ValueError("action_grammar needs at least one tool name")
+    for name in names:
+        if not name.strip() or len(name.splitlines()) != 1 or name.strip() != name:
+            raise ValueError(f"tool name {name!r} must be one line without surrounding spaces")
+        if normalize_tool_name(name) == normalize_tool_name(FINISH):
+            raise ValueError(f"{FINISH!r} ends an episode; it is not a tool name")
+    bounds = (max_line_chars, max_command_chars, max_code_chars, max_answer_chars)
+    if min(bounds) < 1:
+        raise ValueError(f"every character bound must be >= 1, got {bounds}")
+
+    prose = " ".join(f'{lark_literal(FIELD_LABELS[key] + ": ")} LINE "\\n"' for key in _PROSE)
+    tools = " | ".join(lark_literal(n) for n in names)
+    # a code block must not contain the env's stop sequences (generation would end inside it)
+    stops = "|".join(regex_escape(stop) for stop in PLANNER_STOP)
+    return "\n".join(
+        [
+            f"start: {prose} {lark_literal(FIELD_LABELS['tool_name'] + ': ')} (call | finish)",
+            f'call: TOOL "\\n" {lark_literal(FIELD_LABELS["command"] + ": ")} (COMMAND | CODE)',
+            f'finish: {lark_literal(FINISH)} "\\n" {lark_literal(ANSWER_OPEN)} ANSWER '
+            f"{lark_literal(ANSWER_CLOSE)}",
+            f"TOOL: {tools}",
+            f"LINE: /[^\\n]{{1,{max_line_chars}}}/",
+            f"COMMAND: /[^\\s`][^\\n]{{0,{max_command_chars - 1}}}/",
+            f"CODE: /\\n```\\n[^`]{{1,{max_code_chars}}}\\n```/ & ~/(?s:.*({stops}).*)/",
+            f"ANSWER: /[^<\\s][^<\\n]{{0,{max_answer_chars - 1}}}/",
+        ]
     )

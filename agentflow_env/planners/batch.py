@@ -9,6 +9,10 @@ the planner through one interface, :class:`BatchPlanner`:
 - :class:`EngineBatchPlanner` sends every live observation to an engine in **one**
   ``generate`` call per step, with per-request seeds derived from (seed, episode, turn).
 
+With ``constrained=True`` the engine planner's output is held to the action grammar
+(:func:`~agentflow_env.format.action.action_grammar`: the fields in order, ``Tool Name`` one of the
+episode's tools, read from its observation): every action it writes parses.
+
 Planner failures never stop a run. A scripted planner that raises is the policy failing: its
 action becomes empty (the env records a parse error and consumes the turn) and the failure is
 counted in :attr:`BatchPlanner.errors` per episode index. An engine that fails after its retries is
@@ -24,9 +28,11 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
-from agentflow_env.format import PLANNER_STOP
+from agentflow_env.format import PLANNER_STOP, split_observation
+from agentflow_env.format.action import action_grammar
 from agentflow_env.infra import InfraError, engine_error
 from agentflow_env.llm.base import Engine, GenerationRequest, GenerationResult, SamplingParams
+from agentflow_env.llm.constraints import Constraint
 from agentflow_env.tasks.base import Task
 
 __all__ = [
@@ -96,6 +102,11 @@ class CountingEngine:
     @property
     def tokens(self) -> tuple[int | None, int | None]:
         return self.prompt_tokens, self.completion_tokens
+
+    @property
+    def supports_constraints(self) -> bool:
+        """The wrapped engine's (modules constrain their replies only where it enforces them)."""
+        return bool(getattr(self.engine, "supports_constraints", False))
 
     def close(self) -> None:
         self.engine.close()
@@ -172,6 +183,9 @@ class EngineBatchPlanner:
         input_mode: ``"chat"`` sends the observation as one user message, ``"prompt"`` as a raw
             completion prompt (for models trained on raw observations).
         stop: stop strings (default :data:`~agentflow_env.format.PLANNER_STOP`).
+        constrained: hold every action to the action grammar, with the tool names the episode's
+            observation lists (or, if it lists none, those given to :meth:`bind_tools`); the
+            engine enforces it or raises (:mod:`agentflow_env.llm.constraints`).
     """
 
     def __init__(
@@ -184,6 +198,7 @@ class EngineBatchPlanner:
         input_mode: Literal["chat", "prompt"] = "chat",
         stop: Sequence[str] = PLANNER_STOP,
         owns_engine: bool = False,
+        constrained: bool = False,
     ) -> None:
         if input_mode not in ("chat", "prompt"):
             raise ValueError(f"input_mode must be 'chat' or 'prompt', got {input_mode!r}")
@@ -192,8 +207,31 @@ class EngineBatchPlanner:
             temperature=temperature, max_tokens=max_tokens, stop=tuple(stop)
         )
         self.seed, self.input_mode, self.owns_engine = seed, input_mode, owns_engine
+        self.constrained = constrained
+        self.tool_names: tuple[str, ...] = ()
+        self._grammars: dict[tuple[str, ...], Constraint] = {}
         self.errors: Counter[int] = Counter()
         self.failed: dict[int, InfraError] = {}
+
+    def bind_tools(self, tool_names: Sequence[str]) -> None:
+        """The env's tools: the constrained planner's fallback when an observation lists none."""
+        self.tool_names = tuple(tool_names)
+
+    def constraint(self, observation: str) -> Constraint:
+        """The action grammar for the episode ``observation`` belongs to (cached per tool list).
+
+        Raises:
+            ValueError: neither the observation nor :meth:`bind_tools` names any tool.
+        """
+        tools = tuple(split_observation(observation).tool_names) or self.tool_names
+        if not tools:
+            raise ValueError(
+                "a constrained planner needs the episode's tool names: the observation lists "
+                "none and bind_tools() was not called"
+            )
+        if tools not in self._grammars:
+            self._grammars[tools] = Constraint.lark(action_grammar(tools))
+        return self._grammars[tools]
 
     @property
     def tokens(self) -> tuple[int | None, int | None]:
@@ -221,6 +259,11 @@ class EngineBatchPlanner:
             self._request(o, e, t) for o, e, t in zip(observations, episodes, turns, strict=True)
         ]
         self.failed = {}
+        if self.constrained:
+            requests = [
+                r.model_copy(update={"constraint": self.constraint(o)})
+                for r, o in zip(requests, observations, strict=True)
+            ]
         try:
             results = self.engine.generate(requests)
         except Exception as exc:  # every episode of the batch has lost its outcome, visibly
@@ -258,15 +301,23 @@ def make_batch_planner(
     max_tokens: int = 1024,
     input_mode: Literal["chat", "prompt"] = "chat",
     engine_kwargs: dict[str, Any] | None = None,
+    constrained: bool = False,
 ) -> BatchPlanner:
     """``scripted:NAME``, an engine spec (``openai:MODEL@URL``, ``hf:PATH``, ``vllm:NAME``,
     ``python:module:function``) or an engine object. ``engine_kwargs`` go to the constructor of
-    an engine built from a spec.
+    an engine built from a spec; ``constrained``: see :class:`EngineBatchPlanner` (engine
+    planners only).
 
     Raises:
-        PlannerSpecError: an unknown scripted planner or an engine spec that cannot be built.
+        PlannerSpecError: an unknown scripted planner, an engine spec that cannot be built, or
+            ``constrained`` with a scripted planner.
     """
     if isinstance(spec, str) and spec.startswith(SCRIPTED_PREFIX):
+        if constrained:
+            raise PlannerSpecError(
+                f"{spec!r}: constrained planning holds an engine's output to the action "
+                "grammar; scripted planners write their actions themselves (use an engine spec)"
+            )
         return ScriptedBatchPlanner(spec[len(SCRIPTED_PREFIX) :], seed)
     if isinstance(spec, str):
         from agentflow_env.llm import make_engine
@@ -288,7 +339,13 @@ def make_batch_planner(
             max_tokens=max_tokens,
             input_mode=input_mode,
             owns_engine=True,
+            constrained=constrained,
         )
     return EngineBatchPlanner(
-        spec, seed=seed, temperature=temperature, max_tokens=max_tokens, input_mode=input_mode
+        spec,
+        seed=seed,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        input_mode=input_mode,
+        constrained=constrained,
     )

@@ -100,6 +100,9 @@ class RolloutConfig:
     """rounds of playing a query again in the same step for episodes whose outcome
     infrastructure lost (an engine, tool or judge failing): such episodes are never scored 0;
     a group left with fewer than two valid episodes is dropped"""
+    constrained: bool = False
+    """hold sampled actions to the action grammar (as evaluate --planner-constrained); refused
+    while the loss scores actions without the grammar's token mask (see validate)"""
 
 
 @dataclass
@@ -289,6 +292,15 @@ def _validate(cfg: FlowGRPOConfig) -> None:
         "rollout.max_new_tokens and rollout.max_prompt_tokens must be >= 1",
     )
     _check(
+        not r.constrained,
+        "rollout.constrained=true is refused: constrained sampling draws each token from the "
+        "model's distribution renormalized over the tokens the action grammar allows, but the "
+        "loss (Policy.score) recomputes log-probs over the whole vocabulary, so the PPO ratio "
+        "and the KL term would compare two different distributions and the update would be "
+        "biased. Train unconstrained (--rollout.constrained false) and constrain at evaluation "
+        "(python -m agentflow_env.evaluate --planner-constrained)",
+    )
+    _check(
         0 < r.vllm_gpu_memory_utilization < 1,
         "rollout.vllm_gpu_memory_utilization must be in (0, 1)",
     )
@@ -430,6 +442,9 @@ def paper() -> FlowGRPOConfig:
         # the task corpus (tool_kwargs {"backend": "web", ...} or a dump path change that).
         tools=["paper"],
         max_episode_s=500.0,
+        # The reference's modules write free text (its engine is a server, which modules
+        # constrain only on request anyway; set here so an hf module engine matches too).
+        constrained_modules=False,
     )
     cfg.rollout = RolloutConfig(
         queries_per_step=32,
