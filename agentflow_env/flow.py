@@ -19,10 +19,14 @@ from typing import Any
 
 from agentflow_env.format import (
     FINISH,
+    ChatMessage,
     PlannerAction,
     PromptStyle,
+    action_message,
     parse_action,
     planner_header,
+    planner_messages,
+    result_message,
     step_block,
     step_header,
 )
@@ -88,6 +92,8 @@ class Episode:
     done: bool = False
     answers: list[str] = field(default_factory=list)
     query_analysis: str | None = None
+    messages: list[ChatMessage] = field(default_factory=list)
+    """the same episode as chat messages (append-only, like the observation)"""
 
 
 class AgentFlow:
@@ -138,19 +144,19 @@ class AgentFlow:
             analyses = list(self.query_analyzer.analyze([t.question for t in tasks], cards))
         out = []
         for task, (analysis, error) in zip(tasks, analyses, strict=True):
-            header = planner_header(
-                task.question, cards, self.prompt_style, analysis or None, self.max_turns
-            )
+            pieces = (task.question, cards, self.prompt_style, analysis or None, self.max_turns)
             episode = Episode(
                 task=task,
-                observation=sanitize_text(header + step_header(1)),
+                observation=sanitize_text(planner_header(*pieces) + step_header(1)),
                 query_analysis=analysis,
+                messages=planner_messages(*pieces),
             )
             info = {
                 "task_id": task.id,
                 "turn": 0,
                 "query_analysis": analysis,
                 "query_analysis_error": error,
+                "messages": self.messages(episode),
             }
             out.append((episode, info))
         return out
@@ -163,6 +169,11 @@ class AgentFlow:
             if len(text) <= self.max_observation_chars
             else sanitize_text(text, self.max_observation_chars)
         )
+
+    @staticmethod
+    def messages(episode: Episode) -> list[ChatMessage]:
+        """The episode's chat messages so far: a copy, so a caller's edits cannot reach it."""
+        return [dict(m) for m in episode.messages]
 
     # --------------------------------------------------------------------------------- step
     def step(
@@ -210,6 +221,7 @@ class AgentFlow:
         }
         for i in live:
             outcome[i][3]["timings"] = Timings(timings)
+            outcome[i][3]["messages"] = self.messages(episodes[i])
         for i, ep in enumerate(episodes):
             if i not in outcome:  # finished earlier: waits without work
                 outcome[i] = (0.0, False, False, {"turn": ep.turn, "skipped": True})
@@ -345,6 +357,7 @@ class AgentFlow:
         )
         ep.memory.add(step)
         ep.observation += sanitize_text(step_block(action_text, shown))
+        ep.messages.append(action_message(action_text))
         return step
 
     def _step_info(
@@ -372,8 +385,13 @@ class AgentFlow:
         outcome: dict[int, tuple[float, bool, bool, dict[str, Any]]],
     ) -> None:
         for i in range(len(episodes)):
-            if i in outcome and i not in ending:
-                episodes[i].observation += step_header(episodes[i].turn + 1)
+            if i in outcome:
+                ep = episodes[i]
+                going_on = i not in ending
+                if going_on:
+                    ep.observation += step_header(ep.turn + 1)
+                last = ep.memory.steps[-1].result
+                ep.messages.append(result_message(last, ep.turn + 1 if going_on else None))
         if not ending:
             return
         answers = self.generator.answer(

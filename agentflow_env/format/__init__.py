@@ -2,7 +2,9 @@
 
 - :mod:`~agentflow_env.format.observation`: the observation layout (header in two styles, step
   headers, step blocks) and its readers (:func:`split_observation`, :func:`current_step`,
-  :func:`last_result`), plus :data:`PLANNER_STOP`;
+  :func:`last_result`), plus :data:`PLANNER_STOP`; and the same episode as chat messages
+  (:func:`planner_messages`, :func:`action_message`, :func:`result_message`), built from the
+  same pieces;
 - :mod:`~agentflow_env.format.action`: the action format's writers (:func:`tool_action`,
   :func:`finish_action`, :func:`write_action`) and readers (:func:`parse_action`,
   :func:`read_action`, :func:`last_answer`);
@@ -27,12 +29,17 @@ from agentflow_env.format.action import (
 from agentflow_env.format.labels import PLANNER_STOP
 from agentflow_env.format.observation import (
     ACTION_FORMAT,
+    ChatMessage,
     ObservationView,
     PromptStyle,
     StepView,
+    action_message,
     current_step,
+    example_step,
     last_result,
     planner_header,
+    planner_messages,
+    result_message,
     split_observation,
     step_block,
     step_header,
@@ -43,17 +50,22 @@ __all__ = [
     "FINISH",
     "PLANNER_STOP",
     "ActionFields",
+    "ChatMessage",
     "ObservationView",
     "PlannerAction",
     "PromptStyle",
     "StepView",
+    "action_message",
     "current_step",
+    "example_step",
     "finish_action",
     "last_answer",
     "last_result",
     "parse_action",
     "planner_header",
+    "planner_messages",
     "read_action",
+    "result_message",
     "split_observation",
     "step_block",
     "step_header",

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Literal
 
+from agentflow_env.format.action import tool_action
 from agentflow_env.format.labels import (
     ANSWER_CLOSE,
     ANSWER_OPEN,
@@ -60,13 +61,19 @@ from tools.base import ToolCard
 
 __all__ = [
     "ACTION_FORMAT",
+    "CHAT_INTRO",
     "PLANNER_STOP",
+    "ChatMessage",
     "ObservationView",
     "PromptStyle",
     "StepView",
+    "action_message",
     "current_step",
+    "example_step",
     "last_result",
     "planner_header",
+    "planner_messages",
+    "result_message",
     "split_observation",
     "step_block",
     "step_header",
@@ -74,10 +81,9 @@ __all__ = [
 
 PromptStyle = Literal["full", "compact"]
 
-INTRO = (
-    "You are the planner of an agent that answers a query by calling tools, one step at a time. "
-    "Each step's result is shown below it."
-)
+ROLE = "You are the planner of an agent that answers a query by calling tools, one step at a time."
+INTRO = f"{ROLE} Each step's result is shown below it."
+"""the full header's first part"""
 QUERY_LABEL = "Query:"
 QUERY_ANALYSIS_LABEL = "Query analysis:"
 TOOLS_LABEL = "Tools:"
@@ -97,6 +103,16 @@ ACTION_FORMAT = (
     f"{ANSWER_OPEN}...{ANSWER_CLOSE}."
 )
 """the full header's instructions; ``{tool_list}`` is filled with the tool names and Finish"""
+_EXAMPLE = "For example, one step:\n{step}"
+"""follows :data:`ACTION_FORMAT`: a step written by the action writers, from a tool's demo"""
+_EXAMPLE_WHY = "The query needs this fact and no earlier step has found it."
+CHAT_INTRO = f"{ROLE} After each step you receive its result."
+"""the chat rendering's first system part (the text layout's is :data:`INTRO`)"""
+_NEXT_STEP = "Write step {turn}."
+"""ends every user message of an episode that goes on: the model's reply is that step"""
+
+ChatMessage = dict[str, str]
+"""``{"role": "system" | "user" | "assistant", "content": ...}``, as chat templates take them"""
 
 _PART = "\n\n"
 """separates the full header's parts, and ends every header and every step block"""
@@ -140,18 +156,58 @@ def planner_header(
             ``,`` or ``>`` in it).
     """
     tool_list = _tool_list(cards)
-    if style == "compact":
+    if _check_style(style) == "compact":
         return f"{QUERY_LABEL} {question}\n{TOOLS_LABEL} {tool_list}{_PART}"
-    if style != "full":
+    parts = [INTRO, *_query_parts(question, query_analysis)]
+    parts += _instructions(cards, tool_list, max_turns)
+    return _PART.join(parts) + _PART
+
+
+def _check_style(style: str) -> str:
+    if style not in ("full", "compact"):
         raise ValueError(f"unknown prompt style {style!r}; valid styles: 'full', 'compact'")
-    parts = [INTRO, f"{QUERY_LABEL} {question}"]
+    return style
+
+
+def _query_parts(question: str, query_analysis: str | None) -> list[str]:
+    parts = [f"{QUERY_LABEL} {question}"]
     if query_analysis:
         parts.append(f"{QUERY_ANALYSIS_LABEL} {query_analysis}")
-    parts.append(f"{AVAILABLE_TOOLS_LABEL}\n" + "\n".join(card.render() for card in cards))
+    return parts
+
+
+def _instructions(cards: Sequence[ToolCard], tool_list: str, max_turns: int | None) -> list[str]:
+    """The full style's tool cards, step limit, action format and example step."""
+    parts = [f"{AVAILABLE_TOOLS_LABEL}\n" + "\n".join(card.render() for card in cards)]
     if max_turns is not None:
         parts.append(_STEP_LIMIT.format(max_turns=max_turns))
     parts.append(ACTION_FORMAT.format(tool_list=tool_list))
-    return _PART.join(parts) + _PART
+    example = example_step(cards)
+    if example is not None:
+        parts.append(_EXAMPLE.format(step=example))
+    return parts
+
+
+def example_step(cards: Sequence[ToolCard]) -> str | None:
+    """One step calling the first tool that has a writable demo command (its description is the
+    sub-goal), written by :func:`~agentflow_env.format.action.tool_action`; None without one.
+
+    Instruct models copy a shown step's shape far more reliably than a described one.
+    """
+    for card in cards:
+        for demo in card.demo_commands:
+            goal = demo.description.strip() or f"run {card.name}"
+            try:
+                return tool_action(
+                    card.name,
+                    demo.command,
+                    justification=_EXAMPLE_WHY,
+                    context="None",
+                    sub_goal=goal[:1].upper() + goal[1:],
+                )
+            except ValueError:  # a demo the action format cannot hold (e.g. a code fence)
+                continue
+    return None
 
 
 def step_header(turn: int) -> str:
@@ -162,6 +218,43 @@ def step_header(turn: int) -> str:
 def step_block(action_text: str, result: str) -> str:
     """What one executed step appends after its header (and before the next header)."""
     return f"{action_text}{_RESULT_SEP}{result}{_PART}"
+
+
+# ------------------------------------------------------------------------------ chat writers
+def planner_messages(
+    question: str,
+    cards: Sequence[ToolCard],
+    style: PromptStyle = "full",
+    query_analysis: str | None = None,
+    max_turns: int | None = None,
+) -> list[ChatMessage]:
+    """The chat rendering's first two messages: system (role, tools, action format) and user
+    (the query, its analysis, the cue for step 1). Same arguments and errors as
+    :func:`planner_header`; the compact style's system message is its tool list only."""
+    tool_list = _tool_list(cards)
+    if _check_style(style) == "compact":
+        system, query = f"{TOOLS_LABEL} {tool_list}", [f"{QUERY_LABEL} {question}"]
+    else:
+        system = _PART.join([CHAT_INTRO, *_instructions(cards, tool_list, max_turns)])
+        query = _query_parts(question, query_analysis)
+    return [
+        {"role": "system", "content": system},
+        {"role": "user", "content": _PART.join([*query, _NEXT_STEP.format(turn=1)])},
+    ]
+
+
+def action_message(action_text: str) -> ChatMessage:
+    """The assistant message of one step: the action exactly as the env recorded it."""
+    return {"role": "assistant", "content": action_text}
+
+
+def result_message(result: str, next_turn: int | None) -> ChatMessage:
+    """The user message after a step: its result (or error), then the cue for step
+    ``next_turn`` (None: the episode has ended)."""
+    text = f"{RESULT_LABEL} {result}"
+    if next_turn is not None:
+        text += _PART + _NEXT_STEP.format(turn=next_turn)
+    return {"role": "user", "content": text}
 
 
 # ----------------------------------------------------------------------------------- readers

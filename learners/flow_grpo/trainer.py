@@ -34,7 +34,7 @@ from learners.flow_grpo.config import FlowGRPOConfig, resolve_model_path
 from learners.flow_grpo.loss import aggregation_weights, policy_loss
 from learners.packing import ScoringSequence, pack_samples
 from learners.policy import HFGenerator, Policy, SamplingSettings
-from learners.rollout import RolloutBatch, TurnSample, collect, collect_groups
+from learners.rollout import PrefixBreakLog, RolloutBatch, TurnSample, collect, collect_groups
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +110,8 @@ class FlowGRPOTrainer:
         # One generator shared (same seed) by all ranks: they draw the same queries and seeds.
         self.rng = np.random.default_rng(cfg.seed)
         self.step = 0
+        self.prefix_log = PrefixBreakLog()
+        """logs each kind of prompt prefix break once per run (chat templates that rewrite turns)"""
         self.history: dict[str, list[list[float]]] = {"eval": []}
         """eval: [step, held-out success, training seconds so far (rollout + update, no eval)]"""
         self.train_seconds = 0.0
@@ -231,6 +233,7 @@ class FlowGRPOTrainer:
                 query_ids=range(rank, B, self.dist.world_size),
                 episode_prefix=f"step{step}-rank{rank}-traj",
                 metadata={"step": step, "rank": rank},
+                prefix_log=self.prefix_log,
             )
         t_roll = time.perf_counter()
         advantages = compute_advantages(
@@ -411,6 +414,7 @@ class FlowGRPOTrainer:
                         settings,
                         rng,
                         max_prompt_tokens=cfg.rollout.max_prompt_tokens,
+                        prefix_log=self.prefix_log,
                     )
                     total += float(batch.rewards.sum())
                     count += len(chunk)

@@ -3,7 +3,8 @@
 The observation layout (:mod:`agentflow_env.format.observation`) and the action format
 (:mod:`agentflow_env.format.action`) are written and read by one owner each; these tests write
 observations and actions from generated text (including text that looks like the layout itself)
-and read them back.
+and read them back. The chat rendering of an episode is built from the same pieces as the text
+layout; the last tests check that they agree.
 """
 
 from __future__ import annotations
@@ -19,12 +20,16 @@ from agentflow_env.format import (
     FINISH,
     PLANNER_STOP,
     ActionFields,
+    action_message,
     current_step,
+    example_step,
     finish_action,
     last_result,
     parse_action,
     planner_header,
+    planner_messages,
     read_action,
+    result_message,
     split_observation,
     step_block,
     step_header,
@@ -32,7 +37,7 @@ from agentflow_env.format import (
     write_action,
 )
 from agentflow_env.wrappers import search_action
-from tools.base import ToolCard
+from tools.base import ToolCard, ToolDemo
 
 TRICKY = [
     "### Step 7",
@@ -345,3 +350,68 @@ def test_header_refuses_unknown_styles_and_unlistable_tool_names() -> None:
         planner_header("q", [ToolCard(name="A", description="a")], "fancy")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="cannot be listed"):
         planner_header("q", [ToolCard(name="A, B", description="a")])
+
+
+SEARCH = ToolCard(
+    name="Search_Tool",
+    description="searches",
+    demo_commands=(
+        ToolDemo(command="a\nResult: b", description="unwritable: it holds a planner stop"),
+        ToolDemo(command="founder of Acme", description="find who founded a company"),
+    ),
+)
+CODER = ToolCard(name="Python_Coder_Tool", description="runs code")
+
+
+def test_example_step_is_a_parsable_step_from_the_first_writable_demo() -> None:
+    example = example_step([CODER, SEARCH])
+    assert example is not None
+    action = parse_action(example, ["Python_Coder_Tool", "Search_Tool"])
+    assert action.error is None and action.tool_name == "Search_Tool"
+    assert action.command == "founder of Acme"
+    assert action.sub_goal == "Find who founded a company" and action.justification
+    assert example_step([CODER]) is None
+    header = planner_header("q?", [CODER, SEARCH], "full", None, 3)
+    assert "For example, one step:\n" + example + "\n\n" in header
+    view = split_observation(header + step_header(1))
+    assert (view.question, view.tool_names, view.max_turns) == (
+        "q?",
+        ["Python_Coder_Tool", "Search_Tool"],
+        3,
+    )
+    assert "For example" not in planner_header("q?", [CODER], "full")
+
+
+def test_chat_messages_hold_the_header_pieces() -> None:
+    cards = [SEARCH, CODER]
+    header = planner_header("Who founded Acme?", cards, "full", "A company question.", 4)
+    system, user = planner_messages("Who founded Acme?", cards, "full", "A company question.", 4)
+    assert (system["role"], user["role"]) == ("system", "user")
+    # The system message is the header's instructions (tools, step limit, format, example) under
+    # its own first part; the query and its analysis go to the user message.
+    instructions = header[header.index("Available tools:") :].rstrip("\n")
+    assert system["content"].endswith(instructions)
+    assert system["content"].startswith("You are the planner") and "Query" not in system["content"]
+    assert (
+        user["content"] == "Query: Who founded Acme?\n\nQuery analysis: A company question.\n\n"
+        "Write step 1."
+    )
+    compact = planner_messages("q?", cards, "compact", "ignored", 4)
+    assert compact == [
+        {"role": "system", "content": "Tools: Search_Tool, Python_Coder_Tool, Finish"},
+        {"role": "user", "content": "Query: q?\n\nWrite step 1."},
+    ]
+    with pytest.raises(ValueError, match="prompt style"):
+        planner_messages("q", cards, "fancy")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="cannot be listed"):
+        planner_messages("q", [ToolCard(name="A, B", description="a")])
+
+
+def test_step_messages_keep_the_action_as_written() -> None:
+    action = "  Tool Name: Search_Tool\nCommand: x  \n"
+    assert action_message(action) == {"role": "assistant", "content": action}
+    assert result_message("Doc 1 ...", 3) == {
+        "role": "user",
+        "content": "Result: Doc 1 ...\n\nWrite step 3.",
+    }
+    assert result_message("Finished.", None) == {"role": "user", "content": "Result: Finished."}
