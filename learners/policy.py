@@ -449,6 +449,14 @@ class Policy:
         ids = enc["input_ids"] if hasattr(enc, "keys") else enc
         return [int(i) for i in ids]
 
+    def chat_prompt_text(self, messages: Sequence[Mapping[str, str]]) -> str:
+        """The text :meth:`chat_prompt_ids` tokenizes (to tell why two prompts differ)."""
+        return str(
+            self.tokenizer.apply_chat_template(
+                [dict(m) for m in messages], add_generation_prompt=True, tokenize=False
+            )
+        )
+
     def text_ids(self, text: str) -> list[int]:
         """Raw token ids of ``text`` (no special tokens added)."""
         return [int(i) for i in self.tokenizer(text, add_special_tokens=False)["input_ids"]]

@@ -91,9 +91,10 @@ BREAK_KINDS = {
     "earlier-turns": "the chat template renders earlier turns differently once a turn is added, "
     "e.g. a generation prompt that history does not keep (the previous prompt is not a prefix "
     "of the next)",
-    "action": "the action's tokens inside the chat template differ from the sampled ones "
-    "(the template trims or rewrites the action, or its text re-tokenizes differently, e.g. "
-    "leading whitespace, or the model stopped on another end token)",
+    "action": "the chat template keeps the earlier text but the action's tokens differ from the "
+    "sampled ones (the template trims or rewrites the action, its text re-tokenizes "
+    "differently, e.g. leading whitespace merging with the newline before it, or the model "
+    "stopped on another end token)",
 }
 """kind -> the reason logged once per run"""
 
@@ -204,26 +205,31 @@ def next_chat_context(
     policy: Policy,
     context: Sequence[int],
     response_ids: Sequence[int],
+    prev_messages: Sequence[Mapping[str, str]],
     messages: Sequence[Mapping[str, str]],
 ) -> tuple[list[int], str | None, str]:
     """Chat-template mode: the next prompt is ``messages`` rendered by the template.
 
-    Returns ``(ids, kind, detail)``: ``kind`` is None when ``context`` + ``response_ids`` is a
-    prefix of ``ids`` (what follows: the template's end-of-turn tokens, the result message, the
-    generation prompt), else the :data:`BREAK_KINDS` key saying why not. Token ids are compared,
-    never strings: a template can keep the text and still change the tokens.
+    ``context`` is the rendering of ``prev_messages`` (the previous turn's prompt) and
+    ``response_ids`` what was sampled after it. Returns ``(ids, kind, detail)``: ``kind`` is
+    None when ``context + response_ids`` is a prefix of ``ids`` (what follows: the template's
+    end-of-turn tokens, the result message, the generation prompt), else the
+    :data:`BREAK_KINDS` key saying why not: ``"earlier-turns"`` when the template's text for the
+    previous messages changed, ``"action"`` when the text was kept but the tokens differ. Token
+    ids decide, never strings: a template can keep the text and still change the tokens.
     """
     ids = policy.chat_prompt_ids(messages)
     extended = list(context) + list(response_ids)
     if ids[: len(extended)] == extended:
         return ids, None, ""
+    kept = policy.chat_prompt_text(messages).startswith(policy.chat_prompt_text(prev_messages))
     k = _first_difference(ids, extended)
-    kind = "earlier-turns" if k < len(context) else "action"
     tok = policy.tokenizer.convert_ids_to_tokens
-    where = (
-        f"token {k}: expected {tok(extended[k : k + 3])!r}, template gave {tok(ids[k : k + 3])!r}"
+    detail = (
+        f"at token {k} the prompt + response has {tok(extended[k : k + 3])!r} but the "
+        f"template gives {tok(ids[k : k + 3])!r}"
     )
-    return ids, kind, where
+    return ids, "action" if kept else "earlier-turns", detail
 
 
 def _builders(
@@ -263,8 +269,10 @@ class _Prompts:
         self.policy = policy
         self.prev_obs = list(obs[:n])
         self.breaks: list[PrefixBreak] = []
+        self.messages: list[list[Mapping[str, str]]] = []
         if policy.chat_template:
-            self.ids = [policy.chat_prompt_ids(_messages(info_at(infos, i))) for i in range(n)]
+            self.messages = [_messages(info_at(infos, i)) for i in range(n)]
+            self.ids = [policy.chat_prompt_ids(m) for m in self.messages]
         else:
             self.ids = [policy.prompt_ids(o) for o in obs[:n]]
 
@@ -273,9 +281,11 @@ class _Prompts:
     ) -> None:
         """Trajectory ``i``'s prompt for its 0-based ``turn``, after sampling ``out``."""
         if self.policy.chat_template:
+            messages = _messages(info)
             ids, kind, detail = next_chat_context(
-                self.policy, self.ids[i], out.token_ids, _messages(info)
+                self.policy, self.ids[i], out.token_ids, self.messages[i], messages
             )
+            self.messages[i] = messages
         else:
             ids, packable = next_context(
                 self.policy, prompt, out.token_ids, self.prev_obs[i], out.text, obs

@@ -160,7 +160,7 @@ def demo_sequences(policy: Policy, demos: list[dict[str, Any]]) -> list[ScoringS
             resp = policy.text_ids(action) + [eos]
             samples.append(TurnSample(d, d, k, ctx, resp, [0.0] * len(resp), "stop", action))
             if k + 1 < len(acts) and chat:
-                ctx, _, _ = next_chat_context(policy, ctx, resp, chats[k + 1])
+                ctx, _, _ = next_chat_context(policy, ctx, resp, chats[k], chats[k + 1])
             elif k + 1 < len(acts):
                 ctx, _ = next_context(policy, ctx, resp, obs[k], action, obs[k + 1])
         seqs.extend(pack_samples(samples))

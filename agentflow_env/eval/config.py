@@ -72,7 +72,8 @@ class EvalConfig:
     max_tokens: int = 1024
     """planner tokens per step"""
     planner_input: Literal["chat", "prompt"] = "chat"
-    """``chat`` (observation as a user message) or ``prompt`` (raw completion)"""
+    """``chat`` (the episode's chat messages, ``info["messages"]``) or ``prompt`` (the text
+    observation as a raw completion prompt)"""
     env_kwargs: dict[str, Any] | None = None
     """more env constructor arguments (:class:`EnvOverrides`), merged last"""
     out: str | None = None

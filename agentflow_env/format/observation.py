@@ -108,8 +108,11 @@ _EXAMPLE = "For example, one step:\n{step}"
 _EXAMPLE_WHY = "The query needs this fact and no earlier step has found it."
 CHAT_INTRO = f"{ROLE} After each step you receive its result."
 """the chat rendering's first system part (the text layout's is :data:`INTRO`)"""
-_NEXT_STEP = "Write step {turn}."
-"""ends every user message of an episode that goes on: the model's reply is that step"""
+_STEP_FIELDS = ("justification", "context", "sub_goal", "tool_name", "command")
+_NEXT_STEP = "Write step {turn}: the lines {fields}."
+"""ends every user message of an episode that goes on: the model's reply is that step. Naming
+the fields here, right before the reply, is what made SmolLM2-135M-Instruct write them (first
+steps of 8 generated search queries: 0/8 unparseable, against 6/8 with "Write step 1.")"""
 
 ChatMessage = dict[str, str]
 """``{"role": "system" | "user" | "assistant", "content": ...}``, as chat templates take them"""
@@ -239,8 +242,13 @@ def planner_messages(
         query = _query_parts(question, query_analysis)
     return [
         {"role": "system", "content": system},
-        {"role": "user", "content": _PART.join([*query, _NEXT_STEP.format(turn=1)])},
+        {"role": "user", "content": _PART.join([*query, _next_step(1)])},
     ]
+
+
+def _next_step(turn: int) -> str:
+    labels = [FIELD_LABELS[key] for key in _STEP_FIELDS]
+    return _NEXT_STEP.format(turn=turn, fields=", ".join(labels[:-1]) + " and " + labels[-1])
 
 
 def action_message(action_text: str) -> ChatMessage:
@@ -253,7 +261,7 @@ def result_message(result: str, next_turn: int | None) -> ChatMessage:
     ``next_turn`` (None: the episode has ended)."""
     text = f"{RESULT_LABEL} {result}"
     if next_turn is not None:
-        text += _PART + _NEXT_STEP.format(turn=next_turn)
+        text += _PART + _next_step(next_turn)
     return {"role": "user", "content": text}
 
 

@@ -20,6 +20,9 @@ from tests.agentflow_env.helpers import (
     lookup_env_kwargs,
 )
 
+CUE = "the lines Justification, Context, Sub-Goal, Tool Name and Command."
+"""what a chat user message asks for after "Write step k:" while the episode goes on"""
+
 INFO_KEYS = {"tool_name", "tool_input", "tool_result", "error", "turn"}
 FINAL_KEYS = {"answer", "ground_truth", "score"}
 
@@ -240,7 +243,7 @@ def test_info_messages_are_the_episode_as_chat_append_only() -> None:
     assert "Tool Name: <one of: Lookup_Tool, Finish>" in system["content"]
     assert user == {
         "role": "user",
-        "content": "Query: What is the code of item 2?\n\nWrite step 1.",
+        "content": f"Query: What is the code of item 2?\n\nWrite step 1: {CUE}",
     }
     # Whitespace and all: the assistant message is the action exactly as the env got it.
     actions = ["I will just chat.  ", lookup_action("missing"), lookup_action("item 2")]
@@ -260,7 +263,7 @@ def test_info_messages_are_the_episode_as_chat_append_only() -> None:
     view = split_observation(obs + step_header(len(actions) + 1))
     assert [s.action for s in view.steps] == actions
     assert [m["content"] for m in final[3::2]] == [
-        f"Result: {s.result}\n\nWrite step {k}." for k, s in enumerate(view.steps[:-1], 2)
+        f"Result: {s.result}\n\nWrite step {k}: {CUE}" for k, s in enumerate(view.steps[:-1], 2)
     ] + [f"Result: {view.steps[-1].result}"]
     assert "could not parse" in final[3]["content"] and "no entry" in final[5]["content"]
     # Infos hold copies: editing one changes neither the env nor later infos.
@@ -281,7 +284,7 @@ def test_info_messages_carry_the_query_analysis_and_long_action_cut_like_the_tex
         assert info["query_analysis"] == "It asks for an item's code."
         assert info["messages"][1]["content"] == (
             "Query: What is the code of item 1?\n\n"
-            "Query analysis: It asks for an item's code.\n\nWrite step 1."
+            f"Query analysis: It asks for an item's code.\n\nWrite step 1: {CUE}"
         )
         long_action = lookup_action("item 1") + " " + "x" * 100
         obs, *_, info = env.step(long_action)

@@ -36,6 +36,9 @@ from agentflow_env.tasks.base import Task
 from agentflow_env.trajectory import read_jsonl
 from tests.conftest import REPO_ROOT
 
+CUE = "the lines Justification, Context, Sub-Goal, Tool Name and Command."
+"""what a chat user message asks for after "Write step k:" while the episode goes on"""
+
 THIS = "python:tests.agentflow_env.test_evaluate"
 SHARED_KINDS = {
     "2wiki.json": "search",
@@ -386,11 +389,11 @@ def test_chat_planner_input_sends_the_episodes_messages(item_data: tuple[Path, P
     assert report["summary"]["accuracy"] == 1.0 and len(seen) == 2
     first, second = ([(m.role, m.content) for m in r.messages or ()] for r in seen)
     assert [role for role, _ in first] == ["system", "user"]
-    assert "Available tools:" in first[0][1] and first[1][1].endswith("Write step 1.")
+    assert "Available tools:" in first[0][1] and first[1][1].endswith(f"Write step 1: {CUE}")
     assert second[:2] == first, "append-only"
     [record] = read_jsonl(traj)
     assert second[2] == ("assistant", record.turns[0].action)
-    assert second[3] == ("user", f"Result: {record.turns[0].tool_result}\n\nWrite step 2.")
+    assert second[3] == ("user", f"Result: {record.turns[0].tool_result}\n\nWrite step 2: {CUE}")
 
 
 def test_chat_planner_needs_the_messages() -> None:
@@ -683,7 +686,7 @@ def test_env_kwargs_reach_the_env_merged_over_the_evaluators_own(
     assert report["summary"]["accuracy"] == 1.0 and passages == {1}
     assert prompts[0] == [
         "Tools: Search_Tool, Finish",
-        "Query: What is the code of item alpha?\n\nWrite step 1.",
+        f"Query: What is the code of item alpha?\n\nWrite step 1: {CUE}",
     ]
     assert report["config"]["env_kwargs"] == COMPACT_TOP1  # recorded as given
 

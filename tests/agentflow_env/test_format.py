@@ -39,6 +39,9 @@ from agentflow_env.format import (
 from agentflow_env.wrappers import search_action
 from tools.base import ToolCard, ToolDemo
 
+CUE = "the lines Justification, Context, Sub-Goal, Tool Name and Command."
+"""what a chat user message asks for after "Write step k:" while the episode goes on"""
+
 TRICKY = [
     "### Step 7",
     "\n### Step 7\n",
@@ -394,12 +397,12 @@ def test_chat_messages_hold_the_header_pieces() -> None:
     assert system["content"].startswith("You are the planner") and "Query" not in system["content"]
     assert (
         user["content"] == "Query: Who founded Acme?\n\nQuery analysis: A company question.\n\n"
-        "Write step 1."
+        f"Write step 1: {CUE}"
     )
     compact = planner_messages("q?", cards, "compact", "ignored", 4)
     assert compact == [
         {"role": "system", "content": "Tools: Search_Tool, Python_Coder_Tool, Finish"},
-        {"role": "user", "content": "Query: q?\n\nWrite step 1."},
+        {"role": "user", "content": f"Query: q?\n\nWrite step 1: {CUE}"},
     ]
     with pytest.raises(ValueError, match="prompt style"):
         planner_messages("q", cards, "fancy")  # type: ignore[arg-type]
@@ -412,6 +415,6 @@ def test_step_messages_keep_the_action_as_written() -> None:
     assert action_message(action) == {"role": "assistant", "content": action}
     assert result_message("Doc 1 ...", 3) == {
         "role": "user",
-        "content": "Result: Doc 1 ...\n\nWrite step 3.",
+        "content": f"Result: Doc 1 ...\n\nWrite step 3: {CUE}",
     }
     assert result_message("Finished.", None) == {"role": "user", "content": "Result: Finished."}
