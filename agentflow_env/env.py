@@ -171,6 +171,11 @@ class AgentFlowEnv(gym.Env[str, str]):
     ## Info
     Every step: ``turn``, ``tool_name``, ``tool_input``, ``tool_result``, ``error``, ``verifier``,
     ``timings``; final step also ``answer``, ``ground_truth``, ``score``, ``score_error``.
+    ``messages`` (on reset and every step): the same episode as chat messages for instruct
+    models, append-only: system (role, tools, action format, an example step), user (query,
+    analysis, the cue for step 1), then per step assistant (the action as recorded) and user
+    (``Result: ...`` and the cue for the next step); render it with a chat template and its
+    generation prompt, and the model's next tokens are the step.
 
     ## Arguments
     ``family`` ("search", "math", "agentic", "science"), ``tasks`` (list of Task/dicts, or a path
