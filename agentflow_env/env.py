@@ -200,6 +200,12 @@ class AgentFlowEnv(gym.Env[str, str]):
     that says what backs it (reset's info: ``tool_backends``); final step also ``answer``,
     ``ground_truth``, ``score``, ``score_error``, ``truncation_reason`` when truncated, and
     ``infra_error`` (``kind``, ``source``, ``message``) when infrastructure failed.
+    ``messages`` (on reset and every step): the same episode as chat messages for instruct
+    models, append-only: system (role, tools, action format, an example step), user (query,
+    analysis, the cue for step 1), then per step assistant (the action as recorded) and user
+    (``Result: ...`` and the cue for the next step); render it with a chat template and its
+    generation prompt, and the model's next tokens are the step. (``prompt_style="paper"``, whose
+    prompt is rebuilt each turn, opens with the first turn's whole prompt as one user message.)
 
     ## Arguments
     ``family`` ("search", "math", "agentic", "science"), ``tasks`` (list of Task/dicts, or a path

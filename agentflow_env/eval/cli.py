@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--planner-input",
         default=d.planner_input,
         choices=["chat", "prompt"],
-        help="send the observation as a chat message or as a raw prompt",
+        help="send the episode's chat messages (info['messages']) or the text observation as "
+        "a raw prompt",
     )
     add(
         "--planner-constrained",

@@ -127,7 +127,8 @@ class EvalConfig:
     max_tokens: int | None = None
     """planner tokens per step; None: the protocol's (rules 1024, paper 2048)"""
     planner_input: Literal["chat", "prompt"] = "chat"
-    """``chat`` (observation as a user message) or ``prompt`` (raw completion)"""
+    """``chat`` (the episode's chat messages, ``info["messages"]``) or ``prompt`` (the text
+    observation as a raw completion prompt)"""
     planner_constrained: bool = False
     """hold an engine planner's output to the action grammar (fields in order, Tool Name one of
     the episode's tools); the engine enforces it or the turn fails as a planner error"""

@@ -74,9 +74,12 @@ class _Running:
     index: int
     builder: TrajectoryBuilder
     errors: Counter[str]
+    messages: Any = None
+    """the episode's chat messages (``info["messages"]``) as of its latest reset or step"""
 
     def started(self, info: Mapping[str, Any]) -> None:
         self.errors["query_analysis"] += bool(info.get("query_analysis_error"))
+        self.messages = info.get("messages")
 
 
 class _Episodes:
@@ -162,8 +165,13 @@ class _Episodes:
         n, slots = self.envs.num_envs, self.slots
         live = [i for i in range(n) if slots[i] is not None]
         turns = [len(slots[i].builder.record.turns) + 1 for i in live]  # type: ignore[union-attr]
-        episodes = [slots[i].index for i in live]  # type: ignore[union-attr]
-        acted = self.planner.act(live, [obs[i] for i in live], episodes, turns)
+        acted = self.planner.act(
+            live,
+            [obs[i] for i in live],
+            [slots[i].index for i in live],  # type: ignore[union-attr]
+            turns,
+            messages=[slots[i].messages for i in live],  # type: ignore[union-attr]
+        )
         actions = [""] * n
         for i, action in zip(live, acted, strict=True):
             actions[i] = action
@@ -183,6 +191,7 @@ class _Episodes:
             slot, info = slots[i], info_at(infos, i)
             assert slot is not None
             slot.builder.add(actions[i], float(rewards[i]), bool(terms[i]), bool(truncs[i]), info)
+            slot.messages = info.get("messages")
             slot.errors.update(_turn_errors(info))
             if terms[i] or truncs[i]:
                 self._done(i)

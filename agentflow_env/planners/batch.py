@@ -6,8 +6,9 @@ the planner through one interface, :class:`BatchPlanner`:
 - :class:`ScriptedBatchPlanner` runs one scripted planner
   (:mod:`agentflow_env.planners.scripted`) per episode, seeded by the episode index, so results
   do not depend on how episodes are batched;
-- :class:`EngineBatchPlanner` sends every live observation to an engine in **one**
-  ``generate`` call per step, with per-request seeds derived from (seed, episode, turn).
+- :class:`EngineBatchPlanner` sends every live episode to an engine in **one** ``generate``
+  call per step (its chat messages, ``info["messages"]``, or its text observation as a raw
+  prompt), with per-request seeds derived from (seed, episode, turn).
 
 With ``constrained=True`` the engine planner's output is held to the action grammar
 (:func:`~agentflow_env.format.action.action_grammar`: the fields in order, ``Tool Name`` one of the
@@ -25,13 +26,19 @@ from __future__ import annotations
 import inspect
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 from agentflow_env.format import PLANNER_STOP, split_observation
 from agentflow_env.format.action import action_grammar
 from agentflow_env.infra import InfraError, engine_error
-from agentflow_env.llm.base import Engine, GenerationRequest, GenerationResult, SamplingParams
+from agentflow_env.llm.base import (
+    ChatMessage,
+    Engine,
+    GenerationRequest,
+    GenerationResult,
+    SamplingParams,
+)
 from agentflow_env.llm.constraints import Constraint
 from agentflow_env.tasks.base import Task
 
@@ -75,8 +82,10 @@ class BatchPlanner(Protocol):
         observations: Sequence[str],
         episodes: Sequence[int],
         turns: Sequence[int],
+        messages: Sequence[Sequence[Mapping[str, str]]] | None = None,
     ) -> list[str]:
-        """One action per live sub-env (``turns`` are 1-based)."""
+        """One action per live sub-env (``turns`` are 1-based; ``messages``: each episode's
+        ``info["messages"]``, needed by planners that read chat)."""
 
     def close(self) -> None:
         """Release what the planner owns."""
@@ -156,6 +165,7 @@ class ScriptedBatchPlanner:
         observations: Sequence[str],
         episodes: Sequence[int],
         turns: Sequence[int],
+        messages: Sequence[Sequence[Mapping[str, str]]] | None = None,
     ) -> list[str]:
         actions = []
         for slot, obs, episode in zip(slots, observations, episodes, strict=True):
@@ -180,8 +190,10 @@ class EngineBatchPlanner:
         engine: the engine (closed by :meth:`close` only when ``owns_engine``).
         temperature, max_tokens, seed: sampling settings; request seeds are
             ``seed * 1_000_003 + episode * 1_009 + turn``.
-        input_mode: ``"chat"`` sends the observation as one user message, ``"prompt"`` as a raw
-            completion prompt (for models trained on raw observations).
+        input_mode: ``"chat"`` sends the episode's chat messages (``info["messages"]``: system,
+            query, then per step the action and its result), which the engine renders with the
+            model's chat template, the assistant turn opened; ``"prompt"`` sends the text
+            observation as a raw completion prompt (for models trained on raw observations).
         stop: stop strings (default :data:`~agentflow_env.format.PLANNER_STOP`).
         constrained: hold every action to the action grammar, with the tool names the episode's
             observation lists (or, if it lists none, those given to :meth:`bind_tools`); the
@@ -240,13 +252,20 @@ class EngineBatchPlanner:
     def start(self, slot: int, task: Task, episode: int) -> None:
         """Nothing to do: the observation is the planner's whole prompt."""
 
-    def _request(self, observation: str, episode: int, turn: int) -> GenerationRequest:
+    def _request(
+        self,
+        observation: str,
+        messages: Sequence[Mapping[str, str]] | None,
+        episode: int,
+        turn: int,
+    ) -> GenerationRequest:
         sampling = self.sampling.model_copy(
             update={"seed": self.seed * 1_000_003 + episode * 1_009 + turn}
         )
         if self.input_mode == "prompt":
             return GenerationRequest(prompt=observation, sampling=sampling)
-        return GenerationRequest.chat(observation, **sampling.model_dump())
+        chat = tuple(ChatMessage(role=m["role"], content=m["content"]) for m in messages or ())
+        return GenerationRequest(messages=chat, sampling=sampling)  # type: ignore[arg-type]
 
     def act(
         self,
@@ -254,9 +273,20 @@ class EngineBatchPlanner:
         observations: Sequence[str],
         episodes: Sequence[int],
         turns: Sequence[int],
+        messages: Sequence[Sequence[Mapping[str, str]]] | None = None,
     ) -> list[str]:
+        if self.input_mode == "chat" and (
+            messages is None or len(messages) != len(observations) or not all(messages)
+        ):
+            raise ValueError(
+                "input_mode='chat' needs each episode's chat messages: pass act(..., "
+                "messages=[info['messages'] per live sub-env]) (the AgentFlow envs put them in "
+                "every info), or use input_mode='prompt'"
+            )
+        chats = messages if messages is not None else [None] * len(observations)
         requests = [
-            self._request(o, e, t) for o, e, t in zip(observations, episodes, turns, strict=True)
+            self._request(o, m, e, t)
+            for o, m, e, t in zip(observations, chats, episodes, turns, strict=True)
         ]
         self.failed = {}
         if self.constrained:

@@ -59,8 +59,9 @@ class ModelConfig:
     device: str = "auto"
     """torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:1, ..."""
     chat_template: bool = False
-    """wrap each observation in the tokenizer's chat template (instruct models); False = raw
-    prompt"""
+    """prompts are the env's chat messages (info['messages']) under the tokenizer's chat template
+    (instruct models); turns are packed only where each prompt extends the last one; False = the
+    raw text observation"""
     gradient_checkpointing: bool = False
     """recompute activations in the backward pass to save memory"""
     lora_rank: int = 0

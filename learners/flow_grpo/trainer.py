@@ -52,7 +52,14 @@ from learners.flow_grpo.scalars import progress_bar, progress_line, reduce_rollo
 from learners.flow_grpo.schedule import mini_batch_indices
 from learners.packing import ScoringSequence, pack_samples
 from learners.policy import HFGenerator, Policy, SamplingSettings
-from learners.rollout import RolloutBatch, TurnSample, collect, collect_groups, resample_failed
+from learners.rollout import (
+    PrefixBreakLog,
+    RolloutBatch,
+    TurnSample,
+    collect,
+    collect_groups,
+    resample_failed,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +135,8 @@ class FlowGRPOTrainer:
         # One generator shared (same seed) by all ranks: they draw the same queries and seeds.
         self.rng = np.random.default_rng(cfg.seed)
         self.step = 0
+        self.prefix_log = PrefixBreakLog()
+        """logs each kind of prompt prefix break once per run (chat templates that rewrite turns)"""
         self.history: dict[str, list[list[float]]] = {"eval": []}
         """eval: [step, held-out success, training seconds so far (rollout + update, no eval)]"""
         self.train_seconds = 0.0
@@ -263,6 +272,7 @@ class FlowGRPOTrainer:
                 query_ids=group_ids,
                 episode_prefix=f"step{step}-rank{rank}-traj",
                 metadata=where,
+                prefix_log=self.prefix_log,
             )
             batch = resample_failed(  # queries whose episodes lost their outcome, again
                 self.envs,
@@ -275,6 +285,7 @@ class FlowGRPOTrainer:
                 max_prompt_tokens=cfg.rollout.max_prompt_tokens,
                 episode_prefix=f"step{step}-rank{rank}-retry",
                 metadata=where,
+                prefix_log=self.prefix_log,
             )
         t_roll = time.perf_counter()
         advantages = compute_advantages(
@@ -506,6 +517,7 @@ class FlowGRPOTrainer:
                         settings,
                         rng,
                         max_prompt_tokens=cfg.rollout.max_prompt_tokens,
+                        prefix_log=self.prefix_log,
                     )
                     # an episode whose outcome infrastructure lost is left out, never a 0
                     total += float(batch.rewards[batch.valid].sum())

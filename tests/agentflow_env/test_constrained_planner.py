@@ -4,6 +4,7 @@ instruct model (training refuses ``rollout.constrained``: tests/learners/test_co
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +21,14 @@ from agentflow_env.planners.batch import EngineBatchPlanner, PlannerSpecError, m
 FIELDS = {"sub_goal": "answer", "justification": "known", "context": "None"}
 
 
-def _observation(request: GenerationRequest) -> str:
-    return request.messages[-1].content if request.messages else str(request.prompt)
+def _tool_names(request: GenerationRequest) -> list[str]:
+    """The tools the request's prompt offers: the raw observation's, or (chat input) those the
+    system message's action format lists."""
+    if not request.messages:
+        return split_observation(str(request.prompt)).tool_names
+    listed = re.search(r"Tool Name: <one of: (.*?)>", request.messages[0].content)
+    assert listed is not None, request.messages[0].content
+    return [name for name in listed.group(1).split(", ") if name != "Finish"]
 
 
 @pytest.fixture
@@ -47,7 +54,7 @@ def test_every_request_carries_the_grammar_of_its_episodes_tools() -> None:
     )
     assert report["summary"]["errors"].get("parse", 0) == 0 and len(seen) == 2
     for request in seen:
-        tools = split_observation(_observation(request)).tool_names
+        tools = _tool_names(request)
         assert tools and request.constraint is not None and request.constraint.kind == "grammar"
         for tool in tools:
             assert f'"{tool}"' in (request.constraint.grammar or "")
