@@ -819,7 +819,8 @@ def test_env_kwargs_errors_from_the_python_api(item_data: tuple[Path, Path]) -> 
         ),
         (
             ["--env-kwargs", '{"top_k": 1}'],
-            "--env-kwargs: unknown key 'top_k'; valid: constrained_modules, prompt_style, tool_kwargs",
+            "--env-kwargs: unknown key 'top_k'; valid: constrained_modules, prompt_style, "
+            "tool_kwargs",
         ),
         (
             ["--env-kwargs", '{"prompt_style": "tiny"}'],
