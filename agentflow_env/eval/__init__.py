@@ -28,12 +28,20 @@ e.g. the settings a planner was trained with: ``'{"prompt_style": "compact", "to
 {"Search_Tool": {"top_k": 1}}}'``. They are merged last (``tool_kwargs`` per tool); keys with an
 option of their own and unknown keys are rejected by name.
 
+``--samples K`` plays every task K times (episode ``j`` is sample ``j % K`` of task ``j // K``)
+and adds per-task success, mean@K and the unbiased pass@k for k = 1..K
+(:mod:`agentflow_env.eval.passk`); ``--seeds S`` repeats the run with seeds ``--seed`` ..
+``--seed + S - 1`` on the same tasks and reports each metric's mean with a 95% Student-t
+interval (:mod:`agentflow_env.eval.multi`).
+
 Accuracy: mean score over scored episodes, 95% Wilson interval; a failed scorer (e.g. a judge
 error) is a ``score`` error, never a 0 (:mod:`agentflow_env.eval.report`).
 """
 
 from agentflow_env.eval.build import choose_tools, infer_kind
 from agentflow_env.eval.config import EnvOverrides, EvalConfig, EvaluateError
+from agentflow_env.eval.multi import print_seeds_report, run_seeds
+from agentflow_env.eval.passk import pass_at_k, sample_summary
 from agentflow_env.eval.report import print_report, summarize, wilson_interval
 from agentflow_env.eval.run import run
 
@@ -43,8 +51,12 @@ __all__ = [
     "EvaluateError",
     "choose_tools",
     "infer_kind",
+    "pass_at_k",
     "print_report",
+    "print_seeds_report",
     "run",
+    "run_seeds",
+    "sample_summary",
     "summarize",
     "wilson_interval",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "infer_kind",
     "make_planner",
     "select_tasks",
+    "task_seed",
 ]
 
 
@@ -134,12 +135,21 @@ def choose_tools(
     return names, notes
 
 
+def task_seed(cfg: EvalConfig) -> int:
+    """Seed of the generated task set and the ``--shuffle`` subset."""
+    return cfg.seed if cfg.task_seed is None else cfg.task_seed
+
+
 def select_tasks(tasks: Sequence[Task], cfg: EvalConfig) -> list[Task]:
+    """The episodes to play: ``--episodes`` tasks, each ``--samples`` times in a row (episode
+    ``j`` is sample ``j % samples`` of task ``j // samples``)."""
     count = len(tasks) if cfg.episodes is None else min(cfg.episodes, len(tasks))
     if cfg.shuffle:
-        order = np.random.default_rng(cfg.seed).permutation(len(tasks))[:count]
-        return [tasks[int(i)] for i in order]
-    return list(tasks[:count])
+        order = np.random.default_rng(task_seed(cfg)).permutation(len(tasks))[:count]
+        chosen = [tasks[int(i)] for i in order]
+    else:
+        chosen = list(tasks[:count])
+    return [task for task in chosen for _ in range(cfg.samples)]
 
 
 @dataclass
@@ -195,6 +205,11 @@ def build_setup(cfg: EvalConfig) -> Setup:
         tools = list(cfg.tools) if cfg.tools is not None else None
         if tools is None and has_module:
             tools = [*FAMILY_TOOLS[family], "Base_Generator_Tool"]
+    if cfg.samples > 1 and cfg.temperature == 0 and not str(cfg.planner).startswith("scripted:"):
+        notes.append(
+            f"--samples {cfg.samples} with --temperature 0: a greedy planner plays every sample "
+            "alike, so pass@k equals pass@1"
+        )
     # both local search tools index the same JSONL corpus
     tool_kwargs: dict[str, Any] = (
         {n: {"corpus_path": cfg.corpus} for n in SEARCH_TOOLS} if cfg.corpus else {}
@@ -203,7 +218,7 @@ def build_setup(cfg: EvalConfig) -> Setup:
         "tools": tools,
         "tool_kwargs": tool_kwargs,
         "max_turns": cfg.max_turns,
-        "seed": cfg.seed,
+        "seed": task_seed(cfg),
         "query_analysis": bool(cfg.query_analysis),
     }
     if tasks is not None:
@@ -248,7 +263,7 @@ def build_envs(cfg: EvalConfig, setup: Setup) -> Any:
     wanted = (
         len(select_tasks(setup.tasks, cfg))
         if setup.tasks is not None
-        else min(sizes, default=cfg.concurrency)
+        else min(sizes, default=cfg.concurrency) * cfg.samples
     )
     try:
         return gym.make_vec(

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agentflow_env.eval.config import EnvOverrides, EvalConfig, EvaluateError
+from agentflow_env.eval.multi import print_seeds_report, run_seeds
 from agentflow_env.eval.report import print_report
 from agentflow_env.eval.run import run
 from agentflow_env.registration import ENV_IDS
@@ -72,6 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-turns", type=int, default=d.max_turns)
     add("--concurrency", type=int, default=d.concurrency, help="sub-envs stepping together")
     add("--seed", type=int, default=d.seed)
+    add(
+        "--samples",
+        type=int,
+        default=d.samples,
+        metavar="K",
+        help="episodes per task; the report adds per-task success, mean@K and the unbiased "
+        "pass@k for k = 1..K",
+    )
+    add(
+        "--seeds",
+        type=int,
+        default=d.seeds,
+        metavar="S",
+        help="repeat the run with seeds SEED..SEED+S-1 on the same tasks; report each metric's "
+        "mean with a 95%% Student-t interval",
+    )
     add("--temperature", type=float, default=d.temperature, help="planner sampling temperature")
     add("--max-tokens", type=int, default=d.max_tokens, help="planner max tokens per step")
     add(
@@ -98,9 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = EvalConfig(**vars(build_parser().parse_args(argv)))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        report = run(cfg)
+        report = run_seeds(cfg) if cfg.seeds > 1 else run(cfg)
     except EvaluateError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
-    print_report(report)
+    (print_seeds_report if cfg.seeds > 1 else print_report)(report)
     return 0

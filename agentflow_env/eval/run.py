@@ -20,6 +20,7 @@ import numpy as np
 
 from agentflow_env.eval.build import build_envs, build_setup, make_planner, select_tasks
 from agentflow_env.eval.config import EvalConfig, validate_config
+from agentflow_env.eval.passk import sample_summary
 from agentflow_env.eval.report import episode_rows, summarize
 from agentflow_env.planners.batch import BatchPlanner, ScriptedBatchPlanner
 from agentflow_env.tasks.base import Task
@@ -170,13 +171,16 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
         k: v if isinstance(v, (str, int, float, bool, list, dict, type(None))) else repr(v)
         for k, v in asdict(cfg).items()
     }
+    summary = summarize(records, planner, setup.module_engine, setup.judge, wall)
+    if cfg.samples > 1:  # per-task success, mean@K, pass@k
+        summary["samples"] = sample_summary(records, cfg.samples)
     report = {
         "config": config,
         "kind": setup.kind,
         "tools": tools,
         "notes": setup.notes,
         "setup_s": setup_s,
-        "summary": summarize(records, planner, setup.module_engine, setup.judge, wall),
+        "summary": summary,
         "episodes": episode_rows(records),
     }
     if cfg.out:
