@@ -4,6 +4,8 @@ Methods, each starting from the shipped warm start (``learners/assets/tiny-warms
 - ``flow_grpo``: the tiny preset as ``python -m learners.flow_grpo`` runs it (the paper's
   estimator: outcome broadcast to every turn, normalized within the group);
 - ``last_turn``: the same run with credit only on each trajectory's final turn;
+- ``gigpo``: the same run with GiGPO's episode-level + anchor-state step-level advantages
+  (``algo.gigpo_omega`` 1, ``algo.gigpo_gamma`` 0.95);
 - ``sft_only``: more supervised steps on oracle demonstrations for the same training time as
   the Flow-GRPO run of that seed (the offline-SFT baseline).
 
@@ -118,7 +120,12 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    colors = {"flow_grpo": "tab:blue", "last_turn": "tab:orange", "sft_only": "tab:gray"}
+    colors = {
+        "flow_grpo": "tab:blue",
+        "last_turn": "tab:orange",
+        "gigpo": "tab:green",
+        "sft_only": "tab:gray",
+    }
     seen = set()
     for r in results:
         xs = [p["minutes"] for p in r["curve"]]

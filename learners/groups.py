@@ -23,7 +23,10 @@ class AdvantageInputs:
     """One step's rollout, reduced to what advantage estimation needs.
 
     ``rewards[j]`` and ``group_ids[j]`` belong to trajectory ``j``; ``sample_traj[k]`` and
-    ``sample_turn[k]`` (0-based) locate turn sample ``k``.
+    ``sample_turn[k]`` (0-based) locate turn sample ``k``. Estimators with step-level credit
+    (``gigpo``) also read ``sample_state[k]``, a key of the observation turn ``k`` acted on
+    (equal keys: identical observations), and ``sample_reward[k]``, the env's reward for that
+    turn (None: the outcome comes on each trajectory's last turn, as in this env).
     """
 
     rewards: np.ndarray
@@ -31,6 +34,8 @@ class AdvantageInputs:
     sample_traj: np.ndarray
     sample_turn: np.ndarray
     group_size: int
+    sample_state: np.ndarray | None = None
+    sample_reward: np.ndarray | None = None
 
     def validate(self) -> None:
         """Reject incomplete groups, NaN rewards and turn samples that do not line up."""
@@ -39,6 +44,12 @@ class AdvantageInputs:
             raise ValueError(f"{n} rewards but {len(self.group_ids)} group ids")
         if len(self.sample_traj) != len(self.sample_turn):
             raise ValueError("sample_traj and sample_turn differ in length")
+        for name in ("sample_state", "sample_reward"):
+            extra = getattr(self, name)
+            if extra is not None and len(extra) != len(self.sample_traj):
+                raise ValueError(
+                    f"{name} has {len(extra)} entries for {len(self.sample_traj)} samples"
+                )
         if self.group_size < 2:
             raise IncompleteGroupError(
                 f"group_size={self.group_size}: a group needs >= 2 trajectories"
