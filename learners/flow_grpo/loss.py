@@ -76,12 +76,15 @@ def policy_loss(
     kl_coef: float = 0.0,
     entropy: torch.Tensor | None = None,
     entropy_coef: float = 0.0,
+    is_weights: torch.Tensor | None = None,
 ) -> LossOutput:
     """Clipped surrogate + ``kl_coef`` * k3 KL - ``entropy_coef`` * entropy, per token, weighted.
 
     Per token: ``ratio = exp(logp - old_logp)``, ``pg = max(-A ratio, -A clip(ratio, 1 - clip_low,
-    1 + clip_high))``. ``clip_frac`` is the weighted share of tokens where the clipped branch is
-    active (it then gives no gradient). Stats are weighted sums, so they add over micro-batches.
+    1 + clip_high))``, times ``is_weights`` when given (truncated importance weights of stale
+    samples, :mod:`learners.flow_grpo.offpolicy`). ``clip_frac`` is the weighted share of tokens
+    where the clipped branch is active (it then gives no gradient). Stats are weighted sums, so
+    they add over micro-batches.
     """
     shapes = {t.shape for t in (logp, old_logp, advantages, weights)}
     if len(shapes) != 1 or logp.dim() != 1:
@@ -98,6 +101,12 @@ def policy_loss(
     unclipped = -adv * ratio
     clipped = -adv * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
     pg = torch.maximum(unclipped, clipped)
+    if is_weights is not None:
+        if is_weights.shape != logp.shape:
+            raise ValueError(
+                f"is_weights has shape {tuple(is_weights.shape)}, not {tuple(logp.shape)}"
+            )
+        pg = pg * is_weights.to(logp.dtype)
     per_token = pg
     kl_value = 0.0
     if ref_logp is not None:
