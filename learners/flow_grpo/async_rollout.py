@@ -20,6 +20,9 @@ for the same cores. The worker uses the trainer's training envs (the trainer no 
 them itself), and calls no collective, so DDP ranks stay in lock-step through the update's
 all-reduces.
 
+Memory: the worker's model is a second instance of the policy, and each queued job holds a copy
+of the weights it samples with (at most ``k + 1`` copies, on the model's device).
+
 Queries and seeds are drawn in step order from the trainer's generator, as the synchronous loop
 draws them; each :class:`StepPlan` keeps the generator's state after its draw, which is what a
 checkpoint at that step stores. A resumed run starts a new pipeline: its first ``k`` steps sample

@@ -7,6 +7,9 @@ optimizer steps, each accumulating gradients over micro-batches of packed sequen
 them across ranks and clipping them. Rank 0 writes TensorBoard scalars, trajectories
 (EpisodeRecord JSONL, the viewer's format; rank r > 0 writes ``trajectories-rank{r}.jsonl``) and
 atomic checkpoints; ``resume`` restores model, optimizer, random state and step exactly.
+With ``rollout.max_staleness = k > 0`` the rollouts come from a worker thread that samples with
+weights k updates old (:mod:`learners.flow_grpo.async_rollout`) while the update runs; the
+held-out evaluation (success and pass@k) is :mod:`learners.flow_grpo.evaluation`.
 With ``train.distributed='fsdp'`` the policy (and reference) are sharded; rollouts run inside
 ``policy.gathered()`` and every rank runs the same number of micro-batches (see
 :mod:`learners.distributed` for why).
