@@ -18,9 +18,10 @@ Speed: per setting, ``sync`` (k = 0) then ``k=1`` for ``--steps`` steps from the
 timed over the whole loop (the k=1 pipeline's first, unhidden rollout included); ``wait`` is the
 share of a synchronous step spent waiting on the engine. Learning: offline, ``--learn-steps``
 steps per seed, held-out success before and after (95% Wilson intervals; "equal within noise"
-when the two runs' intervals overlap). Target: k=1 >= 1.3x the synchronous steps per minute in a
-latency-bound setting (the engine wait at least half of a synchronous step), learning equal
-within noise.
+when the two runs' intervals overlap; ``--learn-steps 0`` skips it, for
+``python -m benchmarks.learning --methods flow_grpo,flow_grpo_k1``). Target: k=1 >= 1.3x the
+synchronous steps per minute in a latency-bound setting (the engine wait at least half of a
+synchronous step), learning equal within noise.
 
     python -m benchmarks.async_rollout [--quick] [--steps 10] [--learn-steps 40] [--seeds 0,1]
 """
@@ -225,7 +226,9 @@ def _speed_summary(rows: list[dict[str, Any]], same: dict[str, bool]) -> list[di
     return out
 
 
-def _learn_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _learn_summary(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    if not rows:  # --learn-steps 0
+        return None
     pairs = [
         (a, b) for a in rows for b in rows if a["k"] == 0 and b["k"] == 1 and a["seed"] == b["seed"]
     ]
@@ -245,7 +248,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="3 steps, small batches (CI)")
     parser.add_argument("--settings", default="offline,remote-all,remote-32,remote-8")
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per run")
-    parser.add_argument("--learn-steps", type=int, default=40, help="steps of each learning run")
+    parser.add_argument(
+        "--learn-steps",
+        type=int,
+        default=40,
+        help="steps of each learning run (0: no learning check here; benchmarks/learning.py's "
+        "flow_grpo_k1 method compares k=1 with flow_grpo over several seeds)",
+    )
     parser.add_argument("--seeds", default="0,1", help="seeds of the learning runs")
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument(
@@ -283,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         if s != "offline" and ("offline", 0) in weights
     }
     learn = []
-    for seed in seeds:
+    for seed in seeds if args.learn_steps > 0 else []:
         for k in (0, 1):
             learn.append(learn_run(k, seed, args, work / f"learn-k{k}-s{seed}"))
             r = learn[-1]
@@ -302,7 +311,7 @@ def report(
     speed: list[dict[str, Any]],
     speed_summary: list[dict[str, Any]],
     learn: list[dict[str, Any]],
-    learn_summary: dict[str, Any],
+    learn_summary: dict[str, Any] | None,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     """Print the tables; the JSON's content."""
@@ -339,12 +348,13 @@ def report(
             f"{r['eval_before']:.3f}",
             f"{r['eval_after']:.3f} [{lo:.3f}, {hi:.3f}]",
         )
-    console.print(learning)
+    if learn:
+        console.print(learning)
     bound = [s for s in speed_summary if s["latency_bound"]]
     met = (
         bool(bound)
         and all(s["speedup"] >= TARGET_SPEEDUP for s in bound)
-        and learn_summary["equal_within_noise"]
+        and (learn_summary is None or learn_summary["equal_within_noise"])
     )
     return {
         "quick": args.quick,

@@ -214,6 +214,8 @@ def _async(d: dict[str, Any]) -> list[Row]:
             )
         )
     learn = d["learning_summary"]
+    if learn is None:  # run with --learn-steps 0: the learning benchmark's flow_grpo_k1 compares
+        return rows
     rows.append(
         (
             f"held-out gain after {d['settings']['learn_steps']} steps, sync vs k=1",

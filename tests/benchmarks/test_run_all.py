@@ -184,6 +184,26 @@ def test_async_hand_made_rows() -> None:
     ]
 
 
+def test_async_without_its_learning_check_has_only_speed_rows() -> None:
+    """--learn-steps 0: the learning comparison lives in the learning benchmark (flow_grpo_k1)."""
+    data = {
+        "target_speedup": 1.3,
+        "settings": {"learn_steps": 0},
+        "speed_summary": [
+            {"setting": "remote-4", "speedup": 1.5, "engine_wait_share": 0.7, "latency_bound": True}
+        ],
+        "learning_summary": None,
+    }
+    assert summarize("async_rollout", data) == [
+        (
+            "remote-4 k=1/sync steps per minute (engine wait 70% of a sync step)",
+            "1.50x",
+            ">= 1.3x",
+            "yes",
+        )
+    ]
+
+
 # ---------------------------------------------------------------------------------- malformed
 @pytest.mark.parametrize(
     ("name", "data", "detail"),
