@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -41,7 +39,7 @@ from agentflow_env.runfiles import WriteMode, atomic_write_text
 from learners.checkpoint import full_state, latest_checkpoint, load_checkpoint, save_checkpoint
 from learners.distributed import Dist, init_distributed, resolve_num_threads
 from learners.envs import make_vector_env
-from learners.flow_grpo.advantages import compute_advantages, thin_groups, zero_variance_groups
+from learners.flow_grpo.advantages import compute_advantages
 from learners.flow_grpo.async_rollout import RolloutWorker, StepPlan
 from learners.flow_grpo.config import FlowGRPOConfig, resolve_model_path
 from learners.flow_grpo.evaluation import HeldOutEval
@@ -54,10 +52,11 @@ from learners.flow_grpo.rundir import (
     rollback_events,
     rollback_trajectories,
     trajectory_file,
+    write_final,
 )
-from learners.flow_grpo.runenv import resolve_run_env
+from learners.flow_grpo.runenv import load_policy, resolve_run_env
 from learners.flow_grpo.scalars import progress_bar, progress_line, reduce_rollout_stats
-from learners.flow_grpo.schedule import mini_batch_indices
+from learners.flow_grpo.schedule import kept_samples, mini_batch_indices
 from learners.packing import ScoringSequence, pack_samples
 from learners.policy import HFGenerator, Policy, SamplingSettings
 from learners.rollout import RolloutBatch, TurnSample, collect_groups, resample_failed
@@ -74,27 +73,6 @@ _LOSS_STATS = [
     "train/pg_loss",
     "train/ratio",
 ]
-
-
-def load_policy(cfg: FlowGRPOConfig) -> Policy:
-    """The planner the config names (``asset:`` paths resolve to shipped checkpoints)."""
-    m = cfg.model
-    path = resolve_model_path(m.name_or_path)
-    if m.name_or_path.startswith("asset:") and not Path(path).is_dir():
-        raise FileNotFoundError(
-            f"shipped checkpoint {path} is missing; rebuild it with "
-            "`python -m learners.sft --preset tiny`"
-        )
-    return Policy.from_pretrained(
-        path,
-        dtype=m.dtype,
-        device=m.device,
-        chat_template=m.chat_template,
-        lora_rank=m.lora_rank,
-        lora_alpha=m.lora_alpha,
-        lora_target_modules=m.lora_target_modules,
-        gradient_checkpointing=m.gradient_checkpointing,
-    )
 
 
 class FlowGRPOTrainer:
@@ -213,21 +191,7 @@ class FlowGRPOTrainer:
         prints = self.dist.fingerprints(self.policy.model)
         final = full_state(self.policy.model, sharded=True)[0] if self.dist.fsdp else None
         if self.dist.is_main:
-            self._save_final_model(final)
-            same = all(p == prints[0] for p in prints)
-            atomic_write_text(
-                self.out / "ranks.json",
-                json.dumps(
-                    {
-                        "world_size": self.dist.world_size,
-                        "step": self.step,
-                        "identical": same,
-                        "fingerprints": prints,
-                    }
-                ),
-            )
-            if not same:
-                logger.error("parameters differ across ranks: %s", prints)
+            write_final(self.out, self.policy, final, self.dist.world_size, self.step, prints)
             if self.writer is not None:
                 self.writer.close()
         evals = [e[1] for e in self.history["eval"]]
@@ -316,7 +280,7 @@ class FlowGRPOTrainer:
         advantages = compute_advantages(
             a.estimator, batch.advantage_inputs(), scale_by_std=a.scale_by_std, **options
         )
-        keep, skipped, thin = self._kept_samples(batch, self.step + 1)
+        keep, skipped, thin = kept_samples(batch, a.skip_zero_variance_groups, self.step + 1)
         update = self.update([batch.samples[k] for k in keep], advantages[keep], roll_rng)
         self.policy.sync_generator()
         self._write_trajectories(batch)
@@ -357,31 +321,6 @@ class FlowGRPOTrainer:
         stats["time/generated_tokens_per_s"] = stats.pop("_gen_tokens") / max(rollout.seconds, 1e-9)
         stats["rollout/policy_lag"] = float(self.step - rollout.version)
         return stats
-
-    def _kept_samples(self, batch: RolloutBatch, step: int) -> tuple[list[int], int, int]:
-        """Samples the update uses: of trajectories with an outcome, in groups with two or more
-        of them (else dropped: ``thin``) and, when configured, some reward variance
-        (``skipped``). Returns (sample indices, skipped, thin)."""
-        thin = thin_groups(batch.valid, batch.group_ids)  # < 2 valid trajectories: dropped
-        flat = (
-            zero_variance_groups(batch.rewards, batch.group_ids)
-            if self.cfg.algo.skip_zero_variance_groups
-            else set()
-        )
-        if batch.infra_failed:
-            lost = (r.infra_error for r in batch.replaced + batch.trajectories if r.infra_error)
-            first = next(lost, None)
-            logger.warning(
-                "step %d: %d episode(s) lost their outcome to infrastructure (%s); %d group(s) "
-                "dropped",
-                step,
-                batch.infra_failed,
-                first,
-                len(thin),
-            )
-        valid, skip = batch.valid, thin | flat
-        keep = [k for k, s in enumerate(batch.samples) if s.group not in skip and valid[s.traj]]
-        return keep, len(flat - thin), len(thin)
 
     # ----------------------------------------------------------------------------- update
     def update(
@@ -649,14 +588,6 @@ class FlowGRPOTrainer:
         if self.dist.is_main:
             rollback_events(self.out / "tb", step)
         self.dist.barrier()
-
-    def _save_final_model(self, state_dict: dict[str, Any] | None) -> None:
-        """``final_model/`` written under a temporary name and renamed: never half-written."""
-        final, tmp = self.out / "final_model", self.out / ".final_model.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.policy.save(tmp, state_dict=state_dict)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
 
     def __enter__(self) -> FlowGRPOTrainer:
         return self
