@@ -20,6 +20,7 @@ from agentflow_env.eval import EvalConfig, pass_at_k, run, run_seeds, sample_sum
 from agentflow_env.eval.multi import INTERVAL, seed_path
 from agentflow_env.eval.passk import mean_interval, pass_at_k_curve, t_interval, t_quantile
 from agentflow_env.evaluate import main
+from agentflow_env.infra import InfraError
 from agentflow_env.llm.base import GenerationRequest
 from agentflow_env.trajectory import EpisodeRecord, read_jsonl
 from tests.agentflow_env.test_evaluate import CODES, _item, _text
@@ -111,6 +112,12 @@ def test_unscored_episodes_are_neither_right_nor_wrong() -> None:
     records = [record(j, s) for j, s in enumerate([1.0, 0.0, None, 0.5, 1.0, 1.0])]
     out = sample_summary(records, 3)
     assert [(t["played"], t["n"], t["correct"]) for t in out["per_task"]] == [(3, 2, 1), (3, 3, 2)]
+    # an episode whose outcome infrastructure lost counts as unscored even if a score was set
+    lost = record(6, 0.0)
+    lost.infra_error = InfraError(kind="engine_timeout", source="planner", message="timed out")
+    more = sample_summary([*records, lost], 3)
+    assert [(t["played"], t["n"], t["correct"]) for t in more["per_task"]][2] == (1, 0, 0)
+    assert more["pass_at_k"]["1"] == out["pass_at_k"]["1"]
     assert out["mean@3"] == pytest.approx((0.5 + 2.5 / 3) / 2)
     assert out["pass_at_k"]["1"] == pytest.approx((1 / 2 + 2 / 3) / 2)
     assert out["pass_at_k"]["3"] == 1.0 and out["pass_at_k_tasks"]["3"] == 1

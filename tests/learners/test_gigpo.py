@@ -110,6 +110,22 @@ def test_errored_trajectory_is_left_out_of_both_levels() -> None:
     assert np.all(np.isfinite(out))
 
 
+def test_infra_errored_trajectories_and_thin_groups_get_zero_through_compute_advantages() -> None:
+    """The trainer's path: ``valid`` marks trajectories whose outcome infrastructure lost.
+    gigpo sees only the valid ones (group 0 as in the direct test above) and a group left with
+    one valid trajectory (group 1) is dropped: every turn of it gets 0, never a NaN."""
+    rewards = REWARDS.copy()
+    rewards[[1, 4, 5]] = math.nan
+    valid = np.isfinite(rewards)
+    inp = AdvantageInputs(**{**inputs(rewards).__dict__, "valid": valid})
+    out = compute_advantages("gigpo", inp, scale_by_std=False, gamma=0.5)
+    np.testing.assert_allclose(out[:8], [0.125, 0.25, 0, 0, 0, -0.125, -0.25, 0.0])
+    np.testing.assert_array_equal(out[8:], 0.0)
+    # an errored trajectory marked valid is a caller's bug: refused, not scored 0
+    with pytest.raises(ValueError, match="non-finite rewards"):
+        compute_advantages("gigpo", AdvantageInputs(**{**inp.__dict__, "valid": None}))
+
+
 def test_unsorted_samples_give_the_same_advantages() -> None:
     inp = inputs()
     order = np.random.default_rng(0).permutation(len(inp.sample_traj))
