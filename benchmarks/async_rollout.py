@@ -193,7 +193,8 @@ def learn_run(k: int, seed: int, args: argparse.Namespace, out: Path) -> dict[st
 
     cfg, _ = _config("offline", k, seed, args.learn_steps, args, out)
     with FlowGRPOTrainer(cfg) as trainer:
-        result = trainer.train()
+        # the work dir is the benchmark's own scratch: a rerun replaces its earlier runs
+        result = trainer.train(overwrite=True)
         episodes = trainer.last_eval_episodes
         minutes = trainer.train_seconds / 60
     return {
