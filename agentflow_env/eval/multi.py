@@ -58,10 +58,8 @@ def run_seeds(cfg: EvalConfig) -> dict[str, Any]:
     validate_config(cfg)
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
     first_task_seed = cfg.seed if cfg.task_seed is None else cfg.task_seed
-    runs: list[dict[str, Any]] = []
-    first: dict[str, Any] = {}
-    for seed in seeds:
-        one = replace(
+    plan = [
+        replace(
             cfg,
             seed=seed,
             seeds=1,
@@ -69,6 +67,13 @@ def run_seeds(cfg: EvalConfig) -> dict[str, Any]:
             out=None,
             trajectories=seed_path(cfg.trajectories, seed),
         )
+        for seed in seeds
+    ]
+    for one in plan:  # every seed's outputs checked before the first episode, not at its turn
+        validate_config(one)
+    runs: list[dict[str, Any]] = []
+    first: dict[str, Any] = {}
+    for seed, one in zip(seeds, plan, strict=True):
         report = run(one)
         runs.append({"seed": seed, "summary": report["summary"]})
         first = first or report

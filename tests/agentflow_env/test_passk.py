@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agentflow_env.eval import EvalConfig, pass_at_k, run, run_seeds, sample_summary
+from agentflow_env.eval import EvalConfig, EvaluateError, pass_at_k, run, run_seeds, sample_summary
 from agentflow_env.eval.multi import INTERVAL, seed_path
 from agentflow_env.eval.passk import mean_interval, pass_at_k_curve, t_interval, t_quantile
 from agentflow_env.evaluate import main
@@ -197,6 +197,21 @@ def test_seeds_repeat_the_run_on_the_same_tasks(tmp_path: Path) -> None:
     # A single run with the same seed plays what the multi-seed run's first run played.
     single = run(EvalConfig(**{**cfg.__dict__, "seeds": 1, "out": None, "trajectories": None}))
     assert single["summary"]["samples"] == report["runs"][0]["summary"]["samples"]
+
+
+def test_seeds_check_every_seeds_outputs_before_playing(tmp_path: Path) -> None:
+    """A later seed's trajectory file that exists (no --resume/--overwrite) refuses the run
+    before the first seed plays anything; --overwrite then replaces it."""
+    traj = str(tmp_path / "traj.jsonl")
+    taken = Path(seed_path(traj, 1))  # type: ignore[arg-type]
+    taken.write_text("not this run's\n")
+    cfg = EvalConfig(planner="scripted:oracle", episodes=2, seeds=2, trajectories=traj)
+    with pytest.raises(EvaluateError, match="exists"):
+        run_seeds(cfg)
+    assert not Path(seed_path(traj, 0)).exists()  # type: ignore[arg-type]
+    assert taken.read_text() == "not this run's\n"
+    report = run_seeds(EvalConfig(**{**cfg.__dict__, "overwrite": True}))
+    assert report["seeds"] == [0, 1] and len(list(read_jsonl(taken))) == 2
 
 
 @pytest.mark.parametrize("flag", ["--samples", "--seeds"])
