@@ -259,6 +259,36 @@ def _reliability(d: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _async(d: dict[str, Any]) -> list[Row]:
+    """Per setting: k=1 / sync steps per minute (target where rollouts are latency-bound); then
+    the learning check."""
+    rows: list[Row] = []
+    target = d["target_speedup"]
+    for s in d["speed_summary"]:
+        bound = s["latency_bound"]
+        rows.append(
+            (
+                f"{s['setting']} k=1/sync steps per minute "
+                f"(engine wait {100 * s['engine_wait_share']:.0f}% of a sync step)",
+                f"{s['speedup']:.2f}x",
+                f">= {target:g}x" if bound else "",
+                _ok(s["speedup"] >= target) if bound else "",
+            )
+        )
+    learn = d["learning_summary"]
+    if learn is None:  # run with --learn-steps 0: the learning benchmark's flow_grpo_k1 compares
+        return rows
+    rows.append(
+        (
+            f"held-out gain after {d['settings']['learn_steps']} steps, sync vs k=1",
+            f"{learn['sync_gain']:+.2f} vs {learn['k1_gain']:+.2f}",
+            "equal within noise",
+            _ok(learn["equal_within_noise"]),
+        )
+    )
+    return rows
+
+
 def _ok(flag: bool) -> str:
     return "yes" if flag else "NO"
 
@@ -272,6 +302,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[dict[str, Any]], list[Row]], list[str
     "env_overhead": ("env_overhead.py", _overhead, ["--clock", "cpu"]),
     "learning": ("learning.py", _learning, ["--jobs", "2"]),  # independent runs, one core each
     "update_throughput": ("update_throughput.py", _update, []),
+    "async_rollout": ("async_rollout.py", _async, []),
     "scorers": ("scorers.py", _scorers, []),
     "reliability": ("reliability.py", _reliability, []),
 }

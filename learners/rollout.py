@@ -30,7 +30,9 @@ bounded number of times); the records it replaced are kept in :attr:`RolloutBatc
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -56,6 +58,7 @@ __all__ = [
     "collect_groups",
     "next_chat_context",
     "next_context",
+    "observation_key",
     "resample_failed",
 ]
 
@@ -77,6 +80,9 @@ class TurnSample:
     """log-probs of ``response_ids`` under the sampling policy (the PPO 'old' log-probs)"""
     finish_reason: str
     action_text: str
+    state: str = ""
+    """digest of the observation this turn acted on: equal for identical observations (the
+    anchor states of step-level credit, :func:`learners.flow_grpo.advantages.gigpo`)"""
 
 
 @dataclass(frozen=True)
@@ -177,7 +183,15 @@ class RolloutBatch:
             sample_turn=np.array([s.turn for s in self.samples], dtype=np.int64),
             group_size=self.group_size,
             valid=self.valid,
+            sample_state=np.array([s.state for s in self.samples], dtype=object),
+            sample_reward=np.array([self._turn_reward(s) for s in self.samples], dtype=np.float64),
         )
+
+    def _turn_reward(self, sample: TurnSample) -> float:
+        """The env's reward for a sample's turn (NaN when it has none)."""
+        turns = self.trajectories[sample.traj].turns
+        reward = turns[sample.turn].reward if sample.turn < len(turns) else None
+        return math.nan if reward is None else float(reward)
 
     @property
     def generated_tokens(self) -> int:
@@ -199,6 +213,11 @@ class RolloutBatch:
         for name, count in sorted(self.tool_calls().items()):
             out[f"rollout/tool_calls/{name}"] = count / n
         return out
+
+
+def observation_key(observation: str) -> str:
+    """A short digest of an observation (equal observations, equal keys)."""
+    return hashlib.blake2b(observation.encode("utf-8"), digest_size=16).hexdigest()
 
 
 def next_context(
@@ -371,6 +390,7 @@ def collect(
     gen_s, turn = 0.0, 0
     while not all(done):
         live = [i for i in range(n) if not done[i]]
+        states = {i: observation_key(obs[i]) for i in live}  # what these turns act on
         prompts = [prompts_of.ids[i][-max_prompt_tokens:] for i in live]
         step_settings = SamplingSettings(
             settings.temperature,
@@ -396,6 +416,7 @@ def collect(
                     logprobs=list(out.logprobs),
                     finish_reason=out.finish_reason,
                     action_text=out.text,
+                    state=states[i],
                 )
             )
             record = builders[i].record

@@ -52,6 +52,12 @@ counts errored episodes by kind next to the accuracy over scored ones and the ac
 errored ones counted wrong (:mod:`agentflow_env.eval.report`). A judge that fails (engine error,
 no parseable verdict) leaves its episode errored (kind ``judge`` or the engine's), never wrong.
 
+``--samples K`` plays every task K times (episode ``j`` is sample ``j % K`` of task ``j // K``)
+and adds per-task success, mean@K and the unbiased pass@k for k = 1..K
+(:mod:`agentflow_env.eval.passk`); ``--seeds S`` repeats the run with seeds ``--seed`` ..
+``--seed + S - 1`` on the same tasks and reports each metric's mean with a 95% Student-t
+interval (:mod:`agentflow_env.eval.multi`).
+
 Runs that lose nothing: a preflight request checks every remote engine first; ``--max-errors``
 (a count or a fraction, default 0.1) stops a run whose infrastructure keeps failing (exit 3, the
 partial report and trajectories written); ``--request-timeout``/``--max-retries`` bound every
@@ -62,6 +68,8 @@ exactly once (a torn last line from a kill, and errored episodes, are played aga
 
 from agentflow_env.eval.build import choose_tools, infer_kind
 from agentflow_env.eval.config import EnvOverrides, EvalConfig, EvaluateError, RunStopped
+from agentflow_env.eval.multi import print_seeds_report, run_seeds
+from agentflow_env.eval.passk import pass_at_k, sample_summary
 from agentflow_env.eval.report import print_report, summarize, wilson_interval
 from agentflow_env.eval.run import run
 
@@ -72,8 +80,12 @@ __all__ = [
     "RunStopped",
     "choose_tools",
     "infer_kind",
+    "pass_at_k",
     "print_report",
+    "print_seeds_report",
     "run",
+    "run_seeds",
+    "sample_summary",
     "summarize",
     "wilson_interval",
 ]

@@ -43,6 +43,7 @@ __all__ = [
     "plan",
     "preflight",
     "select_tasks",
+    "task_seed",
 ]
 
 
@@ -199,12 +200,21 @@ def choose_tools(
     return names, notes
 
 
+def task_seed(cfg: EvalConfig) -> int:
+    """Seed of the generated task set and the ``--shuffle`` subset."""
+    return cfg.seed if cfg.task_seed is None else cfg.task_seed
+
+
 def select_tasks(tasks: Sequence[Task], cfg: EvalConfig) -> list[Task]:
+    """The episodes to play: ``--episodes`` tasks, each ``--samples`` times in a row (episode
+    ``j`` is sample ``j % samples`` of task ``j // samples``)."""
     count = len(tasks) if cfg.episodes is None else min(cfg.episodes, len(tasks))
     if cfg.shuffle:
-        order = np.random.default_rng(cfg.seed).permutation(len(tasks))[:count]
-        return [tasks[int(i)] for i in order]
-    return list(tasks[:count])
+        order = np.random.default_rng(task_seed(cfg)).permutation(len(tasks))[:count]
+        chosen = [tasks[int(i)] for i in order]
+    else:
+        chosen = list(tasks[:count])
+    return [task for task in chosen for _ in range(cfg.samples)]
 
 
 @dataclass
@@ -275,6 +285,11 @@ def plan(cfg: EvalConfig) -> Plan:
             tools, notes = paper_tools(has_corpus, own_sources(overrides))
         elif tools is None and has_module:
             tools = [*FAMILY_TOOLS[family], "Base_Generator_Tool"]
+    if cfg.samples > 1 and not cfg.temperature and not str(cfg.planner).startswith("scripted:"):
+        notes.append(
+            f"--samples {cfg.samples} with --temperature 0: a greedy planner plays every sample "
+            "alike, so pass@k equals pass@1"
+        )
     # the local search tools index the same JSONL corpus (a web backend takes none)
     tool_kwargs: dict[str, Any] = {}
     if cfg.corpus:
@@ -289,7 +304,7 @@ def plan(cfg: EvalConfig) -> Plan:
         "tools": tools,
         "tool_kwargs": tool_kwargs,
         "max_turns": cfg.max_turns,
-        "seed": cfg.seed,
+        "seed": task_seed(cfg),
         "query_analysis": bool(cfg.query_analysis),
     }
     if tasks is not None:
@@ -358,7 +373,7 @@ def build_envs(cfg: EvalConfig, setup: Setup) -> Any:
     wanted = (
         len(select_tasks(setup.tasks, cfg))
         if setup.tasks is not None
-        else min(sizes, default=cfg.concurrency)
+        else min(sizes, default=cfg.concurrency) * cfg.samples
     )
     try:
         return gym.make_vec(

@@ -16,6 +16,7 @@ from agentflow_env.eval.config import (
     RunStopped,
     parse_max_errors,
 )
+from agentflow_env.eval.multi import print_seeds_report, run_seeds
 from agentflow_env.eval.protocol import PROTOCOLS, DryRun, dry_run
 from agentflow_env.eval.report import print_report
 from agentflow_env.eval.run import run
@@ -120,6 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-turns", type=int, help=f"[preset] ({_preset('max_turns')})")
     add("--concurrency", type=int, default=d.concurrency, help="sub-envs stepping together")
     add("--seed", type=int, default=d.seed)
+    add(
+        "--samples",
+        type=int,
+        default=d.samples,
+        metavar="K",
+        help="episodes per task; the report adds per-task success, mean@K and the unbiased "
+        "pass@k for k = 1..K",
+    )
+    add(
+        "--seeds",
+        type=int,
+        default=d.seeds,
+        metavar="S",
+        help="repeat the run with seeds SEED..SEED+S-1 on the same tasks; report each metric's "
+        "mean with a 95%% Student-t interval",
+    )
     add(
         "--temperature",
         type=float,
@@ -245,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return 0
     try:
-        report = run(cfg)
+        report = run_seeds(cfg) if cfg.seeds > 1 else run(cfg)
     except EvaluateError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
@@ -254,5 +271,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             print_report(exc.report)
         sys.stderr.write(f"stopped: {exc.reason}\n")
         return 3
-    print_report(report)
+    (print_seeds_report if cfg.seeds > 1 else print_report)(report)
     return 0

@@ -122,6 +122,15 @@ class EvalConfig:
     concurrency: int = 4
     """sub-envs stepping together (the planner sees batches of this size)"""
     seed: int = 0
+    samples: int = 1
+    """episodes per task (``--samples K``): the report adds per-task success, mean@K and pass@k
+    for k = 1..K (:mod:`agentflow_env.eval.passk`)"""
+    seeds: int = 1
+    """runs with seeds ``seed, seed+1, ...`` (``--seeds S``) on the same tasks; the report gives
+    each metric's mean over the runs with a 95% Student-t interval"""
+    task_seed: int | None = None
+    """seed of the generated task set and of the ``shuffle`` subset; None: ``seed`` (multi-seed
+    runs set it to their first seed so that every run plays the same tasks)"""
     temperature: float | None = None
     """planner sampling temperature; None: the protocol's (0.0 in both)"""
     max_tokens: int | None = None
@@ -248,6 +257,10 @@ def validate_config(cfg: EvalConfig) -> None:
         raise EvaluateError(f"--episodes must be >= 1, got {cfg.episodes}")
     if cfg.judge_max_tokens is not None and cfg.judge_max_tokens < 1:
         raise EvaluateError(f"--judge-max-tokens must be >= 1, got {cfg.judge_max_tokens}")
+    if cfg.samples < 1 or cfg.seeds < 1:
+        raise EvaluateError(
+            f"--samples and --seeds must be >= 1, got {cfg.samples} and {cfg.seeds}"
+        )
     if cfg.temperature < 0 or cfg.max_tokens < 1:
         raise EvaluateError("--temperature must be >= 0 and --max-tokens >= 1")
     if cfg.planner_constrained and isinstance(cfg.planner, str):

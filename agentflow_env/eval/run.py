@@ -38,6 +38,7 @@ from agentflow_env.eval.config import (
     parse_max_errors,
     validate_config,
 )
+from agentflow_env.eval.passk import sample_summary
 from agentflow_env.eval.protocol import resolve
 from agentflow_env.eval.report import episode_rows, summarize
 from agentflow_env.planners.batch import BatchPlanner, EngineBatchPlanner, ScriptedBatchPlanner
@@ -317,6 +318,8 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     }
     summary = summarize(records, planner, setup.module_engine, setup.judge, wall)
     summary.update(planned=len(tasks), stopped=stopped)
+    if cfg.samples > 1:  # per-task success, mean@K, pass@k
+        summary["samples"] = sample_summary(records, cfg.samples)
     report = {
         "config": config,
         "kind": setup.kind,

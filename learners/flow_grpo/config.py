@@ -104,6 +104,11 @@ class RolloutConfig:
     constrained: bool = False
     """hold sampled actions to the action grammar (as evaluate --planner-constrained); refused
     while the loss scores actions without the grammar's token mask (see validate)"""
+    max_staleness: int = 0
+    """asynchronous rollouts: k > 0 collects the rollouts of coming steps on a worker thread
+    with its own copy of the weights while the update runs; step t samples with the weights
+    after update t-1-k (exactly k updates old, so runs stay reproducible) and the loss's ratio
+    uses those behaviour log-probs. 0: the synchronous loop (transformers backend, no FSDP)"""
 
 
 @dataclass
@@ -111,7 +116,14 @@ class AlgoConfig:
     """Advantages, loss and optimizer."""
 
     estimator: str = "flow_grpo"
-    """advantage estimator: flow_grpo, flow_grpo_turn_norm, last_turn (or a registered one)"""
+    """advantage estimator: flow_grpo, flow_grpo_turn_norm, last_turn, gigpo (or a registered
+    one)"""
+    gigpo_omega: float = 1.0
+    """gigpo: weight of the step-level advantage (turns that acted on an identical observation,
+    compared by discounted return) added to the episode-level one (the paper's omega = 1)"""
+    gigpo_gamma: float = 0.95
+    """gigpo: discount of the step-level returns (an outcome k turns later counts gamma^k; the
+    paper's 0.95)"""
     scale_by_std: bool = True
     """divide advantages by the group's reward std (False: only subtract the group mean)"""
     skip_zero_variance_groups: bool = True
@@ -122,6 +134,11 @@ class AlgoConfig:
     """lower clip range: ratios below 1 - clip_low stop contributing gradient"""
     clip_high: float = 0.2
     """upper clip range: ratios above 1 + clip_high stop contributing gradient"""
+    tis_cap: float = 0.0
+    """truncated importance weights for stale rollouts (rollout.max_staleness > 0): C > 0 clips
+    the ratio against the weights at the start of the update (one extra scoring pass) and
+    weights each token by min(pi_start / pi_behaviour, C); 0: the ratio is taken against the
+    behaviour log-probs directly"""
     kl_coef: float = 0.0
     """weight of the k3 KL estimate to the frozen reference policy (a loss term); 0 disables"""
     entropy_coef: float = 0.0
@@ -310,6 +327,25 @@ def _validate(cfg: FlowGRPOConfig) -> None:
         f"algo.estimator={a.estimator!r} is unknown; choose one of "
         f"{sorted(ESTIMATORS)} or register one with "
         "learners.flow_grpo.advantages.register_estimator",
+    )
+    _check(
+        r.max_staleness >= 0,
+        f"rollout.max_staleness={r.max_staleness} must be >= 0 (0: synchronous rollouts)",
+    )
+    _check(
+        r.max_staleness == 0 or (r.backend == "transformers" and t.distributed != "fsdp"),
+        "rollout.max_staleness > 0 needs rollout.backend transformers and no FSDP (the rollout "
+        "worker samples from its own full copy of the weights); use --rollout.max-staleness 0",
+    )
+    _check(a.tis_cap >= 0, f"algo.tis_cap={a.tis_cap} must be >= 0 (0 disables it)")
+    _check(
+        a.tis_cap == 0 or t.distributed != "fsdp",
+        "algo.tis_cap > 0 is not supported with train.distributed='fsdp'; use ddp or tis_cap 0",
+    )
+    _check(
+        a.gigpo_omega >= 0 and 0 <= a.gigpo_gamma <= 1,
+        f"algo.gigpo_omega={a.gigpo_omega} must be >= 0 and algo.gigpo_gamma={a.gigpo_gamma} "
+        "in [0, 1]",
     )
     _check(
         0 <= a.clip_low < 1,

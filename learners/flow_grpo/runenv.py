@@ -1,4 +1,5 @@
-"""What a run's env section becomes: its training and validation tasks, and its reward.
+"""What a run's sections become: its training and validation tasks, its reward and its policy
+(:func:`load_policy`).
 
 :func:`resolve_run_env` turns a :class:`~learners.flow_grpo.config.FlowGRPOConfig` into a
 :class:`RunEnv`: the env settings the rollout and evaluation envs are built from (with the data
@@ -13,14 +14,16 @@ plays it again or drops it, never scores it 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from agentflow_env.tasks.base import Task
 from learners.envs import EnvConfig
-from learners.flow_grpo.config import DataConfig, FlowGRPOConfig
+from learners.flow_grpo.config import DataConfig, FlowGRPOConfig, resolve_model_path
 from learners.flow_grpo.data import load_deepmath, load_nq, load_validation, mix
+from learners.policy import Policy
 
-__all__ = ["RunEnv", "load_data", "make_judge", "resolve_run_env"]
+__all__ = ["RunEnv", "load_data", "load_policy", "make_judge", "resolve_run_env"]
 
 
 @dataclass
@@ -91,3 +94,24 @@ def resolve_run_env(cfg: FlowGRPOConfig) -> RunEnv:
         update["scorer"] = judge
     env = cfg.env.model_copy(update=update) if update else cfg.env
     return RunEnv(env=env, train=train, val=val, judge=judge)
+
+
+def load_policy(cfg: FlowGRPOConfig) -> Policy:
+    """The planner the config names (``asset:`` paths resolve to shipped checkpoints)."""
+    m = cfg.model
+    path = resolve_model_path(m.name_or_path)
+    if m.name_or_path.startswith("asset:") and not Path(path).is_dir():
+        raise FileNotFoundError(
+            f"shipped checkpoint {path} is missing; rebuild it with "
+            "`python -m learners.sft --preset tiny`"
+        )
+    return Policy.from_pretrained(
+        path,
+        dtype=m.dtype,
+        device=m.device,
+        chat_template=m.chat_template,
+        lora_rank=m.lora_rank,
+        lora_alpha=m.lora_alpha,
+        lora_target_modules=m.lora_target_modules,
+        gradient_checkpointing=m.gradient_checkpointing,
+    )

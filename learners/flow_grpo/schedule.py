@@ -1,13 +1,40 @@
-"""How one rollout's turn rows are cut into optimizer batches (``algo.mini_batch_rows`` or
-``algo.mini_batches``)."""
+"""Which of one rollout's turn rows an update uses (:func:`kept_samples`) and how they are cut
+into optimizer batches (``algo.mini_batch_rows`` or ``algo.mini_batches``)."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
-from learners.rollout import TurnSample
+from learners.flow_grpo.advantages import thin_groups, zero_variance_groups
+from learners.rollout import RolloutBatch, TurnSample
 
-__all__ = ["mini_batch_indices"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["kept_samples", "mini_batch_indices"]
+
+
+def kept_samples(
+    batch: RolloutBatch, skip_zero_variance: bool, step: int
+) -> tuple[list[int], int, int]:
+    """Samples the update uses: of trajectories with an outcome, in groups with two or more
+    of them (else dropped: ``thin``) and, with ``skip_zero_variance``, some reward variance
+    (``skipped``). Returns (sample indices, skipped, thin)."""
+    thin = thin_groups(batch.valid, batch.group_ids)  # < 2 valid trajectories: dropped
+    flat = zero_variance_groups(batch.rewards, batch.group_ids) if skip_zero_variance else set()
+    if batch.infra_failed:
+        lost = (r.infra_error for r in batch.replaced + batch.trajectories if r.infra_error)
+        logger.warning(
+            "step %d: %d episode(s) lost their outcome to infrastructure (%s); %d group(s) dropped",
+            step,
+            batch.infra_failed,
+            next(lost, None),
+            len(thin),
+        )
+    valid, skip = batch.valid, thin | flat
+    keep = [k for k, s in enumerate(batch.samples) if s.group not in skip and valid[s.traj]]
+    return keep, len(flat - thin), len(thin)
 
 
 def mini_batch_indices(

@@ -217,6 +217,63 @@ def test_env_overhead_rows_judge_each_family_and_name_the_largest_stages() -> No
     ]
 
 
+def test_async_hand_made_rows() -> None:
+    data = {
+        "target_speedup": 1.3,
+        "settings": {"learn_steps": 30},
+        "speed_summary": [
+            {
+                "setting": "offline",
+                "speedup": 1.21,
+                "engine_wait_share": 0.0,
+                "latency_bound": False,
+            },
+            {
+                "setting": "remote-8",
+                "speedup": 1.27,
+                "engine_wait_share": 0.62,
+                "latency_bound": True,
+            },
+        ],
+        "learning_summary": {"sync_gain": 0.052, "k1_gain": 0.048, "equal_within_noise": True},
+    }
+    assert summarize("async_rollout", data) == [
+        ("offline k=1/sync steps per minute (engine wait 0% of a sync step)", "1.21x", "", ""),
+        (
+            "remote-8 k=1/sync steps per minute (engine wait 62% of a sync step)",
+            "1.27x",
+            ">= 1.3x",
+            "NO",
+        ),
+        (
+            "held-out gain after 30 steps, sync vs k=1",
+            "+0.05 vs +0.05",
+            "equal within noise",
+            "yes",
+        ),
+    ]
+
+
+def test_async_without_its_learning_check_has_only_speed_rows() -> None:
+    """--learn-steps 0: the learning comparison lives in the learning benchmark (flow_grpo_k1)."""
+    data = {
+        "target_speedup": 1.3,
+        "settings": {"learn_steps": 0},
+        "speed_summary": [
+            {"setting": "remote-4", "speedup": 1.5, "engine_wait_share": 0.7, "latency_bound": True}
+        ],
+        "learning_summary": None,
+    }
+    assert summarize("async_rollout", data) == [
+        (
+            "remote-4 k=1/sync steps per minute (engine wait 70% of a sync step)",
+            "1.50x",
+            ">= 1.3x",
+            "yes",
+        )
+    ]
+
+
 # ---------------------------------------------------------------------------------- malformed
 @pytest.mark.parametrize(
     ("name", "data", "detail"),
