@@ -1,0 +1,263 @@
+"""A real pretrained instruct model in every role: SmolLM2-135M-Instruct on this CPU.
+
+Every number comes from ``python -m agentflow_env.evaluate`` (its in-process ``main``, the CLI a
+user runs), with the model fetched by ``python -m agentflow_env.llm fetch smollm2-135m-instruct``.
+
+(a) **Modules.** The scripted oracle plans (so the planner is never the cause); the executor,
+    verifier and generator are LLM modules on SmolLM2, on shuffled generated search episodes,
+    with the modules' outputs constrained (the default where the engine supports constraints)
+    and unconstrained (``constrained_modules=false``, the paper's setting), side by side. Each
+    row: accuracy, module format errors (executor + verifier + generator errors), episodes/s and
+    the modules' completion tokens.
+(b) **Planner.** SmolLM2 as the planner with chat input, free and constrained
+    (``--planner-constrained``), next to ``scripted:random-tool`` and ``scripted:oracle`` on the
+    same tasks: the four generated envs and the authors' Bamboogle and Game of 24 files
+    (``../shared/benchmarks/agentflow``; rows are left out, with the reason, when it is absent).
+    Each row: accuracy, unparseable turns (``parse`` errors / turns played), errored episodes.
+
+    python -m benchmarks.real_models [--quick] [--out benchmarks/results/real_models.json]
+
+Targets (issue 13): (a) with constraints: 0 module format errors, accuracy >= 0.5, >= 0.13
+episodes/s; (b) unparseable turns <= 20% free and 0% constrained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import machine_info
+
+MODEL = "smollm2-135m-instruct"
+ENGINE = f"hf:{MODEL}"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "agentflow"
+MODULE_ERRORS = ("executor", "verifier", "generator")
+TARGETS = {"module_accuracy": 0.5, "episodes_per_s": 0.13, "free_unparseable": 0.2}
+ENV_IDS = (
+    "AgentFlow-Search-v0",
+    "AgentFlow-Math-v0",
+    "AgentFlow-Science-v0",
+    "AgentFlow-Agentic-v0",
+)
+FILES = ("bamboogle.json", "gameof24.json")
+
+
+def evaluate(argv: list[str], tmp: Path) -> dict[str, Any]:
+    """One ``evaluate`` run; its summary plus the exit status and wall seconds."""
+    from agentflow_env.evaluate import main
+
+    out = tmp / "report.json"
+    out.unlink(missing_ok=True)
+    start = time.perf_counter()
+    with (
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()) as err,
+    ):
+        code = main([*argv, "--out", str(out)])
+    wall = time.perf_counter() - start
+    if not out.exists():
+        raise RuntimeError(f"evaluate {' '.join(argv)} exited {code}: {err.getvalue()[-2000:]}")
+    summary = json.loads(out.read_text())["summary"]
+    return {"exit": code, "wall_s": wall, **summary}
+
+
+def module_rows(episodes: int, tmp: Path) -> list[dict[str, Any]]:
+    """(a): oracle planner, LLM executor/verifier/generator; constrained vs not."""
+    rows = []
+    for constrained in (True, False):
+        argv = ["--env", "AgentFlow-Search-v0", "--planner", "scripted:oracle"]
+        argv += ["--executor", "llm", "--verifier", "llm", "--generator", "llm"]
+        argv += ["--module-engine", ENGINE, "--episodes", str(episodes), "--shuffle"]
+        argv += ["--env-kwargs", json.dumps({"constrained_modules": constrained})]
+        s = evaluate(argv, tmp)
+        rows.append(
+            {
+                "constrained_modules": constrained,
+                "episodes": s["episodes"],
+                "accuracy": s["accuracy"],
+                "module_format_errors": sum(s["errors"][k] for k in MODULE_ERRORS),
+                "errors": s["errors"],
+                "errored": s["errored"],
+                "episodes_per_s": s["episodes_per_s"],
+                "module_completion_tokens": s["tokens"]["modules"]["completion"],
+                "wall_s": s["wall_s"],
+            }
+        )
+    return rows
+
+
+PLANNERS: dict[str, list[str]] = {
+    "scripted:random-tool": ["--planner", "scripted:random-tool"],
+    "scripted:oracle": ["--planner", "scripted:oracle"],
+    "SmolLM2 free": ["--planner", ENGINE, "--planner-input", "chat"],
+    "SmolLM2 constrained": [
+        "--planner",
+        ENGINE,
+        "--planner-input",
+        "chat",
+        "--planner-constrained",
+    ],
+}
+
+
+def _tasks() -> list[tuple[str, list[str]]]:
+    tasks = [(env_id, ["--env", env_id]) for env_id in ENV_IDS]
+    # The authors' files come without a corpus: Base_Generator_Tool (on the same model) is the
+    # tool there, as the paper's generalist tool
+    tasks += [
+        (name, ["--data", str(SHARED / name), "--module-engine", ENGINE])
+        for name in FILES
+        if (SHARED / name).is_file()
+    ]
+    return tasks
+
+
+def planner_rows(episodes: int, max_turns: int, tmp: Path) -> list[dict[str, Any]]:
+    """(b): each task set x each planner, the same tasks (first ``episodes`` after a seeded
+    shuffle) and the same turn limit."""
+    rows = []
+    for task_name, task_argv in _tasks():
+        for planner, planner_argv in PLANNERS.items():
+            argv = [*task_argv, *planner_argv, "--episodes", str(episodes), "--shuffle"]
+            argv += ["--max-turns", str(max_turns), "--max-tokens", "128"]
+            s = evaluate(argv, tmp)
+            turns = round((s["mean_turns"] or 0) * s["episodes"])
+            rows.append(
+                {
+                    "tasks": task_name,
+                    "planner": planner,
+                    "episodes": s["episodes"],
+                    "accuracy": s["accuracy"],
+                    "turns": turns,
+                    "unparseable_turns": s["errors"]["parse"],
+                    "unparseable_fraction": s["errors"]["parse"] / turns if turns else None,
+                    "errored": s["errored"],
+                    "wall_s": s["wall_s"],
+                }
+            )
+    return rows
+
+
+def targets(modules: list[dict[str, Any]], planners: list[dict[str, Any]]) -> dict[str, Any]:
+    on = next(r for r in modules if r["constrained_modules"])
+    free = [r for r in planners if r["planner"] == "SmolLM2 free"]
+    held = [r for r in planners if r["planner"] == "SmolLM2 constrained"]
+
+    def fraction(rows: list[dict[str, Any]]) -> float | None:
+        turns = sum(r["turns"] for r in rows)
+        return sum(r["unparseable_turns"] for r in rows) / turns if turns else None
+
+    free_f, held_f = fraction(free), fraction(held)
+    return {
+        "module_format_errors": on["module_format_errors"],
+        "module_accuracy": on["accuracy"],
+        "episodes_per_s": on["episodes_per_s"],
+        "free_unparseable": free_f,
+        "constrained_unparseable": held_f,
+        "met": {
+            "module_format_errors_0": on["module_format_errors"] == 0,
+            "module_accuracy": (on["accuracy"] or 0) >= TARGETS["module_accuracy"],
+            "episodes_per_s": (on["episodes_per_s"] or 0) >= TARGETS["episodes_per_s"],
+            "free_unparseable": free_f is not None and free_f <= TARGETS["free_unparseable"],
+            "constrained_unparseable_0": held_f == 0,
+        },
+    }
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    return (
+        "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    )
+
+
+def print_report(report: dict[str, Any], console: Console) -> None:
+    if "skipped" in report:
+        console.print(f"[yellow]skipped:[/] {report['skipped']}")
+        return
+    t = Table(title=f"(a) scripted:oracle planner + {MODEL} executor/verifier/generator")
+    for col in ("modules", "episodes", "accuracy", "format errors", "episodes/s", "tokens"):
+        t.add_column(col)
+    for r in report["modules"]:
+        t.add_row(
+            "constrained" if r["constrained_modules"] else "free (paper)",
+            str(r["episodes"]),
+            _fmt(r["accuracy"]),
+            str(r["module_format_errors"]),
+            _fmt(r["episodes_per_s"], 3),
+            _fmt(r["module_completion_tokens"]),
+        )
+    console.print(t)
+    t = Table(title=f"(b) {MODEL} as the planner (chat input) next to scripted planners")
+    for col in ("tasks", "planner", "episodes", "accuracy", "unparseable turns", "errored"):
+        t.add_column(col)
+    for r in report["planners"]:
+        frac = r["unparseable_fraction"]
+        t.add_row(
+            r["tasks"],
+            r["planner"],
+            str(r["episodes"]),
+            _fmt(r["accuracy"]),
+            f"{r['unparseable_turns']}/{r['turns']}"
+            + (f" ({frac:.0%})" if frac is not None else ""),
+            str(r["errored"]),
+        )
+    console.print(t)
+    console.print(f"targets: {report['targets']}")
+
+
+def run(quick: bool) -> dict[str, Any]:
+    from agentflow_env.llm.models import fetched_path
+
+    if fetched_path(MODEL) is None:
+        return {
+            "quick": quick,
+            "machine": machine_info(),
+            "skipped": f"{MODEL} not fetched: python -m agentflow_env.llm fetch {MODEL}",
+        }
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        modules = module_rows(2 if quick else 20, tmp)
+        planners = planner_rows(1 if quick else 6, 2 if quick else 4, tmp)
+    return {
+        "quick": quick,
+        "machine": machine_info(model=MODEL),
+        "modules": modules,
+        "planners": planners,
+        "targets": targets(modules, planners),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="2 module episodes, 1 planner episode per cell"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("benchmarks/results/real_models.json"),
+        help="where to write the JSON report",
+    )
+    args = parser.parse_args(argv)
+    report = run(args.quick)
+    print_report(report, Console(width=140))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    Console().print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
