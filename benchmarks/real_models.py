@@ -55,11 +55,14 @@ FILES = ("bamboogle.json", "gameof24.json")
 
 
 def evaluate(argv: list[str], tmp: Path) -> dict[str, Any]:
-    """One ``evaluate`` run; its summary plus the exit status and wall seconds."""
+    """One ``evaluate`` run; its summary plus the exit status, wall seconds and the episode
+    records (``records``)."""
     from agentflow_env.evaluate import main
 
-    out = tmp / "report.json"
+    out, trajectories = tmp / "report.json", tmp / "trajectories.jsonl"
     out.unlink(missing_ok=True)
+    trajectories.unlink(missing_ok=True)
+    argv = [*argv, "--trajectories", str(trajectories)]
     start = time.perf_counter()
     with (
         contextlib.redirect_stdout(io.StringIO()),
@@ -70,7 +73,43 @@ def evaluate(argv: list[str], tmp: Path) -> dict[str, Any]:
     if not out.exists():
         raise RuntimeError(f"evaluate {' '.join(argv)} exited {code}: {err.getvalue()[-2000:]}")
     summary = json.loads(out.read_text())["summary"]
-    return {"exit": code, "wall_s": wall, **summary}
+    records = [json.loads(line) for line in trajectories.read_text().splitlines() if line]
+    return {"exit": code, "wall_s": wall, "records": records, **summary}
+
+
+def module_analysis(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where each module lost the answer (the oracle planner's plan is right by construction).
+
+    executor: its tool input differs from the command the planner wrote (normalized text);
+    verifier: it stopped before the gold answer appeared in any tool result, or continued after;
+    generator: the gold answer was in a tool result but the final answer was scored wrong.
+    """
+    from agentflow_env.format.action import parse_action
+    from agentflow_env.rewards.text import normalize_answer
+
+    calls = changed = premature = reached = generator_wrong = 0
+    for r in records:
+        gold = normalize_answer(r["ground_truth"])
+        seen = False
+        for t in r["turns"]:
+            if t.get("tool_name"):
+                calls += 1
+                wanted = parse_action(t["action"], [t["tool_name"]]).command or ""
+                changed += normalize_answer(wanted) != normalize_answer(t.get("tool_input") or "")
+            seen = seen or (bool(gold) and gold in normalize_answer(t.get("tool_result") or ""))
+        last = r["turns"][-1] if r["turns"] else {}
+        premature += last.get("verifier") == "STOP" and not seen
+        reached += seen
+        generator_wrong += seen and not r.get("score")
+    n = len(records)
+    return {
+        "episodes": n,
+        "tool_calls": calls,
+        "executor_changed_the_command": changed,
+        "verifier_stopped_before_the_answer_was_found": premature,
+        "gold_answer_in_a_tool_result": reached,
+        "generator_wrong_with_the_answer_in_hand": generator_wrong,
+    }
 
 
 def module_rows(episodes: int, tmp: Path) -> list[dict[str, Any]]:
@@ -93,6 +132,7 @@ def module_rows(episodes: int, tmp: Path) -> list[dict[str, Any]]:
                 "episodes_per_s": s["episodes_per_s"],
                 "module_completion_tokens": s["tokens"]["modules"]["completion"],
                 "wall_s": s["wall_s"],
+                "analysis": module_analysis(s["records"]),
             }
         )
     return rows
@@ -151,7 +191,9 @@ def planner_rows(episodes: int, max_turns: int, tmp: Path) -> list[dict[str, Any
 
 
 def targets(modules: list[dict[str, Any]], planners: list[dict[str, Any]]) -> dict[str, Any]:
-    on = next(r for r in modules if r["constrained_modules"])
+    on = next((r for r in modules if r["constrained_modules"]), None)
+    if on is None:  # part (a) not run
+        on = {"module_format_errors": None, "accuracy": None, "episodes_per_s": None}
     free = [r for r in planners if r["planner"] == "SmolLM2 free"]
     held = [r for r in planners if r["planner"] == "SmolLM2 constrained"]
 
@@ -167,7 +209,7 @@ def targets(modules: list[dict[str, Any]], planners: list[dict[str, Any]]) -> di
         "free_unparseable": free_f,
         "constrained_unparseable": held_f,
         "met": {
-            "module_format_errors_0": on["module_format_errors"] == 0,
+            "module_format_errors_0": on["module_format_errors"] == 0 if modules else None,
             "module_accuracy": (on["accuracy"] or 0) >= TARGETS["module_accuracy"],
             "episodes_per_s": (on["episodes_per_s"] or 0) >= TARGETS["episodes_per_s"],
             "free_unparseable": free_f is not None and free_f <= TARGETS["free_unparseable"],
@@ -199,6 +241,9 @@ def print_report(report: dict[str, Any], console: Console) -> None:
             _fmt(r["module_completion_tokens"]),
         )
     console.print(t)
+    for r in report["modules"]:
+        label = "constrained" if r["constrained_modules"] else "free"
+        console.print(f"(a) {label}, where the answer was lost: {r['analysis']}")
     t = Table(title=f"(b) {MODEL} as the planner (chat input) next to scripted planners")
     for col in ("tasks", "planner", "episodes", "accuracy", "unparseable turns", "errored"):
         t.add_column(col)
@@ -217,7 +262,9 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     console.print(f"targets: {report['targets']}")
 
 
-def run(quick: bool) -> dict[str, Any]:
+def run(
+    quick: bool, module_episodes: int = 20, planner_episodes: int = 6, parts: str = "ab"
+) -> dict[str, Any]:
     from agentflow_env.llm.models import fetched_path
 
     if fetched_path(MODEL) is None:
@@ -228,11 +275,16 @@ def run(quick: bool) -> dict[str, Any]:
         }
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        modules = module_rows(2 if quick else 20, tmp)
-        planners = planner_rows(1 if quick else 6, 2 if quick else 4, tmp)
+        modules = module_rows(2 if quick else module_episodes, tmp) if "a" in parts else []
+        planners = (
+            planner_rows(1 if quick else planner_episodes, 2 if quick else 4, tmp)
+            if "b" in parts
+            else []
+        )
     return {
         "quick": quick,
         "machine": machine_info(model=MODEL),
+        "parts": parts,
         "modules": modules,
         "planners": planners,
         "targets": targets(modules, planners),
@@ -250,8 +302,13 @@ def main(argv: list[str] | None = None) -> int:
         default=Path("benchmarks/results/real_models.json"),
         help="where to write the JSON report",
     )
+    parser.add_argument("--module-episodes", type=int, default=20, help="(a)'s episodes per row")
+    parser.add_argument(
+        "--planner-episodes", type=int, default=6, help="(b)'s episodes per task set and planner"
+    )
+    parser.add_argument("--parts", default="ab", help="which parts to run: a, b or ab")
     args = parser.parse_args(argv)
-    report = run(args.quick)
+    report = run(args.quick, args.module_episodes, args.planner_episodes, args.parts)
     print_report(report, Console(width=140))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
