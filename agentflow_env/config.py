@@ -212,6 +212,11 @@ class EnvConfig(BaseModel):
     """engine of the LLM verifier only (default: engine)"""
     generator_engine: EngineField = None
     """engine of the LLM generator only (default: engine)"""
+    constrained_modules: bool = True
+    """hold the LLM modules' replies to their formats (executor: a call of the chosen tool;
+    verifier: STOP/CONTINUE; generator: an <answer> tag; query analysis: its four lines) with
+    token budgets sized to them, on engines that enforce constraints (hf, vllm); False: free
+    text under the paper's budgets"""
     query_analysis: QueryAnalysis = False
     """analyze the query before the first step: True (with engine) or an engine of its own"""
     scorer: ScorerField = None

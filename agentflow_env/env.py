@@ -48,7 +48,9 @@ class _Engines:
         return self._built[key]
 
 
-def _module(kind: str, mode: object, engine: EngineLike | None, engines: _Engines) -> Any:
+def _module(
+    kind: str, mode: object, engine: EngineLike | None, engines: _Engines, constrained: bool
+) -> Any:
     """Build a module from a mode name (``direct``/``planner``/``llm``) or pass an instance."""
     table: dict[str, dict[str, Callable[[], Any]]] = {
         "executor": {"direct": DirectExecutor, "llm": LLMExecutor},
@@ -59,7 +61,8 @@ def _module(kind: str, mode: object, engine: EngineLike | None, engines: _Engine
         return mode  # an instance (EnvConfig checked its class)
     if mode == "llm":
         hint = f"engine=... or {kind}_engine=..."
-        return table[kind][mode](engines.get(engine, f"{kind}='llm'", hint))  # type: ignore[call-arg]
+        built = engines.get(engine, f"{kind}='llm'", hint)
+        return table[kind][mode](built, constrained=constrained)  # type: ignore[call-arg]
     return table[kind][mode]()
 
 
@@ -115,12 +118,22 @@ def build_flow(
     if cfg.query_analysis:
         qa_engine = cfg.engine if cfg.query_analysis is True else cfg.query_analysis
         hint = "engine=... or query_analysis=<engine>"
-        analyzer = QueryAnalyzer(engines.get(qa_engine, "query_analysis", hint))
+        analyzer = QueryAnalyzer(
+            engines.get(qa_engine, "query_analysis", hint), constrained=cfg.constrained_modules
+        )
+    modules = [
+        _module(
+            kind,
+            getattr(cfg, kind),
+            getattr(cfg, f"{kind}_engine") or cfg.engine,
+            engines,
+            cfg.constrained_modules,
+        )
+        for kind in ("executor", "verifier", "generator")
+    ]
     flow = AgentFlow(
         tool_list,
-        _module("executor", cfg.executor, cfg.executor_engine or cfg.engine, engines),
-        _module("verifier", cfg.verifier, cfg.verifier_engine or cfg.engine, engines),
-        _module("generator", cfg.generator, cfg.generator_engine or cfg.engine, engines),
+        *modules,
         scorer,
         max_turns=cfg.max_turns,
         prompt_style=cfg.prompt_style,
@@ -187,6 +200,12 @@ class AgentFlowEnv(gym.Env[str, str]):
     that says what backs it (reset's info: ``tool_backends``); final step also ``answer``,
     ``ground_truth``, ``score``, ``score_error``, ``truncation_reason`` when truncated, and
     ``infra_error`` (``kind``, ``source``, ``message``) when infrastructure failed.
+    ``messages`` (on reset and every step): the same episode as chat messages for instruct
+    models, append-only: system (role, tools, action format, an example step), user (query,
+    analysis, the cue for step 1), then per step assistant (the action as recorded) and user
+    (``Result: ...`` and the cue for the next step); render it with a chat template and its
+    generation prompt, and the model's next tokens are the step. (``prompt_style="paper"``, whose
+    prompt is rebuilt each turn, opens with the first turn's whole prompt as one user message.)
 
     ## Arguments
     ``family`` ("search", "math", "agentic", "science"), ``tasks`` (list of Task/dicts, or a path

@@ -36,13 +36,18 @@ from typing import Any
 
 from agentflow_env.format import (
     FINISH,
+    ChatMessage,
     PlannerAction,
     PromptStyle,
+    action_message,
     merge_results,
     omitted_step,
     paper_prompt,
     parse_action,
     planner_header,
+    planner_messages,
+    prompt_message,
+    result_message,
     step_block,
     step_header,
     tools_lines,
@@ -117,6 +122,8 @@ class Episode:
     """append-only styles: where each step's header starts in ``observation``"""
     infra: InfraError | None = None
     """an infrastructure failure met before the episode could end (it then ends unscored)"""
+    messages: list[ChatMessage] = field(default_factory=list)
+    """the same episode as chat messages (append-only, like the observation)"""
 
 
 class AgentFlow:
@@ -179,15 +186,15 @@ class AgentFlow:
             analyses = list(self.query_analyzer.analyze([t.question for t in tasks], cards))
         out = []
         for task, (analysis, infra) in zip(tasks, analyses, strict=True):
+            pieces = (task.question, cards, self.prompt_style, analysis or None, self.max_turns)
             episode = Episode(task=task, observation="", query_analysis=analysis, infra=infra)
             if self.prompt_style == "paper":
                 episode.observation = self._paper_text(episode)
+                # no fixed header: the first turn's whole prompt opens the chat rendering
+                episode.messages = [prompt_message(episode.observation)]
             else:
-                header = sanitize_text(
-                    planner_header(
-                        task.question, cards, self.prompt_style, analysis or None, self.max_turns
-                    )
-                )
+                episode.messages = planner_messages(*pieces)
+                header = sanitize_text(planner_header(*pieces))
                 episode.observation = header + step_header(1)
                 episode.step_starts.append(len(header))
             info: dict[str, Any] = {
@@ -195,6 +202,7 @@ class AgentFlow:
                 "turn": 0,
                 "query_analysis": analysis,
                 "query_analysis_error": infra.message if infra else None,
+                "messages": self.messages(episode),
             }
             if self.tool_backends:
                 info["tool_backends"] = dict(self.tool_backends)
@@ -239,6 +247,11 @@ class AgentFlow:
         marker = "\n...[truncated]\n\n"
         room = limit - len(marker) - len(tail)
         return text[:room] + marker + tail if room > 0 else sanitize_text(text, limit)
+
+    @staticmethod
+    def messages(episode: Episode) -> list[ChatMessage]:
+        """The episode's chat messages so far: a copy, so a caller's edits cannot reach it."""
+        return [dict(m) for m in episode.messages]
 
     # --------------------------------------------------------------------------------- step
     def step(
@@ -322,6 +335,7 @@ class AgentFlow:
             if self.prompt_style == "paper":
                 ep.observation = self._paper_text(ep)
             outcome[i][3]["timings"] = Timings({**timings, "episode_s": now - ep.started})
+            outcome[i][3]["messages"] = self.messages(ep)
         for i, ep in enumerate(episodes):
             if i not in outcome:  # finished earlier: waits without work
                 outcome[i] = (0.0, False, False, {"turn": ep.turn, "skipped": True})
@@ -415,7 +429,8 @@ class AgentFlow:
         done = self._run_work(work)
         return {
             i: merge_results(
-                [execute_call(c) for c in calls],
+                # a single call's result is the step's: its source text is not shown
+                [execute_call(c) for c in calls] if len(calls) != 1 else [""],
                 [done.get((i, k)) or ToolResult.failure("no result") for k in range(len(calls))],
             )
             for i, calls in inputs.items()
@@ -521,6 +536,7 @@ class AgentFlow:
         ep.memory.add(step)
         if self.prompt_style != "paper":  # the paper prompt is rebuilt from the memory
             ep.observation += sanitize_text(step_block(action_text, shown))
+        ep.messages.append(action_message(action_text))
         return step
 
     def _step_info(
@@ -529,7 +545,9 @@ class AgentFlow:
         info = {
             "turn": ep.turn,
             "task_id": ep.task.id,
-            "action": action.model_dump(exclude={"raw"}),
+            # the fields but ``raw``, as model_dump(exclude={"raw"}) gives them, at a third of
+            # its cost (every field is a str or None)
+            "action": {k: v for k, v in action.__dict__.items() if k != "raw"},
             "tool_name": step.tool_name if step.tool_name != FINISH else None,
             "tool_input": step.command,
             "tool_result": step.result,
@@ -556,15 +574,15 @@ class AgentFlow:
         """Answer and score the ``ending`` episodes; returns those whose generator or scorer
         failed (infrastructure: they end unscored)."""
         for i in range(len(episodes)):
-            if (
-                i in outcome
-                and i not in ending
-                and i not in failed
-                and self.prompt_style != "paper"
-            ):
+            if i in outcome:
                 ep = episodes[i]
-                ep.step_starts.append(len(ep.observation))
-                ep.observation += step_header(ep.turn + 1)
+                going_on = i not in ending and i not in failed
+                if going_on and self.prompt_style != "paper":
+                    ep.step_starts.append(len(ep.observation))
+                    ep.observation += step_header(ep.turn + 1)
+                if ep.messages and ep.messages[-1]["role"] == "assistant":
+                    last = ep.memory.steps[-1].result
+                    ep.messages.append(result_message(last, ep.turn + 1 if going_on else None))
         if not ending:
             return {}
         answers = self.generator.answer(

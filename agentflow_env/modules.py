@@ -32,9 +32,17 @@ from typing import Any, Literal
 from agentflow_env import prompts
 from agentflow_env.format.action import PlannerAction, last_answer, strip_code_fence
 from agentflow_env.format.command import CommandError, extract_command, read_calls
+from agentflow_env.format.modules import (
+    executor_grammar,
+    generator_grammar,
+    query_analysis_grammar,
+    verifier_grammar,
+)
 from agentflow_env.infra import InfraError, engine_error
 from agentflow_env.llm.base import Engine, GenerationRequest, SamplingParams
+from agentflow_env.llm.constraints import Constraint
 from agentflow_env.memory import Memory
+from agentflow_env.module_outputs import MODULE_BUDGETS, generate, supports_constraints
 from tools.base import ToolCard
 
 __all__ = [
@@ -219,9 +227,25 @@ class LLMExecutor(Executor):
 
     mode = "llm"
 
-    def __init__(self, engine: Engine, sampling: SamplingParams | None = None) -> None:
+    def __init__(
+        self, engine: Engine, sampling: SamplingParams | None = None, *, constrained: bool = True
+    ) -> None:
         self.engine = engine
-        self.sampling = sampling or SamplingParams(temperature=0.0, max_tokens=512)
+        self.constrained = constrained and supports_constraints(engine)
+        self.sampling = sampling or MODULE_BUDGETS["executor"].sampling(self.constrained)
+        self._grammars: dict[str, Constraint | None] = {}
+
+    def constraint(self, card: ToolCard) -> Constraint | None:
+        """The call grammar of ``card``'s tool (None: unconstrained, or inputs no call can be
+        written for; see :func:`~agentflow_env.format.modules.executor_grammar`)."""
+        if not self.constrained:
+            return None
+        schema = card.json_schema()
+        key = json.dumps(schema, sort_keys=True, default=str)
+        if key not in self._grammars:
+            grammar = executor_grammar(schema)
+            self._grammars[key] = None if grammar is None else Constraint.lark(grammar)
+        return self._grammars[key]
 
     def commands(self, calls: Sequence[ExecutorCall]) -> list[ExecutorOutput]:
         if not calls:
@@ -231,11 +255,12 @@ class LLMExecutor(Executor):
                 prompts.executor_prompt(
                     c.question, c.action, c.card, c.memory.render(), c.query_analysis
                 ),
+                constraint=self.constraint(c.card),
                 **self.sampling.model_dump(),
             )
             for c in calls
         ]
-        results = self.engine.generate(requests)
+        results = generate(self.engine, requests, "executor")
         outputs = []
         for call, result in zip(calls, results, strict=True):
             if result.error:
@@ -351,9 +376,13 @@ class LLMVerifier(Verifier):
 
     mode = "llm"
 
-    def __init__(self, engine: Engine, sampling: SamplingParams | None = None) -> None:
+    def __init__(
+        self, engine: Engine, sampling: SamplingParams | None = None, *, constrained: bool = True
+    ) -> None:
         self.engine = engine
-        self.sampling = sampling or SamplingParams(temperature=0.0, max_tokens=512)
+        self.constrained = constrained and supports_constraints(engine)
+        self.sampling = sampling or MODULE_BUDGETS["verifier"].sampling(self.constrained)
+        self.constraint = Constraint.lark(verifier_grammar()) if self.constrained else None
 
     def decide(self, calls: Sequence[VerifierCall]) -> list[VerifierOutput]:
         pending = [i for i, c in enumerate(calls) if not c.action.is_finish]
@@ -368,11 +397,13 @@ class LLMVerifier(Verifier):
                     calls[i].cards,
                     calls[i].query_analysis,
                 ),
+                constraint=self.constraint,
                 **self.sampling.model_dump(),
             )
             for i in pending
         ]
-        for i, result in zip(pending, self.engine.generate(requests), strict=True):
+        results = generate(self.engine, requests, "verifier")
+        for i, result in zip(pending, results, strict=True):
             if result.error:
                 outputs[i] = VerifierOutput(
                     stop=False,
@@ -448,9 +479,13 @@ class LLMGenerator(Generator):
 
     mode = "llm"
 
-    def __init__(self, engine: Engine, sampling: SamplingParams | None = None) -> None:
+    def __init__(
+        self, engine: Engine, sampling: SamplingParams | None = None, *, constrained: bool = True
+    ) -> None:
         self.engine = engine
-        self.sampling = sampling or SamplingParams(temperature=0.0, max_tokens=1024)
+        self.constrained = constrained and supports_constraints(engine)
+        self.sampling = sampling or MODULE_BUDGETS["generator"].sampling(self.constrained)
+        self.constraint = Constraint.lark(generator_grammar()) if self.constrained else None
 
     def answer(self, calls: Sequence[GeneratorCall]) -> list[GeneratorOutput]:
         if not calls:
@@ -458,12 +493,13 @@ class LLMGenerator(Generator):
         requests = [
             GenerationRequest.chat(
                 prompts.generator_prompt(c.question, c.memory.render()),
+                constraint=self.constraint,
                 **self.sampling.model_dump(),
             )
             for c in calls
         ]
         outputs = []
-        for result in self.engine.generate(requests):
+        for result in generate(self.engine, requests, "generator"):
             if result.error:
                 outputs.append(
                     GeneratorOutput(
@@ -480,9 +516,12 @@ class LLMGenerator(Generator):
 class QueryAnalyzer:
     """Optional query analysis at reset (the paper's first LLM call), shown in the header."""
 
-    def __init__(self, engine: Engine, sampling: SamplingParams | None = None) -> None:
+    def __init__(
+        self, engine: Engine, sampling: SamplingParams | None = None, *, constrained: bool = True
+    ) -> None:
         self.engine = engine
-        self.sampling = sampling or SamplingParams(temperature=0.0, max_tokens=512)
+        self.constrained = constrained and supports_constraints(engine)
+        self.sampling = sampling or MODULE_BUDGETS["query_analysis"].sampling(self.constrained)
 
     def analyze(
         self, questions: Sequence[str], cards: Sequence[ToolCard]
@@ -490,14 +529,17 @@ class QueryAnalyzer:
         """(analysis text, the engine's failure or None) per question."""
         if not questions:
             return []
+        grammar = query_analysis_grammar([c.name for c in cards]) if self.constrained else None
         requests = [
             GenerationRequest.chat(
-                prompts.query_analysis_prompt(q, cards), **self.sampling.model_dump()
+                prompts.query_analysis_prompt(q, cards),
+                constraint=None if grammar is None else Constraint.lark(grammar),
+                **self.sampling.model_dump(),
             )
             for q in questions
         ]
         out: list[tuple[str, InfraError | None]] = []
-        for result in self.engine.generate(requests):
+        for result in generate(self.engine, requests, "query_analysis"):
             if result.error:
                 out.append(("", engine_error("query_analysis", result.error, result.error_kind)))
             else:

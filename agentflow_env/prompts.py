@@ -10,6 +10,7 @@ import json
 from collections.abc import Sequence
 
 from agentflow_env.format.labels import ANSWER_CLOSE, ANSWER_OPEN
+from agentflow_env.format.modules import QUERY_ANALYSIS_LABELS
 from tools.base import ToolCard, execute_call
 
 __all__ = ["executor_prompt", "generator_prompt", "query_analysis_prompt", "verifier_prompt"]
@@ -32,25 +33,28 @@ def executor_prompt(
     sub_goal = getattr(action, "sub_goal", "")
     context = getattr(action, "context", "")
     command = getattr(action, "command", None)
-    hint = f"\nPlanner's suggested command: {command}" if command else ""
     example = execute_call({card.primary_input: "..."})
     demos = "".join(f"\n  {card.demo_call(d)}" for d in card.demo_commands)
+    # The tool's card and its demo calls come first and this step's own text last: a small model
+    # copies the most recent concrete text it saw, which must be the planner's command, not a demo.
+    hint = f"Planner's suggested command: {command}\n" if command else ""
     return (
         "You are the executor of a tool-using agent. Write the tool call(s) that achieve the "
         "sub-goal.\n\n"
-        f"Query: {question}\n"
-        f"{_analysis_line(query_analysis)}"
-        f"Sub-Goal: {sub_goal}\n"
-        f"Context: {context or 'None'}{hint}\n\n"
         f"{card.render()}\n"
         f"Inputs as JSON Schema: {json.dumps(card.json_schema(), ensure_ascii=False)}"
-        + (f"\nExample calls:{demos}" if demos else "")
+        + (f"\nExample calls (other queries):{demos}" if demos else "")
         + f"\n\nEarlier steps:\n{memory_text}\n\n"
         "Answer with a short analysis, then 'Generated Command:' and a ```python block holding "
         f"one line per call, each exactly of the form {example} with the tool's input names as "
         "keyword arguments. Write the exact values (strings, numbers, lists); you may assign "
         "literal values to variables first. Nothing else in the block is run: no imports, "
-        "loops or other functions."
+        "loops or other functions.\n\n"
+        f"Query: {question}\n"
+        f"{_analysis_line(query_analysis)}"
+        f"Sub-Goal: {sub_goal}\n"
+        f"Context: {context or 'None'}\n"
+        f"{hint}"
     )
 
 
@@ -99,8 +103,10 @@ def query_analysis_prompt(question: str, cards: Sequence[ToolCard]) -> str:
     tools' metadata, as the reference's does)."""
     tools = ", ".join(c.name for c in cards)
     metadata = json.dumps({c.name: c.metadata() for c in cards}, ensure_ascii=False, default=str)
+    lines = "\n".join(f"{label}: ..." for label in QUERY_ANALYSIS_LABELS)
     return (
         "Analyze the query before any tool is used: state what is being asked, the key "
-        f"information needed, and which of these tools are relevant ({tools}) and why. Be brief."
+        f"information needed, and which of these tools are relevant ({tools}) and why. Be brief: "
+        f"one line each, in this form:\n{lines}"
         f"\n\nQuery: {question}\nTool metadata: {metadata}"
     )

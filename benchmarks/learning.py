@@ -4,6 +4,10 @@ Methods, each starting from the shipped warm start (``learners/assets/tiny-warms
 - ``flow_grpo``: the tiny preset as ``python -m learners.flow_grpo`` runs it (the paper's
   estimator: outcome broadcast to every turn, normalized within the group);
 - ``last_turn``: the same run with credit only on each trajectory's final turn;
+- ``gigpo``: the same run with GiGPO's episode-level + anchor-state step-level advantages
+  (``algo.gigpo_omega`` 1, ``algo.gigpo_gamma`` 0.95);
+- ``flow_grpo_k1``: ``flow_grpo`` with asynchronous rollouts one update stale
+  (``rollout.max_staleness`` 1): does k=1 learn as much per step?
 - ``sft_only``: more supervised steps on oracle demonstrations for the same training time as
   the Flow-GRPO run of that seed (the offline-SFT baseline).
 
@@ -12,6 +16,10 @@ Prints a table (rich), writes ``benchmarks/results/learning.json`` and a learnin
 within 10 minutes on a 2-core CPU.
 
     python -m benchmarks.learning [--quick] [--seeds 0,1,2] [--methods flow_grpo,last_turn,sft_only]
+    # a fixed step budget instead of the 10 minutes (the same steps for every method):
+    python -m benchmarks.learning --methods flow_grpo,gigpo,flow_grpo_k1 --total-steps 12 \
+        --max-minutes 0 --eval-every 0 --eval-samples 2 --jobs 3 \
+        --out benchmarks/results/learning_steps.json
     # combine saved runs:
     python -m benchmarks.learning --merge all_methods.json flow_grpo_rerun.json
 """
@@ -41,6 +49,8 @@ from benchmarks.common import machine_info
 
 TARGET_GAIN = 0.20
 TARGET_MINUTES = 10.0
+ASYNC_METHODS = {"flow_grpo_k1": ("flow_grpo", 1)}
+"""methods that are an estimator run with asynchronous rollouts (rollout.max_staleness)"""
 
 
 def run_flow_grpo(
@@ -106,6 +116,9 @@ def run_job(
     torch.set_num_threads(int(overrides["train.num_threads"]))
     if method == "sft_only":
         r = run_sft_only(seed, sft_minutes)
+    elif method in ASYNC_METHODS:
+        estimator, k = ASYNC_METHODS[method]
+        r = run_flow_grpo(estimator, seed, out_dir, {**overrides, "rollout.max_staleness": k})
     else:
         r = run_flow_grpo(method, seed, out_dir, overrides)
     r.update(method=method, seed=seed, gain=r["after"] - r["before"])
@@ -119,7 +132,13 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    colors = {"flow_grpo": "tab:blue", "last_turn": "tab:orange", "sft_only": "tab:gray"}
+    colors = {
+        "flow_grpo": "tab:blue",
+        "last_turn": "tab:orange",
+        "gigpo": "tab:green",
+        "flow_grpo_k1": "tab:purple",
+        "sft_only": "tab:gray",
+    }
     seen = set()
     for r in results:
         xs = [p["minutes"] for p in r["curve"]]
@@ -145,6 +164,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--methods", default="flow_grpo,last_turn,sft_only")
     parser.add_argument("--total-steps", type=int, default=None, help="override the preset's steps")
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="override the preset's training-time budget (0: none, so --total-steps is the "
+        "budget: every method gets the same steps whatever the machine's load)",
+    )
+    parser.add_argument(
+        "--eval-every", type=int, default=None, help="override train.eval_every (0: before/after)"
+    )
+    parser.add_argument(
+        "--eval-samples", type=int, default=None, help="override train.eval_samples per task"
+    )
     parser.add_argument(
         "--jobs",
         type=int,
@@ -178,6 +210,12 @@ def main(argv: list[str] | None = None) -> int:
         overrides.update({"train.total_steps": 6, "train.eval_every": 3, "train.eval_samples": 1})
     if args.total_steps is not None:
         overrides["train.total_steps"] = args.total_steps
+    if args.max_minutes is not None:
+        overrides["train.max_minutes"] = args.max_minutes
+    if args.eval_every is not None:
+        overrides["train.eval_every"] = args.eval_every
+    if args.eval_samples is not None:
+        overrides["train.eval_samples"] = args.eval_samples
     from learners.flow_grpo.config import make_config
 
     console = Console()

@@ -3,8 +3,8 @@ AgentFlowVectorEnv, with LLM executor/verifier/generator engines, side by side i
 
 Engines: (i) the tiny local transformers model (``hf:``), (ii) a ``callable`` engine sleeping a
 fixed 50 ms per call (a remote, latency-bound server). The planner is the scripted oracle, so the
-measured time is the environment's: modules, tools, memory, parsing. Also measures the env's own
-overhead per step beyond the tool's cost in offline modes.
+measured time is the environment's: modules, tools, memory, parsing. The env's own overhead per
+step in the offline modes is benchmarks/env_overhead.py's.
 
     python benchmarks/vector_throughput.py [--quick]
         [--out benchmarks/results/vector_throughput.json]
@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from rich.console import Console
@@ -207,89 +206,11 @@ def throughput_rows(
     return rows
 
 
-class TimedTool:
-    """Wraps a tool and sums the time spent inside its own execute/batch_execute."""
-
-    def __init__(self, tool: Any) -> None:
-        self.tool, self.card, self.seconds = tool, tool.card, 0.0
-        self.runs_inline = getattr(tool, "runs_inline", False)  # keep the env's dispatch unchanged
-
-    def execute(self, **inputs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return self.tool.execute(**inputs)
-        finally:
-            self.seconds += time.perf_counter() - start
-
-    def close(self) -> None:
-        self.tool.close()
-
-
-def offline_overhead(family: str, episodes: int, distractors: int = 0) -> dict[str, Any]:
-    """Env time per step beyond the tool's own execute time (direct/planner/planner modes).
-
-    ``distractors`` > 0 adds that many synthetic passages to the Search_Tool's corpus (the
-    generated world's 248 documents stay in it, so the oracle's episodes are unchanged): a search
-    over a realistic corpus size instead of a toy one, with the same env work per step.
-    """
-    kwargs: dict[str, Any] = {"num_tasks": max(episodes, 20)}
-    label = family
-    if distractors:
-        from benchmarks.search_throughput import make_corpus
-
-        world = make_suite(family, seed=0, num_tasks=kwargs["num_tasks"])
-        extra = [{"title": p.title, "text": p.text} for p in make_corpus(distractors, seed=1)]
-        kwargs["documents"] = [dict(d) for d in world.documents] + extra
-        label = f"{family} + {distractors:,} passages"
-    env = gym.make(f"AgentFlow-{family.capitalize()}-v0", **kwargs)
-    flow = env.unwrapped.flow
-    timed = {name: TimedTool(tool) for name, tool in flow.tools.items()}
-    flow.tools = timed
-    planner = OraclePlanner()
-    steps, step_s, successes = 0, 0.0, 0.0
-    for i in [
-        -1,
-        *range(episodes),
-    ]:  # episode -1 warms up (lazy imports, first-step checks), untimed
-        if i == 0:
-            steps, step_s, successes = 0, 0.0, 0.0
-            for t in timed.values():
-                t.seconds = 0.0
-        obs, _ = env.reset(options={"task_index": max(i, 0)})
-        planner.reset(env.unwrapped.task)
-        done = False
-        while not done:
-            action = planner.act(obs)
-            start = time.perf_counter()
-            obs, reward, term, trunc, _ = env.step(action)
-            step_s += time.perf_counter() - start
-            steps += 1
-            done = term or trunc
-        successes += float(reward)
-    tool_s = sum(t.seconds for t in timed.values())
-    env.close()
-    return {
-        "family": label,
-        "steps": steps,
-        "step_ms": 1000 * step_s / steps,
-        "tool_ms": 1000 * tool_s / steps,
-        "overhead_ms": 1000 * (step_s - tool_s) / steps,
-        "overhead_frac": (step_s - tool_s) / step_s,
-        "oracle_success": successes / episodes,
-    }
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="N in {1, 4, 16} and fewer episodes")
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--max-turns", type=int, default=3)
-    parser.add_argument(
-        "--distractors",
-        type=int,
-        default=100_000,
-        help="synthetic passages added to the search corpus for the realistic-size overhead row",
-    )
     parser.add_argument("--skip-hf", action="store_true", help="skip the tiny local model engine")
     parser.add_argument(
         "--repeats",
@@ -323,38 +244,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows += throughput_rows(
                 "hf-tiny", _capped(hf, 24), sizes, suite, args.max_turns, repeats
             )
-    episodes = 20 if args.quick else 100
-    overhead = [
-        _median_run(lambda f=f: offline_overhead(f, episodes), repeats) for f in ("search", "math")
-    ]
-    overhead.append(
-        _median_run(
-            lambda: offline_overhead("search", episodes, distractors=args.distractors), repeats
-        )
-    )
-    _print(rows, overhead)
+    _print(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
-        json.dumps(
-            {
-                "quick": args.quick,
-                "machine": machine_info(),
-                "throughput": rows,
-                "offline_overhead": overhead,
-            },
-            indent=2,
-        )
+        json.dumps({"quick": args.quick, "machine": machine_info(), "throughput": rows}, indent=2)
     )
     console.print(f"wrote {args.out}")
     return 0
-
-
-def _median_run(run: Callable[[], dict[str, Any]], repeats: int) -> dict[str, Any]:
-    """The run with the median overhead fraction of ``repeats`` runs (all fractions kept)."""
-    runs = sorted((run() for _ in range(repeats)), key=lambda o: o["overhead_frac"])
-    median = dict(runs[len(runs) // 2])
-    median["overhead_frac_all"] = [o["overhead_frac"] for o in runs]
-    return median
 
 
 def _capped(engine: Any, max_tokens: int) -> Any:
@@ -374,7 +270,7 @@ def _capped(engine: Any, max_tokens: int) -> Any:
     return Capped()
 
 
-def _print(rows: list[dict[str, Any]], overhead: list[dict[str, Any]]) -> None:
+def _print(rows: list[dict[str, Any]]) -> None:
     table = Table(
         title="episodes/s (module calls) - serial loop vs SyncVectorEnv vs AgentFlowVectorEnv"
         f" (median of {rows[0]['repeats'] if rows else 0})"
@@ -389,28 +285,6 @@ def _print(rows: list[dict[str, Any]], overhead: list[dict[str, Any]]) -> None:
             f"{r['sync_eps']:.2f} ({r['sync_calls']})",
             f"{r['vector_eps']:.2f} ({r['vector_calls']})",
             f"{r['vector_over_serial']:.1f}x",
-        )
-    console.print(table)
-    table = Table(title="offline modes: env overhead per step beyond the tool's own time")
-    for col in (
-        "family",
-        "steps",
-        "step ms",
-        "tool ms",
-        "overhead ms",
-        "overhead %",
-        "oracle success",
-    ):
-        table.add_column(col, justify="right")
-    for o in overhead:
-        table.add_row(
-            o["family"],
-            str(o["steps"]),
-            f"{o['step_ms']:.2f}",
-            f"{o['tool_ms']:.2f}",
-            f"{o['overhead_ms']:.3f}",
-            f"{100 * o['overhead_frac']:.1f}%",
-            f"{o['oracle_success']:.2f}",
         )
     console.print(table)
 

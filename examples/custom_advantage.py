@@ -4,9 +4,11 @@ An estimator is one function ``(inputs, *, scale_by_std, eps) -> one advantage p
 registered under a name with ``register_estimator``; ``algo.estimator`` then selects it (in a
 config, or ``--algo.estimator NAME`` on the command line once the module that registers it has
 been imported). ``inputs`` is an ``AdvantageInputs``: trajectory outcomes (``rewards``), their
-``group_ids``, and for every turn sample the trajectory it belongs to (``sample_traj``) and its
-0-based turn index (``sample_turn``). The learner validates the batch first (complete groups,
-finite rewards), so an estimator only does arithmetic.
+``group_ids``, and for every turn sample the trajectory it belongs to (``sample_traj``), its
+0-based turn index (``sample_turn``), a key of the observation it acted on (``sample_state``) and
+the env's reward for that turn (``sample_reward``); ``gigpo`` is a built-in that uses all of them.
+The learner validates the batch first (complete groups, finite rewards), so an estimator only
+does arithmetic.
 
 This file registers two estimators and checks them by hand on a tiny batch:
 

@@ -25,7 +25,10 @@ class AdvantageInputs:
     ``rewards[j]`` and ``group_ids[j]`` belong to trajectory ``j``; ``sample_traj[k]`` and
     ``sample_turn[k]`` (0-based) locate turn sample ``k``. ``valid[j]`` is False for a trajectory
     whose outcome infrastructure lost (its reward is NaN): it is left out of its group's
-    statistics and its turns get no advantage (None: every trajectory is valid).
+    statistics and its turns get no advantage (None: every trajectory is valid). Estimators with
+    step-level credit (``gigpo``) also read ``sample_state[k]``, a key of the observation turn
+    ``k`` acted on (equal keys: identical observations), and ``sample_reward[k]``, the env's reward
+    for that turn (None: the outcome comes on each trajectory's last turn, as in this env).
     """
 
     rewards: np.ndarray
@@ -34,6 +37,8 @@ class AdvantageInputs:
     sample_turn: np.ndarray
     group_size: int
     valid: np.ndarray | None = field(default=None)
+    sample_state: np.ndarray | None = None
+    sample_reward: np.ndarray | None = None
 
     @property
     def valid_mask(self) -> np.ndarray:
@@ -44,7 +49,8 @@ class AdvantageInputs:
 
     def valid_subset(self) -> tuple[AdvantageInputs, np.ndarray]:
         """The valid trajectories of groups keeping at least two of them, renumbered, and the
-        mask of the turn samples they own (group sizes may then differ)."""
+        mask of the turn samples they own (group sizes may then differ); per-sample extras
+        (``sample_state``, ``sample_reward``) follow their samples."""
         valid = self.valid_mask.copy()
         groups, counts = np.unique(self.group_ids[valid], return_counts=True)
         valid &= np.isin(self.group_ids, groups[counts >= 2])
@@ -56,6 +62,8 @@ class AdvantageInputs:
             sample_traj=new_index[self.sample_traj[samples]],
             sample_turn=np.asarray(self.sample_turn)[samples],
             group_size=self.group_size,
+            sample_state=None if self.sample_state is None else self.sample_state[samples],
+            sample_reward=None if self.sample_reward is None else self.sample_reward[samples],
         )
         return subset, samples
 
@@ -69,6 +77,12 @@ class AdvantageInputs:
             raise ValueError(f"{n} rewards but {len(self.valid)} validity flags")
         if len(self.sample_traj) != len(self.sample_turn):
             raise ValueError("sample_traj and sample_turn differ in length")
+        for name in ("sample_state", "sample_reward"):
+            extra = getattr(self, name)
+            if extra is not None and len(extra) != len(self.sample_traj):
+                raise ValueError(
+                    f"{name} has {len(extra)} entries for {len(self.sample_traj)} samples"
+                )
         if self.group_size < 2:
             raise IncompleteGroupError(
                 f"group_size={self.group_size}: a group needs >= 2 trajectories"

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -380,16 +380,37 @@ class Policy:
 
     # ---------------------------------------------------------------------------- text <-> ids
     def prompt_ids(self, observation: str) -> list[int]:
-        """Token ids of the prompt for one observation (chat template or raw text)."""
+        """Token ids of a raw-text prompt (the observation as it is).
+
+        Raises:
+            ValueError: the policy uses its chat template: prompts come from the episode's
+                chat messages (:meth:`chat_prompt_ids`), never from the text observation.
+        """
         if self.chat_template:
-            enc = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": observation}],
-                add_generation_prompt=True,
-                tokenize=True,
+            raise ValueError(
+                "this policy uses its chat template: build prompts from the env's "
+                "info['messages'] with chat_prompt_ids(), not from the text observation"
             )
-            ids = enc["input_ids"] if hasattr(enc, "keys") else enc
-            return [int(i) for i in ids]
         return self.text_ids(observation)
+
+    def chat_prompt_ids(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        """Token ids of an episode's chat messages under the tokenizer's chat template, the
+        assistant turn opened (the generation prompt), so the next token starts the action."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError("the tokenizer has no chat template; use chat_template=False")
+        enc = self.tokenizer.apply_chat_template(
+            [dict(m) for m in messages], add_generation_prompt=True, tokenize=True
+        )
+        ids = enc["input_ids"] if hasattr(enc, "keys") else enc
+        return [int(i) for i in ids]
+
+    def chat_prompt_text(self, messages: Sequence[Mapping[str, str]]) -> str:
+        """The text :meth:`chat_prompt_ids` tokenizes (to tell why two prompts differ)."""
+        return str(
+            self.tokenizer.apply_chat_template(
+                [dict(m) for m in messages], add_generation_prompt=True, tokenize=False
+            )
+        )
 
     def text_ids(self, text: str) -> list[int]:
         """Raw token ids of ``text`` (no special tokens added)."""

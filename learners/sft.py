@@ -27,11 +27,12 @@ import numpy as np
 import torch
 
 from agentflow_env.format import ActionFields, read_action, write_action
+from agentflow_env.trajectory import info_at
 from learners.config import ASSETS_DIR, to_dict
 from learners.envs import EnvConfig, make_vector_env, split_tasks
 from learners.packing import ScoringSequence, pack_samples
 from learners.policy import Policy, SamplingSettings
-from learners.rollout import TurnSample, collect, next_context
+from learners.rollout import TurnSample, collect, next_chat_context, next_context
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,8 @@ def compact_action(action: str) -> str:
 def collect_demonstrations(
     env_cfg: EnvConfig, tasks: list[Any], chunk: int = 64, compact: bool = False
 ) -> list[dict[str, Any]]:
-    """Run the oracle on ``tasks``; return its successful episodes as observations + actions."""
+    """Run the oracle on ``tasks``; return its successful episodes as observations + actions
+    (and, per turn, the env's chat messages, for policies that use their chat template)."""
     from agentflow_env.planners import OraclePlanner
 
     envs = make_vector_env(env_cfg, min(chunk, len(tasks)))
@@ -105,12 +107,18 @@ def collect_demonstrations(
         for start in range(0, len(tasks), envs.num_envs):
             part = tasks[start : start + envs.num_envs]
             padded = part + [part[0]] * (envs.num_envs - len(part))
-            obs, _ = envs.reset(seed=start, options={"tasks": padded})
+            obs, infos = envs.reset(seed=start, options={"tasks": padded})
             planners = [OraclePlanner(verbose=False) for _ in padded]
             for p, t in zip(planners, padded, strict=False):
                 p.reset(t)
             eps = [
-                {"observations": [obs[i]], "actions": [], "reward": None} for i in range(len(part))
+                {
+                    "observations": [obs[i]],
+                    "messages": [info_at(infos, i).get("messages")],
+                    "actions": [],
+                    "reward": None,
+                }
+                for i in range(len(part))
             ]
             done = [False] * len(padded)
             while not all(done):
@@ -119,13 +127,14 @@ def collect_demonstrations(
                 ]
                 if compact:
                     actions = [compact_action(a) if a else a for a in actions]
-                obs, rew, term, trunc, _ = envs.step(actions)
+                obs, rew, term, trunc, infos = envs.step(actions)
                 for i in range(len(padded)):
                     if done[i]:
                         continue
                     if i < len(part):
                         eps[i]["actions"].append(actions[i])
                         eps[i]["observations"].append(obs[i])
+                        eps[i]["messages"].append(info_at(infos, i).get("messages"))
                     if term[i] or trunc[i]:
                         done[i] = True
                         if i < len(part):
@@ -141,13 +150,18 @@ def demo_sequences(policy: Policy, demos: list[dict[str, Any]]) -> list[ScoringS
     eos = policy.eos_ids[0]
     seqs: list[ScoringSequence] = []
     for d, demo in enumerate(demos):
-        obs, acts = demo["observations"], demo["actions"]
-        ctx = policy.prompt_ids(obs[0])
+        obs, acts, chats = demo["observations"], demo["actions"], demo.get("messages")
+        chat = policy.chat_template
+        if chat and not (chats and all(chats)):
+            raise ValueError("demos without chat messages cannot train a chat-template policy")
+        ctx = policy.chat_prompt_ids(chats[0]) if chat else policy.prompt_ids(obs[0])
         samples = []
         for k, action in enumerate(acts):
             resp = policy.text_ids(action) + [eos]
             samples.append(TurnSample(d, d, k, ctx, resp, [0.0] * len(resp), "stop", action))
-            if k + 1 < len(acts):
+            if k + 1 < len(acts) and chat:
+                ctx, _, _ = next_chat_context(policy, ctx, resp, chats[k], chats[k + 1])
+            elif k + 1 < len(acts):
                 ctx, _ = next_context(policy, ctx, resp, obs[k], action, obs[k + 1])
         seqs.extend(pack_samples(samples))
     return seqs

@@ -5,8 +5,9 @@ fired. Here code never runs in the calling process:
 
 - ``backend="local"`` (default): pre-started fork-server workers, inside bubblewrap when
   available (no network, read-only system, private /tmp, new PID namespace), each call in a fresh
-  forked child under a private uid with rlimits, Landlock and seccomp; a wall-clock timeout kills
-  every process the call started. See :mod:`tools.sandbox`.
+  child (forked and confined before the call arrives, used once) under a private uid with
+  rlimits, Landlock and seccomp; a wall-clock timeout kills every process the call started. See
+  :mod:`tools.sandbox`.
 - ``backend="e2b"``: a remote E2B code-interpreter sandbox (needs ``E2B_API_KEY``).
 
 Example::

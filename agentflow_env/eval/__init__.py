@@ -12,6 +12,23 @@ call for an engine planner). Prints a table; writes ``--out`` JSON and ``--traje
         --planner openai:Qwen2.5-7B-Instruct@http://127.0.0.1:8000/v1 \\
         --executor llm --verifier llm --generator llm --module-engine openai:MODEL@URL
 
+Protocols (``--protocol``, :mod:`agentflow_env.eval.protocol`) are named presets of the
+settings left unset; an explicit flag or keyword always wins. ``rules`` (default): the settings
+below. ``paper``: the reference's evaluation: the released planner
+``vllm:AgentFlow/agentflow-planner-7b`` through its chat template, LLM executor, verifier,
+generator and query analysis on ``--module-engine`` (default a local OpenAI-compatible server of
+Qwen2.5-7B-Instruct at ``http://127.0.0.1:8001/v1``), the reference's four tools (toolset
+``paper``; the search tools need ``--corpus`` or a web backend), ``prompt_style="paper"``, 10
+turns, 300 s per episode, temperature 0.0, 2048 tokens, and an LLM judge (``--judge``, default
+the module engine) with JSON verdicts on every set, two-stage (extract, then verify) for tasks
+with choices (GPQA, MedQA). ``--dry-run`` prints the resolved settings (each marked ``protocol``
+or ``explicit``) and what is unavailable here (weights, vLLM, a GPU, a server), building
+nothing; exit 0 when the configuration is valid, 2 when not::
+
+    python -m agentflow_env.evaluate --protocol paper --dry-run
+    python -m agentflow_env.evaluate --protocol paper --data gpqa.json \\
+        --judge hf:smollm2-135m-instruct
+
 Planners: ``scripted:NAME`` (``oracle``, ``random-tool``, ``search-then-answer``) or an engine
 spec (``openai:MODEL@URL``, ``hf:PATH``, ``vllm:NAME``, ``python:module:function``).
 ``--temperature``/``--max-tokens`` are the planner's sampling settings; request seeds derive from
@@ -32,7 +49,14 @@ Accuracy: mean score over scored episodes, 95% Wilson interval. An episode whose
 lost to infrastructure (an engine failing after its retries, a tool backend or sandbox that could
 not run, a judge that failed: :mod:`agentflow_env.infra`) is ``errored``, never a 0; the report
 counts errored episodes by kind next to the accuracy over scored ones and the accuracy with
-errored ones counted wrong (:mod:`agentflow_env.eval.report`).
+errored ones counted wrong (:mod:`agentflow_env.eval.report`). A judge that fails (engine error,
+no parseable verdict) leaves its episode errored (kind ``judge`` or the engine's), never wrong.
+
+``--samples K`` plays every task K times (episode ``j`` is sample ``j % K`` of task ``j // K``)
+and adds per-task success, mean@K and the unbiased pass@k for k = 1..K
+(:mod:`agentflow_env.eval.passk`); ``--seeds S`` repeats the run with seeds ``--seed`` ..
+``--seed + S - 1`` on the same tasks and reports each metric's mean with a 95% Student-t
+interval (:mod:`agentflow_env.eval.multi`).
 
 Runs that lose nothing: a preflight request checks every remote engine first; ``--max-errors``
 (a count or a fraction, default 0.1) stops a run whose infrastructure keeps failing (exit 3, the
@@ -44,6 +68,8 @@ exactly once (a torn last line from a kill, and errored episodes, are played aga
 
 from agentflow_env.eval.build import choose_tools, infer_kind
 from agentflow_env.eval.config import EnvOverrides, EvalConfig, EvaluateError, RunStopped
+from agentflow_env.eval.multi import print_seeds_report, run_seeds
+from agentflow_env.eval.passk import pass_at_k, sample_summary
 from agentflow_env.eval.report import print_report, summarize, wilson_interval
 from agentflow_env.eval.run import run
 
@@ -54,8 +80,12 @@ __all__ = [
     "RunStopped",
     "choose_tools",
     "infer_kind",
+    "pass_at_k",
     "print_report",
+    "print_seeds_report",
     "run",
+    "run_seeds",
+    "sample_summary",
     "summarize",
     "wilson_interval",
 ]

@@ -8,7 +8,7 @@ Tools for ``--data`` (unless ``--tools`` is given) follow the kind of the file's
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,20 +23,27 @@ from agentflow_env.eval.config import (
     RunStopped,
     validate_env_overrides,
 )
-from agentflow_env.llm.base import Engine, GenerationRequest
+from agentflow_env.llm.base import Engine, GenerationRequest, SamplingParams
 from agentflow_env.planners.batch import BatchPlanner, CountingEngine, make_batch_planner
 from agentflow_env.registration import ENV_IDS
 from agentflow_env.tasks.base import Task
+from agentflow_env.tool_registry import TOOLSETS
 
 __all__ = [
+    "Plan",
     "Setup",
     "build_envs",
     "build_setup",
     "choose_tools",
     "infer_kind",
+    "make_judge",
     "make_planner",
+    "own_sources",
+    "paper_tools",
+    "plan",
     "preflight",
     "select_tasks",
+    "task_seed",
 ]
 
 
@@ -72,6 +79,7 @@ def make_planner(cfg: EvalConfig) -> BatchPlanner:
             max_tokens=cfg.max_tokens,
             input_mode=cfg.planner_input,
             engine_kwargs=engine_kwargs(cfg, cfg.planner),
+            constrained=cfg.planner_constrained,
         )
     except ValueError as exc:  # PlannerSpecError, or a bad input mode
         raise EvaluateError(f"--planner: {exc}") from exc
@@ -123,15 +131,55 @@ def infer_kind(tasks: Sequence[Task]) -> str:
     return "search"
 
 
+PAPER_SEARCH_TOOLS = ("Ground_Google_Search_Tool", "Web_Search_Tool", "Wikipedia_RAG_Search_Tool")
+"""the paper toolset's search tools: a local corpus offline, unless given a web backend"""
+LOCAL_SEARCH_TOOLS = (*SEARCH_TOOLS, *PAPER_SEARCH_TOOLS)
+
+
+def own_sources(overrides: dict[str, Any]) -> set[str]:
+    """Tools that ``env_kwargs`` gives a source of their own (a web backend or a corpus)."""
+    per_tool = overrides.get("tool_kwargs", {})
+    keys = {"documents", "corpus_path", "index_dir"}
+    return {
+        name
+        for name, kwargs in per_tool.items()
+        if kwargs.get("backend") == "web" or keys & kwargs.keys()
+    }
+
+
+def paper_tools(has_corpus: bool, own_source: Collection[str] = ()) -> tuple[list[str], list[str]]:
+    """The paper protocol's tools (the reference enabled its four on every benchmark) and notes:
+    without a corpus, the search tools with no source of their own are left out."""
+    names, notes = list(TOOLSETS["paper"]), []
+    for name in [n for n in names if n in LOCAL_SEARCH_TOOLS and n not in own_source]:
+        if not has_corpus:
+            names.remove(name)
+            source = "corpus_path" if "Wikipedia" in name else 'corpus_path or "backend": "web"'
+            notes.append(
+                f"{name} left out: no corpus for this data (pass --corpus PATH.jsonl, or give it "
+                f"{source} in --env-kwargs tool_kwargs)"
+            )
+    return names, notes
+
+
 def choose_tools(
-    kind: str, requested: Sequence[str] | None, corpus: str | None, module_engine: bool
+    kind: str,
+    requested: Sequence[str] | None,
+    corpus: str | None,
+    module_engine: bool,
+    protocol: str = "rules",
+    own_source: Collection[str] = (),
 ) -> tuple[list[str], list[str]]:
-    """Tool names for external data, and notes for the table (see the module docstring)."""
+    """Tool names for external data, and notes for the table (see the module docstring).
+
+    ``own_source``: tools that need no ``corpus`` (``env_kwargs`` gave them a web backend or a
+    corpus of their own, :func:`own_sources`)."""
     notes: list[str] = []
     if requested is not None:
         names = list(requested)
-        missing = sorted(set(names) & set(SEARCH_TOOLS)) if corpus is None else []
-        if missing:
+        expanded = [n for name in names for n in TOOLSETS.get(name, (name,))]
+        missing = [n for n in expanded if n in LOCAL_SEARCH_TOOLS and n not in own_source]
+        if corpus is None and missing:
             raise EvaluateError(
                 f"{missing[0]} needs a corpus for external data: pass --corpus PATH.jsonl "
                 f"(JSONL lines with 'title' and 'text'), or leave it out of --tools"
@@ -139,6 +187,8 @@ def choose_tools(
         if "Base_Generator_Tool" in names and not module_engine:
             raise EvaluateError("Base_Generator_Tool needs an engine: pass --module-engine SPEC")
         return names, notes
+    if protocol == "paper":
+        return paper_tools(corpus is not None, own_source)
     names = list(FAMILY_TOOLS[kind])
     if "Search_Tool" in names and corpus is None:
         names.remove("Search_Tool")
@@ -150,12 +200,32 @@ def choose_tools(
     return names, notes
 
 
+def task_seed(cfg: EvalConfig) -> int:
+    """Seed of the generated task set and the ``--shuffle`` subset."""
+    return cfg.seed if cfg.task_seed is None else cfg.task_seed
+
+
 def select_tasks(tasks: Sequence[Task], cfg: EvalConfig) -> list[Task]:
+    """The episodes to play: ``--episodes`` tasks, each ``--samples`` times in a row (episode
+    ``j`` is sample ``j % samples`` of task ``j // samples``)."""
     count = len(tasks) if cfg.episodes is None else min(cfg.episodes, len(tasks))
     if cfg.shuffle:
-        order = np.random.default_rng(cfg.seed).permutation(len(tasks))[:count]
-        return [tasks[int(i)] for i in order]
-    return list(tasks[:count])
+        order = np.random.default_rng(task_seed(cfg)).permutation(len(tasks))[:count]
+        chosen = [tasks[int(i)] for i in order]
+    else:
+        chosen = list(tasks[:count])
+    return [task for task in chosen for _ in range(cfg.samples)]
+
+
+@dataclass
+class Plan:
+    """What a run would build, decided without building an engine (also the dry run's view)."""
+
+    kind: str
+    tasks: list[Task] | None
+    tools: list[str] | None
+    notes: list[str]
+    env_kwargs: dict[str, Any]
 
 
 @dataclass
@@ -182,12 +252,9 @@ def _apply_overrides(
     per_tool = overrides.get("tool_kwargs", {})
     stray = [name for name in per_tool if name not in tools]
     if stray:
-        no_corpus = "tasks" in env_kwargs and "Search_Tool" not in env_kwargs["tool_kwargs"]
-        hint = (
-            " (Search_Tool needs --corpus with --data)"
-            if "Search_Tool" in stray and no_corpus
-            else ""
-        )
+        no_corpus = "tasks" in env_kwargs and not env_kwargs["tool_kwargs"]
+        search = [name for name in stray if name in LOCAL_SEARCH_TOOLS]
+        hint = f" ({search[0]} needs --corpus with --data)" if search and no_corpus else ""
         raise EvaluateError(
             f"--env-kwargs tool_kwargs names {stray[0]!r}, not a tool of this run "
             f"({', '.join(tools) or 'no tools'}){hint}"
@@ -197,7 +264,9 @@ def _apply_overrides(
     env_kwargs.update({k: v for k, v in overrides.items() if k != "tool_kwargs"})
 
 
-def build_setup(cfg: EvalConfig) -> Setup:
+def plan(cfg: EvalConfig) -> Plan:
+    """Tasks, tools and env settings of a resolved config (:func:`~agentflow_env.eval.protocol.
+    resolve`); builds no engine."""
     overrides = validate_env_overrides(cfg.env_kwargs)
     family = _env_family(cfg.env)
     tasks = _load_data(cfg.data) if cfg.data is not None else None
@@ -205,21 +274,37 @@ def build_setup(cfg: EvalConfig) -> Setup:
     tools: list[str] | None
     if tasks is not None:
         kind = infer_kind(tasks)
-        tools, notes = choose_tools(kind, cfg.tools, cfg.corpus, has_module)
+        tools, notes = choose_tools(
+            kind, cfg.tools, cfg.corpus, has_module, cfg.protocol, own_sources(overrides)
+        )
     else:
         kind, notes = family, []
         tools = list(cfg.tools) if cfg.tools is not None else None
-        if tools is None and has_module:
+        if tools is None and cfg.protocol == "paper":  # generated search tasks bring a corpus
+            has_corpus = cfg.corpus is not None or "Search_Tool" in FAMILY_TOOLS[family]
+            tools, notes = paper_tools(has_corpus, own_sources(overrides))
+        elif tools is None and has_module:
             tools = [*FAMILY_TOOLS[family], "Base_Generator_Tool"]
-    # both local search tools index the same JSONL corpus
-    tool_kwargs: dict[str, Any] = (
-        {n: {"corpus_path": cfg.corpus} for n in SEARCH_TOOLS} if cfg.corpus else {}
-    )
+    if cfg.samples > 1 and not cfg.temperature and not str(cfg.planner).startswith("scripted:"):
+        notes.append(
+            f"--samples {cfg.samples} with --temperature 0: a greedy planner plays every sample "
+            "alike, so pass@k equals pass@1"
+        )
+    # the local search tools index the same JSONL corpus (a web backend takes none)
+    tool_kwargs: dict[str, Any] = {}
+    if cfg.corpus:
+        tool_kwargs = {n: {"corpus_path": cfg.corpus} for n in SEARCH_TOOLS}
+        web = {n for n, kw in overrides.get("tool_kwargs", {}).items() if kw.get("backend")}
+        tool_kwargs.update(
+            (n, {"corpus_path": cfg.corpus})
+            for n in PAPER_SEARCH_TOOLS
+            if n in (tools or ()) and n not in web
+        )
     env_kwargs: dict[str, Any] = {
         "tools": tools,
         "tool_kwargs": tool_kwargs,
         "max_turns": cfg.max_turns,
-        "seed": cfg.seed,
+        "seed": task_seed(cfg),
         "query_analysis": bool(cfg.query_analysis),
     }
     if tasks is not None:
@@ -227,6 +312,35 @@ def build_setup(cfg: EvalConfig) -> Setup:
     elif cfg.episodes is not None:
         env_kwargs["num_tasks"] = cfg.episodes
     _apply_overrides(env_kwargs, overrides, tools if tools is not None else FAMILY_TOOLS[family])
+    return Plan(kind, tasks, tools, notes, env_kwargs)
+
+
+def make_judge(cfg: EvalConfig, module: CountingEngine | None) -> Any:
+    """The LLM judge of a resolved config, or None (rule scorers). A judge spec equal to the
+    module engine's shares that engine (one model loaded, its tokens counted as the judge's)."""
+    if cfg.judge is None:
+        return None
+    from agentflow_env.judge import LLMJudge
+    from agentflow_env.rewards import score
+
+    shared = module is not None and isinstance(cfg.judge, str) and cfg.judge == cfg.module_engine
+    engine = module.engine if shared else _engine(cfg.judge, "--judge", cfg)  # type: ignore[union-attr]
+    sampling = None
+    if cfg.judge_max_tokens is not None:
+        sampling = SamplingParams(temperature=0.0, max_tokens=cfg.judge_max_tokens)
+    return LLMJudge(
+        engine,
+        sampling,
+        fallback=score if cfg.judge_fallback else None,
+        verdict=cfg.judge_verdict or "line",
+        two_stage=bool(cfg.judge_two_stage),
+    )
+
+
+def build_setup(cfg: EvalConfig) -> Setup:
+    """The run's plan with its engines built (a resolved config)."""
+    planned = plan(cfg)
+    env_kwargs = planned.env_kwargs
     # engines last: everything cheap to check has been checked. The env shares `engine` (the
     # counted module engine) with its LLM modules and Base_Generator_Tool.
     module = (
@@ -234,19 +348,12 @@ def build_setup(cfg: EvalConfig) -> Setup:
         if cfg.module_engine
         else None
     )
-    judge = None
-    if cfg.judge is not None:
-        from agentflow_env.judge import LLMJudge
-        from agentflow_env.rewards import score
-
-        try:
-            judge = LLMJudge(
-                _engine(cfg.judge, "--judge", cfg), fallback=score if cfg.judge_fallback else None
-            )
-        except EvaluateError:
-            if module is not None and isinstance(cfg.module_engine, str):
-                module.close()
-            raise
+    try:
+        judge = make_judge(cfg, module)
+    except EvaluateError:
+        if module is not None and isinstance(cfg.module_engine, str):
+            module.close()
+        raise
     env_kwargs.update(
         executor=cfg.executor,
         verifier=cfg.verifier,
@@ -254,7 +361,7 @@ def build_setup(cfg: EvalConfig) -> Setup:
         engine=module,
         scorer=judge,
     )
-    return Setup(kind, tasks, notes, module, judge, env_kwargs)
+    return Setup(planned.kind, planned.tasks, planned.notes, module, judge, env_kwargs)
 
 
 def build_envs(cfg: EvalConfig, setup: Setup) -> Any:
@@ -266,7 +373,7 @@ def build_envs(cfg: EvalConfig, setup: Setup) -> Any:
     wanted = (
         len(select_tasks(setup.tasks, cfg))
         if setup.tasks is not None
-        else min(sizes, default=cfg.concurrency)
+        else min(sizes, default=cfg.concurrency) * cfg.samples
     )
     try:
         return gym.make_vec(

@@ -85,39 +85,65 @@ class EvalConfig:
     """gymnasium id of an AgentFlow environment"""
     data: str | None = None
     """authors' JSON, JSONL, or ``hf:NAME``; None: the env's generated task set"""
-    planner: str | Engine = "scripted:search-then-answer"
-    """``scripted:NAME`` or an engine spec / engine"""
-    executor: Literal["direct", "llm"] = "direct"
-    verifier: Literal["planner", "llm"] = "planner"
-    generator: Literal["planner", "llm"] = "planner"
+    protocol: str = "rules"
+    """the preset that fills every setting left None below (:mod:`agentflow_env.eval.protocol`):
+    ``rules`` (rule scorers, this project's tools) or ``paper`` (the reference's evaluation)"""
+    planner: str | Engine | None = None
+    """``scripted:NAME`` or an engine spec / engine; None: the protocol's"""
+    executor: Literal["direct", "llm"] | None = None
+    verifier: Literal["planner", "llm"] | None = None
+    generator: Literal["planner", "llm"] | None = None
     module_engine: str | Engine | None = None
-    """engine for LLM modules, query analysis and Base_Generator_Tool"""
-    query_analysis: bool = False
+    """engine for LLM modules, query analysis and Base_Generator_Tool; None: the protocol's
+    (rules: none)"""
+    query_analysis: bool | None = None
     judge: str | Engine | None = None
-    """engine (spec) for the LLM-judge scorer; None: rule scorers"""
+    """engine (spec) for the LLM-judge scorer; None: the protocol's (rules: rule scorers;
+    paper: the module engine)"""
+    judge_verdict: Literal["line", "json"] | None = None
+    """the judge's verdict format (:class:`~agentflow_env.judge.LLMJudge` ``verdict``)"""
+    judge_two_stage: bool | None = None
+    """score tasks with choices by extraction then verification (the reference's GPQA/MedQA)"""
+    judge_max_tokens: int | None = None
+    """the judge's tokens per reply (None: 256 for verdict lines, 512 for JSON verdicts)"""
     judge_fallback: bool = False
     """on judge failure score with the rule scorer (counted as ``judge_fallback``) instead of an
     error"""
     tools: list[str] | None = None
-    """tool names; None: chosen per data file (module docstring)"""
+    """tool names; None: chosen per protocol and data file (module docstring)"""
     corpus: str | None = None
     """JSONL corpus (``title``, ``text``) for the search tools"""
     episodes: int | None = None
     """None: every task"""
     shuffle: bool = False
     """a seeded random subset of tasks instead of the first ``episodes``"""
-    max_turns: int = 10
+    max_turns: int | None = None
+    """planner turns per episode; None: the protocol's (10 in both)"""
     concurrency: int = 4
     """sub-envs stepping together (the planner sees batches of this size)"""
     seed: int = 0
-    temperature: float = 0.0
-    """planner sampling temperature"""
-    max_tokens: int = 1024
-    """planner tokens per step"""
+    samples: int = 1
+    """episodes per task (``--samples K``): the report adds per-task success, mean@K and pass@k
+    for k = 1..K (:mod:`agentflow_env.eval.passk`)"""
+    seeds: int = 1
+    """runs with seeds ``seed, seed+1, ...`` (``--seeds S``) on the same tasks; the report gives
+    each metric's mean over the runs with a 95% Student-t interval"""
+    task_seed: int | None = None
+    """seed of the generated task set and of the ``shuffle`` subset; None: ``seed`` (multi-seed
+    runs set it to their first seed so that every run plays the same tasks)"""
+    temperature: float | None = None
+    """planner sampling temperature; None: the protocol's (0.0 in both)"""
+    max_tokens: int | None = None
+    """planner tokens per step; None: the protocol's (rules 1024, paper 2048)"""
     planner_input: Literal["chat", "prompt"] = "chat"
-    """``chat`` (observation as a user message) or ``prompt`` (raw completion)"""
+    """``chat`` (the episode's chat messages, ``info["messages"]``) or ``prompt`` (the text
+    observation as a raw completion prompt)"""
+    planner_constrained: bool = False
+    """hold an engine planner's output to the action grammar (fields in order, Tool Name one of
+    the episode's tools); the engine enforces it or the turn fails as a planner error"""
     env_kwargs: dict[str, Any] | None = None
-    """more env constructor arguments (:class:`EnvOverrides`), merged last"""
+    """more env constructor arguments (:class:`EnvOverrides`), merged last (over the
+    protocol's env settings: paper sets ``prompt_style`` and ``max_episode_s``)"""
     out: str | None = None
     trajectories: str | None = None
     resume: bool = False
@@ -229,8 +255,20 @@ def validate_config(cfg: EvalConfig) -> None:
         )
     if cfg.episodes is not None and cfg.episodes < 1:
         raise EvaluateError(f"--episodes must be >= 1, got {cfg.episodes}")
+    if cfg.judge_max_tokens is not None and cfg.judge_max_tokens < 1:
+        raise EvaluateError(f"--judge-max-tokens must be >= 1, got {cfg.judge_max_tokens}")
+    if cfg.samples < 1 or cfg.seeds < 1:
+        raise EvaluateError(
+            f"--samples and --seeds must be >= 1, got {cfg.samples} and {cfg.seeds}"
+        )
     if cfg.temperature < 0 or cfg.max_tokens < 1:
         raise EvaluateError("--temperature must be >= 0 and --max-tokens >= 1")
+    if cfg.planner_constrained and isinstance(cfg.planner, str):
+        if cfg.planner.startswith(SCRIPTED_PREFIX):
+            raise EvaluateError(
+                "--planner-constrained holds an engine planner to the action grammar; "
+                f"{cfg.planner!r} writes its actions itself: use an engine spec"
+            )
     for flag, mode, allowed in (
         ("--executor", cfg.executor, ("direct", "llm")),
         ("--verifier", cfg.verifier, ("planner", "llm")),

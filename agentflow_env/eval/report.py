@@ -123,6 +123,18 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _sample_rows(samples: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """Table rows of a ``--samples K`` run: mean@K and pass@k (every k up to 8, then powers of
+    two and K)."""
+    if not samples:
+        return []
+    K = samples["samples"]
+    shown = [k for k in range(1, K + 1) if k <= 8 or k == K or (k & (k - 1)) == 0]
+    rows = [(f"mean@{K} over {samples['tasks']} tasks", _fmt(samples[f"mean@{K}"]))]
+    rows += [(f"pass@{k} (unbiased)", _fmt(samples["pass_at_k"][str(k)])) for k in shown]
+    return rows
+
+
 def print_report(report: Mapping[str, Any], console: Any | None = None) -> None:
     """Render a report as a rich table, followed by its notes."""
     from rich.console import Console
@@ -131,7 +143,9 @@ def print_report(report: Mapping[str, Any], console: Any | None = None) -> None:
     console = console or Console()
     s, c = report["summary"], report["config"]
     data = Path(c["data"]).name if c["data"] else "generated tasks"
-    table = Table(title=f"{c['env']} | {data} | planner {c['planner']}", title_justify="left")
+    protocol = f" | protocol {c['protocol']}" if c.get("protocol", "rules") != "rules" else ""
+    title = f"{c['env']} | {data} | planner {c['planner']}{protocol}"
+    table = Table(title=title, title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     ci = s["accuracy_ci95"]
@@ -144,6 +158,7 @@ def print_report(report: Mapping[str, Any], console: Any | None = None) -> None:
             f"{_fmt(s['accuracy'])} [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "n/a",
         ),
         ("accuracy, errored counted wrong", _fmt(s["accuracy_errored_as_wrong"])),
+        *_sample_rows(s.get("samples")),
         ("mean turns", _fmt(s["mean_turns"], 2)),
         ("terminated / truncated", f"{s['terminated']} / {s['truncated']}"),
         ("tools", ", ".join(report["tools"]) or "none"),

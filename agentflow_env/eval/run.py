@@ -38,8 +38,10 @@ from agentflow_env.eval.config import (
     parse_max_errors,
     validate_config,
 )
+from agentflow_env.eval.passk import sample_summary
+from agentflow_env.eval.protocol import resolve
 from agentflow_env.eval.report import episode_rows, summarize
-from agentflow_env.planners.batch import BatchPlanner, ScriptedBatchPlanner
+from agentflow_env.planners.batch import BatchPlanner, EngineBatchPlanner, ScriptedBatchPlanner
 from agentflow_env.runfiles import atomic_write_text, fsync_dir
 from agentflow_env.tasks.base import Task
 from agentflow_env.trajectory import (
@@ -73,9 +75,12 @@ class _Running:
     index: int
     builder: TrajectoryBuilder
     errors: Counter[str]
+    messages: Any = None
+    """the episode's chat messages (``info["messages"]``) as of its latest reset or step"""
 
     def started(self, info: Mapping[str, Any]) -> None:
         self.errors["query_analysis"] += bool(info.get("query_analysis_error"))
+        self.messages = info.get("messages")
 
 
 class _Episodes:
@@ -161,8 +166,13 @@ class _Episodes:
         n, slots = self.envs.num_envs, self.slots
         live = [i for i in range(n) if slots[i] is not None]
         turns = [len(slots[i].builder.record.turns) + 1 for i in live]  # type: ignore[union-attr]
-        episodes = [slots[i].index for i in live]  # type: ignore[union-attr]
-        acted = self.planner.act(live, [obs[i] for i in live], episodes, turns)
+        acted = self.planner.act(
+            live,
+            [obs[i] for i in live],
+            [slots[i].index for i in live],  # type: ignore[union-attr]
+            turns,
+            messages=[slots[i].messages for i in live],  # type: ignore[union-attr]
+        )
         actions = [""] * n
         for i, action in zip(live, acted, strict=True):
             actions[i] = action
@@ -182,6 +192,7 @@ class _Episodes:
             slot, info = slots[i], info_at(infos, i)
             assert slot is not None
             slot.builder.add(actions[i], float(rewards[i]), bool(terms[i]), bool(truncs[i]), info)
+            slot.messages = info.get("messages")
             slot.errors.update(_turn_errors(info))
             if terms[i] or truncs[i]:
                 self._done(i)
@@ -239,16 +250,20 @@ def _close(cfg: EvalConfig, setup: Any, resources: Sequence[Any]) -> None:
     for resource in resources:
         if resource is not None:
             resource.close()
-    for engine, spec in (
-        (setup.module_engine, cfg.module_engine),
-        (setup.judge.engine if setup.judge else None, cfg.judge),
-    ):
+    module = setup.module_engine
+    judge = setup.judge.engine if setup.judge else None
+    if module is not None and judge is module.engine:  # shared (make_judge): closed once
+        judge = None
+    for engine, spec in ((module, cfg.module_engine), (judge, cfg.judge)):
         if engine is not None and isinstance(spec, str):  # built here from a spec: ours to close
             engine.close()
 
 
 def run(cfg: EvalConfig) -> dict[str, Any]:
     """Run an evaluation; returns the report (config, tools, notes, summary, per-episode rows).
+
+    ``cfg``'s protocol first fills the settings it leaves None
+    (:func:`~agentflow_env.eval.protocol.resolve`); the report's config is the resolved one.
 
     Raises:
         EvaluateError: bad arguments or inputs (unknown env id, missing file, bad planner spec,
@@ -257,6 +272,7 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
             errored than ``max_errors`` allows (the partial report and trajectories written).
     """
     started = time.perf_counter()
+    cfg, _ = resolve(cfg)
     validate_config(cfg)
     max_errors = parse_max_errors(cfg.max_errors)
     setup = build_setup(cfg)
@@ -269,7 +285,7 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
         envs = build_envs(cfg, setup)
         tasks = select_tasks(envs.tasks, cfg)
         tools = list(envs.flow.tools)
-        if isinstance(planner, ScriptedBatchPlanner):
+        if isinstance(planner, (ScriptedBatchPlanner, EngineBatchPlanner)):
             planner.bind_tools(tools)
         if cfg.resume:
             records = _resumed(str(cfg.trajectories), tasks)
@@ -302,6 +318,8 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     }
     summary = summarize(records, planner, setup.module_engine, setup.judge, wall)
     summary.update(planned=len(tasks), stopped=stopped)
+    if cfg.samples > 1:  # per-task success, mean@K, pass@k
+        summary["samples"] = sample_summary(records, cfg.samples)
     report = {
         "config": config,
         "kind": setup.kind,

@@ -2,7 +2,9 @@
 
 - :mod:`~agentflow_env.format.observation`: the observation layout (header in two styles, step
   headers, step blocks) and its readers (:func:`split_observation`, :func:`current_step`,
-  :func:`last_result`), plus :data:`PLANNER_STOP`;
+  :func:`last_result`), plus :data:`PLANNER_STOP`; and the same episode as chat messages
+  (:func:`planner_messages`, :func:`action_message`, :func:`result_message`), built from the
+  same pieces;
 - :mod:`~agentflow_env.format.action`: the action format's writers (:func:`tool_action`,
   :func:`finish_action`, :func:`write_action`) and readers (:func:`parse_action`,
   :func:`read_action`, :func:`last_answer`);
@@ -38,13 +40,19 @@ from agentflow_env.format.command import (
 from agentflow_env.format.labels import OMITTED, PLANNER_STOP
 from agentflow_env.format.observation import (
     ACTION_FORMAT,
+    ChatMessage,
     ObservationView,
     PromptStyle,
     StepView,
+    action_message,
     current_step,
+    example_step,
     last_result,
     omitted_step,
     planner_header,
+    planner_messages,
+    prompt_message,
+    result_message,
     split_observation,
     step_block,
     step_header,
@@ -57,6 +65,7 @@ __all__ = [
     "OMITTED",
     "PLANNER_STOP",
     "ActionFields",
+    "ChatMessage",
     "CommandError",
     "ObservationView",
     "PaperView",
@@ -64,7 +73,9 @@ __all__ = [
     "PromptStyle",
     "StepView",
     "ToolCall",
+    "action_message",
     "current_step",
+    "example_step",
     "extract_command",
     "finish_action",
     "last_answer",
@@ -74,9 +85,12 @@ __all__ = [
     "paper_prompt",
     "parse_action",
     "planner_header",
+    "planner_messages",
+    "prompt_message",
+    "read_action",
     "read_calls",
     "read_paper_prompt",
-    "read_action",
+    "result_message",
     "split_observation",
     "step_block",
     "step_header",

@@ -35,6 +35,11 @@ Readers, in two layers (a new syntax is a new reader in the first layer):
   :class:`PlannerAction`. It never raises on model output: ``error`` says what was wrong, so the
   environment can show the error to the policy and consume the turn.
 
+The grammar, for constrained planners: :func:`action_grammar` is a Lark grammar (llguidance's
+dialect, :class:`~agentflow_env.llm.constraints.Constraint` ``.lark``) of the actions written in
+the usual order with every prose field, ``Tool Name`` one of the episode's tools or ``Finish``,
+each value within a character bound; every text it admits reads back without error.
+
 Writers: :func:`write_action` (any fields), :func:`tool_action` and :func:`finish_action`. What
 they write reads back to the same fields, normalized as the readers normalize: values lose
 surrounding whitespace and ``*`` (one-line commands: whitespace, a leading ``*`` and, without a
@@ -66,12 +71,14 @@ from agentflow_env.format.labels import (
     FINISH,
     PLANNER_STOP,
 )
+from agentflow_env.llm.constraints import lark_literal, regex_escape
 from tools.base import normalize_tool_name
 
 __all__ = [
     "FINISH",
     "ActionFields",
     "PlannerAction",
+    "action_grammar",
     "finish_action",
     "last_answer",
     "parse_action",
@@ -196,21 +203,23 @@ def _winning_block(blocks: list[dict[str, str]]) -> dict[str, str]:
 def _split_fields(text: str, answer_spans: list[tuple[int, int]]) -> dict[str, str]:
     """Map field -> value. A value runs until the next label; a label that repeats starts a new
     block, and :func:`_winning_block` picks the block that counts."""
-    blocks: list[dict[str, str]] = [{}]
-    matches = list(_LABEL.finditer(text))
     # Lines inside fenced code (e.g. `tool: str = "x"` in a Python command) or inside an
     # <answer> tag are not labels.
     skip = list(answer_spans)
     if "```" in text:
         skip += [m.span() for m in _FENCED.finditer(text)]
     if skip:
-        matches = [m for m in matches if not any(a < m.start() < b for a, b in skip)]
-    for i, match in enumerate(matches):
-        key = _field_key(match.group(1))
+        matches = [m for m in _LABEL.finditer(text) if not any(a < m.start() < b for a, b in skip)]
+        ends = [m.start() for m in matches[1:]] + [len(text)] if matches else []
+        pairs = [(m.group(1), text[m.end() : end]) for m, end in zip(matches, ends, strict=True)]
+    else:  # every label counts: one C-level split gives [before, label, value, label, ...]
+        parts = _LABEL.split(text)
+        pairs = list(zip(parts[1::2], parts[2::2], strict=True))
+    blocks: list[dict[str, str]] = [{}]
+    for label, value in pairs:
+        key = _field_key(label)
         if key in blocks[-1]:
             blocks.append({})
-        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
-        value = text[match.end() : end]
         # An <answer> tag is its own thing, not part of a field (code in a fence is left alone).
         if "<" in value and key != "tool_name" and not (key == "command" and "```" in value):
             value = _ANSWER.sub("", value)
@@ -273,22 +282,22 @@ def _embedded_json(text: str) -> dict[str, str] | None:
     return found
 
 
-def _fields_to_action(fields: dict[str, str], answer: str | None) -> ActionFields:
+def _fields_to_action(fields: dict[str, str], answer: str | None) -> dict[str, str | None]:
+    """The :class:`ActionFields` values (as a dict: the parser builds its model from it)."""
     tool_lines = fields.get("tool_name", "").strip().splitlines()
     command = None
     if "command" in fields:
         command = fields["command"].strip()
         command = strip_code_fence(command) if "```" in command else command.strip("`").strip()
-    prose = {key: _clean(fields.get(key, "")) or None for key in _PROSE}
-    return ActionFields(
-        tool_name=(_clean(tool_lines[0]) or None) if tool_lines else None,
-        command=command or None,
-        answer=answer,
-        **prose,
-    )
+    return {
+        "tool_name": (_clean(tool_lines[0]) or None) if tool_lines else None,
+        "command": command or None,
+        "answer": answer,
+        **{key: _clean(fields[key]) or None if key in fields else None for key in _PROSE},
+    }
 
 
-def _read(text: str) -> ActionFields:
+def _read(text: str) -> dict[str, str | None]:
     """A JSON step, else labelled lines (the paper's prompt asks for both), else JSON in prose."""
     if "{" in text:
         whole = _whole_json(text)
@@ -315,7 +324,7 @@ def _as_text(text: object, max_chars: int) -> tuple[str, str]:
 
 def read_action(text: object, max_chars: int = MAX_ACTION_CHARS) -> ActionFields:
     """The fields of an action as written: no tool-name matching, no judgement. Never raises."""
-    return _read(_as_text(text, max_chars)[1])
+    return ActionFields(**_read(_as_text(text, max_chars)[1]))
 
 
 @functools.lru_cache(maxsize=64)
@@ -373,40 +382,46 @@ def parse_action(
     """Parse planner output. Never raises; problems are reported in ``PlannerAction.error``."""
     raw, text = _as_text(text, max_chars)
     fields = _read(text)
-    written = fields.tool_name or ""
-    action = PlannerAction(
+    written = fields["tool_name"] or ""
+    sub_goal = fields["sub_goal"] or ""
+    tool, command, error = _judge(text, written, fields, sub_goal, tool_names)
+    return PlannerAction(  # built once: assigning a pydantic model's fields costs per field
         raw=raw,
-        justification=fields.justification or "",
-        context=fields.context or "",
-        sub_goal=fields.sub_goal or "",
+        justification=fields["justification"] or "",
+        context=fields["context"] or "",
+        sub_goal=sub_goal,
         written_tool_name=written[:200],
-        command=fields.command,
-        answer=fields.answer,
+        command=command,
+        answer=fields["answer"],
+        tool_name=tool,
+        error=error,
     )
+
+
+def _judge(
+    text: str, written: str, fields: dict[str, str | None], sub_goal: str, tool_names: Sequence[str]
+) -> tuple[str | None, str | None, str | None]:
+    """(canonical tool name, command, error) of a read action."""
+    command, answer = fields["command"], fields["answer"]
     if not written:
-        if action.answer is not None:
-            action.tool_name = FINISH
-            return action
+        if answer is not None:
+            return FINISH, command, None
         if not text.strip():
-            action.error = "empty action: write the fields Sub-Goal, Tool Name and Command"
-        else:
-            action.error = "missing field 'Tool Name:' (or finish with <answer>...</answer>)"
-        return action
+            return None, command, "empty action: write the fields Sub-Goal, Tool Name and Command"
+        return None, command, "missing field 'Tool Name:' (or finish with <answer>...</answer>)"
     tool = _match_tool(written, tuple(tool_names))
     if tool is None:
         valid = ", ".join([*tool_names, FINISH])
-        action.error = f"unknown tool {written[:80]!r}; valid tool names: {valid}"
-        return action
-    action.tool_name = tool
+        return None, command, f"unknown tool {written[:80]!r}; valid tool names: {valid}"
     if tool == FINISH:
-        if action.answer is None:
-            action.error = "Tool Name is Finish but no <answer>...</answer> was given"
-        return action
-    if action.command is None and _FENCE.search(text):
-        action.command = strip_code_fence(text) or None
-    if not action.tool_input:
-        action.error = f"no input for {tool}: write 'Command: ...' (or a Sub-Goal)"
-    return action
+        if answer is None:
+            return tool, command, "Tool Name is Finish but no <answer>...</answer> was given"
+        return tool, command, None
+    if command is None and _FENCE.search(text):
+        command = strip_code_fence(text) or None
+    if not (command or sub_goal):  # PlannerAction.tool_input: the command, else the sub-goal
+        return tool, command, f"no input for {tool}: write 'Command: ...' (or a Sub-Goal)"
+    return tool, command, None
 
 
 # ----------------------------------------------------------------------------------- writers
@@ -506,4 +521,63 @@ def finish_action(
             justification=justification,
             context=context,
         )
+    )
+
+
+# ----------------------------------------------------------------------------------- grammar
+def action_grammar(
+    tool_names: Sequence[str],
+    *,
+    max_line_chars: int = 300,
+    max_command_chars: int = 600,
+    max_code_chars: int = 2000,
+    max_answer_chars: int = 200,
+) -> str:
+    """A Lark grammar (llguidance's dialect) of one step in the order the writers use::
+
+        Justification: <one line>
+        Context: <one line>
+        Sub-Goal: <one line>
+        Tool Name: <one of tool_names>
+        Command: <one line, or a fenced code block on the lines below>
+
+    or, to finish, ``Tool Name: Finish`` followed by ``<answer>...</answer>`` on the next line.
+    Values are bounded in characters (a constraint fixes the format, not the length: a small model
+    can write one field until ``max_tokens`` runs out); a command's first character and the
+    answer's are not blank, an answer has no ``<`` or line break, a code block no backtick and
+    none of the :data:`~agentflow_env.format.labels.PLANNER_STOP` sequences. Every
+    text it admits passes :func:`parse_action` with these ``tool_names`` (tested).
+
+    Raises:
+        ValueError: no tool names, a name that is blank, spans lines or is ``Finish``, or a bound
+            below 1.
+    """
+    names = list(dict.fromkeys(tool_names))
+    if not names:
+        raise ValueError("action_grammar needs at least one tool name")
+    for name in names:
+        if not name.strip() or len(name.splitlines()) != 1 or name.strip() != name:
+            raise ValueError(f"tool name {name!r} must be one line without surrounding spaces")
+        if normalize_tool_name(name) == normalize_tool_name(FINISH):
+            raise ValueError(f"{FINISH!r} ends an episode; it is not a tool name")
+    bounds = (max_line_chars, max_command_chars, max_code_chars, max_answer_chars)
+    if min(bounds) < 1:
+        raise ValueError(f"every character bound must be >= 1, got {bounds}")
+
+    prose = " ".join(f'{lark_literal(FIELD_LABELS[key] + ": ")} LINE "\\n"' for key in _PROSE)
+    tools = " | ".join(lark_literal(n) for n in names)
+    # a code block must not contain the env's stop sequences (generation would end inside it)
+    stops = "|".join(regex_escape(stop) for stop in PLANNER_STOP)
+    return "\n".join(
+        [
+            f"start: {prose} {lark_literal(FIELD_LABELS['tool_name'] + ': ')} (call | finish)",
+            f'call: TOOL "\\n" {lark_literal(FIELD_LABELS["command"] + ": ")} (COMMAND | CODE)',
+            f'finish: {lark_literal(FINISH)} "\\n" {lark_literal(ANSWER_OPEN)} ANSWER '
+            f"{lark_literal(ANSWER_CLOSE)}",
+            f"TOOL: {tools}",
+            f"LINE: /[^\\n]{{1,{max_line_chars}}}/",
+            f"COMMAND: /[^\\s`][^\\n]{{0,{max_command_chars - 1}}}/",
+            f"CODE: /\\n```\\n[^`]{{1,{max_code_chars}}}\\n```/ & ~/(?s:.*({stops}).*)/",
+            f"ANSWER: /[^<\\s][^<\\n]{{0,{max_answer_chars - 1}}}/",
+        ]
     )

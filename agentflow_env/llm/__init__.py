@@ -5,13 +5,18 @@
 - :class:`VLLMEngine` (``vllm:NAME``): in-process vLLM on a GPU (unverified here);
 - :class:`CallableEngine`: any Python function (scripted planners, test doubles).
 
+Every request may carry a :class:`Constraint` (a choice list, a regex, a JSON schema or a Lark
+grammar): each engine enforces it or raises (:mod:`agentflow_env.llm.constraints`).
+
 Token-level generation lives in one backend per engine kind, shared with the learner's policy:
 :class:`HFBackend` (``model.generate`` on a live model: batching, per-row seeds, stops,
 log-probs) and :class:`VLLMBackend` (``vllm.LLM``: sampling, outputs, weight sync); the engines
 above are their request/text layers.
 
 :func:`serve_transformers` runs a local model behind a real OpenAI-compatible server
-(``transformers serve`` as a subprocess) for tests, examples and local benchmarks.
+(``transformers serve`` as a subprocess) for tests, examples and local benchmarks;
+:func:`serve_hf` runs the project's own server (``python -m agentflow_env.llm serve``), which
+honours constraints, ``n`` and ``logprobs``.
 
 :func:`make_engine` turns a spec string, an engine or a callable into an engine. Engine classes
 load lazily (``agentflow_env.llm.HFEngine`` imports transformers only when first touched).
@@ -32,13 +37,17 @@ from agentflow_env.llm.base import (
 )
 from agentflow_env.llm.callable_engine import CallableEngine
 from agentflow_env.llm.common import (
+    ConstraintUnsupportedError,
+    ConstraintViolationError,
     EngineAuthError,
     EngineConfigError,
     EngineDependencyError,
     EngineError,
+    InvalidConstraintError,
     LogprobsUnavailableError,
     ModelNotFoundError,
 )
+from agentflow_env.llm.constraints import Constraint, lark_literal, regex_escape
 from agentflow_env.llm.spec import VALID_FORMS, EngineSpec, make_engine, parse_spec
 
 if TYPE_CHECKING:
@@ -50,6 +59,7 @@ if TYPE_CHECKING:
         ServeStartError,
         ServeTimeoutError,
         TransformersServer,
+        serve_hf,
         serve_transformers,
     )
     from agentflow_env.llm.vllm_backend import VLLMBackend
@@ -59,6 +69,9 @@ __all__ = [
     "VALID_FORMS",
     "CallableEngine",
     "ChatMessage",
+    "Constraint",
+    "ConstraintUnsupportedError",
+    "ConstraintViolationError",
     "Engine",
     "EngineAuthError",
     "EngineConfigError",
@@ -69,6 +82,7 @@ __all__ = [
     "GenerationResult",
     "HFBackend",
     "HFEngine",
+    "InvalidConstraintError",
     "LogprobsUnavailableError",
     "ModelNotFoundError",
     "OpenAIEngine",
@@ -81,8 +95,11 @@ __all__ = [
     "TransformersServer",
     "VLLMBackend",
     "VLLMEngine",
+    "lark_literal",
     "make_engine",
     "parse_spec",
+    "regex_escape",
+    "serve_hf",
     "serve_transformers",
 ]
 
@@ -98,6 +115,7 @@ _LAZY = {
             "ServeStartError",
             "ServeTimeoutError",
             "TransformersServer",
+            "serve_hf",
             "serve_transformers",
         ),
         "agentflow_env.llm.serve",

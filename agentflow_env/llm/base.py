@@ -10,6 +10,10 @@ Below the text interface, generation backends (:mod:`~agentflow_env.llm.hf_backe
 :mod:`~agentflow_env.llm.vllm_backend`) work token-in/token-out: a :class:`TokenPrompt` (prompt
 ids, settings, a seed) gives a :class:`TokenCompletion` (sampled ids and their log-probs). The
 engines and the learner's policy both generate through them.
+
+A request's optional :class:`~agentflow_env.llm.constraints.Constraint` (a choice list, a regex, a
+JSON schema or a Lark grammar) says what the completion must look like; every engine enforces it
+or raises (see :mod:`agentflow_env.llm.constraints`).
 """
 
 from __future__ import annotations
@@ -20,11 +24,14 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agentflow_env.llm.constraints import Constraint
+
 if TYPE_CHECKING:
     import torch
 
 __all__ = [
     "ChatMessage",
+    "Constraint",
     "Engine",
     "GenerationRequest",
     "GenerationResult",
@@ -64,6 +71,10 @@ class GenerationRequest(BaseModel):
     messages: tuple[ChatMessage, ...] | None = None
     prompt: str | None = None
     sampling: SamplingParams = Field(default_factory=SamplingParams)
+    constraint: Constraint | None = None
+    """what the completion must look like (:mod:`agentflow_env.llm.constraints`); ``None``:
+    free text. Engines enforce it or raise; a completion cut by ``max_tokens`` or a stop string
+    is a prefix of a matching text"""
 
     @model_validator(mode="after")
     def _one_input(self) -> GenerationRequest:
@@ -72,11 +83,22 @@ class GenerationRequest(BaseModel):
         return self
 
     @classmethod
-    def chat(cls, user: str, system: str | None = None, **sampling: object) -> GenerationRequest:
+    def chat(
+        cls,
+        user: str,
+        system: str | None = None,
+        *,
+        constraint: Constraint | None = None,
+        **sampling: object,
+    ) -> GenerationRequest:
         msgs = ([ChatMessage(role="system", content=system)] if system else []) + [
             ChatMessage(role="user", content=user)
         ]
-        return cls(messages=tuple(msgs), sampling=SamplingParams(**sampling))  # type: ignore[arg-type]
+        return cls(
+            messages=tuple(msgs),
+            sampling=SamplingParams(**sampling),  # type: ignore[arg-type]
+            constraint=constraint,
+        )
 
 
 class GenerationResult(BaseModel):
@@ -111,6 +133,9 @@ class TokenPrompt:
     """transformers backend: ``(ids [1, L], scores [1, V]) -> scores`` applied before sampling,
     as a ``transformers.LogitsProcessor`` is, at each step until this completion ends; ``ids``
     are this prompt and its tokens so far (no padding)"""
+    constraint: Constraint | None = None
+    """transformers backend: tokens outside the constraint are masked (after
+    ``logits_processor``); vLLM backend: passed to vLLM's structured outputs"""
 
 
 @dataclass

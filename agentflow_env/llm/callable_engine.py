@@ -5,7 +5,10 @@
 The function owns temperature, seed and max_tokens (it sees the whole request); the engine
 enforces what it can without a model: stop strings are applied to the returned text, and a
 request asking for ``logprobs`` gets :class:`LogprobsUnavailableError` when the function
-returned none.
+returned none, and a request with a ``constraint`` gets :class:`ConstraintViolationError` when
+the function's text does not match it (a prefix is enough when the text was cut at a stop string
+or the result says ``finish_reason="length"``): the function sees the constraint in the request
+and must honour it, as a model under the constraint would.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 from agentflow_env.llm.base import GenerationRequest, GenerationResult
 from agentflow_env.llm.common import (
+    ConstraintViolationError,
     EngineError,
     LogprobsUnavailableError,
     expected_count,
@@ -116,12 +120,23 @@ class CallableEngine:
                 f"{self.name} was asked for logprobs but returned a result without them; "
                 "return GenerationResult(token_ids=..., logprobs=...) or request logprobs=False"
             )
+        hit = False
         if self.apply_stop and request.sampling.stop and result.error is None:
             text, hit = truncate_at_stop(result.text, request.sampling.stop)
             if hit:
                 # Token ids (if any) cannot be cut without a tokenizer; a function that returns
                 # ids together with stop strings must cut them itself.
                 result = result.model_copy(update={"text": text, "finish_reason": "stop"})
+        if request.constraint is not None and result.error is None:
+            from agentflow_env.llm.structured import violation
+
+            problem = violation(
+                request.constraint, result.text, cut_short=hit or result.finish_reason == "length"
+            )
+            if problem:
+                raise ConstraintViolationError(
+                    f"{self.name} broke the request's constraint: {problem}"
+                )
         return result
 
     def close(self) -> None:

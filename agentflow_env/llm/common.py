@@ -17,10 +17,13 @@ from collections.abc import Sequence
 from agentflow_env.llm.base import GenerationRequest, GenerationResult
 
 __all__ = [
+    "ConstraintUnsupportedError",
+    "ConstraintViolationError",
     "EngineAuthError",
     "EngineConfigError",
     "EngineDependencyError",
     "EngineError",
+    "InvalidConstraintError",
     "LogprobsUnavailableError",
     "ModelNotFoundError",
     "error_results",
@@ -52,6 +55,21 @@ class ModelNotFoundError(EngineError):
 
 class LogprobsUnavailableError(EngineError):
     """``logprobs=True`` was requested but the backend returned none (it cannot, or ignored it)."""
+
+
+class InvalidConstraintError(EngineConfigError):
+    """A constraint that cannot be compiled: a bad regex, grammar or JSON schema (the message
+    carries the compiler's own words)."""
+
+
+class ConstraintUnsupportedError(EngineError):
+    """The engine or server cannot enforce a request's constraint (it rejected the field, or has
+    no such feature); retrying cannot fix it."""
+
+
+class ConstraintViolationError(EngineError):
+    """A completion does not match its request's constraint: a server that ignored it, or a
+    function (callable engine) that returned something else. Never returned as a result."""
 
 
 def find_stop(text: str, stops: Sequence[str]) -> int | None:

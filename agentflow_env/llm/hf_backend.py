@@ -27,6 +27,11 @@ each row at its own ``max_tokens``, EOS or stop string. Consequences worth knowi
   distribution actually sampled from, after the row's processor, temperature and top-p). Greedy
   rows (``temperature == 0``) report the raw value in every mode.
 
+A row's :class:`~agentflow_env.llm.constraints.Constraint` becomes one more row processor (after
+the row's own): llguidance masks every token the constraint does not allow
+(:mod:`agentflow_env.llm.structured`, the ``structured`` extra), so greedy and sampled rows alike
+only write text the constraint accepts, and end (EOS) only where it is complete.
+
 Long prompts on CPU are prefilled one at a time (``prefill="auto"``: 512 tokens or more): a
 left-padded batch needs an explicit attention mask, and with a mask PyTorch's CPU
 ``scaled_dot_product_attention`` leaves its flash kernel for one that materializes every
@@ -41,9 +46,11 @@ and one prompt at a time would leave the device idle.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,6 +71,8 @@ from transformers import (
 
 from agentflow_env.llm.base import TokenCompletion, TokenPrompt
 from agentflow_env.llm.common import EngineConfigError, find_stop
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DTYPES",
@@ -243,6 +252,24 @@ class _RowSampler(LogitsProcessor):
         return picked if plain and self.unit_temps else _logprob_at(raw, idx)
 
 
+class _Chain:
+    """Two row processors, one after the other (``error``: the second's, a constraint's)."""
+
+    def __init__(
+        self,
+        first: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        second: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    ) -> None:
+        self.first, self.second = first, second
+
+    def __call__(self, ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return self.second(ids, self.first(ids, scores))
+
+    @property
+    def error(self) -> str | None:
+        return getattr(self.second, "error", None)
+
+
 def _logprob_at(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """``log_softmax(logits)`` at ``idx`` (one per row) without materializing the softmax."""
     return logits.gather(1, idx)[:, 0] - torch.logsumexp(logits, dim=-1)
@@ -396,7 +423,26 @@ class HFBackend:
                     results[i] = result
         return results  # type: ignore[return-value]
 
+    def _constrained(self, chunk: list[TokenPrompt]) -> list[TokenPrompt]:
+        """Rows whose constraint became a (fresh, stateful) row processor."""
+        if all(r.constraint is None for r in chunk):
+            return chunk
+        from agentflow_env.llm.structured import masker_for
+
+        masker = masker_for(self.tokenizer, self.eos_ids)
+        rows = []
+        for row in chunk:
+            if row.constraint is None:
+                rows.append(row)
+                continue
+            mask = masker.processor(row.constraint)
+            own = row.logits_processor
+            processor = mask if own is None else _Chain(own, mask)
+            rows.append(dataclasses.replace(row, logits_processor=processor))
+        return rows
+
     def _generate_chunk(self, chunk: list[TokenPrompt]) -> list[TokenCompletion]:
+        chunk = self._constrained(chunk)
         width = max(len(r.prompt_ids) for r in chunk)
         input_ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -438,6 +484,7 @@ class HFBackend:
         finally:
             self.model.generation_config = saved
             self.model.train(was_training)
+        self._report_constraint_errors(chunk)
         generated = sequences[:, width:].tolist()
         logprobs = torch.stack(sampler.logprobs, dim=1).tolist()
         ended, reasons = stopper.ended_at.tolist(), stopper.reason.tolist()
@@ -445,6 +492,13 @@ class HFBackend:
             self._finish(row, generated[i], logprobs[i], ended[i], reasons[i])
             for i, row in enumerate(chunk)
         ]
+
+    @staticmethod
+    def _report_constraint_errors(chunk: Sequence[TokenPrompt]) -> None:
+        for row in chunk:
+            error = getattr(row.logits_processor, "error", None)
+            if error:  # not expected: the mask only lets through tokens the matcher accepts
+                logger.error("a constrained row left its constraint: %s", error)
 
     def _use_per_row(self, chunk: Sequence[TokenPrompt]) -> bool:
         if len(chunk) < 2 or self.prefill == "batched":

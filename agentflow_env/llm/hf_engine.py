@@ -14,7 +14,12 @@ prefill (see that module). Consequences worth knowing:
 - ``logprobs`` are the sampled tokens' log-probabilities under the **raw** model distribution
   (``log_softmax`` of the logits, no temperature or top-p), which is what a learner recomputes
   in its forward pass. ``logprobs_mode="processed"`` gives them under the distribution actually
-  sampled from (after temperature and top-p; greedy rows report the raw value).
+  sampled from (after a constraint's mask, temperature and top-p; greedy rows report the raw
+  value);
+- a request's ``constraint`` is enforced token by token (llguidance masks, the ``structured``
+  extra): the text matches it, or is a prefix of a match when ``max_tokens`` or a stop string
+  cut it (``finish_reason``). A constraint that does not compile raises
+  :class:`~agentflow_env.llm.common.InvalidConstraintError` before anything is generated.
 """
 
 from __future__ import annotations
@@ -57,6 +62,9 @@ class HFEngine:
         prefill: ``"auto"`` (one prompt at a time on CPU for prompts of 512+ tokens, padded
             batch otherwise), ``"per_row"`` or ``"batched"``; see :mod:`hf_backend`.
     """
+
+    supports_constraints = True
+    """it enforces a request's constraint itself (modules constrain their replies with it)"""
 
     def __init__(
         self,
@@ -122,6 +130,12 @@ class HFEngine:
         """Generate ``n`` completions per request, request-major (see the module docstring)."""
         backend = self._open()
         requests = list(requests)
+        constraints = {r.constraint for r in requests if r.constraint is not None}
+        if constraints:
+            from agentflow_env.llm.structured import check_constraint
+
+            for constraint in constraints:  # every problem before any generation
+                check_constraint(constraint)
         rows = self._rows(requests)
         completions = backend.generate(rows)
         return [
@@ -143,7 +157,11 @@ class HFEngine:
             s = request.sampling
             for j in range(s.n):
                 seed = derive_seed(s.seed, j) if s.seed is not None else self._rng.getrandbits(63)
-                rows.append(TokenPrompt(prompt_ids=ids, sampling=s, seed=seed))
+                rows.append(
+                    TokenPrompt(
+                        prompt_ids=ids, sampling=s, seed=seed, constraint=request.constraint
+                    )
+                )
         return rows
 
     def _use_per_row(self, rows: Sequence[TokenPrompt]) -> bool:

@@ -26,7 +26,14 @@ Behaviour:
   ``token_ids`` stay ``None`` unless ``token_ids_extension=True`` asks a vLLM server for
   ``return_tokens_as_token_ids`` (tokens come back as ``token_id:<id>``);
 - ``temperature`` is only as good as the server: ``transformers serve`` decodes greedily unless
-  the model's ``generation_config.json`` sets ``do_sample: true``.
+  the model's ``generation_config.json`` sets ``do_sample: true``;
+- a request's ``constraint`` is sent in the server's own terms (``structured_outputs``, see
+  :data:`~agentflow_env.llm.structured.STRUCTURED_DIALECTS`) and every returned text is checked
+  against it (:func:`~agentflow_env.llm.structured.violation`): a server that ignored it raises
+  :class:`ConstraintViolationError` (``transformers serve`` ignores ``response_format``), one
+  that rejected the field (HTTP 400/422 naming it) :class:`ConstraintUnsupportedError`. Garbage
+  is never returned as a result. Text cut by ``max_tokens``, or by a stop string when the request
+  has any, only has to be a prefix of a match.
 
 Local servers need no API key: without ``api_key`` (and without ``$OPENAI_API_KEY``) a
 placeholder is sent.
@@ -52,6 +59,8 @@ from typing_extensions import Self
 
 from agentflow_env.llm.base import GenerationRequest, GenerationResult
 from agentflow_env.llm.common import (
+    ConstraintUnsupportedError,
+    ConstraintViolationError,
     EngineAuthError,
     EngineConfigError,
     EngineError,
@@ -59,6 +68,12 @@ from agentflow_env.llm.common import (
     ModelNotFoundError,
     error_results,
     find_stop,
+)
+from agentflow_env.llm.structured import (
+    CONSTRAINT_FIELDS,
+    STRUCTURED_DIALECTS,
+    StructuredDialect,
+    constraint_fields,
 )
 
 __all__ = ["PLACEHOLDER_API_KEY", "OpenAIEngine"]
@@ -133,6 +148,8 @@ class OpenAIEngine:
         max_tokens_field: ``"max_tokens"`` (widely supported) or ``"max_completion_tokens"``.
         token_ids_extension: ask vLLM for ``return_tokens_as_token_ids`` with logprobs.
         extra_body: extra JSON fields for every request (server extensions, e.g. ``top_k``).
+        structured_outputs: how constraints are sent, one of
+            :data:`~agentflow_env.llm.structured.STRUCTURED_DIALECTS`.
         seed: seeds the retry jitter.
     """
 
@@ -152,6 +169,7 @@ class OpenAIEngine:
         token_ids_extension: bool = False,
         extra_body: dict[str, Any] | None = None,
         api_key_env: str = "OPENAI_API_KEY",
+        structured_outputs: StructuredDialect = "vllm",
         seed: int | None = None,
     ) -> None:
         if not model:
@@ -166,6 +184,12 @@ class OpenAIEngine:
                 "max_tokens_field must be max_tokens or max_completion_tokens, "
                 f"got {max_tokens_field!r}"
             )
+        if structured_outputs not in STRUCTURED_DIALECTS:
+            raise EngineConfigError(
+                f"structured_outputs must be one of {STRUCTURED_DIALECTS}, "
+                f"got {structured_outputs!r}"
+            )
+        self.structured_outputs = structured_outputs
         self.model = model
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
         self._api_key = api_key or os.environ.get(api_key_env) or PLACEHOLDER_API_KEY
@@ -248,6 +272,12 @@ class OpenAIEngine:
     # ------------------------------------------------------------------------------ internals
 
     async def _generate_all(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        constraints = {r.constraint for r in requests if r.constraint is not None}
+        if constraints:  # a bad constraint (or no llguidance to check replies) before any call
+            from agentflow_env.llm.structured import check_constraint
+
+            for constraint in constraints:
+                check_constraint(constraint)
         outcomes = await asyncio.gather(
             *(self._request(r) for r in requests), return_exceptions=True
         )
@@ -298,7 +328,7 @@ class OpenAIEngine:
             except openai.APIConnectionError as exc:
                 last = _Failure(f"{type(exc).__name__}: {exc}", "engine_connection")
             except openai.APIStatusError as exc:
-                fatal = self._fatal(exc)
+                fatal = self._fatal(exc) or self._constraint_rejected(request, exc)
                 if fatal is not None:
                     raise fatal from exc
                 last = _status_failure(exc)
@@ -339,6 +369,24 @@ class OpenAIEngine:
             )
         return None
 
+    def _constraint_rejected(
+        self, request: GenerationRequest, exc: openai.APIStatusError
+    ) -> EngineError | None:
+        """The typed error for a server that refused a constrained request's constraint field."""
+        msg = _message(exc)
+        if (
+            request.constraint is None
+            or exc.status_code not in (400, 422)
+            or not any(field in msg for field in CONSTRAINT_FIELDS)
+        ):
+            return None
+        return ConstraintUnsupportedError(
+            f"{self.base_url} refused the constraint ({request.constraint.describe()}) sent as "
+            f"structured_outputs={self.structured_outputs!r} (HTTP {exc.status_code}): "
+            f"{msg.rstrip('.')}. Use the dialect the server speaks, a server with structured "
+            "outputs (vLLM, SGLang, python -m agentflow_env.llm serve), or the hf engine."
+        )
+
     def _names_missing_model(self, msg: str) -> bool:
         # Not just "model" in the text: vLLM's 400 for an over-long prompt says "This model's
         # maximum context length is ...", which is a request error, not a missing model.
@@ -360,6 +408,12 @@ class OpenAIEngine:
         if seed is not None:
             params["seed"] = seed
         extra = dict(self.extra_body)
+        if request.constraint is not None:
+            fields, more = constraint_fields(
+                request.constraint, self.structured_outputs, request.messages is not None
+            )
+            params.update(fields)
+            extra.update(more)
         if s.logprobs:
             params["logprobs"] = True if request.messages is not None else 1
             if self.token_ids_extension:
@@ -395,6 +449,8 @@ class OpenAIEngine:
                     "server or the hf engine, or request logprobs=False"
                 )
             text, tokens, logprobs, hit = self._apply_stop(request, text, tokens, logprobs)
+            if request.constraint is not None:
+                self._check_constraint(request, text, choice.finish_reason, hit)
             token_ids = _token_ids(tokens) if tokens is not None else None
             results.append(
                 GenerationResult(
@@ -413,6 +469,22 @@ class OpenAIEngine:
                 )
             )
         return results
+
+    def _check_constraint(
+        self, request: GenerationRequest, text: str, finish_reason: str | None, hit: bool
+    ) -> None:
+        from agentflow_env.llm.structured import violation
+
+        assert request.constraint is not None
+        cut_short = hit or finish_reason == "length" or bool(request.sampling.stop)
+        problem = violation(request.constraint, text, cut_short=cut_short)
+        if problem:
+            raise ConstraintViolationError(
+                f"{self.base_url} (model {self.model!r}) ignored the constraint: {problem}. "
+                f"It was sent as structured_outputs={self.structured_outputs!r}; "
+                "transformers serve ignores response_format. Use a server that enforces it "
+                "(vLLM, SGLang, python -m agentflow_env.llm serve) or the hf engine."
+            )
 
     def _apply_stop(
         self,

@@ -1,4 +1,5 @@
-"""Run a local model behind a real OpenAI-compatible server: ``transformers serve`` as a subprocess.
+"""Run a local model behind a real OpenAI-compatible server in a subprocess: ``transformers serve``
+(:func:`serve_transformers`) or the project's own server (:func:`serve_hf`).
 
 :func:`serve_transformers` is a context manager for tests, examples and quick local benchmarks::
 
@@ -21,8 +22,14 @@ server exited), :class:`ServeTimeoutError` (not ready in time), :class:`EngineDe
 
 Behaviour of ``transformers serve`` worth knowing (measured with transformers 5.23): requests run
 one at a time; ``temperature`` is ignored unless the model's ``generation_config.json`` sets
-``do_sample``; ``n`` and ``logprobs`` are ignored; the served model's name is the path it was
-started with (:attr:`TransformersServer.model`).
+``do_sample``; ``n``, ``logprobs`` and ``response_format`` are ignored (the last with a warning
+in its log: a constrained request comes back unconstrained, which the openai engine detects);
+an unknown field such as vLLM's ``structured_outputs`` is refused with HTTP 422; the served
+model's name is the path it was started with (:attr:`TransformersServer.model`).
+
+:func:`serve_hf` runs ``python -m agentflow_env.llm serve hf:MODEL`` the same way: the project's
+own server (:mod:`agentflow_env.llm.server`), which honours constraints (vLLM's
+``structured_outputs`` and ``response_format``), ``n`` and ``logprobs``.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +59,7 @@ __all__ = [
     "ServeTimeoutError",
     "TransformersServer",
     "free_port",
+    "serve_hf",
     "serve_transformers",
 ]
 
@@ -94,7 +102,8 @@ class ServeTimeoutError(ServeError, TimeoutError):
 
 @dataclass(frozen=True)
 class TransformersServer:
-    """A running ``transformers serve`` process (valid inside the ``with`` block only)."""
+    """A running server process, ``transformers serve`` or the project's own (valid inside the
+    ``with`` block only)."""
 
     url: str
     """OpenAI base URL, ``http://127.0.0.1:PORT/v1``"""
@@ -148,7 +157,9 @@ def _check_args(
     return path
 
 
-def _stop(proc: subprocess.Popen[bytes], stop_timeout_s: float) -> None:
+def _stop(
+    proc: subprocess.Popen[bytes], stop_timeout_s: float, name: str = "transformers serve"
+) -> None:
     """SIGTERM the server's process group, SIGKILL it if it lingers, and reap the server."""
     for sig, wait_s in ((signal.SIGTERM, stop_timeout_s), (signal.SIGKILL, 10.0)):
         try:
@@ -158,9 +169,7 @@ def _stop(proc: subprocess.Popen[bytes], stop_timeout_s: float) -> None:
         try:
             proc.wait(timeout=wait_s)
         except subprocess.TimeoutExpired:
-            logger.warning(
-                "transformers serve (pid %d) ignored %s for %.0f s", proc.pid, sig.name, wait_s
-            )
+            logger.warning("%s (pid %d) ignored %s for %.0f s", name, proc.pid, sig.name, wait_s)
             continue
         # The leader is reaped; a child it left could still hold the group: make sure it is gone.
         try:
@@ -168,17 +177,22 @@ def _stop(proc: subprocess.Popen[bytes], stop_timeout_s: float) -> None:
         except ProcessLookupError:
             pass
         return
-    raise ServeError(f"transformers serve (pid {proc.pid}) survived SIGKILL")  # pragma: no cover
+    raise ServeError(f"{name} (pid {proc.pid}) survived SIGKILL")  # pragma: no cover
 
 
 def _wait_ready(
-    proc: subprocess.Popen[bytes], port: int, deadline: float, timeout_s: float, log_path: Path
+    proc: subprocess.Popen[bytes],
+    port: int,
+    deadline: float,
+    timeout_s: float,
+    log_path: Path,
+    name: str = "transformers serve",
 ) -> None:
     url = f"http://{HOST}:{port}/health"
     while True:
         if proc.poll() is not None:
             raise ServeStartError(
-                f"transformers serve exited with code {proc.returncode} before it was ready",
+                f"{name} exited with code {proc.returncode} before it was ready",
                 _log_tail(log_path),
             )
         try:
@@ -189,8 +203,7 @@ def _wait_ready(
             pass
         if time.monotonic() >= deadline:
             raise ServeTimeoutError(
-                f"transformers serve did not answer {url} within {timeout_s:g} s",
-                _log_tail(log_path),
+                f"{name} did not answer {url} within {timeout_s:g} s", _log_tail(log_path)
             )
         time.sleep(min(_POLL_S, max(0.0, deadline - time.monotonic())))
 
@@ -248,8 +261,89 @@ def serve_transformers(
         ServeStartError: the server exited early. ServeTimeoutError: not ready within ``timeout_s``.
     """
     model = _check_args(model_dir, port, timeout_s, threads)
+    with _run(
+        lambda chosen: _command(model, chosen, device, tuple(extra_args)),
+        "transformers serve",
+        str(model),
+        port=port,
+        timeout_s=timeout_s,
+        threads=threads,
+        env=env,
+        log_path=log_path,
+        stop_timeout_s=stop_timeout_s,
+    ) as server:
+        yield server
+
+
+@contextmanager
+def serve_hf(
+    model: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    port: int = 0,
+    timeout_s: float = 120.0,
+    threads: int = 1,
+    env: Mapping[str, str] | None = None,
+    device: str = "cpu",
+    max_batch_size: int = 16,
+    log_path: str | os.PathLike[str] | None = None,
+    stop_timeout_s: float = 15.0,
+) -> Iterator[TransformersServer]:
+    """Serve a local model with the project's own server (``python -m agentflow_env.llm serve``,
+    :mod:`agentflow_env.llm.server`: constraints, ``n`` and ``logprobs`` honoured) on 127.0.0.1
+    while the block runs. Same process handling, arguments and errors as
+    :func:`serve_transformers`.
+
+    Args:
+        model: a local model directory or a fetched model's name (``hf:`` is optional).
+        name: the served model name (default: ``model`` without ``hf:``).
+        max_batch_size: rows per ``generate`` call of the server's engine.
+    """
+    spec = str(model) if str(model).startswith("hf:") else f"hf:{model}"
+    served = name or spec[len("hf:") :]
+    if not 0 <= port <= 65535 or not timeout_s > 0 or threads < 1 or max_batch_size < 1:
+        raise EngineConfigError(
+            f"need 0 <= port <= 65535, timeout_s > 0, threads >= 1, max_batch_size >= 1; got "
+            f"{port}, {timeout_s}, {threads}, {max_batch_size}"
+        )
+    missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise EngineDependencyError(
+            f"the server needs {missing}: pip install 'agentflow-gym[serve]'"
+        )
+    command = [sys.executable, "-m", "agentflow_env.llm", "serve", spec, "--name", served]
+    command += ["--device", device, "--max-batch-size", str(max_batch_size), "--host", HOST]
+    with _run(
+        lambda chosen: [*command, "--port", str(chosen)],
+        "agentflow_env.llm serve",
+        served,
+        port=port,
+        timeout_s=timeout_s,
+        threads=threads,
+        env=env,
+        log_path=log_path,
+        stop_timeout_s=stop_timeout_s,
+    ) as server:
+        yield server
+
+
+@contextmanager
+def _run(
+    command: Callable[[int], list[str]],
+    name: str,
+    model: str,
+    *,
+    port: int,
+    timeout_s: float,
+    threads: int,
+    env: Mapping[str, str] | None,
+    log_path: str | os.PathLike[str] | None,
+    stop_timeout_s: float,
+) -> Iterator[TransformersServer]:
+    """Start ``command(port)`` offline in its own process group, wait for ``/health``, yield the
+    server, stop it on exit (see the module docstring)."""
     with ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="transformers-serve-")))
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="llm-serve-")))
         (tmp / "hf-cache").mkdir()
         log = Path(log_path) if log_path is not None else tmp / "serve.log"
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -269,7 +363,7 @@ def serve_transformers(
                 # New session: the server leads its own process group, so stopping it reaches any
                 # process it spawned, and a Ctrl-C in our terminal does not hit it mid-cleanup.
                 proc = subprocess.Popen(
-                    _command(model, chosen, device, tuple(extra_args)),
+                    command(chosen),
                     env=child_env,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
@@ -277,31 +371,28 @@ def serve_transformers(
                     start_new_session=True,
                 )
             try:
-                _wait_ready(proc, chosen, deadline, timeout_s, log)
+                _wait_ready(proc, chosen, deadline, timeout_s, log, name)
             except ServeStartError:
-                _stop(proc, stop_timeout_s)
+                _stop(proc, stop_timeout_s, name)
                 taken = "address already in use" in _log_tail(log).lower()
                 if port == 0 and taken and attempt < _PORT_ATTEMPTS:
                     logger.info("port %d was taken before the server bound it; retrying", chosen)
                     continue
                 raise
             except BaseException:
-                _stop(proc, stop_timeout_s)
+                _stop(proc, stop_timeout_s, name)
                 raise
             break
-        stack.callback(_stop, proc, stop_timeout_s)
+        stack.callback(_stop, proc, stop_timeout_s, name)
         server = TransformersServer(
             url=f"http://{HOST}:{chosen}/v1",
-            model=str(model),
+            model=model,
             port=chosen,
             pid=proc.pid,
             log_path=log,
             startup_s=time.monotonic() - started,
         )
         logger.info(
-            "transformers serve ready at %s (pid %d) after %.1f s",
-            server.url,
-            proc.pid,
-            server.startup_s,
+            "%s ready at %s (pid %d) after %.1f s", name, server.url, proc.pid, server.startup_s
         )
         yield server

@@ -22,6 +22,13 @@ mid-size models this project trains; a large model wants vLLM's NCCL/IPC weight-
 The older in-process path (``llm.llm_engine.model_executor.driver_worker.model_runner.model``)
 only exists with ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` and is not used.
 
+Constraints (:class:`~agentflow_env.llm.constraints.Constraint`) go to vLLM's structured outputs:
+``SamplingParams(structured_outputs=StructuredOutputsParams(choice=|regex=|json=|grammar=))``
+(vLLM >= 0.11), or ``guided_decoding=GuidedDecodingParams(...)`` where only that older name
+exists. A Lark grammar is read natively by vLLM's ``guidance`` backend (llguidance, the library
+the hf engine uses: pass ``structured_outputs_config={"backend": "guidance"}``); its xgrammar
+backend converts simple Lark grammars to EBNF.
+
 Log-probs are vLLM's for the sampled token (``logprobs=0``): ``logprobs_mode="raw"`` gives the
 raw model distribution (vLLM's ``raw_logprobs``, what :class:`HFEngine` reports by default),
 ``"processed"`` the distribution sampled from after temperature and top-p (``processed_logprobs``:
@@ -35,7 +42,13 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from agentflow_env.llm.base import SamplingParams, TokenCompletion, TokenPrompt
-from agentflow_env.llm.common import EngineConfigError, EngineDependencyError, EngineError
+from agentflow_env.llm.common import (
+    ConstraintUnsupportedError,
+    EngineConfigError,
+    EngineDependencyError,
+    EngineError,
+)
+from agentflow_env.llm.constraints import Constraint
 
 __all__ = ["VLLMBackend", "WeightSyncExtension", "import_vllm"]
 
@@ -114,8 +127,15 @@ class VLLMBackend:
         return self.llm
 
     # ---------------------------------------------------------------------------- sampling
-    def sampling_params(self, sampling: SamplingParams, seed: int | None = None) -> Any:
-        """``vllm.SamplingParams`` for ``sampling`` (``seed`` overrides ``sampling.seed``)."""
+    def sampling_params(
+        self,
+        sampling: SamplingParams,
+        seed: int | None = None,
+        constraint: Constraint | None = None,
+    ) -> Any:
+        """``vllm.SamplingParams`` for ``sampling`` (``seed`` overrides ``sampling.seed``) and
+        ``constraint``."""
+        structured = self.structured_outputs(constraint) if constraint is not None else {}
         return self._vllm.SamplingParams(
             n=sampling.n,
             temperature=sampling.temperature,
@@ -125,6 +145,22 @@ class VLLMBackend:
             seed=sampling.seed if seed is None else seed,
             # 0: the sampled token's log-prob only (always present when logprobs is set)
             logprobs=0 if sampling.logprobs else None,
+            **structured,
+        )
+
+    def structured_outputs(self, constraint: Constraint) -> dict[str, Any]:
+        """The ``vllm.SamplingParams`` keyword that carries ``constraint``."""
+        module = self._vllm.sampling_params
+        values = {constraint.kind: constraint.value}  # choice, regex, json, grammar: vLLM's names
+        params = getattr(module, "StructuredOutputsParams", None)
+        if params is not None:
+            return {"structured_outputs": params(**values)}
+        params = getattr(module, "GuidedDecodingParams", None)
+        if params is not None:
+            return {"guided_decoding": params(**values)}
+        raise ConstraintUnsupportedError(
+            f"vllm {getattr(self._vllm, '__version__', '?')} has neither StructuredOutputsParams "
+            "nor GuidedDecodingParams: install vllm>=0.11 (the [vllm] extra)"
         )
 
     def generate(self, prompts: Sequence[TokenPrompt]) -> list[TokenCompletion]:
@@ -134,7 +170,9 @@ class VLLMBackend:
         if any(len(p.prompt_ids) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
         params = [
-            self.sampling_params(p.sampling.model_copy(update={"n": 1, "logprobs": True}), p.seed)
+            self.sampling_params(
+                p.sampling.model_copy(update={"n": 1, "logprobs": True}), p.seed, p.constraint
+            )
             for p in prompts
         ]
         outputs = self._open().generate(
@@ -149,26 +187,37 @@ class VLLMBackend:
         conversations: Sequence[list[dict[str, str]]],
         samplings: Sequence[SamplingParams],
         chat_template_kwargs: dict[str, Any] | None = None,
+        constraints: Sequence[Constraint | None] | None = None,
     ) -> list[list[TokenCompletion]]:
         """``sampling.n`` completions per conversation, through ``LLM.chat``."""
         outputs = self._open().chat(
             list(conversations),
-            sampling_params=[self.sampling_params(s) for s in samplings],
+            sampling_params=self._params(samplings, constraints),
             use_tqdm=False,
             chat_template_kwargs=chat_template_kwargs or None,
         )
         return [self.completions(o, s.logprobs) for o, s in zip(outputs, samplings, strict=True)]
 
     def complete(
-        self, texts: Sequence[str], samplings: Sequence[SamplingParams]
+        self,
+        texts: Sequence[str],
+        samplings: Sequence[SamplingParams],
+        constraints: Sequence[Constraint | None] | None = None,
     ) -> list[list[TokenCompletion]]:
         """``sampling.n`` completions per raw text prompt, through ``LLM.generate``."""
         outputs = self._open().generate(
-            list(texts),
-            sampling_params=[self.sampling_params(s) for s in samplings],
-            use_tqdm=False,
+            list(texts), sampling_params=self._params(samplings, constraints), use_tqdm=False
         )
         return [self.completions(o, s.logprobs) for o, s in zip(outputs, samplings, strict=True)]
+
+    def _params(
+        self, samplings: Sequence[SamplingParams], constraints: Sequence[Constraint | None] | None
+    ) -> list[Any]:
+        constraints = constraints if constraints is not None else [None] * len(samplings)
+        return [
+            self.sampling_params(s, constraint=c)
+            for s, c in zip(samplings, constraints, strict=True)
+        ]
 
     @staticmethod
     def completions(out: Any, logprobs: bool) -> list[TokenCompletion]:

@@ -5,7 +5,8 @@ A thin request layer over :class:`~agentflow_env.llm.vllm_backend.VLLMBackend`, 
 weights (see that module, including what was NOT VERIFIED here: no GPU, no vllm). Chat requests
 go through ``LLM.chat``, raw prompts through ``LLM.generate``; ``temperature``, ``top_p``,
 ``max_tokens``, ``stop``, ``seed`` (vLLM's per-request seed), ``n`` and ``logprobs`` all map onto
-``vllm.SamplingParams``. Log-probs are the raw model distribution's by default, as
+``vllm.SamplingParams``, and a request's ``constraint`` maps onto vLLM's structured outputs
+(see :mod:`vllm_backend`). Log-probs are the raw model distribution's by default, as
 :class:`HFEngine` reports them.
 """
 
@@ -30,6 +31,9 @@ class VLLMEngine:
         **engine_kwargs: passed to ``vllm.LLM`` (e.g. ``dtype``, ``gpu_memory_utilization``,
             ``tensor_parallel_size``, ``max_model_len``, ``enable_prefix_caching``, ``seed``).
     """
+
+    supports_constraints = True
+    """it enforces a request's constraint itself (modules constrain their replies with it)"""
 
     def __init__(
         self,
@@ -62,6 +66,7 @@ class VLLMEngine:
                 [[m.model_dump() for m in requests[i].messages or ()] for i in chat_idx],
                 [requests[i].sampling for i in chat_idx],
                 self.chat_template_kwargs,
+                [requests[i].constraint for i in chat_idx],
             )
             for i, completions in zip(chat_idx, got, strict=True):
                 per_request[i] = completions
@@ -69,6 +74,7 @@ class VLLMEngine:
             got = self.backend.complete(
                 [requests[i].prompt or "" for i in text_idx],
                 [requests[i].sampling for i in text_idx],
+                [requests[i].constraint for i in text_idx],
             )
             for i, completions in zip(text_idx, got, strict=True):
                 per_request[i] = completions

@@ -6,8 +6,13 @@ the planner through one interface, :class:`BatchPlanner`:
 - :class:`ScriptedBatchPlanner` runs one scripted planner
   (:mod:`agentflow_env.planners.scripted`) per episode, seeded by the episode index, so results
   do not depend on how episodes are batched;
-- :class:`EngineBatchPlanner` sends every live observation to an engine in **one**
-  ``generate`` call per step, with per-request seeds derived from (seed, episode, turn).
+- :class:`EngineBatchPlanner` sends every live episode to an engine in **one** ``generate``
+  call per step (its chat messages, ``info["messages"]``, or its text observation as a raw
+  prompt), with per-request seeds derived from (seed, episode, turn).
+
+With ``constrained=True`` the engine planner's output is held to the action grammar
+(:func:`~agentflow_env.format.action.action_grammar`: the fields in order, ``Tool Name`` one of the
+episode's tools, read from its observation): every action it writes parses.
 
 Planner failures never stop a run. A scripted planner that raises is the policy failing: its
 action becomes empty (the env records a parse error and consumes the turn) and the failure is
@@ -21,12 +26,20 @@ from __future__ import annotations
 import inspect
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol
 
-from agentflow_env.format import PLANNER_STOP
+from agentflow_env.format import PLANNER_STOP, split_observation
+from agentflow_env.format.action import action_grammar
 from agentflow_env.infra import InfraError, engine_error
-from agentflow_env.llm.base import Engine, GenerationRequest, GenerationResult, SamplingParams
+from agentflow_env.llm.base import (
+    ChatMessage,
+    Engine,
+    GenerationRequest,
+    GenerationResult,
+    SamplingParams,
+)
+from agentflow_env.llm.constraints import Constraint
 from agentflow_env.tasks.base import Task
 
 __all__ = [
@@ -69,8 +82,10 @@ class BatchPlanner(Protocol):
         observations: Sequence[str],
         episodes: Sequence[int],
         turns: Sequence[int],
+        messages: Sequence[Sequence[Mapping[str, str]]] | None = None,
     ) -> list[str]:
-        """One action per live sub-env (``turns`` are 1-based)."""
+        """One action per live sub-env (``turns`` are 1-based; ``messages``: each episode's
+        ``info["messages"]``, needed by planners that read chat)."""
 
     def close(self) -> None:
         """Release what the planner owns."""
@@ -96,6 +111,11 @@ class CountingEngine:
     @property
     def tokens(self) -> tuple[int | None, int | None]:
         return self.prompt_tokens, self.completion_tokens
+
+    @property
+    def supports_constraints(self) -> bool:
+        """The wrapped engine's (modules constrain their replies only where it enforces them)."""
+        return bool(getattr(self.engine, "supports_constraints", False))
 
     def close(self) -> None:
         self.engine.close()
@@ -145,6 +165,7 @@ class ScriptedBatchPlanner:
         observations: Sequence[str],
         episodes: Sequence[int],
         turns: Sequence[int],
+        messages: Sequence[Sequence[Mapping[str, str]]] | None = None,
     ) -> list[str]:
         actions = []
         for slot, obs, episode in zip(slots, observations, episodes, strict=True):
@@ -169,9 +190,14 @@ class EngineBatchPlanner:
         engine: the engine (closed by :meth:`close` only when ``owns_engine``).
         temperature, max_tokens, seed: sampling settings; request seeds are
             ``seed * 1_000_003 + episode * 1_009 + turn``.
-        input_mode: ``"chat"`` sends the observation as one user message, ``"prompt"`` as a raw
-            completion prompt (for models trained on raw observations).
+        input_mode: ``"chat"`` sends the episode's chat messages (``info["messages"]``: system,
+            query, then per step the action and its result), which the engine renders with the
+            model's chat template, the assistant turn opened; ``"prompt"`` sends the text
+            observation as a raw completion prompt (for models trained on raw observations).
         stop: stop strings (default :data:`~agentflow_env.format.PLANNER_STOP`).
+        constrained: hold every action to the action grammar, with the tool names the episode's
+            observation lists (or, if it lists none, those given to :meth:`bind_tools`); the
+            engine enforces it or raises (:mod:`agentflow_env.llm.constraints`).
     """
 
     def __init__(
@@ -184,6 +210,7 @@ class EngineBatchPlanner:
         input_mode: Literal["chat", "prompt"] = "chat",
         stop: Sequence[str] = PLANNER_STOP,
         owns_engine: bool = False,
+        constrained: bool = False,
     ) -> None:
         if input_mode not in ("chat", "prompt"):
             raise ValueError(f"input_mode must be 'chat' or 'prompt', got {input_mode!r}")
@@ -192,8 +219,31 @@ class EngineBatchPlanner:
             temperature=temperature, max_tokens=max_tokens, stop=tuple(stop)
         )
         self.seed, self.input_mode, self.owns_engine = seed, input_mode, owns_engine
+        self.constrained = constrained
+        self.tool_names: tuple[str, ...] = ()
+        self._grammars: dict[tuple[str, ...], Constraint] = {}
         self.errors: Counter[int] = Counter()
         self.failed: dict[int, InfraError] = {}
+
+    def bind_tools(self, tool_names: Sequence[str]) -> None:
+        """The env's tools: the constrained planner's fallback when an observation lists none."""
+        self.tool_names = tuple(tool_names)
+
+    def constraint(self, observation: str) -> Constraint:
+        """The action grammar for the episode ``observation`` belongs to (cached per tool list).
+
+        Raises:
+            ValueError: neither the observation nor :meth:`bind_tools` names any tool.
+        """
+        tools = tuple(split_observation(observation).tool_names) or self.tool_names
+        if not tools:
+            raise ValueError(
+                "a constrained planner needs the episode's tool names: the observation lists "
+                "none and bind_tools() was not called"
+            )
+        if tools not in self._grammars:
+            self._grammars[tools] = Constraint.lark(action_grammar(tools))
+        return self._grammars[tools]
 
     @property
     def tokens(self) -> tuple[int | None, int | None]:
@@ -202,13 +252,20 @@ class EngineBatchPlanner:
     def start(self, slot: int, task: Task, episode: int) -> None:
         """Nothing to do: the observation is the planner's whole prompt."""
 
-    def _request(self, observation: str, episode: int, turn: int) -> GenerationRequest:
+    def _request(
+        self,
+        observation: str,
+        messages: Sequence[Mapping[str, str]] | None,
+        episode: int,
+        turn: int,
+    ) -> GenerationRequest:
         sampling = self.sampling.model_copy(
             update={"seed": self.seed * 1_000_003 + episode * 1_009 + turn}
         )
         if self.input_mode == "prompt":
             return GenerationRequest(prompt=observation, sampling=sampling)
-        return GenerationRequest.chat(observation, **sampling.model_dump())
+        chat = tuple(ChatMessage(role=m["role"], content=m["content"]) for m in messages or ())
+        return GenerationRequest(messages=chat, sampling=sampling)  # type: ignore[arg-type]
 
     def act(
         self,
@@ -216,11 +273,27 @@ class EngineBatchPlanner:
         observations: Sequence[str],
         episodes: Sequence[int],
         turns: Sequence[int],
+        messages: Sequence[Sequence[Mapping[str, str]]] | None = None,
     ) -> list[str]:
+        if self.input_mode == "chat" and (
+            messages is None or len(messages) != len(observations) or not all(messages)
+        ):
+            raise ValueError(
+                "input_mode='chat' needs each episode's chat messages: pass act(..., "
+                "messages=[info['messages'] per live sub-env]) (the AgentFlow envs put them in "
+                "every info), or use input_mode='prompt'"
+            )
+        chats = messages if messages is not None else [None] * len(observations)
         requests = [
-            self._request(o, e, t) for o, e, t in zip(observations, episodes, turns, strict=True)
+            self._request(o, m, e, t)
+            for o, m, e, t in zip(observations, chats, episodes, turns, strict=True)
         ]
         self.failed = {}
+        if self.constrained:
+            requests = [
+                r.model_copy(update={"constraint": self.constraint(o)})
+                for r, o in zip(requests, observations, strict=True)
+            ]
         try:
             results = self.engine.generate(requests)
         except Exception as exc:  # every episode of the batch has lost its outcome, visibly
@@ -258,15 +331,23 @@ def make_batch_planner(
     max_tokens: int = 1024,
     input_mode: Literal["chat", "prompt"] = "chat",
     engine_kwargs: dict[str, Any] | None = None,
+    constrained: bool = False,
 ) -> BatchPlanner:
     """``scripted:NAME``, an engine spec (``openai:MODEL@URL``, ``hf:PATH``, ``vllm:NAME``,
     ``python:module:function``) or an engine object. ``engine_kwargs`` go to the constructor of
-    an engine built from a spec.
+    an engine built from a spec; ``constrained``: see :class:`EngineBatchPlanner` (engine
+    planners only).
 
     Raises:
-        PlannerSpecError: an unknown scripted planner or an engine spec that cannot be built.
+        PlannerSpecError: an unknown scripted planner, an engine spec that cannot be built, or
+            ``constrained`` with a scripted planner.
     """
     if isinstance(spec, str) and spec.startswith(SCRIPTED_PREFIX):
+        if constrained:
+            raise PlannerSpecError(
+                f"{spec!r}: constrained planning holds an engine's output to the action "
+                "grammar; scripted planners write their actions themselves (use an engine spec)"
+            )
         return ScriptedBatchPlanner(spec[len(SCRIPTED_PREFIX) :], seed)
     if isinstance(spec, str):
         from agentflow_env.llm import make_engine
@@ -288,7 +369,13 @@ def make_batch_planner(
             max_tokens=max_tokens,
             input_mode=input_mode,
             owns_engine=True,
+            constrained=constrained,
         )
     return EngineBatchPlanner(
-        spec, seed=seed, temperature=temperature, max_tokens=max_tokens, input_mode=input_mode
+        spec,
+        seed=seed,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        input_mode=input_mode,
+        constrained=constrained,
     )

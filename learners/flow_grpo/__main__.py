@@ -6,7 +6,8 @@ Examples::
     python -m learners.flow_grpo --total-steps 5 --output-dir runs/smoke
     python -m learners.flow_grpo --output-dir runs/smoke --resume # continue where it stopped
     python -m learners.flow_grpo --output-dir runs/smoke --overwrite # replace that run
-    python -m learners.flow_grpo --preset paper --dry-run         # check config + env, no weights
+    python -m learners.flow_grpo --preset paper --dry-run         # show + check, no weights
+    python -m learners.flow_grpo --preset paper --dry-run --strict  # exit 1 if anything missing
     torchrun --nproc_per_node 2 -m learners.flow_grpo --total-steps 4
 
 Every config field is a flag (``--rollout.group-size 8``); ``--config FILE`` (JSON/TOML) sets
@@ -33,7 +34,7 @@ from agentflow_env.runfiles import OutputPathError, WriteMode
 from learners.config import ConfigError, add_arguments, resolve_model_path
 from learners.flow_grpo.config import PRESETS, FlowGRPOConfig, make_config
 
-__all__ = ["build_parser", "dry_run", "main", "parse_config"]
+__all__ = ["build_parser", "main", "parse_config"]
 
 _SHORTCUTS = {"total_steps": "train.total_steps"}
 _DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS}
@@ -72,7 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        help="validate the configuration and environment without loading weights, then exit",
+        help="print the resolved configuration (every value, data, reward, tools, update), then "
+        "check its resources without loading weights; exit 0 unless the configuration itself "
+        "is wrong (missing weights, GPU, vLLM, servers, API keys, offline datasets are reported "
+        "as unavailable)",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="with --dry-run: exit 1 when anything is unavailable as well",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     add_arguments(parser, FlowGRPOConfig, skip=("preset",))
@@ -81,66 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_config(argv: list[str] | None = None) -> tuple[FlowGRPOConfig, argparse.Namespace]:
     args = build_parser().parse_args(argv)
-    control = {"preset", "config", "resume", "overwrite", "dry_run", "verbose"}
+    control = {"preset", "config", "resume", "overwrite", "dry_run", "strict", "verbose"}
     overrides = {_SHORTCUTS.get(k, k): v for k, v in vars(args).items() if k not in control}
     return make_config(args.preset, args.config, overrides), args
-
-
-def dry_run(cfg: FlowGRPOConfig) -> list[tuple[str, bool, str]]:
-    """Check config, model files (config + tokenizer only), environment and backend."""
-    checks: list[tuple[str, bool, str]] = [("config", True, f"preset {cfg.preset}, valid")]
-    path = resolve_model_path(cfg.model.name_or_path)
-    try:
-        from transformers import AutoConfig, AutoTokenizer
-
-        local = Path(path).is_dir()
-        mcfg = AutoConfig.from_pretrained(path, local_files_only=True)
-        AutoTokenizer.from_pretrained(path, local_files_only=True)
-        where = "" if local else " (from the local Hugging Face cache)"
-        checks.append(
-            (
-                "model",
-                True,
-                f"{path}: {mcfg.model_type}, hidden {getattr(mcfg, 'hidden_size', '?')}{where}",
-            )
-        )
-    except Exception as exc:  # noqa: BLE001 - reported as a failed check with the reason
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
-        hint = "download it first or set --model.name-or-path"
-        checks.append(("model", False, f"{path} is not available offline ({reason}); {hint}"))
-    try:
-        from learners.envs import make_vector_env
-
-        envs = make_vector_env(cfg.env, 1)
-        obs, _ = envs.reset(seed=0, options={"tasks": [envs.tasks[0]]})
-        n = len(envs.tasks)
-        envs.close()
-        detail = (
-            f"{cfg.env.env_id}: {n} tasks ({cfg.env.eval_tasks} held out), "
-            f"first prompt {len(obs[0])} chars"
-        )
-        checks.append(("env", True, detail))
-    except Exception as exc:  # noqa: BLE001
-        checks.append(("env", False, f"{type(exc).__name__}: {exc}"))
-    if cfg.rollout.backend == "vllm":
-        import importlib.util
-
-        import torch
-
-        ok = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
-        checks.append(
-            (
-                "backend",
-                ok,
-                "vllm and a CUDA GPU found"
-                if ok
-                else "rollout.backend='vllm' needs vllm installed and a CUDA GPU; "
-                "use --rollout.backend transformers",
-            )
-        )
-    else:
-        checks.append(("backend", True, "transformers generate"))
-    return checks
 
 
 def check_paths(cfg: FlowGRPOConfig, mode: WriteMode) -> None:
@@ -186,10 +138,26 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.dry_run:
-        checks = dry_run(cfg)
-        for name, ok, detail in checks:
-            console.print(f"{'[green]ok[/green]' if ok else '[red]FAIL[/red]'}  {name}: {detail}")
-        return 0 if all(ok for _, ok, _ in checks) else 1
+        from learners.flow_grpo.dryrun import describe, exit_status, run_checks
+
+        print(describe(cfg), flush=True)
+        print("\nchecks:", flush=True)
+        checks = run_checks(cfg)
+        marks = {"ok": "ok", "unavailable": "UNAVAILABLE", "error": "ERROR"}
+        for check in checks:
+            print(f"  {marks[check.status]:<11}  {check.name}: {check.detail}", flush=True)
+        status = exit_status(checks, args.strict)
+        missing = sum(c.status == "unavailable" for c in checks)
+        verdict = (
+            "configuration invalid"
+            if any(c.status == "error" for c in checks)
+            else ("configuration valid")
+        )
+        print(f"{verdict}; {missing} resource(s) unavailable here; exit {status}", flush=True)
+        return status
+    if args.strict:
+        console.print("[red]error:[/red] --strict only applies to --dry-run")
+        return 2
     try:
         check_paths(cfg, mode)
     except (ConfigError, OutputPathError) as exc:

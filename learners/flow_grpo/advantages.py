@@ -1,9 +1,13 @@
 """Advantage estimators for multi-turn group rollouts.
 
 Inputs are trajectory-level outcomes and, for every per-turn sample, the trajectory it belongs
-to and its turn index. Every estimator returns one advantage per turn sample (every token of that
-turn's response gets it). Another estimator is one small function registered with
-:func:`register_estimator`.
+to, its turn index and (for step-level credit) a key of the observation it acted on. Every
+estimator returns one advantage per turn sample (every token of that turn's response gets it).
+Another estimator is one small function registered with :func:`register_estimator`.
+
+Registered: ``flow_grpo`` (the paper), ``flow_grpo_turn_norm`` (the authors' code),
+``last_turn``, and ``gigpo`` (episode-level plus anchor-state step-level advantages, Feng et al.
+2025).
 
 Group statistics use the sample standard deviation (Bessel-corrected, ``torch.std``'s default),
 as the authors' verl-based code does, plus ``eps`` in the denominator.
@@ -27,8 +31,10 @@ __all__ = [
     "AdvantageInputs",
     "IncompleteGroupError",
     "compute_advantages",
+    "discounted_returns",
     "flow_grpo",
     "flow_grpo_turn_norm",
+    "gigpo",
     "last_turn",
     "thin_groups",
     "register_estimator",
@@ -106,11 +112,90 @@ def last_turn(
     return np.where(is_last, per_traj[inputs.sample_traj], 0.0)
 
 
+def discounted_returns(inputs: AdvantageInputs, gamma: float) -> np.ndarray:
+    """Per turn sample: ``sum over the trajectory's turns u >= t of gamma**(u - t) * r_u``.
+
+    Turn rewards are ``inputs.sample_reward``; without them the trajectory's outcome is the
+    reward of its last turn (0 before), as this env gives it.
+    """
+    traj, turn = np.asarray(inputs.sample_traj), np.asarray(inputs.sample_turn)
+    if inputs.sample_reward is not None:
+        reward = np.asarray(inputs.sample_reward, dtype=np.float64)
+    else:
+        last = np.full(len(inputs.rewards), -1, dtype=np.int64)
+        np.maximum.at(last, traj, turn)
+        outcome = np.asarray(inputs.rewards, dtype=np.float64)[traj]
+        reward = np.where(turn == last[traj], outcome, 0.0)
+    out = np.zeros(len(traj), dtype=np.float64)
+    for j in np.unique(traj):
+        idx = np.flatnonzero(traj == j)
+        later = turn[idx][None, :] - turn[idx][:, None]  # [k, u]: u's turn minus k's
+        weights = np.where(later >= 0, gamma ** np.maximum(later, 0), 0.0)
+        out[idx] = weights @ reward[idx]
+    return out
+
+
+@register_estimator("gigpo")
+def gigpo(
+    inputs: AdvantageInputs,
+    *,
+    scale_by_std: bool = True,
+    eps: float = 1e-6,
+    omega: float = 1.0,
+    gamma: float = 0.95,
+) -> np.ndarray:
+    """GiGPO (Feng et al. 2025, "Group-in-Group Policy Optimization for LLM Agent Training").
+
+    ``A = A_episode + omega * A_step`` per turn sample:
+
+    - ``A_episode``: the trajectory's outcome normalized over its group (as ``flow_grpo``);
+    - ``A_step``: the turn's discounted return ``R_t = sum_u gamma**(u-t) r_u``
+      (:func:`discounted_returns`) normalized over its *anchor-state group*: the turns of the
+      same group that acted on an identical observation (``inputs.sample_state``), wherever they
+      are in their trajectories. A state seen once gives 0 (no comparison is possible).
+
+    Both levels use ``scale_by_std`` (divide by the sample std + ``eps``; the paper's F_norm =
+    std, or 1 when False). ``omega`` (the paper's weight, 1 by default) trades step-level credit
+    against the episode's; ``gamma`` (0.95 in the paper) makes a success reached in fewer turns
+    worth more at the shared state. Trajectories with a non-finite reward (no outcome: the
+    infrastructure failed) are left out of every mean and std, and their turns get 0 (called
+    through :func:`compute_advantages`, they never reach it: this keeps direct calls safe).
+    """
+    if inputs.sample_state is None:
+        raise ValueError(
+            "gigpo needs anchor states: AdvantageInputs.sample_state (one observation key per "
+            "turn sample; learners.rollout fills it)"
+        )
+    if not 0 <= gamma <= 1:
+        raise ValueError(f"gigpo: gamma={gamma} must be in [0, 1]")
+    rewards = np.asarray(inputs.rewards, dtype=np.float64)
+    groups = np.asarray(inputs.group_ids)
+    traj = np.asarray(inputs.sample_traj)
+    valid = np.isfinite(rewards)
+    episode = np.zeros(len(rewards), dtype=np.float64)
+    episode[valid] = _normalize(rewards[valid], groups[valid], scale_by_std, eps)
+    kept = valid[traj]
+    returns = discounted_returns(inputs, gamma)
+    # One key per (group, observation): anchor states are shared within a group only.
+    keys = np.array([f"{g}|{s}" for g, s in zip(groups[traj], inputs.sample_state, strict=True)])
+    step = np.zeros(len(traj), dtype=np.float64)
+    step[kept] = _normalize(returns[kept], keys[kept], scale_by_std, eps)
+    return np.where(kept, episode[traj] + omega * step, 0.0)
+
+
 def compute_advantages(
-    name: str, inputs: AdvantageInputs, *, scale_by_std: bool = True, eps: float = 1e-6
+    name: str,
+    inputs: AdvantageInputs,
+    *,
+    scale_by_std: bool = True,
+    eps: float = 1e-6,
+    **options: float,
 ) -> np.ndarray:
     """Validate the batch (complete groups only) and run the named estimator on its valid
-    trajectories; the turns of the others get 0 (see the module docstring)."""
+    trajectories; the turns of the others get 0 (see the module docstring).
+
+    ``options`` go to the estimator as keyword arguments (e.g. ``gigpo``'s ``omega``, ``gamma``).
+    """
     if name not in ESTIMATORS:
         raise KeyError(f"unknown advantage estimator {name!r}; registered: {sorted(ESTIMATORS)}")
     inputs.validate()
@@ -118,7 +203,9 @@ def compute_advantages(
     out = np.zeros(len(inputs.sample_traj), dtype=np.float64)
     if not len(subset.rewards):
         return out
-    adv = np.asarray(ESTIMATORS[name](subset, scale_by_std=scale_by_std, eps=eps), dtype=np.float64)
+    adv = np.asarray(
+        ESTIMATORS[name](subset, scale_by_std=scale_by_std, eps=eps, **options), dtype=np.float64
+    )
     if adv.shape != (len(subset.sample_traj),):
         raise ValueError(
             f"estimator {name!r} returned shape {adv.shape}, expected "

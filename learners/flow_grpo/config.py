@@ -26,12 +26,14 @@ from learners.config import (
     to_dict,
 )
 from learners.envs import EnvConfig
+from learners.flow_grpo.data import AIME24_HF, DEEPMATH_HF, NQ_HF
 
 __all__ = [
     "ASSETS_DIR",
     "PRESETS",
     "AlgoConfig",
     "ConfigError",
+    "DataConfig",
     "EnvConfig",
     "FlowGRPOConfig",
     "ModelConfig",
@@ -57,8 +59,9 @@ class ModelConfig:
     device: str = "auto"
     """torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:1, ..."""
     chat_template: bool = False
-    """wrap each observation in the tokenizer's chat template (instruct models); False = raw
-    prompt"""
+    """prompts are the env's chat messages (info['messages']) under the tokenizer's chat template
+    (instruct models); turns are packed only where each prompt extends the last one; False = the
+    raw text observation"""
     gradient_checkpointing: bool = False
     """recompute activations in the backward pass to save memory"""
     lora_rank: int = 0
@@ -98,6 +101,14 @@ class RolloutConfig:
     """rounds of playing a query again in the same step for episodes whose outcome
     infrastructure lost (an engine, tool or judge failing): such episodes are never scored 0;
     a group left with fewer than two valid episodes is dropped"""
+    constrained: bool = False
+    """hold sampled actions to the action grammar (as evaluate --planner-constrained); refused
+    while the loss scores actions without the grammar's token mask (see validate)"""
+    max_staleness: int = 0
+    """asynchronous rollouts: k > 0 collects the rollouts of coming steps on a worker thread
+    with its own copy of the weights while the update runs; step t samples with the weights
+    after update t-1-k (exactly k updates old, so runs stay reproducible) and the loss's ratio
+    uses those behaviour log-probs. 0: the synchronous loop (transformers backend, no FSDP)"""
 
 
 @dataclass
@@ -105,15 +116,29 @@ class AlgoConfig:
     """Advantages, loss and optimizer."""
 
     estimator: str = "flow_grpo"
-    """advantage estimator: flow_grpo, flow_grpo_turn_norm, last_turn (or a registered one)"""
+    """advantage estimator: flow_grpo, flow_grpo_turn_norm, last_turn, gigpo (or a registered
+    one)"""
+    gigpo_omega: float = 1.0
+    """gigpo: weight of the step-level advantage (turns that acted on an identical observation,
+    compared by discounted return) added to the episode-level one (the paper's omega = 1)"""
+    gigpo_gamma: float = 0.95
+    """gigpo: discount of the step-level returns (an outcome k turns later counts gamma^k; the
+    paper's 0.95)"""
     scale_by_std: bool = True
     """divide advantages by the group's reward std (False: only subtract the group mean)"""
     skip_zero_variance_groups: bool = True
-    """drop groups whose trajectories all got the same reward (they carry no policy gradient)"""
+    """drop groups whose trajectories all got the same reward (they carry no policy gradient);
+    False keeps them, as the reference does: their zero advantages still carry the KL term and
+    count in the token mean"""
     clip_low: float = 0.2
     """lower clip range: ratios below 1 - clip_low stop contributing gradient"""
     clip_high: float = 0.2
     """upper clip range: ratios above 1 + clip_high stop contributing gradient"""
+    tis_cap: float = 0.0
+    """truncated importance weights for stale rollouts (rollout.max_staleness > 0): C > 0 clips
+    the ratio against the weights at the start of the update (one extra scoring pass) and
+    weights each token by min(pi_start / pi_behaviour, C); 0: the ratio is taken against the
+    behaviour log-probs directly"""
     kl_coef: float = 0.0
     """weight of the k3 KL estimate to the frozen reference policy (a loss term); 0 disables"""
     entropy_coef: float = 0.0
@@ -129,16 +154,63 @@ class AlgoConfig:
     epochs: int = 1
     """passes over each rollout batch"""
     mini_batches: int = 2
-    """optimizer steps per epoch (the batch's trajectories are split into this many parts)"""
+    """optimizer steps per epoch (the batch's trajectories are split into this many parts) when
+    algo.mini_batch_rows is 0"""
+    mini_batch_rows: int = 0
+    """turn rows per optimizer step: each epoch shuffles the kept turn rows and steps once per
+    this many (the last step takes the rest), as the reference's verl does with its 64 rows (8
+    queries x 8 samples); 0: split by trajectory into algo.mini_batches parts"""
+    dual_clip: float = 0.0
+    """dual-clip constant c > 1 (the reference's verl: 3): a token with a negative advantage
+    loses at most -A c, however far its ratio grew; 0 disables"""
     micro_batch_size: int = 64
     """sequences per forward/backward pass (gradients accumulate over micro-batches)"""
     pack_turns: bool = True
     """score all turns of a trajectory in one sequence when its prompts are append-only"""
+    reward: Literal["rules", "judge"] = "rules"
+    """outcome reward: rules (each task's rule scorer) or judge (an LLM judge's structured
+    true/false verdict, the reference's training reward; a judge failure is an infrastructure
+    failure: reported, excluded, never a 0)"""
+    judge_engine: str | None = None
+    """engine spec of the judge (openai:MODEL@URL, openai:MODEL, hf:PATH, python:mod:fn); none:
+    env.engine"""
+    judge_max_tokens: int = 512
+    """the judge's reply budget (greedy); a verdict cut short is a judge failure"""
     recompute_old_logprobs: bool | None = None
     """take the ratio's denominator from the trainer's own forward pass over the sampled tokens
     before the update (as verl does) instead of the sampler's reported log-probs; none: on for
     the vllm backend (its log-probs come from other kernels and precision), off for transformers
     (which samples from the trained weights and reports the loss's distribution)"""
+
+
+@dataclass
+class DataConfig:
+    """Training and validation data beyond the env's task set (the paper's: NQ + DeepMath-103K,
+    validated on AIME24; learners.flow_grpo.data)."""
+
+    nq: str | None = None
+    """Natural Questions: hf:RUC-NLPIR/FlashRAG_datasets (config nq, split train) or a local
+    JSON/JSONL/Parquet file of {id, question, golden_answers}; none: not used"""
+    deepmath: str | None = None
+    """DeepMath-103K: hf:zwhe99/DeepMath-103K or a local file of {question, final_answer, ...};
+    none: not used"""
+    nq_limit: int = 0
+    """keep the first this many NQ records (0: all)"""
+    deepmath_limit: int = 0
+    """keep the first this many DeepMath records (0: all)"""
+    shuffle_seed: int = 42
+    """seed of the one shuffle of the concatenated training data (the reference's: 42)"""
+    val: str | None = None
+    """validation tasks in place of the held-out split: hf:Maxwell-Jia/AIME_2024, or a local
+    file (the authors' aime24.json, or records of {ID, Problem, Answer}); none: env.eval_tasks
+    held out of the training tasks"""
+    val_limit: int = 0
+    """keep the first this many validation tasks (0: all)"""
+
+    @property
+    def used(self) -> bool:
+        """Whether any source is set (otherwise the env's own task set and split are used)."""
+        return any(s is not None for s in (self.nq, self.deepmath, self.val))
 
 
 @dataclass
@@ -186,6 +258,7 @@ class FlowGRPOConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> FlowGRPOConfig:
@@ -237,6 +310,15 @@ def _validate(cfg: FlowGRPOConfig) -> None:
         "rollout.max_new_tokens and rollout.max_prompt_tokens must be >= 1",
     )
     _check(
+        not r.constrained,
+        "rollout.constrained=true is refused: constrained sampling draws each token from the "
+        "model's distribution renormalized over the tokens the action grammar allows, but the "
+        "loss (Policy.score) recomputes log-probs over the whole vocabulary, so the PPO ratio "
+        "and the KL term would compare two different distributions and the update would be "
+        "biased. Train unconstrained (--rollout.constrained false) and constrain at evaluation "
+        "(python -m agentflow_env.evaluate --planner-constrained)",
+    )
+    _check(
         0 < r.vllm_gpu_memory_utilization < 1,
         "rollout.vllm_gpu_memory_utilization must be in (0, 1)",
     )
@@ -245,6 +327,25 @@ def _validate(cfg: FlowGRPOConfig) -> None:
         f"algo.estimator={a.estimator!r} is unknown; choose one of "
         f"{sorted(ESTIMATORS)} or register one with "
         "learners.flow_grpo.advantages.register_estimator",
+    )
+    _check(
+        r.max_staleness >= 0,
+        f"rollout.max_staleness={r.max_staleness} must be >= 0 (0: synchronous rollouts)",
+    )
+    _check(
+        r.max_staleness == 0 or (r.backend == "transformers" and t.distributed != "fsdp"),
+        "rollout.max_staleness > 0 needs rollout.backend transformers and no FSDP (the rollout "
+        "worker samples from its own full copy of the weights); use --rollout.max-staleness 0",
+    )
+    _check(a.tis_cap >= 0, f"algo.tis_cap={a.tis_cap} must be >= 0 (0 disables it)")
+    _check(
+        a.tis_cap == 0 or t.distributed != "fsdp",
+        "algo.tis_cap > 0 is not supported with train.distributed='fsdp'; use ddp or tis_cap 0",
+    )
+    _check(
+        a.gigpo_omega >= 0 and 0 <= a.gigpo_gamma <= 1,
+        f"algo.gigpo_omega={a.gigpo_omega} must be >= 0 and algo.gigpo_gamma={a.gigpo_gamma} "
+        "in [0, 1]",
     )
     _check(
         0 <= a.clip_low < 1,
@@ -263,6 +364,29 @@ def _validate(cfg: FlowGRPOConfig) -> None:
         a.epochs >= 1 and a.mini_batches >= 1 and a.micro_batch_size >= 1,
         "algo.epochs, algo.mini_batches and algo.micro_batch_size must be >= 1",
     )
+    _check(a.judge_max_tokens >= 1, f"algo.judge_max_tokens={a.judge_max_tokens} must be >= 1")
+    _check(a.mini_batch_rows >= 0, f"algo.mini_batch_rows={a.mini_batch_rows} must be >= 0")
+    _check(
+        a.dual_clip == 0 or a.dual_clip > 1,
+        f"algo.dual_clip={a.dual_clip}: the dual-clip constant must be > 1 (verl uses 3), "
+        "or 0 to disable it",
+    )
+    _check(
+        a.reward == "rules" or a.judge_engine is not None or e.engine is not None,
+        "algo.reward='judge' needs an engine: set --algo.judge-engine "
+        "(e.g. openai:gpt-4o or hf:PATH) or --env.engine",
+    )
+    _check(
+        a.reward == "rules" or e.scorer is None,
+        "algo.reward='judge' replaces the env's scorer; leave env.scorer unset",
+    )
+    if a.judge_engine is not None:
+        from agentflow_env.llm.spec import parse_spec  # light: imports no engine
+
+        try:
+            parse_spec(a.judge_engine)
+        except ValueError as exc:
+            raise ConfigError(f"algo.judge_engine: {exc}") from exc
     _check(
         a.mini_batches <= r.queries_per_step * r.group_size,
         f"algo.mini_batches={a.mini_batches} exceeds the {r.queries_per_step * r.group_size} "
@@ -295,6 +419,11 @@ def _validate(cfg: FlowGRPOConfig) -> None:
     _check(
         t.total_steps >= 0 and t.eval_every >= 0 and t.checkpoint_every >= 0,
         "train.total_steps, train.eval_every and train.checkpoint_every must be >= 0",
+    )
+    d = cfg.data
+    _check(
+        min(d.nq_limit, d.deepmath_limit, d.val_limit) >= 0,
+        "data.nq_limit, data.deepmath_limit and data.val_limit must be >= 0 (0: all records)",
     )
     _check(t.eval_samples >= 1, f"train.eval_samples={t.eval_samples} must be >= 1")
     _check(
@@ -350,6 +479,9 @@ def paper() -> FlowGRPOConfig:
         # the task corpus (tool_kwargs {"backend": "web", ...} or a dump path change that).
         tools=["paper"],
         max_episode_s=500.0,
+        # The reference's modules write free text (its engine is a server, which modules
+        # constrain only on request anyway; set here so an hf module engine matches too).
+        constrained_modules=False,
     )
     cfg.rollout = RolloutConfig(
         queries_per_step=32,
@@ -365,10 +497,20 @@ def paper() -> FlowGRPOConfig:
         clip_low=0.2,
         clip_high=0.3,
         entropy_coef=0.0,
-        mini_batches=1,
+        # verl 0.5 as the reference runs it: ppo_mini_batch_size 8 queries x 8 samples = 64 turn
+        # rows per optimizer step, one epoch, ratios against recomputed old log-probs, dual-clip
+        # c = 3, every group kept (GRPO has no zero-variance filter)
+        mini_batch_rows=64,
+        dual_clip=3.0,
+        recompute_old_logprobs=True,
+        skip_zero_variance_groups=False,
         micro_batch_size=4,
         pack_turns=False,
+        # the reference's reward: gpt-4o's structured true/false verdict
+        reward="judge",
+        judge_engine="openai:gpt-4o",
     )
+    cfg.data = DataConfig(nq=NQ_HF, deepmath=DEEPMATH_HF, val=AIME24_HF)
     cfg.train = TrainConfig(
         total_steps=500,
         max_minutes=0.0,

@@ -76,13 +76,22 @@ def policy_loss(
     kl_coef: float = 0.0,
     entropy: torch.Tensor | None = None,
     entropy_coef: float = 0.0,
+    dual_clip: float = 0.0,
+    is_weights: torch.Tensor | None = None,
 ) -> LossOutput:
     """Clipped surrogate + ``kl_coef`` * k3 KL - ``entropy_coef`` * entropy, per token, weighted.
 
     Per token: ``ratio = exp(logp - old_logp)``, ``pg = max(-A ratio, -A clip(ratio, 1 - clip_low,
-    1 + clip_high))``. ``clip_frac`` is the weighted share of tokens where the clipped branch is
-    active (it then gives no gradient). Stats are weighted sums, so they add over micro-batches.
+    1 + clip_high))``. With ``dual_clip`` c > 1 (dual-clip PPO, verl's ``clip_ratio_c``), a token
+    with a negative advantage has ``pg = min(pg, -A c)``: a ratio far above 1 + clip_high no longer
+    makes its loss (and its gradient's weight) unbounded. ``pg`` is then multiplied by
+    ``is_weights`` when given (truncated importance weights of stale samples,
+    :mod:`learners.flow_grpo.offpolicy`). ``clip_frac`` is the weighted share of tokens where a
+    clipped branch is active (it then gives no gradient). Stats are weighted sums, so they add
+    over micro-batches.
     """
+    if dual_clip and dual_clip <= 1:
+        raise ValueError(f"dual_clip must be > 1 (or 0 to disable), got {dual_clip}")
     shapes = {t.shape for t in (logp, old_logp, advantages, weights)}
     if len(shapes) != 1 or logp.dim() != 1:
         raise ValueError(
@@ -98,6 +107,16 @@ def policy_loss(
     unclipped = -adv * ratio
     clipped = -adv * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
     pg = torch.maximum(unclipped, clipped)
+    lower_bound = None
+    if dual_clip:
+        lower_bound = -adv * dual_clip
+        pg = torch.where(adv < 0, torch.minimum(pg, lower_bound), pg)
+    if is_weights is not None:
+        if is_weights.shape != logp.shape:
+            raise ValueError(
+                f"is_weights has shape {tuple(is_weights.shape)}, not {tuple(logp.shape)}"
+            )
+        pg = pg * is_weights.to(logp.dtype)
     per_token = pg
     kl_value = 0.0
     if ref_logp is not None:
@@ -112,7 +131,10 @@ def policy_loss(
             per_token = per_token - entropy_coef * entropy
     loss = (w * per_token).sum()
     with torch.no_grad():
-        clip_frac = float((w * (clipped > unclipped).to(w.dtype)).sum())
+        active = clipped > unclipped
+        if lower_bound is not None:
+            active |= (adv < 0) & (lower_bound < torch.maximum(unclipped, clipped))
+        clip_frac = float((w * active.to(w.dtype)).sum())
         return LossOutput(
             loss=loss,
             pg_loss=float((w * pg).sum()),

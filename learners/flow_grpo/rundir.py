@@ -11,10 +11,12 @@ each step appears exactly once in every file, as in an uninterrupted run.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from agentflow_env.runfiles import (
     OutputPathError,
@@ -33,6 +35,7 @@ __all__ = [
     "rollback_events",
     "rollback_trajectories",
     "trajectory_file",
+    "write_final",
 ]
 
 logger = logging.getLogger(__name__)
@@ -135,3 +138,26 @@ def rollback_events(tb_dir: Path, step: int) -> int:
 def _whole(path: Path, records: list[bytes]) -> bool:
     """Whether the file holds exactly these records (no torn tail): 16 framing bytes each."""
     return path.stat().st_size == sum(len(r) + 16 for r in records)
+
+
+def write_final(
+    out: Path,
+    policy: Any,
+    state_dict: dict[str, Any] | None,
+    world_size: int,
+    step: int,
+    fingerprints: list[list[float]],
+) -> None:
+    """Rank 0 at the end of a run: ``final_model/`` (``policy.save``; written under a temporary
+    name and renamed, never half-written) and ``ranks.json`` (whether every rank ended with the
+    same parameters; differing ones are logged as an error)."""
+    final, tmp = out / "final_model", out / ".final_model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    policy.save(tmp, state_dict=state_dict)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    same = all(p == fingerprints[0] for p in fingerprints)
+    ranks = {"world_size": world_size, "step": step, "identical": same}
+    atomic_write_text(out / "ranks.json", json.dumps({**ranks, "fingerprints": fingerprints}))
+    if not same:
+        logger.error("parameters differ across ranks: %s", fingerprints)

@@ -2,9 +2,10 @@
 
 Read top to bottom: :meth:`FlowGRPOTrainer.train` runs steps; a step collects complete groups
 (:func:`learners.rollout.collect_groups`), computes per-turn advantages with the configured
-estimator, drops zero-variance groups, and runs ``algo.epochs`` x ``algo.mini_batches``
-optimizer steps, each accumulating gradients over micro-batches of packed sequences, all-reducing
-them across ranks and clipping them. Rank 0 writes TensorBoard scalars, trajectories
+estimator, drops zero-variance groups (unless configured to keep them), and runs ``algo.epochs``
+x ``algo.mini_batches`` optimizer steps (or one per ``algo.mini_batch_rows`` turn rows), each
+accumulating gradients over micro-batches of packed sequences, all-reducing them across ranks and
+clipping them. Rank 0 writes TensorBoard scalars, trajectories
 (EpisodeRecord JSONL, the viewer's format; rank r > 0 writes ``trajectories-rank{r}.jsonl``) and
 atomic checkpoints; ``resume`` restores model, optimizer, random state and step exactly and rolls
 the trajectories and events written after that checkpoint back (:mod:`learners.flow_grpo.rundir`).
@@ -12,6 +13,11 @@ Episodes whose outcome infrastructure lost are played again in their group's pla
 (``rollout.infra_retries`` rounds), never counted as 0: they stay out of the group statistics
 and the update, a group left with fewer than two valid trajectories is dropped, and
 ``rollout/infra_failed`` counts them.
+With ``rollout.max_staleness = k > 0`` the rollouts (infra resampling included) come from a worker
+thread that samples with weights k updates old (:mod:`learners.flow_grpo.async_rollout`) while
+the update runs; a resumed async run draws the same queries but its first k steps sample with the
+resumed weights (older ones are not checkpointed). The held-out evaluation (success and pass@k)
+is :mod:`learners.flow_grpo.evaluation`.
 With ``train.distributed='fsdp'`` the policy (and reference) are sharded; rollouts run inside
 ``policy.gathered()`` and every rank runs the same number of micro-batches (see
 :mod:`learners.distributed` for why).
@@ -21,8 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -34,10 +38,13 @@ import torch
 from agentflow_env.runfiles import WriteMode, atomic_write_text
 from learners.checkpoint import full_state, latest_checkpoint, load_checkpoint, save_checkpoint
 from learners.distributed import Dist, init_distributed, resolve_num_threads
-from learners.envs import make_vector_env, split_tasks
-from learners.flow_grpo.advantages import compute_advantages, thin_groups, zero_variance_groups
+from learners.envs import make_vector_env
+from learners.flow_grpo.advantages import compute_advantages
+from learners.flow_grpo.async_rollout import RolloutWorker, StepPlan
 from learners.flow_grpo.config import FlowGRPOConfig, resolve_model_path
+from learners.flow_grpo.evaluation import HeldOutEval
 from learners.flow_grpo.loss import aggregation_weights, policy_loss
+from learners.flow_grpo.offpolicy import decoupled, per_token
 from learners.flow_grpo.old_logprobs import recompute_old_logprobs
 from learners.flow_grpo.rundir import (
     append_trajectories,
@@ -45,17 +52,25 @@ from learners.flow_grpo.rundir import (
     rollback_events,
     rollback_trajectories,
     trajectory_file,
+    write_final,
 )
+from learners.flow_grpo.runenv import load_policy, resolve_run_env
 from learners.flow_grpo.scalars import progress_bar, progress_line, reduce_rollout_stats
+from learners.flow_grpo.schedule import kept_samples, mini_batch_indices
 from learners.packing import ScoringSequence, pack_samples
 from learners.policy import HFGenerator, Policy, SamplingSettings
-from learners.rollout import RolloutBatch, TurnSample, collect, collect_groups, resample_failed
+from learners.rollout import (
+    PrefixBreakLog,
+    RolloutBatch,
+    TurnSample,
+    collect_groups,
+    resample_failed,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["FlowGRPOTrainer", "load_policy"]
 
-EVAL_CHUNK = 64
 _LOSS_STATS = [
     "train/clip_frac",
     "train/entropy",
@@ -64,27 +79,6 @@ _LOSS_STATS = [
     "train/pg_loss",
     "train/ratio",
 ]
-
-
-def load_policy(cfg: FlowGRPOConfig) -> Policy:
-    """The planner the config names (``asset:`` paths resolve to shipped checkpoints)."""
-    m = cfg.model
-    path = resolve_model_path(m.name_or_path)
-    if m.name_or_path.startswith("asset:") and not Path(path).is_dir():
-        raise FileNotFoundError(
-            f"shipped checkpoint {path} is missing; rebuild it with "
-            "`python -m learners.sft --preset tiny`"
-        )
-    return Policy.from_pretrained(
-        path,
-        dtype=m.dtype,
-        device=m.device,
-        chat_template=m.chat_template,
-        lora_rank=m.lora_rank,
-        lora_alpha=m.lora_alpha,
-        lora_target_modules=m.lora_target_modules,
-        gradient_checkpointing=m.gradient_checkpointing,
-    )
 
 
 class FlowGRPOTrainer:
@@ -125,6 +119,8 @@ class FlowGRPOTrainer:
         # One generator shared (same seed) by all ranks: they draw the same queries and seeds.
         self.rng = np.random.default_rng(cfg.seed)
         self.step = 0
+        self.prefix_log = PrefixBreakLog()
+        """logs each kind of prompt prefix break once per run (chat templates that rewrite turns)"""
         self.history: dict[str, list[list[float]]] = {"eval": []}
         """eval: [step, held-out success, training seconds so far (rollout + update, no eval)]"""
         self.train_seconds = 0.0
@@ -136,11 +132,20 @@ class FlowGRPOTrainer:
             raise ValueError(
                 f"rollout.queries_per_step={B} < {W} ranks: every rank needs at least one query"
             )
-        self.envs = make_vector_env(cfg.env, self.local_queries * G)
-        self.train_tasks, self.eval_tasks = split_tasks(list(self.envs.tasks), cfg.env.eval_tasks)
-        self._eval_envs: Any = None
+        self.run_env = resolve_run_env(cfg)  # the data section's tasks, the judge as scorer
+        self.envs = make_vector_env(self.run_env.env, self.local_queries * G)
+        self.train_tasks, self.eval_tasks = self.run_env.split(
+            list(self.envs.tasks), cfg.env.eval_tasks
+        )
+        self.evaluator = HeldOutEval(self.run_env.env, self.eval_tasks, self.dist, cfg.seed)
         self.last_eval_episodes = 0
         """episodes the latest evaluation played (all ranks)"""
+        self.last_eval_pass_at_k: dict[int, float] = {}
+        """pass@k (k = 1..eval_samples) of the latest sampled evaluation"""
+        self._pipeline: RolloutWorker | None = None
+        """the rollout worker of asynchronous runs (rollout.max_staleness > 0)"""
+        self._plan_rng_state: dict[str, Any] | None = None
+        """async: the generator's state after the current step's plan (what a checkpoint keeps)"""
         self.writer: Any = None
 
     # ------------------------------------------------------------------------------- loop
@@ -194,21 +199,7 @@ class FlowGRPOTrainer:
         prints = self.dist.fingerprints(self.policy.model)
         final = full_state(self.policy.model, sharded=True)[0] if self.dist.fsdp else None
         if self.dist.is_main:
-            self._save_final_model(final)
-            same = all(p == prints[0] for p in prints)
-            atomic_write_text(
-                self.out / "ranks.json",
-                json.dumps(
-                    {
-                        "world_size": self.dist.world_size,
-                        "step": self.step,
-                        "identical": same,
-                        "fingerprints": prints,
-                    }
-                ),
-            )
-            if not same:
-                logger.error("parameters differ across ranks: %s", prints)
+            write_final(self.out, self.policy, final, self.dist.world_size, self.step, prints)
             if self.writer is not None:
                 self.writer.close()
         evals = [e[1] for e in self.history["eval"]]
@@ -231,105 +222,133 @@ class FlowGRPOTrainer:
 
     def train_step(self) -> dict[str, float]:
         """One rollout + update. Returns the step's scalars (reduced across ranks)."""
-        cfg, t0 = self.cfg, time.perf_counter()
-        B, G = cfg.rollout.queries_per_step, cfg.rollout.group_size
+        if self.cfg.rollout.max_staleness > 0 or self._pipeline is not None:
+            return self._async_step()
+        t0 = time.perf_counter()
+        batch, roll_rng = self._collect(self.policy, self._plan(self.step + 1), self.step)
+        t_roll = time.perf_counter()
+        stats = self._learn(batch, roll_rng)
+        t_end = time.perf_counter()
+        stats["time/rollout_s"] = t_roll - t0
+        stats["time/update_s"] = t_end - t_roll
+        stats["time/generated_tokens_per_s"] = stats.pop("_gen_tokens") / max(t_roll - t0, 1e-9)
+        return stats
+
+    def _plan(self, step: int) -> StepPlan:
+        """Draw step ``step``'s queries and seed (steps are drawn in order, by every rank alike)."""
+        B = self.cfg.rollout.queries_per_step
         queries = self.rng.choice(len(self.train_tasks), size=B, replace=len(self.train_tasks) < B)
-        step_seed = int(self.rng.integers(2**31))
-        local = queries[self.dist.rank :: self.dist.world_size]
-        roll_rng = np.random.default_rng([step_seed, self.dist.rank])
+        seed = int(self.rng.integers(2**31))
+        return StepPlan(step, queries, seed, self.rng.bit_generator.state)
+
+    def _collect(
+        self, policy: Policy, plan: StepPlan, version: int
+    ) -> tuple[RolloutBatch, np.random.Generator]:
+        """This rank's groups of ``plan``, sampled by ``policy`` (weights ``version``)."""
+        cfg, rank, W = self.cfg, self.dist.rank, self.dist.world_size
+        roll_rng = np.random.default_rng([plan.seed, rank])
         settings = SamplingSettings(
             cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.max_new_tokens
         )
-        step, rank = self.step + 1, self.dist.rank  # 1-based, as in TensorBoard and checkpoints
-        tasks = [self.train_tasks[q] for q in local]
+        tasks = [self.train_tasks[q] for q in plan.queries[rank::W]]
         # Group ids are the queries' positions in the step: unique across ranks.
-        group_ids = list(range(rank, B, self.dist.world_size))
-        where = {"step": step, "rank": rank}
-        with self.policy.gathered():  # FSDP: all ranks gather here, then generate freely
+        group_ids = list(range(rank, cfg.rollout.queries_per_step, W))
+        where = {"step": plan.step, "rank": rank, "policy_version": version}
+        with policy.gathered():  # FSDP: all ranks gather here, then generate freely
             batch = collect_groups(
                 self.envs,
-                self.policy,
+                policy,
                 tasks,
-                G,
+                cfg.rollout.group_size,
                 settings,
                 roll_rng,
                 max_prompt_tokens=cfg.rollout.max_prompt_tokens,
                 query_ids=group_ids,
-                episode_prefix=f"step{step}-rank{rank}-traj",
+                episode_prefix=f"step{plan.step}-rank{rank}-traj",
                 metadata=where,
+                prefix_log=self.prefix_log,
             )
             batch = resample_failed(  # queries whose episodes lost their outcome, again
                 self.envs,
-                self.policy,
+                policy,
                 batch,
                 dict(zip(group_ids, tasks, strict=True)),
                 settings,
                 roll_rng,
                 tries=cfg.rollout.infra_retries,
                 max_prompt_tokens=cfg.rollout.max_prompt_tokens,
-                episode_prefix=f"step{step}-rank{rank}-retry",
+                episode_prefix=f"step{plan.step}-rank{rank}-retry",
                 metadata=where,
+                prefix_log=self.prefix_log,
             )
-        t_roll = time.perf_counter()
+        return batch, roll_rng
+
+    def _learn(self, batch: RolloutBatch, roll_rng: np.random.Generator) -> dict[str, float]:
+        """Advantages, update, weight sync, trajectories and the rollout's scalars."""
+        a = self.cfg.algo
+        options = {"omega": a.gigpo_omega, "gamma": a.gigpo_gamma} if a.estimator == "gigpo" else {}
         advantages = compute_advantages(
-            cfg.algo.estimator, batch.advantage_inputs(), scale_by_std=cfg.algo.scale_by_std
+            a.estimator, batch.advantage_inputs(), scale_by_std=a.scale_by_std, **options
         )
-        keep, skipped, thin = self._kept_samples(batch, step)
+        keep, skipped, thin = kept_samples(batch, a.skip_zero_variance_groups, self.step + 1)
         update = self.update([batch.samples[k] for k in keep], advantages[keep], roll_rng)
         self.policy.sync_generator()
-        t_end = time.perf_counter()
         self._write_trajectories(batch)
         stats = reduce_rollout_stats(
             self.dist,
             batch,
             list(self.envs.flow.tools),
-            cfg.rollout.queries_per_step,
+            self.cfg.rollout.queries_per_step,
             skipped,
             thin,
         )
         stats.update(update)
-        stats["time/rollout_s"] = t_roll - t0
-        stats["time/update_s"] = t_end - t_roll
-        stats["time/generated_tokens_per_s"] = stats.pop("_gen_tokens") / max(t_roll - t0, 1e-9)
         return stats
 
-    def _kept_samples(self, batch: RolloutBatch, step: int) -> tuple[list[int], int, int]:
-        """Samples the update uses: of trajectories with an outcome, in groups with two or more
-        of them (else dropped: ``thin``) and, when configured, some reward variance
-        (``skipped``). Returns (sample indices, skipped, thin)."""
-        thin = thin_groups(batch.valid, batch.group_ids)  # < 2 valid trajectories: dropped
-        flat = (
-            zero_variance_groups(batch.rewards, batch.group_ids)
-            if self.cfg.algo.skip_zero_variance_groups
-            else set()
-        )
-        if batch.infra_failed:
-            lost = (r.infra_error for r in batch.replaced + batch.trajectories if r.infra_error)
-            first = next(lost, None)
-            logger.warning(
-                "step %d: %d episode(s) lost their outcome to infrastructure (%s); %d group(s) "
-                "dropped",
-                step,
-                batch.infra_failed,
-                first,
-                len(thin),
-            )
-        valid, skip = batch.valid, thin | flat
-        keep = [k for k, s in enumerate(batch.samples) if s.group not in skip and valid[s.traj]]
-        return keep, len(flat - thin), len(thin)
+    def use_rollout_worker(self, lag: int) -> RolloutWorker:
+        """Collect every later step's rollout on a worker thread ``lag`` updates behind
+        (:mod:`learners.flow_grpo.async_rollout`; ``rollout.max_staleness`` does this at the
+        first step). ``lag = 0`` samples exactly what the synchronous loop samples."""
+        if self._pipeline is not None:
+            self._pipeline.close()
+        total = self.cfg.train.total_steps
+        self._pipeline = RolloutWorker(self.policy, self._collect, self._plan, lag, total)
+        return self._pipeline
+
+    def _async_step(self) -> dict[str, float]:
+        """Take the rollout the worker made for this step, update, queue a later step's job."""
+        pipe = self._pipeline or self.use_rollout_worker(self.cfg.rollout.max_staleness)
+        t0 = time.perf_counter()
+        rollout = pipe.take(self.step + 1, self.policy.model)
+        t_roll = time.perf_counter()
+        self._plan_rng_state = rollout.plan.rng_state
+        stats = self._learn(rollout.batch, rollout.rng)
+        pipe.updated(self.step + 1, self.policy.model)
+        t_end = time.perf_counter()
+        stats["time/rollout_s"] = t_roll - t0  # the wait: what the overlap did not hide
+        stats["time/update_s"] = t_end - t_roll
+        stats["time/rollout_worker_s"] = rollout.seconds
+        stats["time/generated_tokens_per_s"] = stats.pop("_gen_tokens") / max(rollout.seconds, 1e-9)
+        stats["rollout/policy_lag"] = float(self.step - rollout.version)
+        return stats
 
     # ----------------------------------------------------------------------------- update
     def update(
         self, samples: list[TurnSample], advantages: np.ndarray, rng: np.random.Generator
     ) -> dict[str, float]:
-        """``epochs`` x ``mini_batches`` optimizer steps over the kept samples.
+        """``epochs`` x ``mini_batches`` optimizer steps over the kept samples (with
+        ``algo.mini_batch_rows``: one per that many turn rows, see :func:`mini_batch_indices`).
 
         With ``algo.recompute_old_logprobs`` (default with vLLM) the samples' old log-probs are
         first replaced by the trainer's own, once, before the first optimizer step.
         """
         a = self.cfg.algo
         recomputed: dict[str, float] = {}
-        if self.cfg.recomputes_old_logprobs:  # every rank, even one without samples (FSDP)
+        tis: list[list[float]] | None = None
+        if a.tis_cap > 0:  # ratio against the update's starting weights, IS-corrected to behaviour
+            # (this pass is the trainer's own forward: it also does what recomputation would)
+            samples, tis = decoupled(self.policy, samples, a, self.cfg.rollout.temperature)
+        elif self.cfg.recomputes_old_logprobs:  # every rank, even one without samples (FSDP)
             t0 = time.perf_counter()
             samples, recomputed = recompute_old_logprobs(
                 self.policy,
@@ -341,16 +360,22 @@ class FlowGRPOTrainer:
                 dist=self.dist,
             )
             recomputed["time/recompute_old_logprobs_s"] = time.perf_counter() - t0
-        trajs = sorted({s.traj for s in samples})
         totals: dict[str, float] = defaultdict(float)
         n_opt, tokens, seconds = 0, 0, 0.0
+        # mini_batch_rows counts rows over all ranks (verl's global mini-batch): each rank cuts its
+        # share, and all ranks run as many optimizer steps (the short ones on empty batches)
+        world = self.dist.world_size
+        rows = -(-a.mini_batch_rows // world)
         for _ in range(a.epochs):
-            order = rng.permutation(len(trajs)) if trajs else np.array([], dtype=np.int64)
-            for part in np.array_split(order, a.mini_batches):
-                chosen = {trajs[i] for i in part}
-                idx = [k for k, s in enumerate(samples) if s.traj in chosen]
+            batches = mini_batch_indices(samples, a.mini_batches, rows, rng)
+            if world > 1 and rows:
+                n = int(self.dist.all_reduce_max([len(batches)])[0])
+                batches += [[] for _ in range(n - len(batches))]
+            for idx in batches:
                 t0 = time.perf_counter()
-                result = self._optimizer_step([samples[k] for k in idx], advantages[idx])
+                result = self._optimizer_step(
+                    [samples[k] for k in idx], advantages[idx], tis and [tis[k] for k in idx]
+                )
                 seconds += time.perf_counter() - t0
                 if result is None:
                     continue
@@ -365,9 +390,14 @@ class FlowGRPOTrainer:
         return stats
 
     def _optimizer_step(
-        self, samples: list[TurnSample], advantages: np.ndarray
+        self,
+        samples: list[TurnSample],
+        advantages: np.ndarray,
+        tis: list[list[float]] | None = None,
     ) -> dict[str, float] | None:
-        """Accumulate over micro-batches, all-reduce, clip, step. None when no rank has data."""
+        """Accumulate over micro-batches, all-reduce, clip, step. None when no rank has data.
+
+        ``tis``: per sample, each token's truncated importance weight (``algo.tis_cap``)."""
         a, temp = self.cfg.algo, self.cfg.rollout.temperature
         seqs = pack_samples(samples, pack=a.pack_turns)
         local_tokens = sum(s.num_targets for s in seqs)
@@ -377,7 +407,8 @@ class FlowGRPOTrainer:
             return None
         self.optimizer.zero_grad(set_to_none=True)
         stats: dict[str, float] = defaultdict(float)
-        micros: list[tuple[list[ScoringSequence], torch.Tensor]] = []
+        micros: list[tuple[list[ScoringSequence], torch.Tensor, torch.Tensor | None]] = []
+        token_tis = per_token(seqs, tis) if tis is not None else None
         if local_tokens:
             sample_index = torch.tensor([t for s in seqs for t in s.token_sample])
             weights = aggregation_weights(sample_index, a.loss_agg)
@@ -395,6 +426,9 @@ class FlowGRPOTrainer:
                     (
                         [seqs[i] for i in chunk],
                         torch.cat([weights[offsets[i] : offsets[i + 1]] for i in chunk]),
+                        None
+                        if token_tis is None
+                        else torch.tensor([w for i in chunk for w in token_tis[i]]),
                     )
                 )
         n_micro = len(micros)
@@ -403,7 +437,8 @@ class FlowGRPOTrainer:
         self.policy.model.train()
         for k in range(n_micro):
             if k < len(micros):
-                self._micro_step(*micros[k], advantages, temp, stats)
+                micro, weights, is_weights = micros[k]
+                self._micro_step(micro, weights, advantages, temp, stats, is_weights)
             else:  # zero weight: an exactly zero gradient, only there to match the other ranks
                 pad = ScoringSequence([self.policy.pad_id] * 2, [False, True], [0], [0.0])
                 self._micro_step(
@@ -428,6 +463,7 @@ class FlowGRPOTrainer:
         advantages: np.ndarray,
         temperature: float,
         stats: dict[str, float],
+        is_weights: torch.Tensor | None = None,
     ) -> None:
         a = self.cfg.algo
         ids = [s.ids for s in micro]
@@ -458,6 +494,8 @@ class FlowGRPOTrainer:
             kl_coef=a.kl_coef,
             entropy=ent,
             entropy_coef=a.entropy_coef,
+            dual_clip=a.dual_clip,
+            is_weights=None if is_weights is None else is_weights.to(dev),
         )
         out.loss.backward()
         stats["train/loss"] += float(out.loss.detach())
@@ -469,38 +507,16 @@ class FlowGRPOTrainer:
 
     # ------------------------------------------------------------------------- evaluation
     def evaluate(self) -> float:
-        """Mean held-out success over ``eval_samples`` episodes per task, split across ranks."""
+        """Mean held-out success over ``eval_samples`` episodes per task, split across ranks
+        (:mod:`learners.flow_grpo.evaluation`); also sets :attr:`last_eval_pass_at_k`."""
         cfg = self.cfg
-        # Each held-out task is played eval_samples times: sampled evaluation is noisy (one sample
-        # per task on 100 tasks has a standard error of ~5 points at 30% success).
         samples = 1 if cfg.train.eval_temperature == 0 else cfg.train.eval_samples
-        mine = (self.eval_tasks * samples)[self.dist.rank :: self.dist.world_size]
-        total, count = 0.0, 0
-        with self.policy.gathered():  # FSDP: every rank gathers here, even one without tasks
-            if mine:
-                if self._eval_envs is None:
-                    self._eval_envs = make_vector_env(cfg.env, min(EVAL_CHUNK, len(mine)))
-                rng = np.random.default_rng([self.cfg.seed, 7919, self.step, self.dist.rank])
-                settings = SamplingSettings(
-                    cfg.train.eval_temperature, 1.0, cfg.rollout.max_new_tokens
-                )
-                for start in range(0, len(mine), EVAL_CHUNK):
-                    chunk = mine[start : start + EVAL_CHUNK]
-                    batch = collect(
-                        self._eval_envs,
-                        self.policy,
-                        chunk,
-                        list(range(len(chunk))),
-                        settings,
-                        rng,
-                        max_prompt_tokens=cfg.rollout.max_prompt_tokens,
-                    )
-                    # an episode whose outcome infrastructure lost is left out, never a 0
-                    total += float(batch.rewards[batch.valid].sum())
-                    count += int(batch.valid.sum())
-        total, count = self.dist.all_reduce_sum([total, count])
-        self.last_eval_episodes = int(count)
-        return total / max(count, 1)
+        settings = SamplingSettings(cfg.train.eval_temperature, 1.0, cfg.rollout.max_new_tokens)
+        result = self.evaluator.run(
+            self.policy, self.step, samples, settings, cfg.rollout.max_prompt_tokens
+        )
+        self.last_eval_episodes, self.last_eval_pass_at_k = result.episodes, result.pass_at_k
+        return result.success
 
     # ---------------------------------------------------------------------------- logging
     def _log(self, stats: dict[str, float]) -> None:
@@ -515,6 +531,8 @@ class FlowGRPOTrainer:
         logger.info("step %d eval/success %.3f", self.step, success)
         if self.writer is not None:
             self.writer.add_scalar("eval/success", success, self.step)
+            for k, value in self.last_eval_pass_at_k.items():
+                self.writer.add_scalar(f"eval/pass@{k}", value, self.step)
             self.writer.flush()
 
     @property
@@ -541,7 +559,8 @@ class FlowGRPOTrainer:
                 model=model,
                 optimizer=optim,
                 state={
-                    "rng": self.rng.bit_generator.state,
+                    # async: later steps' plans are drawn already; keep the state after this one
+                    "rng": self._plan_rng_state or self.rng.bit_generator.state,
                     "history": self.history,
                     "train_seconds": self.train_seconds,
                     "config": self.cfg.to_dict(),
@@ -580,14 +599,6 @@ class FlowGRPOTrainer:
             rollback_events(self.out / "tb", step)
         self.dist.barrier()
 
-    def _save_final_model(self, state_dict: dict[str, Any] | None) -> None:
-        """``final_model/`` written under a temporary name and renamed: never half-written."""
-        final, tmp = self.out / "final_model", self.out / ".final_model.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.policy.save(tmp, state_dict=state_dict)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-
     def __enter__(self) -> FlowGRPOTrainer:
         return self
 
@@ -595,7 +606,13 @@ class FlowGRPOTrainer:
         self.close()
 
     def close(self) -> None:
-        """Close the rollout and evaluation envs (their tools and sandboxes)."""
+        """Stop the rollout worker; close the rollout and evaluation envs (their tools and
+        sandboxes) and the judge."""
+        if self._pipeline is not None:
+            self._pipeline.close()
+            self._pipeline = None
         self.envs.close()
-        if self._eval_envs is not None:
-            self._eval_envs.close()
+        self.evaluator.close()
+        judge = self.run_env.judge  # its engine is its own (built from the spec)
+        if judge is not None and callable(getattr(judge.engine, "close", None)):
+            judge.engine.close()

@@ -32,6 +32,7 @@ BUILD_FLOW_DEFAULTS: dict[str, Any] = {
     "executor_engine": None,
     "verifier_engine": None,
     "generator_engine": None,
+    "constrained_modules": True,
     "query_analysis": False,
     "scorer": None,
     "prompt_style": "full",

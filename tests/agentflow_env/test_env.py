@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import agentflow_env  # noqa: F401 - registers the ids
 from agentflow_env import AgentFlowEnv, Task
+from agentflow_env.format import split_observation, step_header
 from tests.agentflow_env.helpers import (
     LookupTool,
     exact_scorer,
@@ -18,6 +19,9 @@ from tests.agentflow_env.helpers import (
     lookup_action,
     lookup_env_kwargs,
 )
+
+CUE = "the lines Justification, Context, Sub-Goal, Tool Name and Command."
+"""what a chat user message asks for after "Write step k:" while the episode goes on"""
 
 INFO_KEYS = {"tool_name", "tool_input", "tool_result", "error", "turn"}
 FINAL_KEYS = {"answer", "ground_truth", "score"}
@@ -247,3 +251,63 @@ def test_sanitize_text_keeps_ascii_and_bmp_and_replaces_the_rest() -> None:
     assert sanitize_text("x" * 50, max_length=20).endswith("...[truncated]")
     assert len(sanitize_text("x" * 50, max_length=20)) == 20
     assert set(sanitize_text("".join(map(chr, range(0, 0x11000, 7))))) <= set(TEXT_CHARSET)
+
+
+def test_info_messages_are_the_episode_as_chat_append_only() -> None:
+    env = AgentFlowEnv(**lookup_env_kwargs(max_turns=4))
+    obs, info = env.reset(options={"task_index": 2})
+    history = [info["messages"]]
+    system, user = info["messages"]
+    assert system["role"] == "system" and "Lookup_Tool" in system["content"]
+    assert "Tool Name: <one of: Lookup_Tool, Finish>" in system["content"]
+    assert user == {
+        "role": "user",
+        "content": f"Query: What is the code of item 2?\n\nWrite step 1: {CUE}",
+    }
+    # Whitespace and all: the assistant message is the action exactly as the env got it.
+    actions = ["I will just chat.  ", lookup_action("missing"), lookup_action("item 2")]
+    actions.append("  " + finish_action("code-2") + "\n")
+    for action in actions:
+        obs, _, terminated, truncated, info = env.step(action)
+        history.append(info["messages"])
+        if terminated or truncated:
+            break
+    assert terminated
+    for before, after in zip(history, history[1:], strict=False):
+        assert after[: len(before)] == before, "append-only"
+        assert [m["role"] for m in after[len(before) :]] == ["assistant", "user"]
+    final = history[-1]
+    assert [m["content"] for m in final[2::2]] == actions
+    # The chat and text renderings hold the same steps (a step header closes the last one).
+    view = split_observation(obs + step_header(len(actions) + 1))
+    assert [s.action for s in view.steps] == actions
+    assert [m["content"] for m in final[3::2]] == [
+        f"Result: {s.result}\n\nWrite step {k}: {CUE}" for k, s in enumerate(view.steps[:-1], 2)
+    ] + [f"Result: {view.steps[-1].result}"]
+    assert "could not parse" in final[3]["content"] and "no entry" in final[5]["content"]
+    # Infos hold copies: editing one changes neither the env nor later infos.
+    final[0]["content"] = "edited"
+    final.clear()
+    _, info = env.reset(options={"task_index": 2})
+    assert info["messages"] == history[0]
+    env.close()
+
+
+def test_info_messages_carry_the_query_analysis_and_long_action_cut_like_the_text() -> None:
+    from agentflow_env.llm.callable_engine import CallableEngine
+
+    analysis = CallableEngine(lambda messages: "It asks for an item's code.")
+    env = AgentFlowEnv(**lookup_env_kwargs(query_analysis=analysis, max_action_chars=40))
+    try:
+        obs, info = env.reset(options={"task_index": 1})
+        assert info["query_analysis"] == "It asks for an item's code."
+        assert info["messages"][1]["content"] == (
+            "Query: What is the code of item 1?\n\n"
+            f"Query analysis: It asks for an item's code.\n\nWrite step 1: {CUE}"
+        )
+        long_action = lookup_action("item 1") + " " + "x" * 100
+        obs, *_, info = env.step(long_action)
+        shown = split_observation(obs).steps[0].action
+        assert shown.endswith("...[truncated]") and info["messages"][2]["content"] == shown
+    finally:
+        env.close()

@@ -32,9 +32,13 @@ from agentflow_env.evaluate import main
 from agentflow_env.format import PLANNER_STOP
 from agentflow_env.llm.base import GenerationRequest, GenerationResult
 from agentflow_env.llm.callable_engine import CallableEngine
+from agentflow_env.planners import EngineBatchPlanner
 from agentflow_env.tasks.base import Task
 from agentflow_env.trajectory import read_jsonl
 from tests.conftest import REPO_ROOT
+
+CUE = "the lines Justification, Context, Sub-Goal, Tool Name and Command."
+"""what a chat user message asks for after "Write step k:" while the episode goes on"""
 
 THIS = "python:tests.agentflow_env.test_evaluate"
 SHARED_KINDS = {
@@ -59,17 +63,25 @@ def _text(request: GenerationRequest) -> str:
     return request.messages[-1].content if request.messages else str(request.prompt)
 
 
+def _planner_input(request: GenerationRequest) -> tuple[str, str]:
+    """(the text holding the query, the last step's result or ""): from the chat messages
+    (system, query, then action and result per step) or from the raw text observation."""
+    if request.messages:
+        messages = request.messages
+        return messages[1].content, messages[-1].content if len(messages) > 2 else ""
+    obs = str(request.prompt)
+    return obs, obs.split("### Step")[-2] if "Result:" in obs else ""
+
+
 def _item(text: str) -> str:
     return re.search(r"item (\w+)\?", text).group(1)  # type: ignore[union-attr]
 
 
 def search_planner(request: GenerationRequest) -> str:
     """Search the item's code, then answer the code the last result states for that item."""
-    obs = _text(request)
-    item = _item(obs)
-    found = re.findall(
-        rf"code of item {item} is (code-\d+)", obs.split("### Step")[-2] if "Result:" in obs else ""
-    )
+    query, last = _planner_input(request)
+    item = _item(query)
+    found = re.findall(rf"code of item {item} is (code-\d+)", last)
     if found:
         return (
             f"Justification: found it\nTool Name: Finish\n<answer>{found[0]}</answer>\nResult: junk"
@@ -81,7 +93,7 @@ def generator_tool_planner(request: GenerationRequest) -> str:
     """Ask Base_Generator_Tool (the module engine answers), leave stopping to the LLM verifier."""
     return (
         "Sub-Goal: ask the model\nTool Name: Base_Generator_Tool\n"
-        f"Command: code of item {_item(_text(request))}?"
+        f"Command: code of item {_item(_planner_input(request)[0])}?"
     )
 
 
@@ -113,7 +125,7 @@ def module_engine(request: GenerationRequest) -> GenerationResult:
 
 def half_right_planner(request: GenerationRequest) -> str:
     """Answers at once: right for every other item, a wrong code for the rest."""
-    item = _item(_text(request))
+    item = _item(_planner_input(request)[0])
     answer = CODES[item] if ITEMS.index(item) % 2 == 0 else "code-0"
     return f"Tool Name: Finish\n<answer>{answer}</answer>"
 
@@ -356,6 +368,42 @@ def test_one_generate_call_per_step_with_the_sampling_settings(
         (0.5, 77, PLANNER_STOP)
     }
     assert len({r.sampling.seed for r in requests}) == len(requests)  # one seed per (episode, turn)
+
+
+def test_chat_planner_input_sends_the_episodes_messages(item_data: tuple[Path, Path]) -> None:
+    tasks, corpus = item_data
+    seen: list[GenerationRequest] = []
+
+    def fn(request: GenerationRequest) -> str:
+        seen.append(request)
+        return search_planner(request)
+
+    traj = Path(tasks).parent / "chat-traj.jsonl"
+    report = run(
+        EvalConfig(
+            data=str(tasks),
+            corpus=str(corpus),
+            planner=CallableEngine(fn),
+            episodes=1,
+            trajectories=str(traj),
+        )
+    )
+    assert report["summary"]["accuracy"] == 1.0 and len(seen) == 2
+    first, second = ([(m.role, m.content) for m in r.messages or ()] for r in seen)
+    assert [role for role, _ in first] == ["system", "user"]
+    assert "Available tools:" in first[0][1] and first[1][1].endswith(f"Write step 1: {CUE}")
+    assert second[:2] == first, "append-only"
+    [record] = read_jsonl(traj)
+    assert second[2] == ("assistant", record.turns[0].action)
+    assert second[3] == ("user", f"Result: {record.turns[0].tool_result}\n\nWrite step 2: {CUE}")
+
+
+def test_chat_planner_needs_the_messages() -> None:
+    planner = EngineBatchPlanner(CallableEngine(lambda r: "x"))
+    with pytest.raises(ValueError, match="messages"):
+        planner.act([0], ["### Step 1\n"], [0], [1])
+    prompt = EngineBatchPlanner(CallableEngine(lambda r: r.prompt.upper()), input_mode="prompt")
+    assert prompt.act([0], ["### Step 1\n"], [0], [1]) == ["### STEP 1\n"]
 
 
 def test_raw_prompt_planner_input(item_data: tuple[Path, Path]) -> None:
@@ -662,20 +710,20 @@ def test_env_kwargs_reach_the_env_merged_over_the_evaluators_own(
             )
         )
         passages = {r.turns[0].tool_result.count("Doc ") for r in read_jsonl(traj)}
-        return report, [_text(r) for r in seen], passages
+        return report, [[m.content for m in r.messages or ()] for r in seen], passages
 
     # defaults: the full prompt (tool cards, format) and Search_Tool's 3 passages per search
     report, prompts, passages = evaluate(None)
-    assert passages == {3} and prompts[0].startswith("You are the planner")
+    assert passages == {3} and prompts[0][0].startswith("You are the planner")
     assert report["config"]["env_kwargs"] is None
     # the tiny planner's settings: compact prompt, one passage; our corpus_path is kept (merged
     # per tool)
     report, prompts, passages = evaluate(COMPACT_TOP1)
     assert report["summary"]["accuracy"] == 1.0 and passages == {1}
-    assert (
-        prompts[0]
-        == "Query: What is the code of item alpha?\nTools: Search_Tool, Finish\n\n### Step 1\n"
-    )
+    assert prompts[0] == [
+        "Tools: Search_Tool, Finish",
+        f"Query: What is the code of item alpha?\n\nWrite step 1: {CUE}",
+    ]
     assert report["config"]["env_kwargs"] == COMPACT_TOP1  # recorded as given
 
 
@@ -735,7 +783,8 @@ def test_env_kwargs_errors_from_the_python_api(item_data: tuple[Path, Path]) -> 
     with pytest.raises(EvaluateError, match="must be a JSON object, got list"):
         run(EvalConfig(data=str(tasks), env_kwargs=["prompt_style"]))  # type: ignore[arg-type]
     with pytest.raises(
-        EvaluateError, match=r"unknown key 'render_mode'; valid: prompt_style, tool_kwargs"
+        EvaluateError,
+        match=r"unknown key 'render_mode'; valid: constrained_modules, prompt_style, tool_kwargs",
     ):
         run(EvalConfig(data=str(tasks), env_kwargs={"render_mode": "ansi"}))
 
@@ -770,7 +819,8 @@ def test_env_kwargs_errors_from_the_python_api(item_data: tuple[Path, Path]) -> 
         ),
         (
             ["--env-kwargs", '{"top_k": 1}'],
-            "--env-kwargs: unknown key 'top_k'; valid: prompt_style, tool_kwargs",
+            "--env-kwargs: unknown key 'top_k'; valid: constrained_modules, prompt_style, "
+            "tool_kwargs",
         ),
         (
             ["--env-kwargs", '{"prompt_style": "tiny"}'],

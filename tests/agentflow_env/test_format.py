@@ -3,7 +3,8 @@
 The observation layout (:mod:`agentflow_env.format.observation`) and the action format
 (:mod:`agentflow_env.format.action`) are written and read by one owner each; these tests write
 observations and actions from generated text (including text that looks like the layout itself)
-and read them back.
+and read them back. The chat rendering of an episode is built from the same pieces as the text
+layout; the last tests check that they agree.
 """
 
 from __future__ import annotations
@@ -20,15 +21,19 @@ from agentflow_env.format import (
     OMITTED,
     PLANNER_STOP,
     ActionFields,
+    action_message,
     current_step,
+    example_step,
     finish_action,
     last_result,
     omitted_step,
     paper_prompt,
     parse_action,
     planner_header,
+    planner_messages,
     read_action,
     read_paper_prompt,
+    result_message,
     split_observation,
     step_block,
     step_header,
@@ -38,6 +43,9 @@ from agentflow_env.format import (
 from agentflow_env.format.paper import PAPER_TASK
 from agentflow_env.wrappers import search_action
 from tools.base import ToolCard, ToolDemo
+
+CUE = "the lines Justification, Context, Sub-Goal, Tool Name and Command."
+"""what a chat user message asks for after "Write step k:" while the episode goes on"""
 
 TRICKY = [
     "### Step 7",
@@ -440,3 +448,68 @@ def test_omitted_steps_read_back_as_omitted() -> None:
     assert [(s.action, s.result) for s in view.steps] == [(OMITTED, OMITTED)] * 2 + [
         ("Tool Name: A\nCommand: x", "three")
     ]
+
+
+SEARCH = ToolCard(
+    name="Search_Tool",
+    description="searches",
+    demo_commands=(
+        ToolDemo(command="a\nResult: b", description="unwritable: it holds a planner stop"),
+        ToolDemo(command="founder of Acme", description="find who founded a company"),
+    ),
+)
+CODER = ToolCard(name="Python_Coder_Tool", description="runs code")
+
+
+def test_example_step_is_a_parsable_step_from_the_first_writable_demo() -> None:
+    example = example_step([CODER, SEARCH])
+    assert example is not None
+    action = parse_action(example, ["Python_Coder_Tool", "Search_Tool"])
+    assert action.error is None and action.tool_name == "Search_Tool"
+    assert action.command == "founder of Acme"
+    assert action.sub_goal == "Find who founded a company" and action.justification
+    assert example_step([CODER]) is None
+    header = planner_header("q?", [CODER, SEARCH], "full", None, 3)
+    assert "For example, one step:\n" + example + "\n\n" in header
+    view = split_observation(header + step_header(1))
+    assert (view.question, view.tool_names, view.max_turns) == (
+        "q?",
+        ["Python_Coder_Tool", "Search_Tool"],
+        3,
+    )
+    assert "For example" not in planner_header("q?", [CODER], "full")
+
+
+def test_chat_messages_hold_the_header_pieces() -> None:
+    cards = [SEARCH, CODER]
+    header = planner_header("Who founded Acme?", cards, "full", "A company question.", 4)
+    system, user = planner_messages("Who founded Acme?", cards, "full", "A company question.", 4)
+    assert (system["role"], user["role"]) == ("system", "user")
+    # The system message is the header's instructions (tools, step limit, format, example) under
+    # its own first part; the query and its analysis go to the user message.
+    instructions = header[header.index("Available tools:") :].rstrip("\n")
+    assert system["content"].endswith(instructions)
+    assert system["content"].startswith("You are the planner") and "Query" not in system["content"]
+    assert (
+        user["content"] == "Query: Who founded Acme?\n\nQuery analysis: A company question.\n\n"
+        f"Write step 1: {CUE}"
+    )
+    compact = planner_messages("q?", cards, "compact", "ignored", 4)
+    assert compact == [
+        {"role": "system", "content": "Tools: Search_Tool, Python_Coder_Tool, Finish"},
+        {"role": "user", "content": f"Query: q?\n\nWrite step 1: {CUE}"},
+    ]
+    with pytest.raises(ValueError, match="prompt style"):
+        planner_messages("q", cards, "fancy")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="cannot be listed"):
+        planner_messages("q", [ToolCard(name="A, B", description="a")])
+
+
+def test_step_messages_keep_the_action_as_written() -> None:
+    action = "  Tool Name: Search_Tool\nCommand: x  \n"
+    assert action_message(action) == {"role": "assistant", "content": action}
+    assert result_message("Doc 1 ...", 3) == {
+        "role": "user",
+        "content": f"Result: Doc 1 ...\n\nWrite step 3: {CUE}",
+    }
+    assert result_message("Finished.", None) == {"role": "user", "content": "Result: Finished."}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -9,7 +10,15 @@ from collections.abc import Callable, Sequence
 import pytest
 
 from agentflow_env import AgentFlowEnv
-from agentflow_env.judge import JudgeError, LLMJudge, judge_prompt, parse_verdict
+from agentflow_env.judge import (
+    JudgeError,
+    LLMJudge,
+    judge_prompt,
+    parse_extraction,
+    parse_json_verdict,
+    parse_verdict,
+    reference_text,
+)
 from agentflow_env.llm.base import GenerationRequest, GenerationResult, SamplingParams
 from agentflow_env.llm.callable_engine import CallableEngine
 from agentflow_env.tasks.base import Task
@@ -170,5 +179,178 @@ def test_a_real_model_that_cannot_judge_is_reported(tiny_model_dir: object) -> N
         with pytest.raises(JudgeError, match="unparseable judge verdict"):
             judge("Shakespeare", TASK)
         assert judge.calls == 1 and judge.completion_tokens > 0
+    finally:
+        engine.close()
+
+
+# ------------------------------------------------------------- the reference's structured forms
+def _json_reply(correct: bool, analysis: str = "compared") -> str:
+    return json.dumps({"analysis": analysis, "true_false": correct})
+
+
+@pytest.mark.parametrize(
+    ("text", "correct"),
+    [
+        ('{"analysis": "same city", "true_false": true}', True),
+        ('```json\n{"analysis": "differs", "true_false": false}\n```', False),
+        ('Let me check. {"analysis": "equal", "true_false": "True"} Done.', True),
+        ('{"true_false": true} on reflection {"analysis": "no", "true_false": false}', False),
+    ],
+)
+def test_parse_json_verdict(text: str, correct: bool) -> None:
+    assert parse_json_verdict(text).correct is correct
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("The answer is: Paris", "no JSON object with 'true_false'"),
+        ('{"analysis": "fine"}', "no JSON object with 'true_false'"),
+        ('{"analysis": "hm", "true_false": "maybe"}', "not a boolean"),
+        ('{"analysis": "hm", "true_false": 1}', "not a boolean"),
+        ("Verdict: CORRECT", "no JSON object"),
+    ],
+)
+def test_a_json_verdict_that_is_not_one_is_a_judge_error(text: str, message: str) -> None:
+    with pytest.raises(JudgeError, match=message) as info:
+        parse_json_verdict(text)
+    assert info.value.kind == "judge"
+
+
+@pytest.mark.parametrize(
+    ("option", "index"),
+    [("B", 1), ("b.", 1), ("(C)", 2), ("A. red", 0), ("blue", 1), ("NONE", None), ("", None)],
+)
+def test_parse_extraction(option: str, index: int | None) -> None:
+    text = json.dumps({"analysis": "found it", "extracted_option": option})
+    assert parse_extraction(text, ["red", "blue", "green"]) == index
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"analysis": "x", "extracted_option": "E"}',  # not one of the three options
+        '{"analysis": "x", "extracted_option": "purple"}',
+        '{"analysis": "x", "extracted_option": 2}',
+        "I think B",
+    ],
+)
+def test_an_extraction_naming_no_option_is_a_judge_error(text: str) -> None:
+    with pytest.raises(JudgeError, match="option extraction"):
+        parse_extraction(text, ["red", "blue", "green"])
+
+
+def json_grader(request: GenerationRequest) -> str:
+    """A rule-based judge speaking the structured protocol: the response (or an accepted alias)
+    must equal the ground truth ignoring case."""
+    prompt = request.messages[-1].content  # type: ignore[index]
+    assert "true_false" in prompt and "Verdict:" not in prompt
+    response = _field(prompt, "Model response").strip().lower()
+    truth = _field(prompt, "Ground truth")
+    accepted = re.split(r" \(also accepted: |; ", truth.rstrip(")"))
+    return _json_reply(response in [a.strip().lower() for a in accepted])
+
+
+def test_the_json_judge_scores_with_every_accepted_answer() -> None:
+    nq = Task(
+        id="nq-1",
+        question="who sings does he love me with reba?",
+        answer="Linda Davis",
+        metadata={"aliases": ["Reba McEntire"]},
+    )
+    assert reference_text(nq) == "Linda Davis (also accepted: Reba McEntire)"
+    judge = LLMJudge(engine_of(json_grader), verdict="json")
+    assert judge.judge_many([("linda davis", nq), ("Reba McEntire", nq), ("Dolly", nq)]) == [
+        1.0,
+        1.0,
+        0.0,
+    ]
+    assert judge.sampling.max_tokens == 512  # the analysis sits inside the object
+    with pytest.raises(JudgeError, match="no JSON object"):
+        LLMJudge(engine_of(lambda r: "Verdict: CORRECT"), verdict="json")("x", TASK)
+    with pytest.raises(ValueError, match="verdict must be"):
+        LLMJudge(engine_of(json_grader), verdict="xml")  # type: ignore[arg-type]
+
+
+MC = Task(
+    id="gpqa-1",
+    question="Which colour is the sky?\nA. red\nB. blue\nC. green",
+    answer="B",
+    choices=("red", "blue", "green"),
+    scorer="mc",
+)
+
+
+def two_stage_grader(request: GenerationRequest) -> str:
+    """Stage one: the letter the response names (NONE if none); stage two: same letter."""
+    prompt = request.messages[-1].content  # type: ignore[index]
+    if "extracted_option" in prompt:
+        response = _field(prompt, "Model response")
+        found = re.search(r"\b([A-C])\b", response)
+        option = found.group(1) if found else "NONE"
+        if "sure" in response:  # a judge that names an option the question does not have
+            option = "F"
+        return json.dumps({"analysis": "read the response", "extracted_option": option})
+    correct, chosen = _field(prompt, "Correct answer"), _field(prompt, "Chosen option")
+    return _json_reply(correct[0] == chosen[0])
+
+
+def test_two_stage_scoring_extracts_then_verifies_choice_tasks_only() -> None:
+    calls: list[str] = []
+
+    def recording(request: GenerationRequest) -> str:
+        prompt = request.messages[-1].content  # type: ignore[index]
+        calls.append("extract" if "extracted_option" in prompt else "verify")
+        return (
+            two_stage_grader(request)
+            if "Options:" in prompt or "Chosen" in prompt
+            else (json_grader(request))
+        )
+
+    judge = LLMJudge(engine_of(recording), verdict="json", two_stage=True)
+    plain = Task(id="t", question="2+2?", answer="4")
+    scores = judge.judge_many([("It is B.", MC), ("I pick A", MC), ("no idea", MC), ("4", plain)])
+    assert scores == [1.0, 0.0, 0.0, 1.0]
+    # one single-stage call (the plain task), three extractions, two verifications (no option: 0)
+    assert calls == ["verify", "extract", "extract", "extract", "verify", "verify"]
+    verdict = judge.verdicts([("no idea", MC)])[0]
+    assert not verdict.correct and "chose no option" in verdict.analysis
+    with pytest.raises(JudgeError, match="none of the options") as info:
+        judge("I am sure", MC)
+    assert info.value.kind == "judge"  # a failure of the judge, never the answer's 0
+
+
+def test_a_failing_two_stage_judge_leaves_the_episode_unscored() -> None:
+    env = AgentFlowEnv(
+        tasks=[MC],
+        tools=[],
+        scorer=LLMJudge(engine_of(lambda r: "B, I think"), verdict="json", two_stage=True),
+        max_turns=2,
+    )
+    env.reset(seed=0)
+    _, reward, terminated, _, info = env.step(finish_action("B"))
+    assert terminated and math.isnan(reward) and info["infra_error"]["kind"] == "judge"
+    assert "option extraction" in info["score_error"]
+    env.close()
+
+
+@pytest.mark.slow
+def test_a_real_instruct_model_as_json_judge_fails_loudly(smollm2_dir: object) -> None:
+    """SmolLM2-135M answers the question instead of writing the JSON verdict: every such reply is
+    a typed judge failure (what training excludes), never a score."""
+    from agentflow_env.llm import make_engine
+
+    engine = make_engine(f"hf:{smollm2_dir}")
+    try:
+        judge = LLMJudge(engine, SamplingParams(max_tokens=24), verdict="json")
+        capital = Task(id="c", question="What is the capital of France?", answer="Paris")
+        for prediction in ("Paris", "Berlin"):
+            try:
+                score = judge(prediction, capital)
+            except JudgeError as exc:
+                assert exc.kind == "judge" and "JSON" in str(exc)
+            else:  # a model that does write the verdict is scored by it
+                assert score == float(prediction == "Paris")
+        assert judge.calls == 2 and judge.completion_tokens > 0
     finally:
         engine.close()

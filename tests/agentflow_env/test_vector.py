@@ -248,3 +248,27 @@ def test_batched_spaces_equal_gymnasiums_but_share_the_charset_tables() -> None:
     first, second = envs.observation_space[0], envs.observation_space[1]
     assert first is not second and first.character_set is second.character_set
     envs.close()
+
+
+def test_info_messages_per_sub_env_equal_a_single_envs() -> None:
+    from agentflow_env.trajectory import info_at
+
+    kwargs = lookup_env_kwargs()
+    vec, single = AgentFlowVectorEnv(2, **kwargs), AgentFlowEnv(**kwargs)
+    try:
+        _, infos = vec.reset(options={"task_indices": [0, 1]})
+        _, info = single.reset(options={"task_index": 1})
+        assert info_at(infos, 1)["messages"] == info["messages"]
+        assert "item 0" in info_at(infos, 0)["messages"][1]["content"]
+        _, _, terms, _, infos = vec.step([finish_action("code-0"), lookup_action("item 1")])
+        *_, info = single.step(lookup_action("item 1"))
+        assert terms[0] and info_at(infos, 1)["messages"] == info["messages"]
+        assert info_at(infos, 0)["messages"][-1] == {"role": "user", "content": "Result: Finished."}
+        # NEXT_STEP autoreset: sub-env 0 starts over; its messages start over with it.
+        _, _, _, _, infos = vec.step(["ignored", finish_action("code-1")])
+        *_, info = single.step(finish_action("code-1"))
+        assert [m["role"] for m in info_at(infos, 0)["messages"]] == ["system", "user"]
+        assert info_at(infos, 1)["messages"] == info["messages"]
+    finally:
+        vec.close()
+        single.close()

@@ -1,5 +1,5 @@
 """benchmarks/learning.py --merge: combining saved runs keeps provenance and recomputes the
-target."""
+target; the flow_grpo_k1 method is a real asynchronous run."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.learning import main, merge_results
+from learners.flow_grpo.config import ConfigError
 
 
 def _run(method: str, seed: int, before: float, after: float, minutes: float) -> dict:
@@ -77,3 +78,42 @@ def test_merge_rejects_a_file_without_results(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"quick": False}))
     with pytest.raises(ValueError, match="no 'results' list"):
         merge_results([bad])
+
+
+def test_flow_grpo_k1_method_trains_with_one_update_stale_rollouts(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The learning benchmark's ``flow_grpo_k1`` is the flow_grpo run with rollout.max_staleness
+    1: a real (tiny) run whose step t samples with the weights after update t-2."""
+    from agentflow_env.trajectory import read_jsonl
+    from benchmarks.learning import run_job
+
+    overrides = {
+        "model.name_or_path": str(tiny_model_dir),
+        "train.num_threads": 1,
+        "train.total_steps": 3,
+        "train.max_minutes": 0,
+        "train.eval_every": 0,
+        "train.eval_samples": 1,
+        "train.checkpoint_every": 0,
+        "rollout.queries_per_step": 2,
+        "rollout.group_size": 2,
+        "rollout.max_new_tokens": 12,
+        "env.num_tasks": 30,
+        "env.eval_tasks": 2,
+        "env.max_turns": 2,
+        "algo.micro_batch_size": 2,
+    }
+    r = run_job("flow_grpo_k1", 0, tmp_path / "run", overrides, sft_minutes=1.0)
+    assert (r["method"], r["seed"]) == ("flow_grpo_k1", 0)
+    assert r["gain"] == pytest.approx(r["after"] - r["before"])
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["rollout"]["max_staleness"] == 1
+    assert config["algo"]["estimator"] == "flow_grpo"
+    versions = {
+        rec.metadata["step"]: rec.metadata["policy_version"]
+        for rec in read_jsonl(tmp_path / "run" / "trajectories.jsonl")
+    }
+    assert versions == {1: 0, 2: 0, 3: 1}  # step t: the weights after update t-2 (0: the start)
+    with pytest.raises(ConfigError, match="no_such_method"):
+        run_job("no_such_method", 0, tmp_path / "bad", overrides, sft_minutes=1.0)

@@ -147,6 +147,133 @@ def test_update_hand_made_side_by_side() -> None:
     assert len(summarize("update_throughput", data)) == 1
 
 
+def test_sandbox_target_is_on_the_paced_strict_row_and_the_ratio() -> None:
+    def row(setup: str, paced: bool, median: float, callers: int = 1) -> dict[str, Any]:
+        return {
+            "setup": setup,
+            "callers": callers,
+            "paced": paced,
+            "median_ms": median,
+            "p95_ms": median + 2.0,
+        }
+
+    ratio = {"median_ratio": 12.5, "p95_ratio": 9.0}
+    data = {
+        "target_median_ms": 3.2,
+        "target_ratio": 10.0,
+        "ratios": {"paced": ratio, "back_to_back": {"median_ratio": 6.0, "p95_ratio": 4.0}},
+        "rows": [
+            row("fresh `python -c` subprocess", False, 32.0),
+            row("PythonCoderTool pool (strict)", False, 5.3),
+            row("PythonCoderTool pool (strict), paced", True, 2.56),
+            row("PythonCoderTool pool (strict), 8 callers", False, 40.0, callers=8),
+        ],
+    }
+    rows = _by_metric(summarize("sandbox_latency", data))
+    assert rows["PythonCoderTool pool (strict) x1 median/p95 ms"] == ("5.3 / 7.3", "", "")
+    assert rows["PythonCoderTool pool (strict), paced x1 median/p95 ms"] == (
+        "2.6 / 4.6",
+        "<= 3.2",
+        "yes",
+    )
+    assert rows["fresh `python -c` / strict pool median (paced)"] == (
+        "12.5x (p95 9.0x)",
+        ">= 10x",
+        "yes",
+    )
+    assert rows["fresh `python -c` / strict pool median (back to back)"][1:] == ("", "")
+    ratio["median_ratio"] = 9.9  # just short of the target: not met
+    rows = _by_metric(summarize("sandbox_latency", data))
+    assert rows["fresh `python -c` / strict pool median (paced)"][2] == "NO"
+
+
+def test_env_overhead_rows_judge_each_family_and_name_the_largest_stages() -> None:
+    row = {"clock": "cpu", "overhead_ms": 0.15, "overhead_frac": 0.3}
+    data = {
+        "target_frac": 0.1,
+        "offline_overhead": [
+            {**row, "family": "search"},
+            {**row, "family": "math", "clock": "wall", "overhead_ms": 0.4, "overhead_frac": 0.05},
+        ],
+        "search_breakdown": {
+            "clock": "cpu",
+            "stages": [
+                {"stage": "parse", "share": 0.25},
+                {"stage": "record", "share": 0.125},
+                {"stage": "info", "share": 0.1},
+                {"stage": "observation", "share": 0.01},
+            ],
+        },
+    }
+    assert summarize("env_overhead", data) == [
+        ("offline env overhead per step (search, cpu clock)", "30.0% (150 µs)", "<= 10%", "NO"),
+        ("offline env overhead per step (math, wall clock)", "5.0% (400 µs)", "<= 10%", "yes"),
+        (
+            "search step overhead, largest stages (cpu clock)",
+            "parse 25%, record 12%, info 10%",
+            "",
+            "",
+        ),
+    ]
+
+
+def test_async_hand_made_rows() -> None:
+    data = {
+        "target_speedup": 1.3,
+        "settings": {"learn_steps": 30},
+        "speed_summary": [
+            {
+                "setting": "offline",
+                "speedup": 1.21,
+                "engine_wait_share": 0.0,
+                "latency_bound": False,
+            },
+            {
+                "setting": "remote-8",
+                "speedup": 1.27,
+                "engine_wait_share": 0.62,
+                "latency_bound": True,
+            },
+        ],
+        "learning_summary": {"sync_gain": 0.052, "k1_gain": 0.048, "equal_within_noise": True},
+    }
+    assert summarize("async_rollout", data) == [
+        ("offline k=1/sync steps per minute (engine wait 0% of a sync step)", "1.21x", "", ""),
+        (
+            "remote-8 k=1/sync steps per minute (engine wait 62% of a sync step)",
+            "1.27x",
+            ">= 1.3x",
+            "NO",
+        ),
+        (
+            "held-out gain after 30 steps, sync vs k=1",
+            "+0.05 vs +0.05",
+            "equal within noise",
+            "yes",
+        ),
+    ]
+
+
+def test_async_without_its_learning_check_has_only_speed_rows() -> None:
+    """--learn-steps 0: the learning comparison lives in the learning benchmark (flow_grpo_k1)."""
+    data = {
+        "target_speedup": 1.3,
+        "settings": {"learn_steps": 0},
+        "speed_summary": [
+            {"setting": "remote-4", "speedup": 1.5, "engine_wait_share": 0.7, "latency_bound": True}
+        ],
+        "learning_summary": None,
+    }
+    assert summarize("async_rollout", data) == [
+        (
+            "remote-4 k=1/sync steps per minute (engine wait 70% of a sync step)",
+            "1.50x",
+            ">= 1.3x",
+            "yes",
+        )
+    ]
+
+
 # ---------------------------------------------------------------------------------- malformed
 @pytest.mark.parametrize(
     ("name", "data", "detail"),
@@ -165,6 +292,7 @@ def test_update_hand_made_side_by_side() -> None:
         ),
         ("update_throughput", ["not", "an", "object"], "expected a JSON object, got list"),
         ("search_throughput", {"rows": None}, "TypeError"),
+        ("env_overhead", {"target_frac": 0.1, "offline_overhead": []}, "'search_breakdown'"),
     ],
 )
 def test_malformed_json_gives_one_clear_row(name: str, data: Any, detail: str) -> None:

@@ -8,7 +8,9 @@ import pytest
 
 from learners.flow_grpo.__main__ import build_parser, parse_config
 from learners.flow_grpo.config import (
+    AlgoConfig,
     ConfigError,
+    DataConfig,
     FlowGRPOConfig,
     RolloutConfig,
     field_docs,
@@ -42,10 +44,10 @@ def test_presets_hold_the_documented_values() -> None:
 
 
 def test_every_field_is_documented() -> None:
-    for cls in (RolloutConfig, FlowGRPOConfig):
+    for cls in (RolloutConfig, AlgoConfig, DataConfig, FlowGRPOConfig):
         docs = field_docs(cls)
         for name in cls.__dataclass_fields__:
-            if name not in ("model", "env", "rollout", "algo", "train"):
+            if name not in ("model", "env", "rollout", "algo", "data", "train"):
                 assert docs.get(name), f"{cls.__name__}.{name} has no docstring"
 
 
@@ -65,6 +67,8 @@ def test_help_text_comes_from_field_docs() -> None:
         (["--env.executor", "llm"], "--env.engine"),
         (["--env.num-tasks", "50", "--env.eval-tasks", "50"], "raise num_tasks"),
         (["--train.num-threads", "-2"], "or -1"),
+        # the loss scores actions without the grammar's mask: constrained rollouts are refused
+        (["--rollout.constrained", "true"], "log-probs over the whole vocabulary"),
     ],
 )
 def test_validation_says_how_to_fix(flags: list[str], hint: str) -> None:
@@ -135,6 +139,8 @@ def test_the_paper_preset_runs_the_reference_protocol() -> None:
     env = make_config("paper").env
     assert (env.prompt_style, env.tools, env.query_analysis) == ("paper", ["paper"], True)
     assert env.max_episode_s == 500.0  # the reference's training budget (AGENT_MAX_TIMEOUT)
+    assert env.constrained_modules is False  # the reference's modules write free text
+    assert make_config("tiny").env.constrained_modules is True
     # The paper tools that need a model are named when no engine is configured.
     with pytest.raises(ConfigError, match="Generalist_Solution_Generator_Tool needs an engine"):
         parse_config(["--env.tools", "paper"])

@@ -45,8 +45,17 @@ def test_lora_trains_adapters_only_and_saves_merged(tiny_model_dir: Path, tmp_pa
 
 def test_chat_template_prompt(tiny_model_dir: Path) -> None:
     pol = Policy.from_pretrained(tiny_model_dir, device="cpu", chat_template=True)
-    text = pol.tokenizer.decode(pol.prompt_ids("hello"))
-    assert text == "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}]
+    text = pol.tokenizer.decode(pol.chat_prompt_ids(messages))
+    assert text == (
+        "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhello<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    assert pol.chat_prompt_text(messages) == text
+    with pytest.raises(ValueError, match="chat_prompt_ids"):
+        pol.prompt_ids("hello")  # a chat policy never reads the text observation
+    raw = Policy.from_pretrained(tiny_model_dir, device="cpu")
+    assert raw.tokenizer.decode(raw.prompt_ids("hello")) == "hello"
 
 
 def test_bad_input_is_rejected(tiny_model_dir: Path) -> None:

@@ -65,9 +65,12 @@ def _scalars(tb: Path, tag: str) -> list[tuple[int, float]]:
 
 
 @pytest.mark.slow
-def test_infra_failures_are_replayed_excluded_and_counted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("staleness", [0, 1])
+def test_infra_failures_are_replayed_excluded_and_counted(tmp_path: Path, staleness: int) -> None:
     """The shipped warm start calls Search_Tool; the verifier is a real HTTP engine whose
-    server fails one request in eight with 500 and lets another one in eight hang."""
+    server fails one request in eight with 500 and lets another one in eight hang. With
+    ``rollout.max_staleness`` 1 the rollout worker thread replays and excludes alike, and the
+    held-out evaluation leaves its errored episodes out (a finite success)."""
     from agentflow_env.llm.openai_engine import OpenAIEngine
     from agentflow_env.tasks.suite import make_suite
     from learners.flow_grpo.config import make_config
@@ -91,6 +94,7 @@ def test_infra_failures_are_replayed_excluded_and_counted(tmp_path: Path) -> Non
             "rollout.infra_retries": 1,
             "algo.skip_zero_variance_groups": False,
             "algo.micro_batch_size": 16,
+            "rollout.max_staleness": staleness,
             "env.num_tasks": 200,
             "env.eval_tasks": 4,
             "env.tools": [tool],
@@ -125,6 +129,14 @@ def test_infra_failures_are_replayed_excluded_and_counted(tmp_path: Path) -> Non
         assert all(r.metadata.get("attempt", 0) <= 1 for r in current)
     failed = _scalars(tmp_path / "run" / "tb", "rollout/infra_failed")
     assert [s for s, _ in failed] == [1, 2] and sum(v for _, v in failed) == len(lost)
+    # async step t samples with the weights after update t-1-k (never negative: version 0 first)
+    assert {(r.metadata["step"], r.metadata["policy_version"]) for r in records} == {
+        (1, 0),
+        (2, max(0, 1 - staleness)),
+    }
+    evals = trainer.history["eval"]
+    assert evals and all(0.0 <= e[1] <= 1.0 for e in evals)
+    assert trainer.last_eval_episodes <= 4  # errored evaluation episodes are not counted
 
 
 def test_the_progress_line_names_infrastructure_failures() -> None:

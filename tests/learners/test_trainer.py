@@ -263,3 +263,30 @@ def test_time_budget_stops_early_and_sampled_eval_plays_each_task_eval_samples_t
         make_config("tiny", overrides={"train.eval_samples": 0})
     with pytest.raises(ValueError, match="max_minutes"):
         make_config("tiny", overrides={"train.max_minutes": -1})
+
+
+def test_chat_template_run_counts_and_logs_prefix_breaks_once(
+    tiny_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A template that drops its generation prompt from the history (as reasoning models' do)
+    breaks the prefix property at every later turn: the run trains on per-turn samples, logs the
+    reason once and records rollout/prefix_breaks."""
+    from tests.learners.test_chat_rollout import REASONING_TEMPLATE
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "chat_template.jinja").write_text(REASONING_TEMPLATE)
+    out = tmp_path / "run"
+    argv = _args(model, out, 2, "--env.eval-tasks", "0", "--model.chat-template", "true")
+    with caplog.at_level("WARNING", logger="learners.rollout"):
+        assert main(argv) == 0
+    warnings = [r.getMessage() for r in caplog.records if "prefix break" in r.getMessage()]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tb"))
+    events.Reload()
+    breaks = [e.value for e in events.Scalars("rollout/prefix_breaks")]
+    turns = [e.value for e in events.Scalars("rollout/turns")]
+    # Every turn after the first of a trajectory is a break: breaks per trajectory = turns - 1.
+    assert breaks == pytest.approx([t - 1 for t in turns]) and max(turns) > 1
+    assert len(warnings) == 1 and "earlier-turns" in warnings[0]

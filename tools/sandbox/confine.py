@@ -3,16 +3,18 @@
 Runs inside the sandbox worker (a separate interpreter, possibly inside bubblewrap), so it only
 imports the standard library (plus ``pyseccomp`` when installed) and nothing from this project.
 
-Layers, in the order they are applied:
-1. rlimits: address space, CPU seconds, file size, open files, no core dumps, and (once the uid is
-   private) the number of processes;
-2. privilege drop to a private uid/gid (only when the worker runs as root: as root RLIMIT_NPROC is
-   ignored, so the process cap only holds after the drop);
-3. Landlock: writes only below the call's directory (and reads only from an allow-list in process
+Layers, in the order they are applied (the first two before the call arrives, in the pre-forked
+child waiting for it; the last two once its call is there, because they depend on it or would
+leave a process of the call's uid waiting between calls):
+1. Landlock: writes only below the call's directory (and reads only from an allow-list in process
    mode), no TCP, no signals to processes outside the call;
-4. seccomp: no sockets other than AF_UNIX, no clone3 (ENOSYS so glibc falls back to clone, whose
+2. seccomp: no sockets other than AF_UNIX, no clone3 (ENOSYS so glibc falls back to clone, whose
    flags a filter can inspect), no kernel-facing administration calls, and (when the uid cannot be
-   dropped) no new processes at all.
+   dropped) no new processes at all;
+3. rlimits from the call's limits: address space, CPU seconds, file size, open files, no core
+   dumps, and (once the uid is private) the number of processes;
+4. privilege drop to a private uid/gid (only when the worker runs as root: as root RLIMIT_NPROC is
+   ignored, so the process cap only holds after the drop).
 """
 
 from __future__ import annotations

@@ -83,6 +83,9 @@ class WorkerHandle:
                     "uid": self.uid,
                     "call_root": spec.call_root,
                     "landlock_read": spec.landlock_read,
+                    # a memory holder keeps the worker's credentials: only where namespaces
+                    # confine them (see tools/sandbox/holder.py)
+                    "hold_memory": spec.isolation == "bwrap",
                     **init,
                 }
             )

@@ -19,7 +19,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-__all__ = ["run_snippet", "collect_variables", "CODE_FILENAME"]
+__all__ = ["prepare", "run_snippet", "collect_variables", "CODE_FILENAME"]
 
 CODE_FILENAME = "<code>"
 _SCALARS = (int, float, complex, bool, str, bytes, Fraction, Decimal, type(None))
@@ -102,6 +102,26 @@ def _install_streams() -> None:
     sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
 
 
+_prepared = False
+
+
+def prepare() -> None:
+    """Do what a run needs that does not depend on the snippet, before the snippet arrives.
+
+    Installs the output streams, and uses the compiler and JSON once: a child forked from the
+    worker shares those pages copy-on-write, and copying them on first use (a page fault each)
+    took ~0.6 ms of a call. Nothing here is visible to the snippet: no name is bound, nothing is
+    cached on its behalf.
+    """
+    global _prepared
+    _install_streams()
+    compile("_ = [str(i) for i in range(3)]\nprint(_)\n", "<prepare>", "exec", dont_inherit=True)
+    report = {"exit_reason": "ok", "exception": None, "exit_code": 0, "variables": {"_": "1"}}
+    json.loads(json.dumps(report, default=str))
+    linecache.cache.pop(CODE_FILENAME, None)
+    _prepared = True
+
+
 def run_snippet(code: str, report_fd: int, max_variables: int, max_repr_chars: int) -> int:
     """Execute ``code`` as ``__main__`` and write a JSON report to ``report_fd``.
 
@@ -109,7 +129,8 @@ def run_snippet(code: str, report_fd: int, max_variables: int, max_repr_chars: i
     itself never write a report (they share the report pipe): they exit silently.
     """
     owner = os.getpid()
-    _install_streams()
+    if not _prepared:
+        _install_streams()
     report: dict[str, Any] = {"exit_reason": "ok", "exception": None, "exit_code": 0}
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
     # Registering the source lets tracebacks show the offending lines of the snippet.

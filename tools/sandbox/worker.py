@@ -1,21 +1,35 @@
 """Fork server: the long-lived sandbox worker process (run as a script, never imported by the host).
 
 Started by :mod:`tools.sandbox.pool` as ``python -I worker.py``, directly or inside bubblewrap.
-It speaks length-prefixed JSON on fds 0/1 with its host. It never runs untrusted code itself: for
-every call it forks a fresh child which confines itself (:mod:`confine`) and runs the snippet
-(:mod:`runner`); so no state leaks from one call to the next, and a call costs a ``fork`` instead
-of an interpreter start-up. Each call gets a private directory that is removed afterwards.
+It speaks length-prefixed JSON on fds 0/1 with its host. It never runs untrusted code itself: each
+call runs in a fresh forked child which confines itself (:mod:`confine`) and runs the snippet
+(:mod:`runner`), and each child serves exactly one call; so no state leaks from one call to the
+next, and no call pays an interpreter start-up. Each call gets a private directory that is removed
+afterwards.
+
+Pre-forked children: the fork and every set-up step that does not depend on the call happen
+before the call arrives. Right after a call's result is sent (and its processes are gone), the
+worker forks the next child, which enforces Landlock and seccomp, clones its memory holder (see
+:mod:`holder`: it makes the child's exit skip the teardown of its address space), takes its own
+session, file descriptors, directory, environment and fresh random state, then blocks reading its
+call from a pipe. A call then costs the hand-off, what depends on it (rlimits from its limits),
+the drop to the private uid, the run and the result. The waiting child drops its privileges only
+once its call has arrived, so between calls no process of the call uid exists, and a waiting child
+dies with the worker (parent-death signal; a uid change would clear it). A child serves one call.
 
 Process-tree kill: when the worker runs as root, every child of a call runs under a uid private to
 this worker. After the call (or at its timeout), the worker takes that uid as its real/effective
 uid and sends SIGKILL to ``-1``: the kernel then signals exactly the processes of that uid,
-wherever they went (new sessions, double forks), and nothing else. The worker is a child
+wherever they went (new sessions, double forks), and nothing else. Every process of a call has
+been sent SIGKILL before its result goes out; the check that they are all gone (a scan of /proc)
+runs after the result is sent and always before the next child is forked. The worker is a child
 subreaper, so orphans come back to it and get reaped.
 """
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import json
 import os
 import select
@@ -29,16 +43,21 @@ from typing import Any
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
 
-import confine  # noqa: E402  (sibling module, loaded from the worker's own directory)
+import calls  # noqa: E402  (sibling modules, loaded from the worker's own directory)
+import confine  # noqa: E402
+import holder  # noqa: E402
+import results  # noqa: E402
 import runner  # noqa: E402
 
 _HEADER = struct.Struct(">I")
 _MAX_MESSAGE = 64 * 1024 * 1024
-_READ_CHUNK = 65536
 _REPORT_CAP = 4 * 1024 * 1024
+_PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _KILL_DEADLINE_S = 5.0
 _MEMORY_CHECK_S = 0.05
+_IDLE_RESPAWNS = 3
+"""waiting children replaced in a row without a call in between (then the next call forks one)"""
 
 
 class Channel:
@@ -57,14 +76,18 @@ class Channel:
             got += len(data)
         return b"".join(chunks)
 
-    def recv(self) -> dict[str, Any] | None:
+    def recv_raw(self) -> bytes | None:
+        """The next message's JSON body, None at end of input."""
         head = self._read_exact(_HEADER.size)
         if head is None:
             return None
         (size,) = _HEADER.unpack(head)
         if size > _MAX_MESSAGE:
             raise ValueError(f"message of {size} bytes exceeds the protocol limit")
-        body = self._read_exact(size)
+        return self._read_exact(size)
+
+    def recv(self) -> dict[str, Any] | None:
+        body = self.recv_raw()
         return None if body is None else json.loads(body)
 
     def send(self, message: dict[str, Any]) -> None:
@@ -74,30 +97,8 @@ class Channel:
             view = view[os.write(self.wfd, view) :]
 
 
-class _Sink:
-    """Output of one call: bytes kept per pipe (up to a cap) and bytes seen in total."""
-
-    def __init__(self, caps: dict[int, int]) -> None:
-        self.caps = caps
-        self.data = {fd: bytearray() for fd in caps}
-        self.totals = dict.fromkeys(caps, 0)
-        self.open_fds = set(caps)
-
-    def read(self, fd: int) -> bool:
-        """Read what is available on ``fd``; False (and the fd is done) at end of file."""
-        chunk = os.read(fd, _READ_CHUNK)
-        if not chunk:
-            self.open_fds.discard(fd)
-            return False
-        self.totals[fd] += len(chunk)
-        room = self.caps[fd] - len(self.data[fd])
-        if room > 0:
-            self.data[fd] += chunk[:room]
-        return True
-
-
 class Worker:
-    """State of one fork server: its configuration and its per-call bookkeeping."""
+    """State of one fork server: its configuration, the waiting child, the call being cleaned."""
 
     def __init__(self, init: dict[str, Any]) -> None:
         self.call_root: str = init["call_root"]
@@ -111,9 +112,9 @@ class Worker:
             # the first reseed costs ~10 ms of lazy set-up; pay it once here, not in every child
             sys.modules["numpy"].random.seed(None)
         self.seccomp = confine.SeccompProgram.build(deny_new_processes=not self.drop)
-        self.baseline_anon = confine.own_anonymous_memory()
         self.calls = 0
         self.devnull = os.open(os.devnull, os.O_RDWR)
+        self.prctl = ctypes.CDLL(None, use_errno=True).prctl
         os.makedirs(self.call_root, mode=0o711, exist_ok=True)
         self.landlock_abi = confine.landlock_abi() if init.get("landlock", True) else 0
         self.landlock: confine.LandlockRuleset | None = None
@@ -123,6 +124,25 @@ class Worker:
             self.landlock = confine.LandlockRuleset(
                 self.landlock_abi, [self.call_root], self.read_only, rw_files=[os.devnull]
             )
+        # The preloaded modules live as long as the server: a collection in a child would
+        # touch (and so copy) every page holding them. Frozen, collections skip them.
+        gc.collect()
+        gc.freeze()
+        # see holder.py: only with a private uid (the snippet cannot signal it), Landlock (no
+        # /proc/self/mem for writing), mseal, and inside namespaces
+        self.hold_memory = bool(
+            init.get("hold_memory") and self.drop and self.landlock and holder.supported()
+        )
+        self.pause_text = holder.pause_text() if self.hold_memory else (0, 0)
+        self.baseline_anon = confine.own_anonymous_memory()
+        self.ready: calls.Child | None = None
+        """the forked child waiting for the next call"""
+        self.done: calls.Child | None = None
+        """the last call's child, whose result is sent and whose clean-up is not finished"""
+        self.idle_respawns = 0
+        self.off_path: dict[str, float] = {}
+        self.dying: set[int] = set()
+        """killed memory holders not reaped yet (children of this worker)"""
 
     def features(self) -> dict[str, Any]:
         return {
@@ -131,63 +151,87 @@ class Worker:
             "seccomp": self.seccomp is not None,
             "landlock": self.landlock_abi if self.landlock is not None else 0,
             "preloaded": self.preloaded,
+            "prefork": True,
+            "memory_holder": self.hold_memory,
             "pid": os.getpid(),
             "python": sys.version.split()[0],
         }
 
-    # -- one call --------------------------------------------------------------------------
-    def run(self, code: str, limits: dict[str, Any]) -> dict[str, Any]:
+    # -- the next call's child ---------------------------------------------------------------
+    def prepare(self) -> None:
+        """Fork the next call's child; it sets itself up and waits for its code."""
         self.calls += 1
         call_dir = os.path.join(self.call_root, f"call-{self.calls}")
         os.mkdir(call_dir, 0o700)
         if self.drop:
             os.chown(call_dir, self.uid, self.uid)
+        code_r, code_w = os.pipe()
+        ctl_r, ctl_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         rep_r, rep_w = os.pipe()
-        start = time.monotonic()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, reported through the pipes
-            self._child(code, limits, call_dir, out_w, err_w, rep_w)
-        for fd in (out_w, err_w, rep_w):
+            self._child(parent, call_dir, (code_r, ctl_w, out_w, err_w, rep_w))
+        for fd in (code_r, ctl_w, out_w, err_w, rep_w):
             os.close(fd)
-        try:
-            result = self._supervise(pid, limits, start, out_r, err_r, rep_r)
-        finally:
-            for fd in (out_r, err_r, rep_r):
-                _close_quietly(fd)
-            shutil.rmtree(call_dir, ignore_errors=True)
-        result["duration_s"] = time.monotonic() - start
-        return result
+        os.set_blocking(code_w, False)
+        os.set_blocking(ctl_r, False)
+        self.ready = calls.Child(pid, call_dir, (code_w, ctl_r, out_r, err_r, rep_r))
 
-    def _child(
-        self, code: str, limits: dict[str, Any], call_dir: str, out_w: int, err_w: int, rep_w: int
-    ) -> None:
+    def _child(self, parent: int, call_dir: str, fds: tuple[int, int, int, int, int]) -> None:
+        code_r, ctl_w, out_w, err_w, rep_w = fds
         exit_code = 70
         report_fd = rep_w  # fd 3 may still be a protocol fd until the dup2 below
         try:
-            os.setsid()
+            # killed with the worker while it waits (the privilege drop clears this later)
+            self.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != parent:
+                os._exit(0)  # the worker died before the line above took effect
+            if self.landlock is not None:
+                self.landlock.enforce()
+            if self.seccomp is not None:
+                self.seccomp.install()  # in force for everything below, the holder included
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            if self.hold_memory:
+                holder.reset_signal_handlers()
+                holder_pid = holder.start_holder(self.pause_text)
+                os.write(ctl_w, struct.pack(">i", holder_pid))  # the worker kills it
+            else:
+                os.write(ctl_w, struct.pack(">i", 0))
+            os.setsid()  # after the holder: it stays in the worker's process group
             os.dup2(self.devnull, 0)
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
             os.dup2(rep_w, 3)
+            os.dup2(code_r, 4)
+            os.dup2(ctl_w, 5)
             report_fd = 3
-            if self.landlock is not None:
-                self.landlock.enforce()  # before closerange: it needs the ruleset's fd
-            os.closerange(4, 1 << 16)
+            os.closerange(6, 1 << 16)
             os.chdir(call_dir)
             os.environ.clear()
             os.environ.update(self.env, HOME=call_dir, TMPDIR=call_dir, PWD=call_dir)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            _fresh_interpreter_state()
+            runner.prepare()
+            if self.hold_memory:  # long since there, as a rule; the snippet must not run before
+                holder.wait_until_paused(holder_pid)
+            os.write(5, calls.SET_UP)
+            body = calls.read_to_end(4)  # blocks until the call arrives
+            if not body:
+                os._exit(0)  # the worker is shutting down: there will be no call
+            os.write(5, calls.RECEIVED)  # from here on the call may have run
+            os.closerange(4, 6)
+            message = json.loads(body)
+            code, limits = str(message["code"]), dict(message["limits"])
             confine.apply_rlimits(limits, nproc=limits["max_processes"] if self.drop else None)
             if self.drop:
                 confine.drop_privileges(self.uid, self.uid)
-            if self.seccomp is not None:
-                self.seccomp.install()
-            _fresh_interpreter_state()
             exit_code = runner.run_snippet(
                 code, 3, int(limits["max_variables"]), int(limits["max_repr_chars"])
             )
+            # end of file for the worker now (the holder shares this descriptor table)
+            os.closerange(0, 1 << 16)
         except BaseException as exc:  # setup failed: report it, never run the code unconfined
             try:
                 message = json.dumps({"setup_error": f"{type(exc).__name__}: {exc}"})
@@ -197,8 +241,124 @@ class Worker:
         finally:
             os._exit(exit_code)
 
+    def on_ready_exit(self) -> None:
+        """The waiting child died before its call (killed from outside, or its set-up failed):
+        clean up after it and fork another, unless that keeps happening (then the next call
+        forks one and reports why it fails)."""
+        child, self.ready = self.ready, None
+        if child is None:
+            return
+        os.waitpid(child.pid, 0)
+        child.swept = True  # it never left this module's code: nothing of it can remain
+        self._retire(child)
+        if self.idle_respawns < _IDLE_RESPAWNS:
+            self.idle_respawns += 1
+            self.prepare()
+
+    # -- one call --------------------------------------------------------------------------
+    def run(self, body: bytes, limits: dict[str, Any]) -> dict[str, Any]:
+        """Hand the call to the waiting child and supervise it to the end; the clean-up that
+        can wait is left to :meth:`finish`, after the result is sent."""
+        self.idle_respawns = 0
+        received = time.monotonic()
+        self._reap_dying(block=False)
+        for _ in range(2):
+            if self.ready is None:
+                self.prepare()
+            child, self.ready = self.ready, None
+            assert child is not None
+            start = time.monotonic()
+            ready = child.set_up()
+            calls.hand_off(child, body, start + float(limits["timeout_s"]))
+            handed = time.monotonic()
+            result = self._supervise(child, limits, start)
+            ended = time.monotonic()
+            setup_error = (result.get("exception") or {}).get("type") == "SandboxSetupError"
+            if child.received_call() or setup_error:
+                break
+            # it died while waiting, so the code never reached it: run it in a fresh child
+            child.swept = True  # it never left this module's code: nothing of it can remain
+            self._retire(child)
+        else:
+            raise RuntimeError("two prepared children died before their call")
+        if not child.swept:
+            # every process of the call gets SIGKILL before the result goes out; finish()
+            # waits until they are gone
+            self._quick_kill(child.pid)
+        calls.remove_dir(child.call_dir)
+        self.done = child
+        now = time.monotonic()
+        result["duration_s"] = now - start
+        # where the worker's time went (seconds): for benchmarks/sandbox_latency.py
+        result["timings"] = {
+            "handoff": handed - received,
+            "run": ended - handed,
+            "result": now - ended,
+            "child_was_set_up": float(ready),
+            **self.off_path,
+        }
+        return result
+
+    def finish(self) -> None:
+        """After the result is sent: make sure the call's processes are gone, remove what is
+        left, then fork the child for the next call (never before: calls do not overlap)."""
+        child, self.done = self.done, None
+        start = time.monotonic()
+        if child is not None:
+            self._retire(child)
+        # The last call's memory is freed before the fork, not during it: both take the locks
+        # of the worker's memory (its anon_vma); overlapped, forks took ~20 ms under load.
+        self._reap_dying(block=True)
+        freed = time.monotonic()
+        self.prepare()
+        # reported with the next call: work between two calls, off their critical path
+        self.off_path = {
+            "previous_cleanup": freed - start,
+            "previous_fork": time.monotonic() - freed,
+        }
+
+    def shutdown(self) -> None:
+        """Kill the waiting child (it runs only this module's code) and remove its directory."""
+        child, self.ready = self.ready, None
+        if child is not None:
+            try:
+                os.kill(child.pid, signal.SIGKILL)
+                os.waitpid(child.pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            child.swept = True
+            self._retire(child)
+            self._reap_dying(block=True)
+
+    def _retire(self, child: calls.Child) -> None:
+        """Kill what is left of a call whose main process is reaped and remove its directory.
+        Its memory holder is killed first (it frees the call's memory meanwhile) and reaped
+        later (:meth:`_reap_dying`)."""
+        holder_pid = child.kill_holder()
+        if holder_pid > 0:
+            self.dying.add(holder_pid)
+        if not child.swept:
+            self._kill_stragglers(child.pid)
+            child.swept = True
+        self._reap_orphans()
+        child.close()
+        shutil.rmtree(child.call_dir, ignore_errors=True)
+
+    def _reap_orphans(self) -> None:
+        self.dying -= calls.reap_orphans()
+
+    def _reap_dying(self, block: bool) -> None:
+        """Reap killed memory holders: all of them (``block``), or those already gone."""
+        for pid in list(self.dying):
+            try:
+                got, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                got = pid
+            if got == pid:
+                self.dying.discard(pid)
+
     def _supervise(
-        self, pid: int, limits: dict[str, Any], start: float, out_r: int, err_r: int, rep_r: int
+        self, child: calls.Child, limits: dict[str, Any], start: float
     ) -> dict[str, Any]:
         """Collect output until the call ends; enforce the timeout, output and memory caps."""
         cap = int(limits["max_output_bytes"])
@@ -206,46 +366,52 @@ class Worker:
         deadline = start + float(limits["timeout_s"])
         memory_cap = int(limits["memory_mb"]) * 1024 * 1024
         next_memory_check = start + _MEMORY_CHECK_S
-        sink = _Sink({out_r: cap, err_r: cap, rep_r: _REPORT_CAP})
-        pidfd = os.pidfd_open(pid)
+        out_r, err_r, rep_r, pid = child.out_r, child.err_r, child.rep_r, child.pid
+        sink = calls.Sink({out_r: cap, err_r: cap, rep_r: _REPORT_CAP})
         poller = select.poll()
-        for fd in (out_r, err_r, rep_r, pidfd):
+        for fd in (out_r, err_r, rep_r, child.pidfd):
             poller.register(fd, select.POLLIN | select.POLLHUP)
         status, rusage, reason = None, None, None
-        try:
-            while sink.open_fds or status is None:
-                now = time.monotonic()
-                if status is not None:
-                    timeout_ms = 1000  # only draining buffered output after the kill
-                elif now >= deadline:
-                    reason = "timeout"
-                    break
-                else:
-                    if self.drop and now >= next_memory_check:
-                        if self._over_memory(memory_cap):
-                            reason = "memory"
-                            break
-                        next_memory_check = now + _MEMORY_CHECK_S
-                    wake = min(deadline, next_memory_check) if self.drop else deadline
-                    timeout_ms = max(1, int((wake - now) * 1000) + 1)
-                events = poller.poll(timeout_ms)
-                if not events and status is not None:
+        while sink.open_fds or status is None:
+            now = time.monotonic()
+            if status is not None:
+                # The main process is gone. Take what its pipes already hold; if they are still
+                # open after that, processes it left behind hold them: kill those, then drain.
+                timeout_ms = 1000 if child.swept else 0
+            elif now >= deadline:
+                reason = "timeout"
+                break
+            else:
+                if self.drop and now >= next_memory_check:
+                    if self._over_memory(memory_cap):
+                        reason = "memory"
+                        break
+                    next_memory_check = now + _MEMORY_CHECK_S
+                wake = min(deadline, next_memory_check) if self.drop else deadline
+                timeout_ms = max(1, int((wake - now) * 1000) + 1)
+            events = poller.poll(timeout_ms)
+            if not events and status is not None:
+                if child.swept:
                     break  # a stray writer kept a pipe open: stop waiting for it
-                for fd, _ in events:
-                    if fd == pidfd:
-                        poller.unregister(pidfd)
-                        _, status, rusage = os.wait4(pid, 0)
-                        self._kill_stragglers(pid)
-                    elif not sink.read(fd):
-                        poller.unregister(fd)
-                if sink.totals[out_r] + sink.totals[err_r] > kill_at:
-                    reason = "output_limit"
-                    break
-        finally:
-            os.close(pidfd)
+                # left open by processes of the call, or by an exit that skipped the closing
+                # (os._exit, a crash): the holder shares the descriptors, it goes too
+                child.kill_holder()
+                self._kill_stragglers(pid)
+                child.swept = True
+                continue
+            for fd, _ in events:
+                if fd == child.pidfd:
+                    poller.unregister(fd)
+                    _, status, rusage = os.wait4(pid, 0)
+                elif not sink.read(fd):
+                    poller.unregister(fd)
+            if sink.totals[out_r] + sink.totals[err_r] > kill_at:
+                reason = "output_limit"
+                break
         if status is None:  # timeout or a cap: kill the whole tree, then collect the status
             status, rusage = self._terminate(pid)
-        return _build_result(
+            child.swept = True
+        return results.build_result(
             sink.data[out_r],
             sink.data[err_r],
             bytes(sink.data[rep_r]),
@@ -296,7 +462,7 @@ class Worker:
             return
         end = time.monotonic() + _KILL_DEADLINE_S
         while True:
-            _reap_orphans()
+            self._reap_orphans()
             if not confine.processes_of(self.uid):
                 return
             if time.monotonic() > end:
@@ -304,16 +470,22 @@ class Worker:
             self._signal_call(pid)
             time.sleep(0.0005)
 
+    def _quick_kill(self, pid: int) -> None:
+        """SIGKILL to whatever of the call may still run, without checking (see finish())."""
+        if self.drop:
+            self._kill_uid()
+        else:
+            calls.kill_quietly(os.killpg, pid)
+
     def _signal_call(self, pid: int) -> None:
         """Send SIGKILL to the call's process group and, with a private uid, to all of its
         processes."""
-        for kill in (os.killpg, os.kill):
-            try:
-                kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        if not self.drop:
-            return
+        calls.kill_quietly(os.killpg, pid)
+        calls.kill_quietly(os.kill, pid)
+        if self.drop:
+            self._kill_uid()
+
+    def _kill_uid(self) -> None:
         uid = self.uid
         os.setresuid(uid, uid, 0)
         try:
@@ -327,101 +499,6 @@ class Worker:
             pass
         finally:
             os.setresuid(0, 0, 0)
-
-
-def _build_result(
-    out: bytearray,
-    err: bytearray,
-    report_raw: bytes,
-    out_total: int,
-    err_total: int,
-    cap: int,
-    status: int,
-    rusage: Any,
-    reason: str | None,
-    limits: dict[str, Any],
-) -> dict[str, Any]:
-    truncated = out_total > cap or err_total > cap
-    result: dict[str, Any] = {
-        "op": "result",
-        "stdout": _text(out, out_total, cap),
-        "stderr": _text(err, err_total, cap),
-        "truncated": truncated,
-        "exception": None,
-        "variables": {},
-        "exit_code": None,
-        "signal": None,
-        "exit_reason": reason or "ok",
-    }
-    if reason is not None:
-        return result
-    report: dict[str, Any] | None = None
-    if report_raw:
-        try:
-            report = json.loads(report_raw)
-        except ValueError:
-            report = None
-    if isinstance(report, dict) and "setup_error" in report:
-        result.update(
-            exit_reason="sandbox_error",
-            exception={
-                "type": "SandboxSetupError",
-                "message": str(report["setup_error"]),
-                "traceback": "",
-            },
-        )
-        return result
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        cpu_used = rusage.ru_utime + rusage.ru_stime if rusage is not None else 0.0
-        hit_cpu = sig == signal.SIGXCPU or (
-            sig == signal.SIGKILL and cpu_used >= float(limits["cpu_s"]) - 0.05
-        )
-        result.update(exit_reason="cpu" if hit_cpu else "killed", signal=_signal_name(sig))
-        return result
-    exit_code = os.WEXITSTATUS(status)
-    if isinstance(report, dict):
-        result.update(
-            exit_reason=report.get("exit_reason", "ok"),
-            exception=report.get("exception"),
-            variables=report.get("variables") or {},
-            exit_code=report.get("exit_code"),
-        )
-    else:  # no report: the snippet left through os._exit (or closed the report pipe)
-        result.update(exit_reason="exit", exit_code=exit_code)
-    return result
-
-
-def _text(buf: bytearray, total: int, cap: int) -> str:
-    text = bytes(buf).decode("utf-8", "replace")
-    if total > cap:
-        text += f"\n... [output truncated: {total} bytes written, first {cap} kept] ..."
-    return text
-
-
-def _signal_name(sig: int) -> str:
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return f"signal {sig}"
-
-
-def _reap_orphans() -> None:
-    """Reap every exited child (orphans of the call come back to this subreaper)."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
-def _close_quietly(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass
 
 
 def _preload(names: list[str]) -> list[str]:
@@ -441,13 +518,27 @@ def _fresh_interpreter_state() -> None:
     """Make the forked child look like a fresh interpreter running a script."""
     sys.argv = [runner.CODE_FILENAME]
     sys.path[:] = [p for p in sys.path if p != _HERE]
-    for name in ("confine", "runner"):
+    for name in ("calls", "confine", "holder", "results", "runner"):
         sys.modules.pop(name, None)
     numpy = sys.modules.get("numpy")
     if numpy is not None:
         # A forked child inherits numpy's legacy global RNG state; reseeding from OS entropy
         # gives each call what a fresh interpreter would have (not a fixed seed).
         numpy.random.seed(None)
+
+
+def _host_speaks(proto_in: int, child: calls.Child | None) -> bool:
+    """Block until the host writes (True) or the waiting child exits (False)."""
+    poller = select.poll()
+    poller.register(proto_in, select.POLLIN)
+    if child is not None:
+        poller.register(child.pidfd, select.POLLIN)
+    while True:
+        events = dict(poller.poll())
+        if proto_in in events:
+            return True
+        if events:
+            return False
 
 
 def main() -> int:
@@ -463,16 +554,26 @@ def main() -> int:
     if init is None or init.get("op") != "init":
         return 2
     worker = Worker(init)
+    worker.prepare()
     chan.send({"op": "ready", **worker.features()})
     while True:
-        message = chan.recv()
+        if not _host_speaks(proto_in, worker.ready):
+            try:
+                worker.on_ready_exit()
+            except Exception as exc:  # the next call finds the worker gone and gets a new one
+                sys.stderr.write(f"sandbox worker: replacing a waiting child failed: {exc!r}\n")
+                return 3
+            continue
+        body = chan.recv_raw()
+        message = None if body is None else json.loads(body)
         if message is None or message.get("op") == "exit":
+            worker.shutdown()
             return 0
         if message.get("op") == "ping":
             chan.send({"op": "pong"})
             continue
         try:
-            result = worker.run(str(message["code"]), dict(message["limits"]))
+            result = worker.run(body, dict(message["limits"]))
         except Exception as exc:  # the worker is now in doubt: report, then exit to be replaced
             chan.send(
                 {
@@ -484,6 +585,11 @@ def main() -> int:
             )
             return 3
         chan.send(result)
+        try:
+            worker.finish()
+        except Exception as exc:  # the next call finds the worker gone and gets a new one
+            sys.stderr.write(f"sandbox worker: clean-up after a call failed: {exc!r}\n")
+            return 3
 
 
 if __name__ == "__main__":
