@@ -1,0 +1,86 @@
+"""benchmarks/real_models.py: the per-module analysis on hand-made episode records (the runs
+themselves need the real model and minutes of CPU: `python -m benchmarks.real_models`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.real_models import module_analysis, targets
+
+
+def _turn(command: str, tool_input: str, result: str, verifier: str) -> dict[str, Any]:
+    action = (
+        f"Justification: j\nContext: None\nSub-Goal: s\nTool Name: Search_Tool\nCommand: {command}"
+    )
+    return {
+        "action": action,
+        "tool_name": "Search_Tool",
+        "tool_input": tool_input,
+        "tool_result": result,
+        "verifier": verifier,
+    }
+
+
+def _record(gold: str, score: float, turns: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"ground_truth": gold, "score": score, "turns": turns}
+
+
+def test_each_module_is_charged_with_what_it_lost() -> None:
+    records = [
+        # the executor searched for a demo's entity instead of the planner's: a dropped name
+        _record("Lima", 0.0, [_turn("Ana Vrak born in", "founder of Varnok", "nothing", "STOP")]),
+        # a rephrasing that keeps the names is fine; the answer was found but the generator erred
+        _record(
+            "Lima",
+            0.0,
+            [
+                _turn(
+                    "Ana Vrak born in", "Where was Ana Vrak born?", "Ana was born in Lima.", "STOP"
+                )
+            ],
+        ),
+        # all right: found, and scored
+        _record("Lima", 1.0, [_turn("Ana Vrak", "Ana Vrak", "born in lima", "STOP")]),
+        # the verifier continued, then stopped with nothing found
+        _record(
+            "Quito",
+            0.0,
+            [_turn("Bo Lund", "Bo Lund", "x", "CONTINUE"), _turn("Bo", "Bo", "y", "STOP")],
+        ),
+    ]
+    assert module_analysis(records) == {
+        "episodes": 4,
+        "tool_calls": 5,
+        "executor_dropped_a_name_of_the_command": 1,
+        "verifier_stopped_before_the_answer_was_found": 2,
+        "gold_answer_in_a_tool_result": 2,
+        "generator_wrong_with_the_answer_in_hand": 1,
+    }
+
+
+def test_targets_read_both_parts_and_tolerate_a_missing_one() -> None:
+    modules = [
+        {
+            "constrained_modules": True,
+            "module_format_errors": 0,
+            "accuracy": 0.6,
+            "episodes_per_s": 0.2,
+        },
+        {
+            "constrained_modules": False,
+            "module_format_errors": 3,
+            "accuracy": 0.1,
+            "episodes_per_s": 0.01,
+        },
+    ]
+    planners = [
+        {"planner": "SmolLM2 free", "turns": 10, "unparseable_turns": 3},
+        {"planner": "SmolLM2 free", "turns": 10, "unparseable_turns": 0},
+        {"planner": "SmolLM2 constrained", "turns": 8, "unparseable_turns": 0},
+    ]
+    t = targets(modules, planners)
+    assert t["free_unparseable"] == 0.15 and t["constrained_unparseable"] == 0.0
+    assert all(t["met"].values())
+    t = targets(modules[1:], [])  # no constrained module row, no planner rows
+    assert t["module_accuracy"] is None and t["free_unparseable"] is None
+    assert not t["met"]["free_unparseable"]
