@@ -140,11 +140,16 @@ def test_the_vector_env_calls_mcp_tools_concurrently() -> None:
 def lookup_planner(request: GenerationRequest) -> str:
     """Evaluate's planner (a ``python:`` engine spec): look the item up with the MCP tool, then
     answer the code the result shows."""
-    text = request.messages[-1].content if request.messages else str(request.prompt)
-    found = re.findall(r"code-\d+", text.split("### Step")[-2] if "### Step 2" in text else "")
+    if request.messages:  # chat input: the query's message, then one per step's result
+        users = [m.content for m in request.messages if m.role == "user"]
+        first, later = users[0], "\n".join(users[1:])
+    else:
+        first = str(request.prompt)
+        later = first.split("### Step")[-2] if "### Step 2" in first else ""
+    found = re.findall(r"code-\d+", later)
     if found:
         return finish_action(found[-1])
-    item = re.search(r"item (\d+)\?", text).group(1)  # type: ignore[union-attr]
+    item = re.search(r"item (\d+)\?", first).group(1)  # type: ignore[union-attr]
     return act("lookup", f"item {item}")
 
 
