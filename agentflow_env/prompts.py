@@ -35,8 +35,11 @@ def executor_prompt(
     command = getattr(action, "command", None)
     example = execute_call({card.primary_input: "..."})
     demos = "".join(f"\n  {card.demo_call(d)}" for d in card.demo_commands)
-    # The tool's card and its demo calls come first and this step's own text last: a small model
-    # copies the most recent concrete text it saw, which must be the planner's command, not a demo.
+    # The tool's card, its demo calls and the instructions come first and this step's own text
+    # last: a small model copies the most recent concrete text it saw, which must be the
+    # planner's command, not a demo. The opening is the same for every call of the tool, and an
+    # episode's later prompts extend its earlier ones up to the sub-goal, so an engine's prefix
+    # cache skips most of the prefill (agentflow_env.llm.prefix_cache).
     hint = f"Planner's suggested command: {command}\n" if command else ""
     return (
         "You are the executor of a tool-using agent. Write the tool call(s) that achieve the "
@@ -44,14 +47,14 @@ def executor_prompt(
         f"{card.render()}\n"
         f"Inputs as JSON Schema: {json.dumps(card.json_schema(), ensure_ascii=False)}"
         + (f"\nExample calls (other queries):{demos}" if demos else "")
-        + f"\n\nEarlier steps:\n{memory_text}\n\n"
-        "Answer with a short analysis, then 'Generated Command:' and a ```python block holding "
-        f"one line per call, each exactly of the form {example} with the tool's input names as "
-        "keyword arguments. Write the exact values (strings, numbers, lists); you may assign "
-        "literal values to variables first. Nothing else in the block is run: no imports, "
-        "loops or other functions.\n\n"
+        + "\n\nAnswer with a short analysis, then 'Generated Command:' and a ```python block "
+        f"holding one line per call, each exactly of the form {example} with the tool's input "
+        "names as keyword arguments. Write the exact values (strings, numbers, lists); you may "
+        "assign literal values to variables first. Nothing else in the block is run: no "
+        "imports, loops or other functions.\n\n"
         f"Query: {question}\n"
         f"{_analysis_line(query_analysis)}"
+        f"\nEarlier steps:\n{memory_text}\n\n"
         f"Sub-Goal: {sub_goal}\n"
         f"Context: {context or 'None'}\n"
         f"{hint}"
@@ -72,13 +75,15 @@ def verifier_prompt(
             {c.name: c.metadata() for c in cards}, ensure_ascii=False, default=str
         )
         tools = f"Available tools: {', '.join(c.name for c in cards)}\nTool metadata: {metadata}\n"
+    # the tools first, then the query and the steps: every verifier prompt opens the same way
+    # and an episode's later ones extend its earlier ones (an engine's prefix cache reuses both)
     return (
         "You are the verifier of a tool-using agent. Decide whether the steps so far contain "
         "enough verified information to answer the query completely.\n\n"
+        f"{tools}\n"
         f"Query: {question}\n"
         f"{_analysis_line(query_analysis)}"
-        f"{tools}\n"
-        f"Steps so far:\n{memory_text}\n\n"
+        f"\nSteps so far:\n{memory_text}\n\n"
         "Check: does the memory answer every part of the query? Are there contradictions, "
         "ambiguities or facts a tool's limitations make doubtful? Could an unused tool supply "
         "what is missing? Write a short analysis, then the last line exactly 'Conclusion: STOP' "

@@ -42,7 +42,7 @@ __all__ = [
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     role: Literal["system", "user", "assistant"]
     content: str
@@ -51,7 +51,8 @@ class ChatMessage(BaseModel):
 class SamplingParams(BaseModel):
     """Sampling settings. ``temperature=0`` means greedy decoding."""
 
-    model_config = ConfigDict(frozen=True)
+    # a misspelt or misplaced setting (``max_tokens`` on the request) is an error, not a default
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     temperature: float = Field(default=0.0, ge=0.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
@@ -66,7 +67,7 @@ class SamplingParams(BaseModel):
 class GenerationRequest(BaseModel):
     """Exactly one of ``messages`` or ``prompt``."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     messages: tuple[ChatMessage, ...] | None = None
     prompt: str | None = None

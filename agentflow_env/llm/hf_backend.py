@@ -71,6 +71,7 @@ from transformers import (
 
 from agentflow_env.llm.base import TokenCompletion, TokenPrompt
 from agentflow_env.llm.common import EngineConfigError, find_stop
+from agentflow_env.llm.prefix_cache import KV, PrefixCache, prefill_one
 
 logger = logging.getLogger(__name__)
 
@@ -362,6 +363,9 @@ class HFBackend:
             cache is not a plain per-layer key/value cache (sliding-window or recurrent layers)
             always use the padded batch.
         device: where the model runs (default: where its first parameter is).
+        prefix_cache: reuse the KV cache of recently prefilled prompts' longest shared prefix
+            (:mod:`~agentflow_env.llm.prefix_cache`; CPU per-row prefill only, which ``"auto"``
+            then uses for every prompt). Whoever changes the weights clears it.
     """
 
     def __init__(
@@ -373,6 +377,7 @@ class HFBackend:
         logprobs_mode: LogprobsMode = "raw",
         prefill: Literal["auto", "per_row", "batched"] = "auto",
         device: torch.device | None = None,
+        prefix_cache: PrefixCache | None = None,
     ) -> None:
         if prefill not in _PREFILLS:
             raise EngineConfigError(
@@ -387,6 +392,7 @@ class HFBackend:
         self.max_batch_size = max_batch_size
         self.logprobs_mode = logprobs_mode
         self.prefill = prefill
+        self.prefix_cache = prefix_cache
         self.device = device if device is not None else next(model.parameters()).device
         self.eos_ids = eos_token_ids(model, tokenizer)
         self.pad_id = pad_token_id(tokenizer, self.eos_ids)
@@ -501,42 +507,38 @@ class HFBackend:
                 logger.error("a constrained row left its constraint: %s", error)
 
     def _use_per_row(self, chunk: Sequence[TokenPrompt]) -> bool:
-        if len(chunk) < 2 or self.prefill == "batched":
+        if self.prefill == "batched":
             return False
         if self.prefill == "auto" and (
-            self.device.type != "cpu" or max(len(r.prompt_ids) for r in chunk) < _PER_ROW_MIN_TOKENS
+            self.device.type != "cpu"
+            or (self.prefix_cache is None and len(chunk) < 2)
+            or (
+                self.prefix_cache is None
+                and max(len(r.prompt_ids) for r in chunk) < _PER_ROW_MIN_TOKENS
+            )
         ):
             return False
         # Every prompt needs a token left over for generate's own first forward pass.
         return min(len(r.prompt_ids) for r in chunk) >= 2
 
     def _prefill_per_row(self, chunk: list[TokenPrompt], width: int) -> DynamicCache | None:
-        """KV cache of every prompt but its last token, each computed unpadded, left-padded into a
-        batch.
+        """KV cache of every prompt but its last token, each computed unpadded (reusing the
+        longest cached prefix when a prefix cache is on), left-padded into a batch.
 
         Returns ``None`` (padded batch prefill instead) for caches that are not plain per-layer
         key/value tensors.
         """
-        per_prompt: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        per_prompt: dict[tuple[int, ...], KV] = {}
         for row in chunk:
             key = tuple(row.prompt_ids)
             if key in per_prompt:
                 continue
-            ids = torch.tensor([list(key[:-1])], dtype=torch.long, device=self.device)
-            extra = {"logits_to_keep": 1} if self._logits_to_keep else {}
-            out = self.model(input_ids=ids, use_cache=True, **extra)
-            cache = out["cache"] if "cache" in out else out["past_key_values"]
-            layers = getattr(cache, "layers", None)
-            if (
-                not isinstance(cache, DynamicCache)
-                or not layers
-                or any(
-                    getattr(layer, "is_sliding", False) or not hasattr(layer, "keys")
-                    for layer in layers
-                )
-            ):
+            kv = prefill_one(
+                self.model, key[:-1], self._cache_kw, self._logits_to_keep, self.prefix_cache
+            )
+            if kv is None:
                 return None
-            per_prompt[key] = [(layer.keys, layer.values) for layer in layers]
+            per_prompt[key] = kv
         # filled through update(): the constructor's arguments vary by version
         batched = DynamicCache()
         for li in range(len(next(iter(per_prompt.values())))):

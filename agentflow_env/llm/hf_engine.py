@@ -41,8 +41,12 @@ from agentflow_env.llm.hf_backend import (
     load_causal_lm,
     load_tokenizer,
 )
+from agentflow_env.llm.prefix_cache import PrefixCache
 
 __all__ = ["HFEngine"]
+
+_DEFAULT_PREFIX_CACHE_MB = 512
+"""SmolLM2-135M's KV cache takes 46 KB per token: ~11,000 prompt tokens"""
 
 
 class HFEngine:
@@ -61,6 +65,11 @@ class HFEngine:
         chat_template_kwargs: extra variables for the tokenizer's chat template.
         prefill: ``"auto"`` (one prompt at a time on CPU for prompts of 512+ tokens, padded
             batch otherwise), ``"per_row"`` or ``"batched"``; see :mod:`hf_backend`.
+        prefix_cache_mb: memory for the KV caches of recent prompts, whose longest shared prefix
+            a new prompt reuses instead of prefilling it again
+            (:mod:`~agentflow_env.llm.prefix_cache`; CPU only). Default: 512 when this engine
+            loads its model on a CPU, else 0 (off): a model passed in may be trained by its
+            owner, which would make cached values stale (call :meth:`clear_prefix_cache`).
     """
 
     supports_constraints = True
@@ -79,9 +88,12 @@ class HFEngine:
         chat_template_kwargs: dict[str, Any] | None = None,
         trust_remote_code: bool = False,
         prefill: Literal["auto", "per_row", "batched"] = "auto",
+        prefix_cache_mb: float | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise EngineConfigError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if prefix_cache_mb is not None and prefix_cache_mb < 0:
+            raise EngineConfigError(f"prefix_cache_mb must be >= 0, got {prefix_cache_mb}")
         loaded = (
             model
             if isinstance(model, PreTrainedModel)
@@ -92,12 +104,16 @@ class HFEngine:
         if not isinstance(tokenizer, PreTrainedTokenizerBase):
             source = tokenizer if tokenizer is not None else model
             tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code)
+        if prefix_cache_mb is None:
+            own_cpu_model = not isinstance(model, PreTrainedModel) and torch.device(device).type
+            prefix_cache_mb = _DEFAULT_PREFIX_CACHE_MB if own_cpu_model == "cpu" else 0
         self.backend: HFBackend | None = HFBackend(
             loaded,
             tokenizer,
             max_batch_size=max_batch_size,
             logprobs_mode=logprobs_mode,
             prefill=prefill,
+            prefix_cache=PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb else None,
         )
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self._rng = random.Random(seed)
@@ -184,6 +200,16 @@ class HFEngine:
         )
         # The template already wrote the special tokens.
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    @property
+    def prefix_cache(self) -> PrefixCache | None:
+        """The prefix cache (its ``stats`` count hits and reused tokens), ``None`` when off."""
+        return self._open().prefix_cache
+
+    def clear_prefix_cache(self) -> None:
+        """Forget cached prompts: call after changing the model's weights."""
+        if self._open().prefix_cache is not None:
+            self._open().prefix_cache.clear()
 
     def close(self) -> None:
         """Drop the model reference (memory is freed once nothing else holds it)."""
