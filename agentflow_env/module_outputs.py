@@ -42,7 +42,8 @@ class ModuleBudget:
     """A module's generation settings: ``max_tokens`` constrained and free, and stop strings."""
 
     constrained_tokens: int
-    """sized to the grammar's character bounds at >= 2 characters per token"""
+    """at least the grammar's longest reply in characters: every token of a byte-level BPE
+    vocabulary decodes to at least one character of ASCII text, so no admissible reply is cut"""
     free_tokens: int
     """the unconstrained (paper) setting's budget"""
     stop: tuple[str, ...] = ()
@@ -54,14 +55,16 @@ class ModuleBudget:
 
 
 MODULE_BUDGETS: dict[str, ModuleBudget] = {
-    # analysis 160 + one string input 240 + ~60 of fixed text
-    "executor": ModuleBudget(256, 512, stop=(_FENCE + "\n\n",)),
-    # analysis 240 + the conclusion line
-    "verifier": ModuleBudget(160, 512),
-    # reasoning 300 + answer 120 + tags
-    "generator": ModuleBudget(256, 1024, stop=(ANSWER_CLOSE,)),
-    # four lines of 160
-    "query_analysis": ModuleBudget(384, 512),
+    # analysis 160 + "\n" + the call's fixed text 65 + one string input 241 (a tool with more
+    # inputs may need more: its grammar bounds each)
+    "executor": ModuleBudget(472, 512, stop=(_FENCE + "\n\n",)),
+    # analysis 240 + "\n" + "Conclusion: CONTINUE"
+    "verifier": ModuleBudget(264, 512),
+    # reasoning 200 + the tags 17 + answer 80 (a 256-token budget once cut a reply at 1.5
+    # characters per token)
+    "generator": ModuleBudget(300, 1024, stop=(ANSWER_CLOSE,)),
+    # four lines of 110 + their labels 47 + 3 newlines
+    "query_analysis": ModuleBudget(500, 512),
 }
 
 

@@ -129,7 +129,7 @@ def verifier_grammar(*, max_analysis_chars: int = 240) -> str:
     )
 
 
-def generator_grammar(*, max_reasoning_chars: int = 300, max_answer_chars: int = 80) -> str:
+def generator_grammar(*, max_reasoning_chars: int = 200, max_answer_chars: int = 80) -> str:
     """The generator's reply: optional reasoning (no ``<``), then the answer tag on one line.
 
     Raises:
@@ -145,7 +145,7 @@ def generator_grammar(*, max_reasoning_chars: int = 300, max_answer_chars: int =
     )
 
 
-def query_analysis_grammar(tool_names: Sequence[str], *, max_line_chars: int = 160) -> str:
+def query_analysis_grammar(tool_names: Sequence[str], *, max_line_chars: int = 110) -> str:
     """The query analysis: ``Summary:``, ``Skills:``, ``Relevant tools:`` (a comma-separated
     list of ``tool_names``, or ``None``) and ``Considerations:``, one line each.
 

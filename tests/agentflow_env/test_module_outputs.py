@@ -172,7 +172,8 @@ def test_constraints_only_on_engines_that_enforce_them() -> None:
     echo.supports_constraints = True  # type: ignore[attr-defined]
     assert supports_constraints(CountingEngine(echo))  # evaluate's wrapper says what it wraps
     verifier = LLMVerifier(echo)
-    assert verifier.constraint is not None and verifier.sampling.max_tokens == 160
+    assert verifier.constraint is not None
+    assert verifier.sampling.max_tokens == MODULE_BUDGETS["verifier"].constrained_tokens
     assert LLMVerifier(echo, constrained=False).constraint is None
     assert EnvConfig().constrained_modules is True
 
@@ -213,7 +214,8 @@ def test_the_executor_sends_each_tools_own_call_grammar(smollm2_dir: Path) -> No
     engine = make_engine(f"hf:{smollm2_dir}")
     try:
         executor = LLMExecutor(engine)
-        assert executor.constrained and executor.sampling.max_tokens == 256
+        assert executor.constrained
+        assert executor.sampling.max_tokens == MODULE_BUDGETS["executor"].constrained_tokens
         action = parse_action(
             "Tool Name: Search_Tool\nSub-Goal: find the capital of Peru", ["Search_Tool"]
         )
@@ -244,3 +246,35 @@ def test_a_small_model_writes_every_module_reply_in_its_format(
     errors = report["summary"]["errors"]
     assert errors["executor"] == errors["verifier"] == errors["generator"] == 0, errors
     assert report["summary"]["episodes"] == 3
+
+
+def test_the_longest_reply_each_grammar_admits_fits_its_budget_at_a_character_per_token() -> None:
+    """A reply can be cut by max_tokens only if it is longer than its budget in characters."""
+    schema = ToolCard(
+        name="Search_Tool", description="d", input_types={"query": "str - q"}, output_type="str"
+    ).json_schema()
+
+    def executor(x: int) -> str:
+        call = '\nGenerated Command:\n```python\nexecution = tool.execute(query="'
+        return "a" * (160 + x) + call + "q" * 239 + '")\n```'
+
+    def query_analysis(x: int) -> str:
+        return (
+            "Summary: " + "s" * (110 + x) + "\nSkills: " + "k" * 110 + "\nRelevant tools: "
+            "Search_Tool\nConsiderations: " + "c" * 110
+        )
+
+    longest = {  # the reply with every free part at its bound, plus x characters
+        "executor": (executor_grammar(schema), executor),
+        "verifier": (verifier_grammar(), lambda x: "a" * (240 + x) + "\nConclusion: CONTINUE"),
+        "generator": (
+            generator_grammar(),
+            lambda x: "r" * (200 + x) + "<answer>" + "x" * 80 + "</answer>",
+        ),
+        "query_analysis": (query_analysis_grammar(["Search_Tool"]), query_analysis),
+    }
+    for name, (grammar, reply) in longest.items():
+        constraint = Constraint.lark(grammar)
+        assert match_text(constraint, reply(0)) == "complete", name
+        assert match_text(constraint, reply(1)) == "mismatch", name  # one more is refused
+        assert len(reply(0)) <= MODULE_BUDGETS[name].constrained_tokens, (name, len(reply(0)))
