@@ -401,7 +401,7 @@ def _learn_summary(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 steps, small batches (CI)")
     parser.add_argument(
@@ -444,7 +444,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-samples", type=int, default=4)
     parser.add_argument("--work-dir", default="runs/benchmark_async")
     parser.add_argument("--out", default="benchmarks/results/async_rollout.json")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.quick:
         args.settings = "offline,remote-8,search-16"
