@@ -1,26 +1,37 @@
 """Training steps per minute, synchronous vs asynchronous rollouts (``rollout.max_staleness``),
 side by side in one run, and whether k=1 learns as much per step.
 
-The tiny preset (its warm start, tasks and hyperparameters) runs in these settings:
+The tiny preset (its warm start, tasks and hyperparameters) runs in these settings (``+`` joins
+parts, e.g. ``remote-all+search-64``):
 
-- ``offline``: as shipped; every module is rule-based, so a rollout is CPU work (generation)
-  that competes with the update for the same cores;
-- ``remote-S``: the LLM modules are remote: every executor, verifier and generator call makes a
-  round trip to an engine that answers each request in ``--latency-ms`` (50 ms) and serves ``S``
-  requests at a time (a stage of ``n`` episodes waits ``latency * ceil(n / S)``; ``S = all`` is
-  one 50 ms round trip per call, as ``benchmarks/vector_throughput.py``'s engine). The modules
-  then decide as the offline ones do (the executor runs the planner's command, the verifier
-  stops when the planner finishes, the generator takes the planner's answer): the trajectories,
-  and so the learning, are exactly the offline ones (the benchmark checks that the final
-  parameters are identical); only the time a rollout spends waiting changes.
+- ``offline``: as shipped; every module is rule-based and the search is local BM25, so a
+  rollout is CPU work (generation) that competes with the update for the same cores;
+- ``remote-S``: the LLM modules are remote: every executor, verifier and generator call sends
+  its episodes' requests to an engine that answers each in ``--latency-ms`` (50 ms) and has
+  ``S`` request slots **shared by all callers** (a request waits for a free slot, then holds it
+  for the latency; ``S = all``: unlimited, one round trip per call). With several collectors in
+  flight they compete for the same slots, so concurrency only helps where the server has spare
+  capacity. The modules then decide as the offline ones do (the executor runs the planner's
+  command, the verifier stops when the planner finishes, the generator takes the planner's
+  answer);
+- ``search-S``: the search tool is remote, as a web-search API is: every query waits a latency
+  drawn uniformly from ``--tool-latency-ms`` (500-1000 ms) on a server with ``S`` slots shared
+  by all callers, then returns the local BM25 result. The vector env sends a step's searches
+  at once, so a turn waits about the slowest one.
 
-Speed: per setting, ``sync`` (k = 0) then ``k=1`` for ``--steps`` steps from the same start,
-timed over the whole loop (the k=1 pipeline's first, unhidden rollout included); ``wait`` is the
-share of a synchronous step spent waiting on the engine. Learning: offline, ``--learn-steps``
-steps per seed, held-out success before and after (95% Wilson intervals; "equal within noise"
-when the two runs' intervals overlap; ``--learn-steps 0`` skips it, for
+In every remote setting the trajectories, and so the learning, are exactly the offline ones (the
+benchmark checks that the final parameters are identical); only the time a rollout spends
+waiting changes.
+
+Speed: per setting, ``sync`` (k = 0) then ``k=1`` (``--collectors`` collector threads, 0: two,
+each with its own model copy and envs) for ``--steps`` steps from the same start, timed over the
+whole loop (the k=1 pipeline's first, unhidden rollout included); ``--with-single`` adds k=1
+with one collector (one rollout in flight: at best ``max(rollout, update)`` per step). ``wait``
+is the share of a synchronous step spent waiting on the engine and the tool. Learning: offline,
+``--learn-steps`` steps per seed, held-out success before and after (95% Wilson intervals;
+"equal within noise" when the two runs' intervals overlap; ``--learn-steps 0`` skips it, for
 ``python -m benchmarks.learning --methods flow_grpo,flow_grpo_k1``). Target: k=1 >= 1.3x the
-synchronous steps per minute in a latency-bound setting (the engine wait at least half of a
+synchronous steps per minute in a latency-bound setting (the wait at least half of a
 synchronous step), learning equal within noise.
 
     python -m benchmarks.async_rollout [--quick] [--steps 10] [--learn-steps 40] [--seeds 0,1]
@@ -30,11 +41,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -69,18 +81,72 @@ LATENCY_BOUND = 0.5
 """a setting is latency-bound when the engine wait is at least this share of a sync step"""
 
 
-class RemoteEngine:
-    """A remote engine: each request takes ``latency_s``, ``slots`` of them at a time (a
-    ``callable`` engine); ``waited_s`` adds up the time callers spent waiting on it."""
+UNLIMITED = 1 << 30
 
-    def __init__(self, latency_s: float, slots: int) -> None:
-        self.latency_s, self.slots, self.waited_s = latency_s, slots, 0.0
-        self.engine = CallableEngine(self._serve, batched=True, name=f"remote-{latency_s}s")
+
+class RemoteServer:
+    """A remote service with ``slots`` request slots shared by every caller (``UNLIMITED``: as
+    many as asked). A request waits for a free slot and holds it for its latency (drawn
+    uniformly from ``latency_s``, a ``(low, high)`` pair, by a seeded generator); a call of
+    ``n`` requests sends them at once and returns when all are answered. ``waited_s`` adds up
+    the time callers spent in calls; ``peak`` is the most requests in service at once."""
+
+    def __init__(self, latency_s: tuple[float, float], slots: int, seed: int = 0) -> None:
+        self.latency_s, self.slots = latency_s, slots
+        self.waited_s, self.requests, self.peak = 0.0, 0, 0
+        self._busy = 0
+        self._rng = np.random.default_rng(seed)
+        self._lock = threading.Lock()
+        # the pool's workers are the slots: requests queue for them in arrival order
+        self._pool = None if slots >= UNLIMITED else ThreadPoolExecutor(slots, "remote-slot")
+
+    def _latency(self) -> float:
+        low, high = self.latency_s
+        with self._lock:
+            return float(self._rng.uniform(low, high)) if high > low else low
+
+    def _serve_one(self) -> None:
+        with self._lock:
+            self._busy += 1
+            self.peak = max(self.peak, self._busy)
+        try:
+            time.sleep(self._latency())
+        finally:
+            with self._lock:
+                self._busy -= 1
+
+    def call(self, n: int) -> None:
+        if n <= 0:
+            return
+        t0 = time.perf_counter()
+        if self._pool is None:  # every request in service at once: the slowest one's latency
+            with self._lock:
+                self._busy += n
+                self.peak = max(self.peak, self._busy)
+            time.sleep(max(self._latency() for _ in range(n)))
+            with self._lock:
+                self._busy -= n
+        else:
+            for f in [self._pool.submit(self._serve_one) for _ in range(n)]:
+                f.result(timeout=600)
+        with self._lock:
+            self.waited_s += time.perf_counter() - t0
+            self.requests += n
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class RemoteEngine:
+    """An engine on a :class:`RemoteServer` (a ``callable`` engine answering "ok")."""
+
+    def __init__(self, server: RemoteServer) -> None:
+        self.server = server
+        self.engine = CallableEngine(self._serve, batched=True, name="remote-engine")
 
     def _serve(self, requests: Sequence[GenerationRequest]) -> list[str]:
-        wait = self.latency_s * math.ceil(len(requests) / self.slots)
-        time.sleep(wait)
-        self.waited_s += wait
+        self.server.call(len(requests))
         return ["ok"] * len(requests)
 
     def round_trip(self, role: str, n: int) -> None:
@@ -121,10 +187,61 @@ class RemoteGenerator(PlannerGenerator):
         return super().answer(calls)
 
 
+class RemoteSearch:
+    """The env's own search tool behind a :class:`RemoteServer`: each query waits there, then
+    gets the local BM25 result (so episodes are the offline ones). Shared by every collector's
+    envs; ``close`` leaves the wrapped tool to its owner."""
+
+    runs_inline = False  # a network call: the flow runs it on its tool pool
+
+    def __init__(self, inner: Any, server: RemoteServer) -> None:
+        self.inner, self.server, self.card = inner, server, inner.card
+        if getattr(inner, "backend", None):
+            self.backend = inner.backend
+
+    def execute(self, **inputs: Any) -> Any:
+        self.server.call(1)
+        return self.inner.execute(**inputs)
+
+    def batch_execute(self, queries: Sequence[Any], top_k: Any = None) -> list[Any]:
+        self.server.call(len(queries))
+        return self.inner.batch_execute(queries, top_k=top_k)
+
+    def close(self) -> None:
+        """The benchmark closes the wrapped tool's env itself."""
+
+
+def _slots(text: str) -> int:
+    return UNLIMITED if text == "all" else int(text)
+
+
+class _Remotes:
+    """A run's remote servers (engine, search) and what they own; closed after the run."""
+
+    def __init__(self) -> None:
+        self.engine: RemoteServer | None = None
+        self.search: RemoteServer | None = None
+        self._owned: list[Any] = []
+
+    def close(self) -> None:
+        for server in (self.engine, self.search):
+            if server is not None:
+                server.close()
+        for thing in self._owned:
+            thing.close()
+
+
 def _config(
-    setting: str, k: int, seed: int, steps: int, args: argparse.Namespace, out: Path
-) -> tuple[Any, RemoteEngine | None]:
-    """The tiny preset for one run; with ``remote-S`` modules, also their engine."""
+    setting: str,
+    k: int,
+    seed: int,
+    steps: int,
+    args: argparse.Namespace,
+    out: Path,
+    collectors: int = 0,
+) -> tuple[Any, _Remotes]:
+    """The tiny preset for one run, with the setting's remote engine and/or search."""
+    from learners.envs import make_vector_env
     from learners.flow_grpo.config import make_config
 
     overrides: dict[str, Any] = {
@@ -138,6 +255,7 @@ def _config(
         "train.save_trajectories": False,
         "train.progress": False,
         "rollout.max_staleness": k,
+        "rollout.collectors": collectors if k else 0,
         "train.num_threads": args.threads,
     }
     if args.queries is not None:
@@ -145,43 +263,77 @@ def _config(
     if args.eval_tasks is not None:
         overrides["env.eval_tasks"] = args.eval_tasks
     cfg = make_config("tiny", overrides=overrides)
-    remote = None
-    if setting.startswith("remote-"):
-        slots = setting.removeprefix("remote-")
-        remote = RemoteEngine(args.latency_ms / 1000, 1 << 30 if slots == "all" else int(slots))
-        cfg.env.executor = RemoteExecutor(remote)
-        cfg.env.verifier = RemoteVerifier(remote)
-        cfg.env.generator = RemoteGenerator(remote)
-    return cfg, remote
+    remotes = _Remotes()
+    for part in setting.split("+"):
+        if part.startswith("remote-"):
+            ms = args.latency_ms / 1000
+            remotes.engine = RemoteServer((ms, ms), _slots(part.removeprefix("remote-")))
+            engine = RemoteEngine(remotes.engine)
+            cfg.env.executor = RemoteExecutor(engine)
+            cfg.env.verifier = RemoteVerifier(engine)
+            cfg.env.generator = RemoteGenerator(engine)
+        elif part.startswith("search-"):
+            low, _, high = args.tool_latency_ms.partition("-")
+            latency = (float(low) / 1000, float(high or low) / 1000)
+            remotes.search = RemoteServer(latency, _slots(part.removeprefix("search-")), seed)
+            local = make_vector_env(cfg.env, 1)  # the offline search tool, built as the env does
+            remotes._owned.append(local)
+            tools = [RemoteSearch(t, remotes.search) for t in local.flow.tools.values()]
+            if [t.card.name for t in tools] != ["Search_Tool"]:
+                raise ValueError(f"search-S expects the preset's one search tool, got {tools}")
+            cfg.env.tools = tools
+        elif part != "offline":
+            raise ValueError(f"unknown setting part {part!r}: offline, remote-S or search-S")
+    return cfg, remotes
+
+
+VARIANTS = {"sync": (0, 0), "k1": (1, -1), "k1-single": (1, 1)}
+"""variant -> (max_staleness, collectors); -1: ``--collectors``"""
 
 
 def time_run(
-    setting: str, k: int, args: argparse.Namespace, out: Path
+    setting: str, variant: str, args: argparse.Namespace, out: Path
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """``args.steps`` training steps (no evaluation), timed; the row and the final weights."""
     from learners.flow_grpo.trainer import FlowGRPOTrainer
 
-    cfg, remote = _config(setting, k, 0, args.steps, args, out)
+    k, collectors = VARIANTS[variant]
+    collectors = args.collectors if collectors < 0 else collectors
+    cfg, remotes = _config(setting, k, 0, args.steps, args, out, collectors)
     load = os.getloadavg()[0]
-    waits, updates = [], []
-    with FlowGRPOTrainer(cfg) as trainer:
-        t0 = time.perf_counter()
-        while trainer.step < args.steps:
-            stats = trainer.train_step()
-            trainer.step += 1
-            waits.append(stats["time/rollout_s"])
-            updates.append(stats["time/update_s"])
-        seconds = time.perf_counter() - t0
-        weights = {n: v.detach().clone() for n, v in trainer.policy.model.state_dict().items()}
+    waits, updates, lags = [], [], []
+    try:
+        with FlowGRPOTrainer(cfg) as trainer:
+            t0 = time.perf_counter()
+            while trainer.step < args.steps:
+                stats = trainer.train_step()
+                trainer.step += 1
+                waits.append(stats["time/rollout_s"])
+                updates.append(stats["time/update_s"])
+                lags.append(stats.get("rollout/policy_lag", 0.0))
+            seconds = time.perf_counter() - t0
+            pipe = trainer._pipeline
+            threads = len(pipe.collectors) if pipe is not None else 0
+            weights = {n: v.detach().clone() for n, v in trainer.policy.model.state_dict().items()}
+    finally:
+        remotes.close()
+    engine, search = remotes.engine, remotes.search
     row = {
         "setting": setting,
+        "variant": variant,
         "k": k,
+        "collectors": threads,
         "steps": args.steps,
         "seconds": seconds,
         "steps_per_min": 60 * args.steps / seconds,
         "rollout_wait_s": float(np.mean(waits)),
         "update_s": float(np.mean(updates)),
-        "engine_wait_s": (remote.waited_s / args.steps) if remote else 0.0,
+        "max_policy_lag": float(max(lags)),
+        # callers' time in remote calls per step (collectors in flight together each count)
+        "engine_wait_s": engine.waited_s / args.steps if engine else 0.0,
+        "tool_wait_s": search.waited_s / args.steps if search else 0.0,
+        "engine_peak_in_service": engine.peak if engine else 0,
+        "search_peak_in_service": search.peak if search else 0,
         "loadavg_1m": [load, os.getloadavg()[0]],
     }
     return row, weights
@@ -191,7 +343,7 @@ def learn_run(k: int, seed: int, args: argparse.Namespace, out: Path) -> dict[st
     """Offline, ``args.learn_steps`` steps: held-out success before and after."""
     from learners.flow_grpo.trainer import FlowGRPOTrainer
 
-    cfg, _ = _config("offline", k, seed, args.learn_steps, args, out)
+    cfg, _ = _config("offline", k, seed, args.learn_steps, args, out, args.collectors)
     with FlowGRPOTrainer(cfg) as trainer:
         # the work dir is the benchmark's own scratch: a rerun replaces its earlier runs
         result = trainer.train(overwrite=True)
@@ -212,18 +364,23 @@ def learn_run(k: int, seed: int, args: argparse.Namespace, out: Path) -> dict[st
 def _speed_summary(rows: list[dict[str, Any]], same: dict[str, bool]) -> list[dict[str, Any]]:
     out = []
     for setting in dict.fromkeys(r["setting"] for r in rows):
-        sync = next(r for r in rows if r["setting"] == setting and r["k"] == 0)
-        k1 = next(r for r in rows if r["setting"] == setting and r["k"] == 1)
+        by = {r["variant"]: r for r in rows if r["setting"] == setting}
+        sync, k1 = by["sync"], by["k1"]
         step_s = sync["seconds"] / sync["steps"]
-        out.append(
-            {
-                "setting": setting,
-                "speedup": k1["steps_per_min"] / sync["steps_per_min"],
-                "engine_wait_share": sync["engine_wait_s"] / step_s,
-                "latency_bound": sync["engine_wait_s"] / step_s >= LATENCY_BOUND,
-                "same_weights_as_offline": same.get(setting),
-            }
-        )
+        engine, tool = sync["engine_wait_s"] / step_s, sync["tool_wait_s"] / step_s
+        summary = {
+            "setting": setting,
+            "speedup": k1["steps_per_min"] / sync["steps_per_min"],
+            "collectors": k1["collectors"],
+            "engine_wait_share": engine,
+            "tool_wait_share": tool,
+            "wait_share": engine + tool,
+            "latency_bound": engine + tool >= LATENCY_BOUND,
+            "same_weights_as_offline": same.get(setting),
+        }
+        if "k1-single" in by:
+            summary["speedup_single"] = by["k1-single"]["steps_per_min"] / sync["steps_per_min"]
+        out.append(summary)
     return out
 
 
@@ -244,10 +401,14 @@ def _learn_summary(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 steps, small batches (CI)")
-    parser.add_argument("--settings", default="offline,remote-all,remote-32,remote-8")
+    parser.add_argument(
+        "--settings",
+        default="offline,remote-all,remote-8,search-64,remote-64+search-64",
+        help="comma-separated settings (module docstring); + joins parts",
+    )
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per run")
     parser.add_argument(
         "--learn-steps",
@@ -257,7 +418,19 @@ def main(argv: list[str] | None = None) -> int:
         "flow_grpo_k1 method compares k=1 with flow_grpo over several seeds)",
     )
     parser.add_argument("--seeds", default="0,1", help="seeds of the learning runs")
-    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--latency-ms", type=float, default=50.0, help="engine latency")
+    parser.add_argument(
+        "--tool-latency-ms", default="500-1000", help="remote search latency, LOW-HIGH or one"
+    )
+    parser.add_argument(
+        "--collectors",
+        type=int,
+        default=0,
+        help="k=1's collector threads (rollout.collectors; 0: k + 1 = 2)",
+    )
+    parser.add_argument(
+        "--with-single", action="store_true", help="also time k=1 with one collector"
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -271,26 +444,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-samples", type=int, default=4)
     parser.add_argument("--work-dir", default="runs/benchmark_async")
     parser.add_argument("--out", default="benchmarks/results/async_rollout.json")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.quick:
-        args.settings = "offline,remote-8"
+        args.settings = "offline,remote-8,search-16"
         args.steps, args.learn_steps, seeds = 3, 2, [0]
         args.queries, args.eval_tasks, args.eval_samples = 8, 8, 1
     console, work = Console(), Path(args.work_dir)
     speed, weights = [], {}
+    variants = ["sync", "k1"] + (["k1-single"] if args.with_single else [])
     for setting in args.settings.split(","):
-        for k in (0, 1):  # side by side: the same start, one after the other
-            row, weights[setting, k] = time_run(setting, k, args, work / f"{setting}-k{k}")
+        for v in variants:  # side by side: the same start, one after the other
+            row, weights[setting, v] = time_run(setting, v, args, work / f"{setting}-{v}")
             speed.append(row)
-            console.print(f"{setting} k={k}: {row['steps_per_min']:.2f} steps/min")
+            console.print(
+                f"{setting} {v}: {row['steps_per_min']:.2f} steps/min (load {row['loadavg_1m']})"
+            )
     same = {
         s: all(
-            all(torch.equal(weights[s, k][n], weights["offline", k][n]) for n in weights[s, k])
-            for k in (0, 1)
+            all(torch.equal(weights[s, v][n], weights["offline", v][n]) for n in weights[s, v])
+            for v in variants
         )
         for s in args.settings.split(",")
-        if s != "offline" and ("offline", 0) in weights
+        if s != "offline" and ("offline", "sync") in weights
     }
     learn = []
     for seed in seeds if args.learn_steps > 0 else []:
@@ -320,22 +500,25 @@ def report(
     table = Table(title="training steps per minute, sync vs k=1 (tiny preset)")
     for col in (
         "setting",
-        "engine wait / sync step",
+        "engine / tool wait per sync step",
         "sync steps/min",
-        "k=1 steps/min",
+        "k=1 steps/min (collectors)",
         "k=1/sync",
+        "1 collector/sync",
+        "load 1m",
     ):
         table.add_column(col, justify="right")
     for s in speed_summary:
-        sync, k1 = (
-            next(r for r in speed if r["setting"] == s["setting"] and r["k"] == k) for k in (0, 1)
-        )
+        by = {r["variant"]: r for r in speed if r["setting"] == s["setting"]}
+        loads = [x for r in by.values() for x in r["loadavg_1m"]]
         table.add_row(
             s["setting"],
-            f"{100 * s['engine_wait_share']:.0f}%",
-            f"{sync['steps_per_min']:.2f}",
-            f"{k1['steps_per_min']:.2f}",
+            f"{100 * s['engine_wait_share']:.0f}% / {100 * s['tool_wait_share']:.0f}%",
+            f"{by['sync']['steps_per_min']:.2f}",
+            f"{by['k1']['steps_per_min']:.2f} ({s['collectors']})",
             f"{s['speedup']:.2f}x",
+            f"{s['speedup_single']:.2f}x" if "speedup_single" in s else "",
+            f"{min(loads):.1f}-{max(loads):.1f}",
         )
     console.print(table)
     learning = Table(title=f"held-out success after {args.learn_steps} steps (offline)")
@@ -361,6 +544,9 @@ def report(
         "quick": args.quick,
         "settings": {
             "latency_ms": args.latency_ms,
+            "tool_latency_ms": args.tool_latency_ms,
+            "collectors": args.collectors,
+            "queries": args.queries,
             "steps": args.steps,
             "learn_steps": args.learn_steps,
             "eval_samples": args.eval_samples,

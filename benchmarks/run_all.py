@@ -266,10 +266,16 @@ def _async(d: dict[str, Any]) -> list[Row]:
     target = d["target_speedup"]
     for s in d["speed_summary"]:
         bound = s["latency_bound"]
+        # files from before the remote tool setting have the engine's wait only
+        what, share = (
+            ("engine + tool wait", s["wait_share"])
+            if "wait_share" in s
+            else ("engine wait", s["engine_wait_share"])
+        )
         rows.append(
             (
                 f"{s['setting']} k=1/sync steps per minute "
-                f"(engine wait {100 * s['engine_wait_share']:.0f}% of a sync step)",
+                f"({what} {100 * share:.0f}% of a sync step)",
                 f"{s['speedup']:.2f}x",
                 f">= {target:g}x" if bound else "",
                 _ok(s["speedup"] >= target) if bound else "",

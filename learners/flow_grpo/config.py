@@ -109,6 +109,13 @@ class RolloutConfig:
     with its own copy of the weights while the update runs; step t samples with the weights
     after update t-1-k (exactly k updates old, so runs stay reproducible) and the loss's ratio
     uses those behaviour log-probs. 0: the synchronous loop (transformers backend, no FSDP)"""
+    collectors: int = 0
+    """asynchronous rollouts: collector threads, each with its own copy of the model and its own
+    training env set (tools, search index, sandboxes: memory grows with each), collecting up to
+    that many steps' rollouts at once (a step's rollout is waiting on engines and tools most of
+    the time when modules or tools are remote); 0: max_staleness + 1, the most whose weights
+    exist at once. Must be <= max_staleness + 1; the same seed gives the same parameters
+    whatever the count"""
 
 
 @dataclass
@@ -331,6 +338,12 @@ def _validate(cfg: FlowGRPOConfig) -> None:
     _check(
         r.max_staleness >= 0,
         f"rollout.max_staleness={r.max_staleness} must be >= 0 (0: synchronous rollouts)",
+    )
+    _check(
+        0 <= r.collectors <= r.max_staleness + 1,
+        f"rollout.collectors={r.collectors} must be in [0, rollout.max_staleness + 1 = "
+        f"{r.max_staleness + 1}] (0: max_staleness + 1): at most max_staleness + 1 rollouts "
+        "have their weights at once",
     )
     _check(
         r.max_staleness == 0 or (r.backend == "transformers" and t.distributed != "fsdp"),

@@ -13,10 +13,11 @@ Episodes whose outcome infrastructure lost are played again in their group's pla
 (``rollout.infra_retries`` rounds), never counted as 0: they stay out of the group statistics
 and the update, a group left with fewer than two valid trajectories is dropped, and
 ``rollout/infra_failed`` counts them.
-With ``rollout.max_staleness = k > 0`` the rollouts (infra resampling included) come from a worker
-thread that samples with weights k updates old (:mod:`learners.flow_grpo.async_rollout`) while
-the update runs; a resumed async run draws the same queries but its first k steps sample with the
-resumed weights (older ones are not checkpointed). The held-out evaluation (success and pass@k)
+With ``rollout.max_staleness = k > 0`` the rollouts (infra resampling included) come from up to
+k + 1 collector threads (``rollout.collectors``) that sample with weights k updates old
+(:mod:`learners.flow_grpo.async_rollout`) while the update runs; a resumed async run draws the
+same queries but its first k steps sample with the resumed weights (older ones are not
+checkpointed). The held-out evaluation (success and pass@k)
 is :mod:`learners.flow_grpo.evaluation`.
 With ``train.distributed='fsdp'`` the policy (and reference) are sharded; rollouts run inside
 ``policy.gathered()`` and every rank runs the same number of micro-batches (see
@@ -29,6 +30,7 @@ import json
 import logging
 import time
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ from learners.distributed import Dist, init_distributed, resolve_num_threads
 from learners.envs import make_vector_env
 from learners.flow_grpo.advantages import compute_advantages
 from learners.flow_grpo.async_rollout import RolloutWorker, StepPlan
+from learners.flow_grpo.collection import collect_step
 from learners.flow_grpo.config import FlowGRPOConfig, resolve_model_path
 from learners.flow_grpo.evaluation import HeldOutEval
 from learners.flow_grpo.loss import aggregation_weights, policy_loss
@@ -59,13 +62,7 @@ from learners.flow_grpo.scalars import progress_bar, progress_line, reduce_rollo
 from learners.flow_grpo.schedule import kept_samples, mini_batch_indices
 from learners.packing import ScoringSequence, pack_samples
 from learners.policy import HFGenerator, Policy, SamplingSettings
-from learners.rollout import (
-    PrefixBreakLog,
-    RolloutBatch,
-    TurnSample,
-    collect_groups,
-    resample_failed,
-)
+from learners.rollout import PrefixBreakLog, RolloutBatch, TurnSample
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +222,9 @@ class FlowGRPOTrainer:
         if self.cfg.rollout.max_staleness > 0 or self._pipeline is not None:
             return self._async_step()
         t0 = time.perf_counter()
-        batch, roll_rng = self._collect(self.policy, self._plan(self.step + 1), self.step)
+        batch, roll_rng = self._collect(
+            self.policy, self.envs, self._plan(self.step + 1), self.step
+        )
         t_roll = time.perf_counter()
         stats = self._learn(batch, roll_rng)
         t_end = time.perf_counter()
@@ -242,46 +241,12 @@ class FlowGRPOTrainer:
         return StepPlan(step, queries, seed, self.rng.bit_generator.state)
 
     def _collect(
-        self, policy: Policy, plan: StepPlan, version: int
+        self, policy: Policy, envs: Any, plan: StepPlan, version: int
     ) -> tuple[RolloutBatch, np.random.Generator]:
-        """This rank's groups of ``plan``, sampled by ``policy`` (weights ``version``)."""
-        cfg, rank, W = self.cfg, self.dist.rank, self.dist.world_size
-        roll_rng = np.random.default_rng([plan.seed, rank])
-        settings = SamplingSettings(
-            cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.max_new_tokens
-        )
-        tasks = [self.train_tasks[q] for q in plan.queries[rank::W]]
-        # Group ids are the queries' positions in the step: unique across ranks.
-        group_ids = list(range(rank, cfg.rollout.queries_per_step, W))
-        where = {"step": plan.step, "rank": rank, "policy_version": version}
-        with policy.gathered():  # FSDP: all ranks gather here, then generate freely
-            batch = collect_groups(
-                self.envs,
-                policy,
-                tasks,
-                cfg.rollout.group_size,
-                settings,
-                roll_rng,
-                max_prompt_tokens=cfg.rollout.max_prompt_tokens,
-                query_ids=group_ids,
-                episode_prefix=f"step{plan.step}-rank{rank}-traj",
-                metadata=where,
-                prefix_log=self.prefix_log,
-            )
-            batch = resample_failed(  # queries whose episodes lost their outcome, again
-                self.envs,
-                policy,
-                batch,
-                dict(zip(group_ids, tasks, strict=True)),
-                settings,
-                roll_rng,
-                tries=cfg.rollout.infra_retries,
-                max_prompt_tokens=cfg.rollout.max_prompt_tokens,
-                episode_prefix=f"step{plan.step}-rank{rank}-retry",
-                metadata=where,
-                prefix_log=self.prefix_log,
-            )
-        return batch, roll_rng
+        """This rank's groups of ``plan`` sampled by ``policy`` (weights ``version``) in ``envs``
+        (the trainer's or an async collector's own): :func:`collection.collect_step`."""
+        args = (self.cfg.rollout, self.dist, self.train_tasks, self.prefix_log)
+        return collect_step(*args, policy, envs, plan, version)
 
     def _learn(self, batch: RolloutBatch, roll_rng: np.random.Generator) -> dict[str, float]:
         """Advantages, update, weight sync, trajectories and the rollout's scalars."""
@@ -305,19 +270,28 @@ class FlowGRPOTrainer:
         stats.update(update)
         return stats
 
-    def use_rollout_worker(self, lag: int) -> RolloutWorker:
-        """Collect every later step's rollout on a worker thread ``lag`` updates behind
-        (:mod:`learners.flow_grpo.async_rollout`; ``rollout.max_staleness`` does this at the
-        first step). ``lag = 0`` samples exactly what the synchronous loop samples."""
+    def use_rollout_worker(self, lag: int, collectors: int = 0) -> RolloutWorker:
+        """Collect every later step's rollout on ``collectors`` threads (0: lag + 1) ``lag``
+        updates behind (:mod:`learners.flow_grpo.async_rollout`; ``rollout.max_staleness`` does
+        this at the first step). ``lag = 0`` samples exactly what the synchronous loop samples."""
         if self._pipeline is not None:
             self._pipeline.close()
-        total = self.cfg.train.total_steps
-        self._pipeline = RolloutWorker(self.policy, self._collect, self._plan, lag, total)
+        self._pipeline = RolloutWorker(
+            self.policy,
+            self._collect,
+            self._plan,
+            lag,
+            self.cfg.train.total_steps,
+            collectors=collectors,
+            envs=self.envs,
+            make_envs=partial(make_vector_env, self.run_env.env, self.envs.num_envs),
+        )
         return self._pipeline
 
     def _async_step(self) -> dict[str, float]:
         """Take the rollout the worker made for this step, update, queue a later step's job."""
-        pipe = self._pipeline or self.use_rollout_worker(self.cfg.rollout.max_staleness)
+        r = self.cfg.rollout
+        pipe = self._pipeline or self.use_rollout_worker(r.max_staleness, r.collectors)
         t0 = time.perf_counter()
         rollout = pipe.take(self.step + 1, self.policy.model)
         t_roll = time.perf_counter()

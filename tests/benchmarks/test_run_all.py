@@ -274,6 +274,33 @@ def test_async_without_its_learning_check_has_only_speed_rows() -> None:
     ]
 
 
+def test_async_rows_count_the_engine_and_the_tool_wait() -> None:
+    data = {
+        "target_speedup": 1.3,
+        "settings": {"learn_steps": 0},
+        "speed_summary": [
+            {
+                "setting": "remote-all+search-64",
+                "speedup": 1.42,
+                "engine_wait_share": 0.1,
+                "tool_wait_share": 0.5,
+                "wait_share": 0.6,
+                "latency_bound": True,
+            }
+        ],
+        "learning_summary": None,
+    }
+    assert summarize("async_rollout", data) == [
+        (
+            "remote-all+search-64 k=1/sync steps per minute (engine + tool wait 60% of a sync "
+            "step)",
+            "1.42x",
+            ">= 1.3x",
+            "yes",
+        )
+    ]
+
+
 # ---------------------------------------------------------------------------------- malformed
 @pytest.mark.parametrize(
     ("name", "data", "detail"),

@@ -103,6 +103,32 @@ def test_staleness_one_samples_with_weights_one_update_old(tiny_model_dir: Path,
     ]
 
 
+def test_concurrent_collectors_give_the_same_parameters(tiny_model_dir: Path, tmp_path: Path):
+    """k = 1 with one collector and with two (each its own model copy and envs, two rollouts in
+    flight): bit-identical parameters and records, whatever the threads' timing."""
+    runs = {}
+    for c in (1, 2):
+        extra = {"rollout.max_staleness": 1, "rollout.collectors": c}
+        cfg = _config(tiny_model_dir, tmp_path / f"c{c}", 4, **extra)
+        with FlowGRPOTrainer(cfg) as trainer:
+            trainer.use_rollout_worker(1, c)
+            assert len(trainer._pipeline.collectors) == c  # type: ignore[union-attr]
+            envs = {id(col.envs) for col in trainer._pipeline.collectors}  # type: ignore[union-attr]
+            assert len(envs) == c and id(trainer.envs) in envs
+            made = [col.envs for col in trainer._pipeline.collectors[1:]]  # type: ignore[union-attr]
+            while trainer.step < cfg.train.total_steps:
+                trainer.train_step()
+                trainer.step += 1
+            runs[c] = {k: v.detach().clone() for k, v in trainer.policy.model.state_dict().items()}
+        assert all(env.closed for env in made)  # the worker closed the envs it built
+    for k in runs[1]:
+        assert torch.equal(runs[1][k], runs[2][k]), k
+    a, b = _records(tmp_path / "c1"), _records(tmp_path / "c2")
+    assert [r.model_dump() for r in a] == [r.model_dump() for r in b]
+    versions = {r.metadata["step"]: r.metadata["policy_version"] for r in b}
+    assert versions == {1: 0, 2: 0, 3: 1, 4: 2}
+
+
 def test_truncated_importance_weights_run_and_stay_finite(tiny_model_dir: Path, tmp_path: Path):
     cfg = _config(
         tiny_model_dir, tmp_path / "tis", 3, **{"rollout.max_staleness": 1, "algo.tis_cap": 2.0}
@@ -135,7 +161,7 @@ def test_resumed_async_run_draws_the_same_queries(tiny_model_dir: Path, tmp_path
 
 
 def test_a_failing_rollout_reaches_the_trainer(tiny_model_dir: Path, tmp_path: Path):
-    def broken(policy: Any, plan: StepPlan, version: int) -> Any:
+    def broken(policy: Any, envs: Any, plan: StepPlan, version: int) -> Any:
         raise RuntimeError(f"tool backend down at step {plan.step}")
 
     def plan(step: int) -> StepPlan:
@@ -160,6 +186,11 @@ def test_bad_staleness_settings_are_refused() -> None:
         make_config("tiny", overrides={"rollout.max_staleness": 1, "train.distributed": "fsdp"})
     with pytest.raises(ConfigError, match="rollout.backend transformers and no FSDP"):
         make_config("tiny", overrides={"rollout.max_staleness": 1, "rollout.backend": "vllm"})
+    for k, c in ((1, 3), (0, 2), (2, -1)):
+        with pytest.raises(ConfigError, match=f"rollout.collectors={c} must be in"):
+            make_config("tiny", overrides={"rollout.max_staleness": k, "rollout.collectors": c})
+    cfg = make_config("tiny", overrides={"rollout.max_staleness": 2, "rollout.collectors": 3})
+    assert cfg.rollout.collectors == 3
 
 
 @pytest.mark.slow
