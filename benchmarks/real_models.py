@@ -31,6 +31,7 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,12 +118,18 @@ def module_analysis(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def module_rows(episodes: int, free_episodes: int, tmp: Path) -> list[dict[str, Any]]:
+def module_rows(
+    episodes: int, free_episodes: int, tmp: Path, concurrency: int, saved: Callable[[], None]
+) -> list[dict[str, Any]]:
     """(a): oracle planner, LLM executor/verifier/generator; constrained vs not (the free
-    modules write up to their long budgets, so they may get fewer episodes)."""
-    rows = []
+    modules write up to their long budgets, so they may get fewer episodes). ``saved`` is
+    called after each row (the report so far is written)."""
+    rows: list[dict[str, Any]] = []
     for constrained, n in ((True, episodes), (False, free_episodes)):
+        if n < 1:
+            continue
         argv = ["--env", "AgentFlow-Search-v0", "--planner", "scripted:oracle"]
+        argv += ["--concurrency", str(concurrency)]
         argv += ["--executor", "llm", "--verifier", "llm", "--generator", "llm"]
         argv += ["--module-engine", ENGINE, "--episodes", str(n), "--shuffle"]
         argv += ["--env-kwargs", json.dumps({"constrained_modules": constrained})]
@@ -142,6 +149,7 @@ def module_rows(episodes: int, free_episodes: int, tmp: Path) -> list[dict[str, 
                 "analysis": module_analysis(s["records"]),
             }
         )
+        saved()
     return rows
 
 
@@ -171,13 +179,16 @@ def _tasks() -> list[tuple[str, list[str]]]:
     return tasks
 
 
-def planner_rows(episodes: int, max_turns: int, tmp: Path) -> list[dict[str, Any]]:
+def planner_rows(
+    episodes: int, max_turns: int, tmp: Path, concurrency: int, saved: Callable[[], None]
+) -> list[dict[str, Any]]:
     """(b): each task set x each planner, the same tasks (first ``episodes`` after a seeded
-    shuffle) and the same turn limit."""
-    rows = []
+    shuffle) and the same turn limit; ``saved`` is called after each row."""
+    rows: list[dict[str, Any]] = []
     for task_name, task_argv in _tasks():
         for planner, planner_argv in PLANNERS.items():
             argv = [*task_argv, *planner_argv, "--episodes", str(episodes), "--shuffle"]
+            argv += ["--concurrency", str(concurrency)]
             argv += ["--max-turns", str(max_turns), "--max-tokens", "128"]
             s = evaluate(argv, tmp)
             turns = round((s["mean_turns"] or 0) * s["episodes"])
@@ -194,6 +205,7 @@ def planner_rows(episodes: int, max_turns: int, tmp: Path) -> list[dict[str, Any
                     "wall_s": s["wall_s"],
                 }
             )
+            saved()
     return rows
 
 
@@ -286,7 +298,11 @@ def run(
     parts: str = "ab",
     free_module_episodes: int | None = None,
     max_turns: int = 4,
+    concurrency: int = 8,
+    out: Path | None = None,
 ) -> dict[str, Any]:
+    """Both parts; with ``out``, the report so far is written there after every row (a run
+    cut short keeps what it measured, marked ``partial``)."""
     from agentflow_env.llm.models import fetched_path
 
     if fetched_path(MODEL) is None:
@@ -295,27 +311,38 @@ def run(
             "machine": machine_info(),
             "skipped": f"{MODEL} not fetched: python -m agentflow_env.llm fetch {MODEL}",
         }
-    with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        free = module_episodes if free_module_episodes is None else free_module_episodes
-        modules = (
-            module_rows(*((2, 1) if quick else (module_episodes, free)), tmp)
-            if "a" in parts
-            else []
-        )
-        planners = (
-            planner_rows(1 if quick else planner_episodes, 2 if quick else max_turns, tmp)
-            if "b" in parts
-            else []
-        )
-    return {
+    report: dict[str, Any] = {
         "quick": quick,
         "machine": machine_info(model=MODEL),
         "parts": parts,
-        "modules": modules,
-        "planners": planners,
-        "targets": targets(modules, planners),
+        "concurrency": concurrency,
+        "modules": [],
+        "planners": [],
     }
+
+    def saved() -> None:
+        if out is not None:
+            report["targets"] = targets(report["modules"], report["planners"])
+            _write(out, {**report, "partial": True})
+
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        free = module_episodes if free_module_episodes is None else free_module_episodes
+        if "a" in parts:
+            a = (2, 1) if quick else (module_episodes, free)
+            report["modules"] = module_rows(*a, tmp, concurrency, saved)
+        if "b" in parts:
+            b = (1, 2) if quick else (planner_episodes, max_turns)
+            report["planners"] = planner_rows(*b, tmp, concurrency, saved)
+    report["targets"] = targets(report["modules"], report["planners"])
+    return report
+
+
+def _write(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -338,7 +365,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--max-turns", type=int, default=4, help="(b)'s turn limit")
     parser.add_argument("--parts", default="ab", help="which parts to run: a, b or ab")
+    parser.add_argument(
+        "--concurrency", type=int, default=8, help="episodes stepping together (one batch)"
+    )
     args = parser.parse_args(argv)
+    if args.concurrency < 1:
+        parser.error("--concurrency must be >= 1")
     report = run(
         args.quick,
         args.module_episodes,
@@ -346,11 +378,12 @@ def main(argv: list[str] | None = None) -> int:
         args.parts,
         args.free_module_episodes,
         args.max_turns,
+        args.concurrency,
+        args.out,
     )
     report["argv"] = sys.argv[1:] if argv is None else list(argv)
     print_report(report, Console(width=140))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    _write(args.out, report)
     Console().print(f"wrote {args.out}")
     return 0
 

@@ -35,9 +35,14 @@ STEP_LABEL = "### Step"
 """a step header is this, a space, the 1-based step number and a newline"""
 RESULT_LABEL = "Result:"
 """starts the line after an action, where the env writes the step's outcome"""
-PLANNER_STOP: tuple[str, ...] = ("\n" + RESULT_LABEL, "\n" + STEP_LABEL)
+PLANNER_STOP: tuple[str, ...] = (
+    "\n" + RESULT_LABEL,
+    "\n" + STEP_LABEL,
+    "\n" + FIELD_LABELS["justification"] + ":",
+)
 """where a planner's generation must stop: text after these would be its own invented tool output
-(the action writers never produce them)"""
+or a second step (a small instruct model writes step after step until its budget runs out; an
+action opens with its one justification). The action writers never produce them."""
 OMITTED = "[omitted: prompt length limit]"
 """stands for a step dropped from an over-long planner prompt (its action and result, or its
 entry in the paper layout's Previous Steps): the oldest steps go first, never the query"""

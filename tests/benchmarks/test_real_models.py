@@ -84,3 +84,13 @@ def test_targets_read_both_parts_and_tolerate_a_missing_one() -> None:
     t = targets(modules[1:], [])  # no constrained module row, no planner rows
     assert t["module_accuracy"] is None and t["free_unparseable"] is None
     assert not t["met"]["free_unparseable"]
+
+
+def test_a_bad_concurrency_is_refused_before_anything_runs() -> None:
+    import pytest
+
+    from benchmarks.real_models import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--concurrency", "0"])
+    assert exc.value.code == 2
