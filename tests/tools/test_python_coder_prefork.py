@@ -132,6 +132,22 @@ def test_fresh_random_state_in_pre_forked_children(single: PythonCoderTool) -> N
     assert len(outputs) == 5
 
 
+def test_numpy_random_state_is_fresh_in_every_child() -> None:
+    """The worker gives numpy's global generator a new state from OS entropy before each fork:
+    a seed set by one call never reaches the next, and no two calls draw the same numbers."""
+    draw = "import numpy\nprint(numpy.random.random(), numpy.random.randint(1 << 62))"
+    with PythonCoderTool(
+        isolation=LEVELS[-1], timeout_s=5, pool_size=1, preload=("numpy",)
+    ) as tool:
+        seeded = tool.execute(code="import numpy\nnumpy.random.seed(0)\n" + draw[13:])
+        draws = [tool.execute(code=draw) for _ in range(5)]
+    assert seeded.ok and all(d.ok for d in draws), [d.error for d in draws]
+    outputs = [d.data["stdout"] for d in draws]
+    assert len(set(outputs)) == 5
+    assert seeded.data["stdout"] not in outputs
+    assert seeded.data["stdout"].split()[0] == "0.5488135039273248"  # seed 0 still works
+
+
 # --- a waiting child killed from outside -----------------------------------------------------
 def test_killed_waiting_child_is_replaced_and_the_next_call_succeeds(
     single: PythonCoderTool,
