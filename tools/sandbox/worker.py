@@ -50,8 +50,6 @@ import holder  # noqa: E402
 import results  # noqa: E402
 import runner  # noqa: E402
 
-_HEADER = struct.Struct(">I")
-_MAX_MESSAGE = 64 * 1024 * 1024
 _REPORT_CAP = 4 * 1024 * 1024
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -60,43 +58,6 @@ _MEMORY_CHECK_S = 0.05
 _MT_KEY_WORDS = 624  # the Mersenne Twister's state
 _IDLE_RESPAWNS = 3
 """waiting children replaced in a row without a call in between (then the next call forks one)"""
-
-
-class Channel:
-    """Length-prefixed JSON messages over two file descriptors."""
-
-    def __init__(self, rfd: int, wfd: int) -> None:
-        self.rfd, self.wfd = rfd, wfd
-
-    def _read_exact(self, n: int) -> bytes | None:
-        chunks, got = [], 0
-        while got < n:
-            data = os.read(self.rfd, n - got)
-            if not data:
-                return None
-            chunks.append(data)
-            got += len(data)
-        return b"".join(chunks)
-
-    def recv_raw(self) -> bytes | None:
-        """The next message's JSON body, None at end of input."""
-        head = self._read_exact(_HEADER.size)
-        if head is None:
-            return None
-        (size,) = _HEADER.unpack(head)
-        if size > _MAX_MESSAGE:
-            raise ValueError(f"message of {size} bytes exceeds the protocol limit")
-        return self._read_exact(size)
-
-    def recv(self) -> dict[str, Any] | None:
-        body = self.recv_raw()
-        return None if body is None else json.loads(body)
-
-    def send(self, message: dict[str, Any]) -> None:
-        body = json.dumps(message).encode("utf-8", "backslashreplace")
-        view = memoryview(_HEADER.pack(len(body)) + body)
-        while view:
-            view = view[os.write(self.wfd, view) :]
 
 
 class Worker:
@@ -126,8 +87,7 @@ class Worker:
             self.landlock = confine.LandlockRuleset(
                 self.landlock_abi, [self.call_root], self.read_only, rw_files=[os.devnull]
             )
-        # The preloaded modules live as long as the server: a collection in a child would
-        # touch (and so copy) every page holding them. Frozen, collections skip them.
+        # Frozen, the preloaded modules are skipped by collections (which would copy them).
         gc.collect()
         gc.freeze()
         # see holder.py: only with a private uid (the snippet cannot signal it), Landlock (no
@@ -135,7 +95,8 @@ class Worker:
         self.hold_memory = bool(
             init.get("hold_memory") and self.drop and self.landlock and holder.supported()
         )
-        self.pause_text = holder.pause_text() if self.hold_memory else (0, 0)
+        self.holders = holder.Starter(holder.pause_text()) if self.hold_memory else None
+        self.caught: list[int] = []  # signals the worker catches, reset in each child
         self.baseline_anon = confine.own_anonymous_memory()
         self.ready: calls.Child | None = None
         """the forked child waiting for the next call"""
@@ -169,6 +130,8 @@ class Worker:
             os.chown(call_dir, self.uid, self.uid)
         if self.numpy is not None:
             _reseed_numpy(self.numpy)
+        if self.holders is not None:
+            self.caught = holder.caught_signals()
         code_r, code_w = os.pipe()
         ctl_r, ctl_w = os.pipe()
         out_r, out_w = os.pipe()
@@ -198,9 +161,9 @@ class Worker:
             if self.seccomp is not None:
                 self.seccomp.install()  # in force for everything below, the holder included
             signal.signal(signal.SIGINT, signal.SIG_DFL)
-            if self.hold_memory:
-                holder.reset_signal_handlers()
-                holder_pid = holder.start_holder(self.pause_text)
+            if self.holders is not None:
+                holder.reset_signal_handlers(self.caught)
+                holder_pid = self.holders.start()
                 os.write(ctl_w, struct.pack(">i", holder_pid))  # the worker kills it
             else:
                 os.write(ctl_w, struct.pack(">i", 0))
@@ -556,7 +519,7 @@ def main() -> int:
     os.dup2(2, 1)
     os.set_inheritable(proto_in, False)
     os.set_inheritable(proto_out, False)
-    chan = Channel(proto_in, proto_out)
+    chan = calls.Channel(proto_in, proto_out)
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     init = chan.recv()
     if init is None or init.get("op") != "init":
