@@ -85,6 +85,16 @@ def _sandbox(d: dict[str, Any]) -> list[Row]:
                 _ok(ratio["median_ratio"] >= d["target_ratio"]) if paced else "",
             )
         )
+    for level, cpu in (d.get("cpu_per_call") or {}).items():
+        pool_ms = cpu["pool_tree_ms"] + cpu["caller_ms"]
+        rows.append(
+            (
+                f"CPU per back-to-back call, fresh `python -c` / {level} pool (ms)",
+                f"{cpu['fresh_over_pool']:.1f}x ({cpu['fresh_ms']:.1f} / {pool_ms:.1f})",
+                "",
+                "",
+            )
+        )
     return rows
 
 

@@ -193,6 +193,52 @@ def breakdown(tool: PythonCoderTool, n: int, pace_s: float) -> dict[str, Any]:
     return {"n": n, "median_ms": ms, "child_set_up_share": set_up}
 
 
+def _tree_cpu_s(roots: list[int]) -> float:
+    """CPU seconds (user + system) of the processes ``roots`` and all their descendants, with
+    the children they have reaped (the worker reaps each call's child and memory holder)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, int]] = {}
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            raw = Path(f"/proc/{name}/stat").read_bytes()
+        except OSError:
+            continue
+        fields = raw[raw.rfind(b")") + 2 :].split()
+        # fields 4 (ppid) and 14-17 (utime, stime, cutime, cstime) of proc(5), 0-based from 3
+        stats[int(name)] = (int(fields[1]), sum(int(x) for x in fields[11:15]))
+    found, frontier = set(roots), set(roots)
+    while frontier:
+        frontier = {pid for pid, (ppid, _) in stats.items() if ppid in frontier} - found
+        found |= frontier
+    return sum(stats[pid][1] for pid in found if pid in stats) / tick
+
+
+def cpu_per_call(tool: PythonCoderTool, n: int, n_fresh: int) -> dict[str, float]:
+    """CPU time (all cores, ms) one call costs, back to back: the pool's whole process tree
+    (worker, the call's child and memory holder, the next child's fork and set-up) and the
+    caller, against a fresh ``python -c``. When the cores are busy, latency follows CPU time:
+    fresh / pool is then about the best ratio back-to-back calls can reach."""
+    roots = tool._backend.worker_pids()
+    _time_calls(lambda: tool.run(SNIPPET).stdout, 0, warmup=10, pace_s=0.0)
+    tree, own = _tree_cpu_s(roots), time.process_time()
+    _time_calls(lambda: tool.run(SNIPPET).stdout, n, warmup=0, pace_s=0.0)
+    pool_ms = 1000 * (_tree_cpu_s(roots) - tree) / n
+    caller_ms = 1000 * (time.process_time() - own) / n
+    before = os.times()
+    _time_calls(_fresh_call, n_fresh, warmup=0, pace_s=0.0)
+    after = os.times()
+    fresh_ms = 1000 * (after.children_user + after.children_system) / n_fresh
+    fresh_ms -= 1000 * (before.children_user + before.children_system) / n_fresh
+    return {
+        "n": n,
+        "n_fresh": n_fresh,
+        "fresh_ms": fresh_ms,
+        "pool_tree_ms": pool_ms,
+        "caller_ms": caller_ms,
+        "fresh_over_pool": fresh_ms / (pool_ms + caller_ms),
+    }
+
+
 def _levels() -> list[IsolationRequest]:
     levels: list[IsolationRequest] = ["strict"] if shutil.which("bwrap") else []
     return levels + ["process"]
@@ -245,6 +291,7 @@ def run(quick: bool, pool_size: int, callers: int, pace_ms: float) -> dict[str, 
     fresh_rows: list[dict[str, Any]] = []
     parts: dict[str, Any] = {}
     parts_b2b: dict[str, Any] = {}
+    cpu: dict[str, Any] = {}
     for index, level in enumerate(_levels()):
         with PythonCoderTool(isolation=level, pool_size=pool_size, timeout_s=10) as tool:
             for paced in (False, True):
@@ -284,6 +331,8 @@ def run(quick: bool, pool_size: int, callers: int, pace_ms: float) -> dict[str, 
             )
             parts[level] = breakdown(tool, max(20, n // 3), pace_s)
             parts_b2b[level] = breakdown(tool, max(20, n // 3), 0.0)
+            if index == 0:
+                cpu[level] = cpu_per_call(tool, max(40, n // 2), n_fresh)
     rows = fresh_rows + rows
     rows.append(
         {
@@ -305,6 +354,7 @@ def run(quick: bool, pool_size: int, callers: int, pace_ms: float) -> dict[str, 
         **_targets(rows),
         "breakdown": parts,
         "breakdown_back_to_back": parts_b2b,
+        "cpu_per_call": cpu,
         "rows": rows,
     }
 
@@ -366,6 +416,12 @@ def _print(report: dict[str, Any], console: Console) -> None:
             f"{r['fresh_median_ms']:.2f} / {r['pool_median_ms']:.2f} ms = "
             f"{r['median_ratio']:.1f}x, p95 {r['fresh_p95_ms']:.2f} / {r['pool_p95_ms']:.2f} ms "
             f"= {r['p95_ratio']:.1f}x"
+        )
+    for level, c in report.get("cpu_per_call", {}).items():
+        console.print(
+            f"CPU per call back to back ({level} pool, all cores): pool's processes "
+            f"{c['pool_tree_ms']:.2f} ms + caller {c['caller_ms']:.2f} ms; fresh `python -c` "
+            f"{c['fresh_ms']:.2f} ms: {c['fresh_over_pool']:.1f}x"
         )
     verdict = "met" if report["target_met"] else "NOT met (or no namespace isolation here)"
     console.print(

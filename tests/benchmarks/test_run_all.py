@@ -182,9 +182,18 @@ def test_sandbox_target_is_on_the_paced_strict_row_and_the_ratio() -> None:
         "yes",
     )
     assert rows["fresh `python -c` / strict pool median (back to back)"][1:] == ("", "")
+    assert not any(metric.startswith("CPU per") for metric in rows)  # older files: no row
     ratio["median_ratio"] = 9.9  # just short of the target: not met
+    data["cpu_per_call"] = {
+        "strict": {"fresh_ms": 40.0, "pool_tree_ms": 7.5, "caller_ms": 0.5, "fresh_over_pool": 5.0}
+    }
     rows = _by_metric(summarize("sandbox_latency", data))
     assert rows["fresh `python -c` / strict pool median (paced)"][2] == "NO"
+    assert rows["CPU per back-to-back call, fresh `python -c` / strict pool (ms)"] == (
+        "5.0x (40.0 / 8.0)",
+        "",
+        "",
+    )
 
 
 def test_env_overhead_rows_judge_each_family_and_name_the_largest_stages() -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -132,6 +134,22 @@ def test_fresh_random_state_in_pre_forked_children(single: PythonCoderTool) -> N
     assert len(outputs) == 5
 
 
+def test_numpy_random_state_is_fresh_in_every_child() -> None:
+    """The worker gives numpy's global generator a new state from OS entropy before each fork:
+    a seed set by one call never reaches the next, and no two calls draw the same numbers."""
+    draw = "import numpy\nprint(numpy.random.random(), numpy.random.randint(1 << 62))"
+    with PythonCoderTool(
+        isolation=LEVELS[-1], timeout_s=5, pool_size=1, preload=("numpy",)
+    ) as tool:
+        seeded = tool.execute(code="import numpy\nnumpy.random.seed(0)\n" + draw[13:])
+        draws = [tool.execute(code=draw) for _ in range(5)]
+    assert seeded.ok and all(d.ok for d in draws), [d.error for d in draws]
+    outputs = [d.data["stdout"] for d in draws]
+    assert len(set(outputs)) == 5
+    assert seeded.data["stdout"] not in outputs
+    assert seeded.data["stdout"].split()[0] == "0.5488135039273248"  # seed 0 still works
+
+
 # --- a waiting child killed from outside -----------------------------------------------------
 def test_killed_waiting_child_is_replaced_and_the_next_call_succeeds(
     single: PythonCoderTool,
@@ -215,9 +233,14 @@ for name in os.listdir('/proc'):
     if name.isdigit() and int(name) != me:
         status = open(f'/proc/{name}/status').read()
         fields = dict(line.split(':', 1) for line in status.splitlines() if ':' in line)
-        others.append((int(name), fields['Uid'].split()[0], int(fields['PPid'])))
-holders = [pid for pid, uid, ppid in others if uid == '0' and ppid == os.getppid()]
+        caught = int(fields['SigCgt'], 16)
+        others.append((int(name), fields['Uid'].split()[0], int(fields['PPid']), caught))
+holders = [pid for pid, uid, ppid, _ in others if uid == '0' and ppid == os.getppid()]
 print(len(others), len(holders))
+# the worker catches signals (SIGINT at least); its handlers are reset before the holder starts
+worker_catches = [c for pid, _, _, c in others if pid == os.getppid()][0] != 0
+holder_catches = [c for p, _, _, c in others if p in holders]
+print('worker catches', worker_catches, 'holder catches', holder_catches)
 for pid in holders:
     try:
         os.kill(pid, signal.SIGKILL)
@@ -244,6 +267,36 @@ except ChildProcessError:
 """
 
 
+SIGNALS_PROBE = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+import holder
+signal.signal(signal.SIGUSR1, lambda *_: None)
+caught = holder.caught_signals()  # in the worker, before the fork
+pid = os.fork()
+if pid == 0:
+    holder.reset_signal_handlers(caught)
+    print(holder.caught_signals(), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+print(signal.SIGUSR1 in caught, signal.SIGINT in caught, signal.SIGKILL in caught)
+"""
+
+
+def test_handlers_the_worker_has_are_reset_in_its_child() -> None:
+    """The worker reads which signals it catches (the kernel's view) before each fork; the child
+    resets them before it starts its memory holder, which must have no handler at all."""
+    sandbox_dir = Path(__file__).resolve().parents[2] / "tools" / "sandbox"
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", SIGNALS_PROBE, str(sandbox_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert out.splitlines() == ["[]", "True True False"]
+
+
 @pytest.mark.skipif(not HAS_BWRAP, reason="bubblewrap (bwrap) is not installed")
 def test_memory_holder_is_out_of_the_snippets_reach_and_dies_with_its_call() -> None:
     with PythonCoderTool(isolation="strict", timeout_s=5, pool_size=1, preload=SMALL_PRELOAD) as t:
@@ -256,6 +309,7 @@ def test_memory_holder_is_out_of_the_snippets_reach_and_dies_with_its_call() -> 
             # no waiting child (the next one is forked after this call)
             assert result.data["stdout"].splitlines() == [
                 "3 1",
+                "worker catches True holder catches [0]",
                 "kill refused",
                 "mem refused",
                 "mprotect -1 Operation not permitted",

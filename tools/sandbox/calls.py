@@ -1,12 +1,14 @@
 """One call's child as the fork server sees it, and the process plumbing around it.
 
-Runs inside the sandbox worker (standard library only): :class:`Child` holds the worker's ends of
-a child's pipes, :func:`hand_off` gives a waiting child its call, :class:`Sink` collects capped
-output, and the rest reaps, kills and cleans up.
+Runs inside the sandbox worker (standard library only): :class:`Channel` carries the messages to
+and from the host, :class:`Child` holds the worker's ends of a child's pipes, :func:`hand_off`
+gives a waiting child its call, :class:`Sink` collects capped output, and the rest reaps, kills
+and cleans up.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import shutil
@@ -16,6 +18,7 @@ import time
 from typing import Any
 
 __all__ = [
+    "Channel",
     "SET_UP",
     "RECEIVED",
     "Child",
@@ -29,10 +32,49 @@ __all__ = [
 ]
 
 _READ_CHUNK = 65536
+_HEADER = struct.Struct(">I")
+_MAX_MESSAGE = 64 * 1024 * 1024
 SET_UP = b"\1"
 """control byte: the child is set up and waits for its call"""
 RECEIVED = b"\2"
 """control byte: the child has read its whole call"""
+
+
+class Channel:
+    """Length-prefixed JSON messages over two file descriptors."""
+
+    def __init__(self, rfd: int, wfd: int) -> None:
+        self.rfd, self.wfd = rfd, wfd
+
+    def _read_exact(self, n: int) -> bytes | None:
+        chunks, got = [], 0
+        while got < n:
+            data = os.read(self.rfd, n - got)
+            if not data:
+                return None
+            chunks.append(data)
+            got += len(data)
+        return b"".join(chunks)
+
+    def recv_raw(self) -> bytes | None:
+        """The next message's JSON body, None at end of input."""
+        head = self._read_exact(_HEADER.size)
+        if head is None:
+            return None
+        (size,) = _HEADER.unpack(head)
+        if size > _MAX_MESSAGE:
+            raise ValueError(f"message of {size} bytes exceeds the protocol limit")
+        return self._read_exact(size)
+
+    def recv(self) -> dict[str, Any] | None:
+        body = self.recv_raw()
+        return None if body is None else json.loads(body)
+
+    def send(self, message: dict[str, Any]) -> None:
+        body = json.dumps(message).encode("utf-8", "backslashreplace")
+        view = memoryview(_HEADER.pack(len(body)) + body)
+        while view:
+            view = view[os.write(self.wfd, view) :]
 
 
 class Sink:

@@ -9,13 +9,14 @@ afterwards.
 
 Pre-forked children: the fork and every set-up step that does not depend on the call happen
 before the call arrives. Right after a call's result is sent (and its processes are gone), the
-worker forks the next child, which enforces Landlock and seccomp, clones its memory holder (see
-:mod:`holder`: it makes the child's exit skip the teardown of its address space), takes its own
-session, file descriptors, directory, environment and fresh random state, then blocks reading its
-call from a pipe. A call then costs the hand-off, what depends on it (rlimits from its limits),
-the drop to the private uid, the run and the result. The waiting child drops its privileges only
-once its call has arrived, so between calls no process of the call uid exists, and a waiting child
-dies with the worker (parent-death signal; a uid change would clear it). A child serves one call.
+worker gives numpy's global generator a new state and forks the next child, which enforces
+Landlock and seccomp, clones its memory holder (see :mod:`holder`: it makes the child's exit skip
+the teardown of its address space), takes its own session, file descriptors, directory and
+environment (``random`` reseeds itself after a fork), then blocks reading its call from a pipe.
+A call then costs the hand-off, what depends on it (rlimits from its limits), the drop to the
+private uid, the run and the result. The waiting child drops its privileges only once its call
+has arrived, so between calls no process of the call uid exists, and a waiting child dies with the
+worker (parent-death signal; a uid change would clear it). A child serves one call.
 
 Process-tree kill: when the worker runs as root, every child of a call runs under a uid private to
 this worker. After the call (or at its timeout), the worker takes that uid as its real/effective
@@ -49,52 +50,14 @@ import holder  # noqa: E402
 import results  # noqa: E402
 import runner  # noqa: E402
 
-_HEADER = struct.Struct(">I")
-_MAX_MESSAGE = 64 * 1024 * 1024
 _REPORT_CAP = 4 * 1024 * 1024
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _KILL_DEADLINE_S = 5.0
 _MEMORY_CHECK_S = 0.05
+_MT_KEY_WORDS = 624  # the Mersenne Twister's state
 _IDLE_RESPAWNS = 3
 """waiting children replaced in a row without a call in between (then the next call forks one)"""
-
-
-class Channel:
-    """Length-prefixed JSON messages over two file descriptors."""
-
-    def __init__(self, rfd: int, wfd: int) -> None:
-        self.rfd, self.wfd = rfd, wfd
-
-    def _read_exact(self, n: int) -> bytes | None:
-        chunks, got = [], 0
-        while got < n:
-            data = os.read(self.rfd, n - got)
-            if not data:
-                return None
-            chunks.append(data)
-            got += len(data)
-        return b"".join(chunks)
-
-    def recv_raw(self) -> bytes | None:
-        """The next message's JSON body, None at end of input."""
-        head = self._read_exact(_HEADER.size)
-        if head is None:
-            return None
-        (size,) = _HEADER.unpack(head)
-        if size > _MAX_MESSAGE:
-            raise ValueError(f"message of {size} bytes exceeds the protocol limit")
-        return self._read_exact(size)
-
-    def recv(self) -> dict[str, Any] | None:
-        body = self.recv_raw()
-        return None if body is None else json.loads(body)
-
-    def send(self, message: dict[str, Any]) -> None:
-        body = json.dumps(message).encode("utf-8", "backslashreplace")
-        view = memoryview(_HEADER.pack(len(body)) + body)
-        while view:
-            view = view[os.write(self.wfd, view) :]
 
 
 class Worker:
@@ -108,9 +71,9 @@ class Worker:
         # the private uid of the call's processes (only meaningful when ``drop``)
         self.uid: int = int(init["uid"]) if self.drop else -1
         self.preloaded = _preload(init.get("preload") or [])
-        if "numpy" in sys.modules:
-            # the first reseed costs ~10 ms of lazy set-up; pay it once here, not in every child
-            sys.modules["numpy"].random.seed(None)
+        self.numpy: Any = sys.modules.get("numpy")  # its random state: new before each fork
+        if self.numpy is not None:
+            _reseed_numpy(self.numpy)
         self.seccomp = confine.SeccompProgram.build(deny_new_processes=not self.drop)
         self.calls = 0
         self.devnull = os.open(os.devnull, os.O_RDWR)
@@ -124,8 +87,7 @@ class Worker:
             self.landlock = confine.LandlockRuleset(
                 self.landlock_abi, [self.call_root], self.read_only, rw_files=[os.devnull]
             )
-        # The preloaded modules live as long as the server: a collection in a child would
-        # touch (and so copy) every page holding them. Frozen, collections skip them.
+        # Frozen, the preloaded modules are skipped by collections (which would copy them).
         gc.collect()
         gc.freeze()
         # see holder.py: only with a private uid (the snippet cannot signal it), Landlock (no
@@ -133,7 +95,8 @@ class Worker:
         self.hold_memory = bool(
             init.get("hold_memory") and self.drop and self.landlock and holder.supported()
         )
-        self.pause_text = holder.pause_text() if self.hold_memory else (0, 0)
+        self.holders = holder.Starter(holder.pause_text()) if self.hold_memory else None
+        self.caught: list[int] = []  # signals the worker catches, reset in each child
         self.baseline_anon = confine.own_anonymous_memory()
         self.ready: calls.Child | None = None
         """the forked child waiting for the next call"""
@@ -165,6 +128,10 @@ class Worker:
         os.mkdir(call_dir, 0o700)
         if self.drop:
             os.chown(call_dir, self.uid, self.uid)
+        if self.numpy is not None:
+            _reseed_numpy(self.numpy)
+        if self.holders is not None:
+            self.caught = holder.caught_signals()
         code_r, code_w = os.pipe()
         ctl_r, ctl_w = os.pipe()
         out_r, out_w = os.pipe()
@@ -194,9 +161,9 @@ class Worker:
             if self.seccomp is not None:
                 self.seccomp.install()  # in force for everything below, the holder included
             signal.signal(signal.SIGINT, signal.SIG_DFL)
-            if self.hold_memory:
-                holder.reset_signal_handlers()
-                holder_pid = holder.start_holder(self.pause_text)
+            if self.holders is not None:
+                holder.reset_signal_handlers(self.caught)
+                holder_pid = self.holders.start()
                 os.write(ctl_w, struct.pack(">i", holder_pid))  # the worker kills it
             else:
                 os.write(ctl_w, struct.pack(">i", 0))
@@ -520,11 +487,15 @@ def _fresh_interpreter_state() -> None:
     sys.path[:] = [p for p in sys.path if p != _HERE]
     for name in ("calls", "confine", "holder", "results", "runner"):
         sys.modules.pop(name, None)
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
-        # A forked child inherits numpy's legacy global RNG state; reseeding from OS entropy
-        # gives each call what a fresh interpreter would have (not a fixed seed).
-        numpy.random.seed(None)
+
+
+def _reseed_numpy(numpy: Any) -> None:
+    """A new state from OS entropy for numpy's global generator, just before each fork: each
+    child starts with a state no other call had. In the child, ``seed(None)`` cost ~0.9 ms
+    (copy-on-write faults, mostly); here (no page shared) the 624-word key from ``os.urandom``
+    ~0.1 ms."""
+    key = numpy.frombuffer(os.urandom(_MT_KEY_WORDS * 4), dtype="<u4")
+    numpy.random.set_state(("MT19937", key, _MT_KEY_WORDS, 0, 0.0))
 
 
 def _host_speaks(proto_in: int, child: calls.Child | None) -> bool:
@@ -548,7 +519,7 @@ def main() -> int:
     os.dup2(2, 1)
     os.set_inheritable(proto_in, False)
     os.set_inheritable(proto_out, False)
-    chan = Channel(proto_in, proto_out)
+    chan = calls.Channel(proto_in, proto_out)
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     init = chan.recv()
     if init is None or init.get("op") != "init":
