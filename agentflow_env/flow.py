@@ -592,6 +592,8 @@ class AgentFlow:
                     episodes[i].memory,
                     parsed[i],
                     tuple(episodes[i].answers),
+                    episodes[i].query_analysis,
+                    self._cards,
                 )
                 for i in ending
             ]

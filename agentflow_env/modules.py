@@ -426,6 +426,9 @@ class GeneratorCall:
     """the last planner action of the episode"""
     answers: tuple[str, ...] = ()
     """every ``<answer>`` the planner wrote in this episode, in order"""
+    query_analysis: str | None = None
+    cards: Sequence[ToolCard] = ()
+    """the env's tools: the generator's prompt opens as the verifier's does (a shared prefix)"""
 
 
 @dataclass
@@ -492,7 +495,7 @@ class LLMGenerator(Generator):
             return []
         requests = [
             GenerationRequest.chat(
-                prompts.generator_prompt(c.question, c.memory.render()),
+                prompts.generator_prompt(c.question, c.memory.render(), c.cards, c.query_analysis),
                 constraint=self.constraint,
                 **self.sampling.model_dump(),
             )

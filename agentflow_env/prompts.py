@@ -13,7 +13,22 @@ from agentflow_env.format.labels import ANSWER_CLOSE, ANSWER_OPEN
 from agentflow_env.format.modules import QUERY_ANALYSIS_LABELS
 from tools.base import ToolCard, execute_call
 
-__all__ = ["executor_prompt", "generator_prompt", "query_analysis_prompt", "verifier_prompt"]
+__all__ = [
+    "EXECUTOR_TASK",
+    "GENERATOR_TASK",
+    "VERIFIER_TASK",
+    "executor_prompt",
+    "generator_prompt",
+    "query_analysis_prompt",
+    "verifier_prompt",
+]
+
+EXECUTOR_TASK = "You are the executor of a tool-using agent."
+"""opens the executor's prompt (its tool's card follows)"""
+VERIFIER_TASK = "Your task: you are the verifier."
+"""opens the verifier's own part, after the opening it shares with the generator"""
+GENERATOR_TASK = "Your task: you are the answer generator."
+"""opens the generator's own part, after the opening it shares with the verifier"""
 
 
 def _analysis_line(query_analysis: str | None) -> str:
@@ -40,10 +55,16 @@ def executor_prompt(
     # planner's command, not a demo. The opening is the same for every call of the tool, and an
     # episode's later prompts extend its earlier ones up to the sub-goal, so an engine's prefix
     # cache skips most of the prefill (agentflow_env.llm.prefix_cache).
-    hint = f"Planner's suggested command: {command}\n" if command else ""
+    # The planner's command as a call of the tool's main input: the shape the reply must take,
+    # so a small model copying the nearest call copies this one (not a demo's query). The
+    # executor may still change it.
+    hint = (
+        f"Planner's suggested call: {execute_call({card.primary_input: command})}\n"
+        if command
+        else ""
+    )
     return (
-        "You are the executor of a tool-using agent. Write the tool call(s) that achieve the "
-        "sub-goal.\n\n"
+        f"{EXECUTOR_TASK} Write the tool call(s) that achieve the sub-goal.\n\n"
         f"{card.render()}\n"
         f"Inputs as JSON Schema: {json.dumps(card.json_schema(), ensure_ascii=False)}"
         + (f"\nExample calls (other queries):{demos}" if demos else "")
@@ -61,6 +82,32 @@ def executor_prompt(
     )
 
 
+def _episode_context(
+    question: str, memory_text: str, cards: Sequence[ToolCard], query_analysis: str | None
+) -> str:
+    """The opening the verifier's and the generator's prompts share: the tools (the same in every
+    episode), then the query and the steps (an episode's later steps extend its earlier ones).
+    Shared, it is prefilled once: the generator's prompt reuses the last verifier prompt's whole
+    opening, and a verifier prompt its episode's previous one (an engine's prefix cache,
+    :mod:`agentflow_env.llm.prefix_cache`). The module's own task comes after it."""
+    tools = ""
+    if cards:
+        metadata = json.dumps(
+            {c.name: c.metadata() for c in cards}, ensure_ascii=False, default=str
+        )
+        tools = (
+            f"Available tools: {', '.join(c.name for c in cards)}\nTool metadata: {metadata}\n\n"
+        )
+    return (
+        "You are one module of a tool-using agent. Its tools, the query and the steps taken so "
+        "far follow; your task comes after them.\n\n"
+        f"{tools}"
+        f"Query: {question}\n"
+        f"{_analysis_line(query_analysis)}"
+        f"\nSteps so far:\n{memory_text}\n\n"
+    )
+
+
 def verifier_prompt(
     question: str,
     memory_text: str,
@@ -69,37 +116,28 @@ def verifier_prompt(
 ) -> str:
     """The verifier decides whether the memory already answers the query; like the reference's,
     it reads the available tools, their metadata and the query analysis."""
-    tools = ""
-    if cards:
-        metadata = json.dumps(
-            {c.name: c.metadata() for c in cards}, ensure_ascii=False, default=str
-        )
-        tools = f"Available tools: {', '.join(c.name for c in cards)}\nTool metadata: {metadata}\n"
-    # the tools first, then the query and the steps: every verifier prompt opens the same way
-    # and an episode's later ones extend its earlier ones (an engine's prefix cache reuses both)
-    return (
-        "You are the verifier of a tool-using agent. Decide whether the steps so far contain "
-        "enough verified information to answer the query completely.\n\n"
-        f"{tools}\n"
-        f"Query: {question}\n"
-        f"{_analysis_line(query_analysis)}"
-        f"\nSteps so far:\n{memory_text}\n\n"
-        "Check: does the memory answer every part of the query? Are there contradictions, "
-        "ambiguities or facts a tool's limitations make doubtful? Could an unused tool supply "
-        "what is missing? Write a short analysis, then the last line exactly 'Conclusion: STOP' "
-        "if the query can be answered now, or 'Conclusion: CONTINUE' if more steps are needed."
+    return _episode_context(question, memory_text, cards, query_analysis) + (
+        f"{VERIFIER_TASK} Decide whether the steps so far contain enough verified information to "
+        "answer the query completely. Check: does the memory answer every part of the query? "
+        "Are there contradictions, ambiguities or facts a tool's limitations make doubtful? "
+        "Could an unused tool supply what is missing? Write a short analysis, then the last "
+        "line exactly 'Conclusion: STOP' if the query can be answered now, or 'Conclusion: "
+        "CONTINUE' if more steps are needed."
     )
 
 
-def generator_prompt(question: str, memory_text: str) -> str:
-    """The generator writes the final answer from query + memory (the paper's 'direct' output)."""
-    return (
-        "You are the answer generator of a tool-using agent. Using the steps below, answer the "
-        "query concisely.\n\n"
-        f"Query: {question}\n\n"
-        f"Steps:\n{memory_text}\n\n"
-        "Reason briefly, then end with the final answer alone inside "
-        f"{ANSWER_OPEN}...{ANSWER_CLOSE}."
+def generator_prompt(
+    question: str,
+    memory_text: str,
+    cards: Sequence[ToolCard] = (),
+    query_analysis: str | None = None,
+) -> str:
+    """The generator writes the final answer from query + memory (the paper's 'direct' output).
+    It opens as the verifier's prompt does (the tools it is given only make that opening
+    shared)."""
+    return _episode_context(question, memory_text, cards, query_analysis) + (
+        f"{GENERATOR_TASK} Using the steps above, answer the query concisely. Reason briefly, "
+        f"then end with the final answer alone inside {ANSWER_OPEN}...{ANSWER_CLOSE}."
     )
 
 

@@ -42,7 +42,7 @@ if __package__ in (
 from benchmarks.common import machine_info
 
 console = Console()
-_SUGGESTED = re.compile(r"Planner's suggested command: (.*)")
+_SUGGESTED = re.compile(r"Planner's suggested call: (.*)")
 
 
 class CallCountingEngine:
@@ -70,9 +70,8 @@ def latency_engine(latency_s: float) -> CallableEngine:
     def reply(prompt: str) -> str:
         if "executor" in prompt:
             match = _SUGGESTED.search(prompt)
-            return (
-                f"Command: execution = tool.execute(query={(match.group(1) if match else 'x')!r})"
-            )
+            call = match.group(1) if match else "execution = tool.execute(query='x')"
+            return f"Command: {call}"
         if "verifier" in prompt:
             return "Analysis: more evidence may help.\nConclusion: CONTINUE"
         return "<answer>unknown</answer>"

@@ -45,8 +45,10 @@ from agentflow_env.llm.prefix_cache import PrefixCache
 
 __all__ = ["HFEngine"]
 
-_DEFAULT_PREFIX_CACHE_MB = 512
-"""SmolLM2-135M's KV cache takes 46 KB per token: ~11,000 prompt tokens"""
+_DEFAULT_PREFIX_CACHE_MB = 1536
+"""SmolLM2-135M's KV cache takes 46 KB per token (fp32): ~35,000 prompt tokens, the three module
+prompts of 10 episodes stepping together with room to spare (512 MB evicted prompts that a batch
+of 10 needed again)"""
 
 
 class HFEngine:
@@ -67,7 +69,7 @@ class HFEngine:
             batch otherwise), ``"per_row"`` or ``"batched"``; see :mod:`hf_backend`.
         prefix_cache_mb: memory for the KV caches of recent prompts, whose longest shared prefix
             a new prompt reuses instead of prefilling it again
-            (:mod:`~agentflow_env.llm.prefix_cache`; CPU only). Default: 512 when this engine
+            (:mod:`~agentflow_env.llm.prefix_cache`; CPU only). Default: 1536 when this engine
             loads its model on a CPU, else 0 (off): a model passed in may be trained by its
             owner, which would make cached values stale (call :meth:`clear_prefix_cache`).
     """

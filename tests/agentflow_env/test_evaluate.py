@@ -33,6 +33,7 @@ from agentflow_env.format import PLANNER_STOP
 from agentflow_env.llm.base import GenerationRequest, GenerationResult
 from agentflow_env.llm.callable_engine import CallableEngine
 from agentflow_env.planners import EngineBatchPlanner
+from agentflow_env.prompts import GENERATOR_TASK, VERIFIER_TASK
 from agentflow_env.tasks.base import Task
 from agentflow_env.trajectory import read_jsonl
 from tests.conftest import REPO_ROOT
@@ -109,9 +110,9 @@ def module_engine(request: GenerationRequest) -> GenerationResult:
             if command
             else "no idea"
         )
-    elif text.startswith("You are the verifier"):
+    elif VERIFIER_TASK in text:
         out = "The code is known.\nConclusion: STOP" if "code-" in text else "Conclusion: CONTINUE"
-    elif text.startswith("You are the answer generator"):
+    elif GENERATOR_TASK in text:
         codes = re.findall(r"code-\d+", text)
         out = f"<answer>{codes[-1]}</answer>"
     elif text.startswith("Analyze the query"):
