@@ -119,12 +119,16 @@ def module_analysis(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def module_rows(
-    episodes: int, free_episodes: int, tmp: Path, concurrency: int, saved: Callable[[], None]
+    episodes: int,
+    free_episodes: int,
+    tmp: Path,
+    concurrency: int,
+    saved: Callable[[], None],
+    rows: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """(a): oracle planner, LLM executor/verifier/generator; constrained vs not (the free
-    modules write up to their long budgets, so they may get fewer episodes). ``saved`` is
-    called after each row (the report so far is written)."""
-    rows: list[dict[str, Any]] = []
+    modules write up to their long budgets, so they may get fewer episodes). Each row is
+    appended to ``rows``, then ``saved`` is called (the report so far is written)."""
     for constrained, n in ((True, episodes), (False, free_episodes)):
         if n < 1:
             continue
@@ -180,11 +184,16 @@ def _tasks() -> list[tuple[str, list[str]]]:
 
 
 def planner_rows(
-    episodes: int, max_turns: int, tmp: Path, concurrency: int, saved: Callable[[], None]
+    episodes: int,
+    max_turns: int,
+    tmp: Path,
+    concurrency: int,
+    saved: Callable[[], None],
+    rows: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """(b): each task set x each planner, the same tasks (first ``episodes`` after a seeded
-    shuffle) and the same turn limit; ``saved`` is called after each row."""
-    rows: list[dict[str, Any]] = []
+    shuffle) and the same turn limit; each row is appended to ``rows``, then ``saved`` is
+    called."""
     for task_name, task_argv in _tasks():
         for planner, planner_argv in PLANNERS.items():
             argv = [*task_argv, *planner_argv, "--episodes", str(episodes), "--shuffle"]
@@ -330,10 +339,10 @@ def run(
         free = module_episodes if free_module_episodes is None else free_module_episodes
         if "a" in parts:
             a = (2, 1) if quick else (module_episodes, free)
-            report["modules"] = module_rows(*a, tmp, concurrency, saved)
+            module_rows(*a, tmp, concurrency, saved, report["modules"])
         if "b" in parts:
             b = (1, 2) if quick else (planner_episodes, max_turns)
-            report["planners"] = planner_rows(*b, tmp, concurrency, saved)
+            planner_rows(*b, tmp, concurrency, saved, report["planners"])
     report["targets"] = targets(report["modules"], report["planners"])
     return report
 
