@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from agentflow_env.llm import GenerationRequest, make_engine
+from agentflow_env.llm import GenerationRequest, SamplingParams, make_engine
 from agentflow_env.llm.common import EngineConfigError
 from agentflow_env.llm.models import (
     CACHE_ENV,
@@ -158,8 +158,7 @@ def test_hf_name_spec_answers_like_an_instruct_model(smollm2_dir: Path) -> None:
                             "content": "What is the capital of France? Answer in one word.",
                         }
                     ],
-                    max_tokens=16,
-                    temperature=0.0,
+                    sampling=SamplingParams(max_tokens=16, temperature=0.0),
                 )
             ]
         )
