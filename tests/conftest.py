@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,16 @@ def smollm2_dir() -> Path:
     if path is None:
         pytest.skip(f"the real model {REAL_MODEL} is not fetched: run `{FETCH_HINT}`")
     return path
+
+
+@pytest.fixture
+def sigint_caught() -> Iterator[None]:
+    """SIGINT handled by Python in this process (and so at its default in the processes it
+    starts, whose Python then catches it), even where the test run inherited SIGINT ignored (a
+    job started in the background by a non-interactive shell): tests that stop a child with
+    Ctrl-C, or check what a worker catches, need it."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

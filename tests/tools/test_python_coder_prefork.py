@@ -272,6 +272,7 @@ import os, signal, sys
 sys.path.insert(0, sys.argv[1])
 import holder
 signal.signal(signal.SIGUSR1, lambda *_: None)
+signal.signal(signal.SIGINT, signal.default_int_handler)  # even if this process started ignoring it
 caught = holder.caught_signals()  # in the worker, before the fork
 pid = os.fork()
 if pid == 0:
@@ -298,7 +299,9 @@ def test_handlers_the_worker_has_are_reset_in_its_child() -> None:
 
 
 @pytest.mark.skipif(not HAS_BWRAP, reason="bubblewrap (bwrap) is not installed")
-def test_memory_holder_is_out_of_the_snippets_reach_and_dies_with_its_call() -> None:
+def test_memory_holder_is_out_of_the_snippets_reach_and_dies_with_its_call(
+    sigint_caught: None,
+) -> None:
     with PythonCoderTool(isolation="strict", timeout_s=5, pool_size=1, preload=SMALL_PRELOAD) as t:
         if not t._backend.pool.features.get("memory_holder"):
             pytest.skip("no memory holder here (needs root, Landlock and mseal)")

@@ -258,7 +258,7 @@ def test_bad_construction() -> None:
         RetrievalServerSearchTool("http://127.0.0.1:1", top_k=0)
 
 
-def test_cli_serve_end_to_end(tmp_path: Path) -> None:
+def test_cli_serve_end_to_end(tmp_path: Path, sigint_caught: None) -> None:
     """`python -m tools.search index` then `serve`, queried by the client, as a user would."""
     corpus = tmp_path / "c.jsonl"
     corpus.write_text("".join(json.dumps(d) + "\n" for d in DOCS), encoding="utf-8")
