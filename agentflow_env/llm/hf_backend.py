@@ -38,7 +38,9 @@ left-padded batch needs an explicit attention mask, and with a mask PyTorch's CP
 (query, key) score (16 x 2,000 tokens: 458 ms masked vs 163 ms causal per call); a whole
 24-token generation for 16 prompts of ~2,300 tokens took 2.2 s padded, 1.2 s this way. Each
 prompt but its last token is prefilled unpadded (causal, no mask), the per-prompt KV caches are
-left-padded into one batch cache, and ``generate`` decodes the whole batch from there.
+left-padded into one batch cache with room reserved for every token to come (decoding then
+writes in place instead of concatenating, :mod:`~agentflow_env.llm.kv_cache`), and ``generate``
+decodes the whole batch from there.
 Identical prompts (``n > 1``, or a group of trajectories on one question) are prefilled once. On
 GPUs (``"auto"``) the padded batch prefill is kept: masked attention kernels there are efficient
 and one prompt at a time would leave the device idle.
@@ -71,6 +73,7 @@ from transformers import (
 
 from agentflow_env.llm.base import TokenCompletion, TokenPrompt
 from agentflow_env.llm.common import EngineConfigError, find_stop
+from agentflow_env.llm.kv_cache import left_padded_cache
 from agentflow_env.llm.prefix_cache import KV, PrefixCache, prefill_one
 
 logger = logging.getLogger(__name__)
@@ -475,7 +478,7 @@ class HFBackend:
         was_training = self.model.training
         self.model.eval()
         try:
-            cache = self._prefill_per_row(chunk, width) if self._use_per_row(chunk) else None
+            cache = self._prefill_per_row(chunk, width, steps) if self._use_per_row(chunk) else None
             sequences = self.model.generate(
                 input_ids=input_ids.to(self.device),
                 attention_mask=mask.to(self.device),
@@ -521,9 +524,12 @@ class HFBackend:
         # Every prompt needs a token left over for generate's own first forward pass.
         return min(len(r.prompt_ids) for r in chunk) >= 2
 
-    def _prefill_per_row(self, chunk: list[TokenPrompt], width: int) -> DynamicCache | None:
+    def _prefill_per_row(
+        self, chunk: list[TokenPrompt], width: int, steps: int
+    ) -> DynamicCache | None:
         """KV cache of every prompt but its last token, each computed unpadded (reusing the
-        longest cached prefix when a prefix cache is on), left-padded into a batch.
+        longest cached prefix when a prefix cache is on), left-padded into a batch cache with
+        room for the ``steps`` tokens to come (:mod:`~agentflow_env.llm.kv_cache`).
 
         Returns ``None`` (padded batch prefill instead) for caches that are not plain per-layer
         key/value tensors.
@@ -539,17 +545,10 @@ class HFBackend:
             if kv is None:
                 return None
             per_prompt[key] = kv
-        # filled through update(): the constructor's arguments vary by version
-        batched = DynamicCache()
-        for li in range(len(next(iter(per_prompt.values())))):
-            keys, values = [], []
-            for row in chunk:
-                k, v = per_prompt[tuple(row.prompt_ids)][li]
-                pad = (0, 0, width - 1 - k.shape[2], 0)  # left-pad the sequence dimension
-                keys.append(torch.nn.functional.pad(k, pad))
-                values.append(torch.nn.functional.pad(v, pad))
-            batched.update(torch.cat(keys), torch.cat(values), li)
-        return batched
+        rows = [per_prompt[tuple(row.prompt_ids)] for row in chunk]
+        # width - 1 prefilled positions, then generate's first pass (the last prompt token) and
+        # one position per new token
+        return left_padded_cache(rows, width - 1, width + steps)
 
     def _finish(
         self, row: TokenPrompt, generated: list[int], logprobs: list[float], ended: int, reason: int
