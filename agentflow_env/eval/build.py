@@ -47,9 +47,21 @@ __all__ = [
 ]
 
 
+_HF_MIN_BATCH = 16
+"""HFEngine's own default batch; a higher ``--concurrency`` raises it"""
+
+
 def engine_kwargs(cfg: EvalConfig, spec: object) -> dict[str, Any]:
-    """``--request-timeout`` / ``--max-retries`` for an OpenAI-compatible engine spec."""
-    if not (isinstance(spec, str) and spec.strip().lower().startswith("openai:")):
+    """Constructor options the CLI's flags imply for an engine spec: ``--request-timeout`` /
+    ``--max-retries`` for an OpenAI-compatible server; for a local ``hf:`` model, batches as
+    large as the sub-envs stepping together (``--concurrency``), so one turn of every episode is
+    one ``generate`` call (each decoding step reads the weights once for the whole batch)."""
+    if not isinstance(spec, str):
+        return {}
+    kind = spec.strip().lower().partition(":")[0]
+    if kind in ("hf", "transformers"):
+        return {"max_batch_size": max(_HF_MIN_BATCH, cfg.concurrency)}
+    if kind != "openai":
         return {}
     kwargs: dict[str, Any] = {}
     if cfg.request_timeout is not None:

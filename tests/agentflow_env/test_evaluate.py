@@ -534,6 +534,30 @@ def test_tiny_transformers_model_as_planner(
     assert tokens["prompt"] > 0 and tokens["completion"] > 0
 
 
+def test_a_local_model_batches_every_episode_stepping_together(tiny_model_dir: Path) -> None:
+    """``--concurrency 24`` with an ``hf:`` planner: one ``generate`` batch of 24 rows, not
+    16 + 8 (the engine's own default batch stays the floor)."""
+    from agentflow_env.eval.build import engine_kwargs, make_planner
+
+    cfg = EvalConfig(planner=f"hf:{tiny_model_dir}", concurrency=24, temperature=0.0, max_tokens=8)
+    planner = make_planner(cfg)
+    assert _inner_engine(planner).backend.max_batch_size == 24
+    assert engine_kwargs(EvalConfig(concurrency=2), "hf:x") == {"max_batch_size": 16}
+    assert engine_kwargs(EvalConfig(concurrency=64), "transformers:x") == {"max_batch_size": 64}
+    # other engines keep their own batching (a server's, or a function's)
+    assert engine_kwargs(EvalConfig(concurrency=64), "python:m:f") == {}
+    assert engine_kwargs(EvalConfig(concurrency=64, max_retries=1), "openai:m") == {
+        "max_retries": 1
+    }
+
+
+def _inner_engine(planner: Any) -> Any:
+    engine = planner.engine
+    while hasattr(engine, "engine"):  # CountingEngine and the like wrap the real one
+        engine = engine.engine
+    return engine
+
+
 # --------------------------------------------------------------------------------- judge, modules
 def test_judge_scores_episodes(item_data: tuple[Path, Path], tmp_path: Path) -> None:
     tasks, _ = item_data
