@@ -17,6 +17,10 @@ user runs), with the model fetched by ``python -m agentflow_env.llm fetch smollm
 
     python -m benchmarks.real_models [--quick] [--out benchmarks/results/real_models.json]
 
+``--parts a`` or ``--parts b`` measures one part and keeps the other part's rows from the
+finished report already at ``--out`` (under ``carried``, with the machine and command that
+measured them).
+
 Targets (issue 13): (a) with constraints: 0 module format errors, accuracy >= 0.5, >= 0.13
 episodes/s; (b) unparseable turns <= 20% free and 0% constrained.
 """
@@ -347,6 +351,34 @@ def run(
     return report
 
 
+_PART_ROWS = {"a": "modules", "b": "planners"}
+
+
+def carry_other_part(report: dict[str, Any], out: Path) -> None:
+    """Keep the rows of a part this run left out (``--parts a`` or ``b``) from the finished
+    report already at ``out``, under its own machine, date and command (``carried``), so the
+    two parts can be measured in separate runs into one file. A partial or skipped old report
+    is not carried."""
+    if "skipped" in report or not out.is_file():
+        return
+    try:
+        old = json.loads(out.read_text())
+    except (OSError, ValueError):
+        return
+    if old.get("partial") or "skipped" in old:
+        return
+    for part, key in _PART_ROWS.items():
+        if part in report["parts"] or not old.get(key):
+            continue
+        report[key] = old[key]
+        report.setdefault("carried", {})[key] = {
+            "machine": old.get("machine"),
+            "argv": old.get("argv"),
+            "concurrency": old.get("concurrency"),
+        }
+    report["targets"] = targets(report["modules"], report["planners"])
+
+
 def _write(path: Path, report: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -391,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out,
     )
     report["argv"] = sys.argv[1:] if argv is None else list(argv)
+    carry_other_part(report, args.out)
     print_report(report, Console(width=140))
     _write(args.out, report)
     Console().print(f"wrote {args.out}")

@@ -3,6 +3,8 @@ themselves need the real model and minutes of CPU: `python -m benchmarks.real_mo
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from benchmarks.real_models import module_analysis, targets
@@ -94,3 +96,30 @@ def test_a_bad_concurrency_is_refused_before_anything_runs() -> None:
     with pytest.raises(SystemExit) as exc:
         main(["--concurrency", "0"])
     assert exc.value.code == 2
+
+
+def test_a_one_part_run_keeps_the_other_parts_finished_rows(tmp_path: Path) -> None:
+    from benchmarks.real_models import carry_other_part
+
+    out = tmp_path / "real_models.json"
+    module_row = {"constrained_modules": True, "module_format_errors": 0, "accuracy": 0.0}
+    module_row["episodes_per_s"] = 0.1
+    old = {"parts": "a", "modules": [module_row], "planners": [], "machine": {"cpu": "x"}}
+    out.write_text(json.dumps({**old, "argv": ["--parts", "a"], "concurrency": 20}))
+    planner_row = {"planner": "SmolLM2 free", "turns": 4, "unparseable_turns": 1}
+    new = {"parts": "b", "modules": [], "planners": [planner_row]}
+    carry_other_part(new, out)
+    assert new["modules"] == [module_row] and new["planners"] == [planner_row]
+    assert new["carried"]["modules"]["argv"] == ["--parts", "a"]
+    assert new["targets"]["free_unparseable"] == 0.25
+    assert new["targets"]["episodes_per_s"] == 0.1
+    # what this run measured is never replaced, and a cut-short old report is not carried
+    again = {"parts": "ab", "modules": [], "planners": []}
+    carry_other_part(again, out)
+    assert again["modules"] == [] and "carried" not in again
+    out.write_text(json.dumps({**old, "partial": True}))
+    fresh = {"parts": "b", "modules": [], "planners": []}
+    carry_other_part(fresh, out)
+    assert fresh["modules"] == []
+    carry_other_part(fresh, tmp_path / "absent.json")  # nothing to carry: nothing happens
+    assert fresh["modules"] == []
