@@ -510,19 +510,18 @@ class HFBackend:
                 logger.error("a constrained row left its constraint: %s", error)
 
     def _use_per_row(self, chunk: Sequence[TokenPrompt]) -> bool:
-        if self.prefill == "batched":
-            return False
-        if self.prefill == "auto" and (
-            self.device.type != "cpu"
-            or (self.prefix_cache is None and len(chunk) < 2)
-            or (
-                self.prefix_cache is None
-                and max(len(r.prompt_ids) for r in chunk) < _PER_ROW_MIN_TOKENS
-            )
-        ):
-            return False
         # Every prompt needs a token left over for generate's own first forward pass.
-        return min(len(r.prompt_ids) for r in chunk) >= 2
+        if self.prefill == "batched" or min(len(r.prompt_ids) for r in chunk) < 2:
+            return False
+        if self.prefill == "per_row":
+            return True
+        # "auto": CPU only; with a prefix cache always (only this path uses it), else for a
+        # batch of long prompts
+        if self.device.type != "cpu":
+            return False
+        if self.prefix_cache is not None:
+            return True
+        return len(chunk) >= 2 and max(len(r.prompt_ids) for r in chunk) >= _PER_ROW_MIN_TOKENS
 
     def _prefill_per_row(
         self, chunk: list[TokenPrompt], width: int, steps: int
