@@ -73,6 +73,7 @@ from transformers import (
 
 from agentflow_env.llm.base import TokenCompletion, TokenPrompt
 from agentflow_env.llm.common import EngineConfigError, find_stop
+from agentflow_env.llm.hf_decode import decode
 from agentflow_env.llm.kv_cache import left_padded_cache
 from agentflow_env.llm.prefix_cache import KV, PrefixCache, prefill_one
 
@@ -479,17 +480,31 @@ class HFBackend:
         self.model.eval()
         try:
             cache = self._prefill_per_row(chunk, width, steps) if self._use_per_row(chunk) else None
-            sequences = self.model.generate(
-                input_ids=input_ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                generation_config=config,
-                logits_processor=LogitsProcessorList([sampler]),
-                stopping_criteria=StoppingCriteriaList([stopper]),
-                # transformers turns this on for FSDP modules (a collective per token); the
-                # caller holds full weights and ranks generate different numbers of tokens.
-                synced_gpus=False,
-                **({self._cache_kw: cache} if cache is not None else {}),
-            )
+            if cache is not None:  # rows leave the forward pass as they end (hf_decode)
+                sequences = decode(
+                    self.model,
+                    cache,
+                    input_ids.to(self.device),
+                    mask.to(self.device),
+                    max_new_tokens=steps,
+                    processor=sampler,
+                    stopper=stopper,
+                    pad_id=self.pad_id,
+                    cache_kw=self._cache_kw,
+                    logits_to_keep=self._logits_to_keep,
+                )
+            else:
+                sequences = self.model.generate(
+                    input_ids=input_ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    generation_config=config,
+                    logits_processor=LogitsProcessorList([sampler]),
+                    stopping_criteria=StoppingCriteriaList([stopper]),
+                    # transformers turns this on for FSDP modules (a collective per token);
+                    # the caller holds full weights and ranks generate different numbers of
+                    # tokens.
+                    synced_gpus=False,
+                )
         finally:
             self.model.generation_config = saved
             self.model.train(was_training)

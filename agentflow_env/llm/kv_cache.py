@@ -23,7 +23,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-__all__ = ["ReservedLayer", "left_padded_cache"]
+__all__ = ["ReservedLayer", "drop_rows", "left_padded_cache"]
 
 
 class ReservedLayer(DynamicLayer):
@@ -69,7 +69,8 @@ class ReservedLayer(DynamicLayer):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         length, new = self._length(), key_states.shape[-2]
-        if not self._owns_views(length, new):
+        rows = key_states.shape[0]
+        if not self._owns_views(length, new) or rows != self.keys.shape[0]:
             # first update, past the room, or keys replaced from outside: (re)allocate, keep
             # what is cached
             room = max(self.room, length + new)
@@ -82,11 +83,24 @@ class ReservedLayer(DynamicLayer):
                 self._keys_buf[:, :, :length] = self.keys
                 self._values_buf[:, :, :length] = self.values
         end = length + new
-        self._keys_buf[:, :, length:end] = key_states  # type: ignore[index]
-        self._values_buf[:, :, length:end] = value_states  # type: ignore[index]
-        self.keys = self._keys_buf[:, :, :end]  # type: ignore[index]
-        self.values = self._values_buf[:, :, :end]  # type: ignore[index]
+        self._keys_buf[:rows, :, length:end] = key_states  # type: ignore[index]
+        self._values_buf[:rows, :, length:end] = value_states  # type: ignore[index]
+        self.keys = self._keys_buf[:rows, :, :end]  # type: ignore[index]
+        self.values = self._values_buf[:rows, :, :end]  # type: ignore[index]
         return self.keys, self.values
+
+    def drop_rows(self, rows: Sequence[int]) -> None:
+        """Remove batch rows (indices into the current batch), in place: the last remaining row
+        moves into each freed slot (one row's cache copied per row dropped), so the batch order
+        changes exactly as :func:`drop_rows` describes."""
+        length, batch = self._length(), self.keys.shape[0]
+        for row in sorted(set(rows), reverse=True):
+            batch -= 1
+            if row != batch:
+                self._keys_buf[row, :, :length] = self._keys_buf[batch, :, :length]  # type: ignore[index]
+                self._values_buf[row, :, :length] = self._values_buf[batch, :, :length]  # type: ignore[index]
+        self.keys = self._keys_buf[:batch, :, :length]  # type: ignore[index]
+        self.values = self._values_buf[:batch, :, :length]  # type: ignore[index]
 
 
 def left_padded_cache(
@@ -118,3 +132,21 @@ def left_padded_cache(
     cache = DynamicCache()  # filled by hand: the constructor's arguments vary by version
     cache.layers = layers
     return cache
+
+
+def drop_rows(cache: DynamicCache, order: list[int], rows: Sequence[int]) -> list[int]:
+    """Remove batch rows from a cache of :class:`ReservedLayer` layers, in place.
+
+    ``order[i]`` names what batch row ``i`` holds (a caller's own index); the returned list
+    says the same after the drop: each dropped row's slot takes the batch's last row.
+    """
+    for layer in cache.layers:
+        if not isinstance(layer, ReservedLayer):
+            raise TypeError(f"drop_rows needs ReservedLayer layers, got {type(layer).__name__}")
+        layer.drop_rows(rows)
+    order = list(order)
+    for row in sorted(set(rows), reverse=True):
+        last = order.pop()
+        if row < len(order):
+            order[row] = last
+    return order

@@ -9,7 +9,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from agentflow_env.llm.kv_cache import ReservedLayer, left_padded_cache
+from agentflow_env.llm.kv_cache import ReservedLayer, drop_rows, left_padded_cache
 
 
 def _states(gen: torch.Generator, tokens: int, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,3 +111,22 @@ def test_generation_through_a_reserved_cache_equals_a_dynamic_one(tiny_model_dir
     assert torch.equal(runs[0].sequences, runs[1].sequences)
     for a, b in zip(runs[0].scores, runs[1].scores, strict=True):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_dropping_rows_moves_the_last_row_into_each_freed_slot() -> None:
+    gen = torch.Generator().manual_seed(4)
+    rows = [[_states(gen, 4, batch=1)] for _ in range(4)]
+    cache = left_padded_cache(rows, width=4, room=8)
+    order = drop_rows(cache, ["a", "b", "c", "d"], [0, 2])  # type: ignore[list-item]
+    assert order == ["d", "b"]
+    layer = cache.layers[0]
+    assert layer.keys.shape[0] == 2 and layer.keys.data_ptr() == layer._keys_buf.data_ptr()
+    assert torch.equal(layer.keys[0], rows[3][0][0][0]) and torch.equal(
+        layer.values[1], rows[1][0][1][0]
+    )
+    layer.update(*_states(gen, 1, batch=2))  # the next step writes the two rows in place
+    assert layer.get_seq_length() == 5 and layer.keys.data_ptr() == layer._keys_buf.data_ptr()
+    with pytest.raises(TypeError, match="ReservedLayer"):
+        plain = DynamicCache()
+        plain.update(*_states(gen, 2), 0)
+        drop_rows(plain, [0, 1], [0])
