@@ -215,6 +215,7 @@ def planner_rows(
                     "unparseable_turns": s["errors"]["parse"],
                     "unparseable_fraction": s["errors"]["parse"] / turns if turns else None,
                     "errored": s["errored"],
+                    "errored_by_kind": s.get("errored_by_kind", {}),
                     "wall_s": s["wall_s"],
                 }
             )
