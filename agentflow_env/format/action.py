@@ -532,6 +532,7 @@ def action_grammar(
     max_command_chars: int = 600,
     max_code_chars: int = 2000,
     max_answer_chars: int = 200,
+    max_tokens: int | None = None,
 ) -> str:
     """A Lark grammar (llguidance's dialect) of one step in the order the writers use::
 
@@ -548,6 +549,13 @@ def action_grammar(
     none of the :data:`~agentflow_env.format.labels.PLANNER_STOP` sequences. Every
     text it admits passes :func:`parse_action` with these ``tool_names`` (tested).
 
+    ``max_tokens`` (the planner's budget) also bounds the free fields in tokens, so that a
+    step ends inside its budget instead of being cut mid-field (an unparseable turn): each of
+    the three prose lines gets an eighth of it, a one-line command or the answer three eighths,
+    the labels and tool name the last quarter (a few tokens each in any subword vocabulary).
+    The bound ends a field early (the grammar then writes the next label), never mid-format. A
+    code block keeps its character bound only: it must reach its closing fence.
+
     Raises:
         ValueError: no tool names, a name that is blank, spans lines or is ``Finish``, or a bound
             below 1.
@@ -563,17 +571,25 @@ def action_grammar(
     bounds = (max_line_chars, max_command_chars, max_code_chars, max_answer_chars)
     if min(bounds) < 1:
         raise ValueError(f"every character bound must be >= 1, got {bounds}")
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
 
-    prose = " ".join(f'{lark_literal(FIELD_LABELS[key] + ": ")} LINE "\\n"' for key in _PROSE)
+    def capped(name: str, share: int) -> str:  # a rule of ``share`` eighths of the budget
+        return f"{name}[max_tokens={max(1, max_tokens * share // 8)}]" if max_tokens else name
+
+    prose = " ".join(f'{lark_literal(FIELD_LABELS[key] + ": ")} line "\\n"' for key in _PROSE)
     tools = " | ".join(lark_literal(n) for n in names)
     # a code block must not contain the env's stop sequences (generation would end inside it)
     stops = "|".join(regex_escape(stop) for stop in PLANNER_STOP)
     return "\n".join(
         [
             f"start: {prose} {lark_literal(FIELD_LABELS['tool_name'] + ': ')} (call | finish)",
-            f'call: TOOL "\\n" {lark_literal(FIELD_LABELS["command"] + ": ")} (COMMAND | CODE)',
-            f'finish: {lark_literal(FINISH)} "\\n" {lark_literal(ANSWER_OPEN)} ANSWER '
+            f'call: TOOL "\\n" {lark_literal(FIELD_LABELS["command"] + ": ")} (command | CODE)',
+            f'finish: {lark_literal(FINISH)} "\\n" {lark_literal(ANSWER_OPEN)} answer '
             f"{lark_literal(ANSWER_CLOSE)}",
+            f"{capped('line', 1)}: LINE",
+            f"{capped('command', 3)}: COMMAND",
+            f"{capped('answer', 3)}: ANSWER",
             f"TOOL: {tools}",
             f"LINE: /[^\\n]{{1,{max_line_chars}}}/",
             f"COMMAND: /[^\\s`][^\\n]{{0,{max_command_chars - 1}}}/",

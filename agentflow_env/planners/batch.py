@@ -242,7 +242,8 @@ class EngineBatchPlanner:
                 "none and bind_tools() was not called"
             )
         if tools not in self._grammars:
-            self._grammars[tools] = Constraint.lark(action_grammar(tools))
+            grammar = action_grammar(tools, max_tokens=self.sampling.max_tokens)
+            self._grammars[tools] = Constraint.lark(grammar)
         return self._grammars[tools]
 
     @property

@@ -141,7 +141,9 @@ def test_each_dialect_sends_the_constraint_in_its_own_fields() -> None:
 
 
 # ----------------------------------------------------------------------------- action grammar
-def random_texts(constraint: Constraint, count: int, seed: int) -> list[str]:
+def random_texts(
+    constraint: Constraint, count: int, seed: int, *, ascii_only: bool = False
+) -> list[str]:
     """Texts the constraint admits, drawn by a random walk over its byte-level masks (a complete
     text ends the walk with probability 1/2 wherever one may end)."""
     llg = import_llguidance()
@@ -160,7 +162,7 @@ def random_texts(constraint: Constraint, count: int, seed: int) -> list[str]:
                 break
             # mostly printable ASCII (short walks), sometimes any allowed byte
             ascii_ok = allowed[(allowed >= 32) & (allowed < 127)]
-            pool = ascii_ok if len(ascii_ok) and rng.random() < 0.9 else allowed
+            pool = ascii_ok if len(ascii_ok) and (ascii_only or rng.random() < 0.9) else allowed
             byte = int(rng.choice(pool))
             assert matcher.consume_token(byte)
             out.append(byte)
@@ -177,6 +179,28 @@ def test_every_action_the_grammar_admits_parses_with_its_tools() -> None:
         assert action.error is None, (text, action.error)
         kinds.add(action.tool_name)
     assert kinds == {*TOOLS, "Finish"}  # the walk reached every branch
+
+
+def test_a_token_budget_bounds_each_free_field_in_tokens() -> None:
+    """``max_tokens=64`` (byte-level tokens here): each prose line stops at 8 tokens and the
+    command or answer at 24, every walk still parses, and one field's count is its own."""
+    grammar = Constraint.lark(action_grammar(TOOLS, max_code_chars=12, max_tokens=64))
+    # ASCII: a byte-level cap may end a field inside a multi-byte character (so may a subword
+    # vocabulary's, rarely); the parse is what matters and is checked on ASCII walks
+    for text in random_texts(grammar, count=120, seed=1, ascii_only=True):
+        action = parse_action(text, TOOLS)
+        assert action.error is None, (text, action.error)
+        lines = dict(line.split(": ", 1) for line in text.splitlines()[:3])
+        assert all(1 <= len(v) <= 8 for v in lines.values()), text
+        assert len(action.command or action.answer or "") <= 24 or "```" in text
+    full = "Justification: " + "j" * 8 + "\nContext: " + "c" * 8 + "\nSub-Goal: " + "s" * 8
+    assert match_text(grammar, full + "\nTool Name: Search_Tool\nCommand: q") == "complete"
+    assert match_text(grammar, "Justification: " + "j" * 9) == "mismatch"
+    assert match_text(grammar, full + "\nTool Name: Search_Tool\nCommand: " + "q" * 25) == (
+        "mismatch"
+    )
+    with pytest.raises(ValueError, match="max_tokens"):
+        action_grammar(TOOLS, max_tokens=0)
 
 
 def test_written_actions_with_every_field_match_the_grammar() -> None:
