@@ -35,7 +35,7 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -194,12 +194,14 @@ def planner_rows(
     concurrency: int,
     saved: Callable[[], None],
     rows: list[dict[str, Any]],
+    planners: Sequence[str] = tuple(PLANNERS),
 ) -> list[dict[str, Any]]:
-    """(b): each task set x each planner, the same tasks (first ``episodes`` after a seeded
-    shuffle) and the same turn limit; each row is appended to ``rows``, then ``saved`` is
-    called."""
+    """(b): each task set x each of ``planners``, the same tasks (first ``episodes`` after a
+    seeded shuffle) and the same turn limit; each row is appended to ``rows``, then ``saved``
+    is called."""
     for task_name, task_argv in _tasks():
-        for planner, planner_argv in PLANNERS.items():
+        for planner in planners:
+            planner_argv = PLANNERS[planner]
             argv = [*task_argv, *planner_argv, "--episodes", str(episodes), "--shuffle"]
             argv += ["--concurrency", str(concurrency)]
             argv += ["--max-turns", str(max_turns), "--max-tokens", "128"]
@@ -314,6 +316,7 @@ def run(
     max_turns: int = 4,
     concurrency: int = 8,
     out: Path | None = None,
+    planners: Sequence[str] = tuple(PLANNERS),
 ) -> dict[str, Any]:
     """Both parts; with ``out``, the report so far is written there after every row (a run
     cut short keeps what it measured, marked ``partial``)."""
@@ -329,6 +332,7 @@ def run(
         "quick": quick,
         "machine": machine_info(model=MODEL),
         "parts": parts,
+        "planner_columns": list(planners),
         "concurrency": concurrency,
         "modules": [],
         "planners": [],
@@ -347,7 +351,7 @@ def run(
             module_rows(*a, tmp, concurrency, saved, report["modules"])
         if "b" in parts:
             b = (1, 2) if quick else (planner_episodes, max_turns)
-            planner_rows(*b, tmp, concurrency, saved, report["planners"])
+            planner_rows(*b, tmp, concurrency, saved, report["planners"], planners)
     report["targets"] = targets(report["modules"], report["planners"])
     return report
 
@@ -358,8 +362,8 @@ _PART_ROWS = {"a": "modules", "b": "planners"}
 def carry_other_part(report: dict[str, Any], out: Path) -> None:
     """Keep the rows of a part this run left out (``--parts a`` or ``b``) from the finished
     report already at ``out``, under its own machine, date and command (``carried``), so the
-    two parts can be measured in separate runs into one file. A partial or skipped old report
-    is not carried."""
+    two parts can be measured in separate runs into one file; likewise (b)'s rows of planner
+    columns a ``--planners`` run left out. A partial or skipped old report is not carried."""
     if "skipped" in report or not out.is_file():
         return
     try:
@@ -368,6 +372,15 @@ def carry_other_part(report: dict[str, Any], out: Path) -> None:
         return
     if old.get("partial") or "skipped" in old:
         return
+    ran = set(report.get("planner_columns", PLANNERS))
+    kept = [r for r in old.get("planners", []) if r["planner"] not in ran]
+    if "b" in report["parts"] and kept:  # --planners: the other columns' rows stay
+        report["planners"] = _task_order([*kept, *report["planners"]])
+        report.setdefault("carried", {})["planner_columns"] = {
+            "planners": sorted({r["planner"] for r in kept}),
+            "machine": old.get("machine"),
+            "argv": old.get("argv"),
+        }
     for part, key in _PART_ROWS.items():
         if part in report["parts"] or not old.get(key):
             continue
@@ -378,6 +391,18 @@ def carry_other_part(report: dict[str, Any], out: Path) -> None:
             "concurrency": old.get("concurrency"),
         }
     report["targets"] = targets(report["modules"], report["planners"])
+
+
+def _task_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows by task set, then planner, in the order the benchmark runs them."""
+    tasks = [name for name, _ in _tasks()]
+    names = list(PLANNERS)
+
+    def key(row: dict[str, Any]) -> tuple[int, int]:
+        task = tasks.index(row["tasks"]) if row["tasks"] in tasks else len(tasks)
+        return task, names.index(row["planner"]) if row["planner"] in names else len(names)
+
+    return sorted(rows, key=key)
 
 
 def _write(path: Path, report: dict[str, Any]) -> None:
@@ -408,11 +433,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-turns", type=int, default=4, help="(b)'s turn limit")
     parser.add_argument("--parts", default="ab", help="which parts to run: a, b or ab")
     parser.add_argument(
+        "--planners",
+        default=",".join(PLANNERS),
+        help="(b)'s planner columns, comma-separated; rows of the others stay from --out",
+    )
+    parser.add_argument(
         "--concurrency", type=int, default=8, help="episodes stepping together (one batch)"
     )
     args = parser.parse_args(argv)
     if args.concurrency < 1:
         parser.error("--concurrency must be >= 1")
+    planners = [p.strip() for p in args.planners.split(",") if p.strip()]
+    unknown = sorted(set(planners) - set(PLANNERS))
+    if unknown or not planners:
+        parser.error(f"--planners: unknown {unknown or 'none given'}; known: {', '.join(PLANNERS)}")
     report = run(
         args.quick,
         args.module_episodes,
@@ -422,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         args.max_turns,
         args.concurrency,
         args.out,
+        planners,
     )
     report["argv"] = sys.argv[1:] if argv is None else list(argv)
     carry_other_part(report, args.out)

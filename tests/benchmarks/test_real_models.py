@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from benchmarks.real_models import module_analysis, targets
 
 
@@ -123,3 +125,41 @@ def test_a_one_part_run_keeps_the_other_parts_finished_rows(tmp_path: Path) -> N
     assert fresh["modules"] == []
     carry_other_part(fresh, tmp_path / "absent.json")  # nothing to carry: nothing happens
     assert fresh["modules"] == []
+
+
+def test_a_planner_subset_run_keeps_the_other_columns_rows(tmp_path: Path) -> None:
+    from benchmarks.real_models import carry_other_part, main
+
+    out = tmp_path / "real_models.json"
+
+    def row(tasks: str, planner: str, bad: int) -> dict[str, Any]:
+        return {"tasks": tasks, "planner": planner, "turns": 4, "unparseable_turns": bad}
+
+    old_rows = [
+        row(t, p, 1)
+        for t in ("AgentFlow-Search-v0", "AgentFlow-Math-v0")
+        for p in ("scripted:oracle", "SmolLM2 free", "SmolLM2 constrained")
+    ]
+    out.write_text(json.dumps({"parts": "b", "modules": [], "planners": old_rows}))
+    tasks = ("AgentFlow-Search-v0", "AgentFlow-Math-v0")
+    new_rows = [row(t, "SmolLM2 constrained", 0) for t in tasks]
+    report = {
+        "parts": "b",
+        "planner_columns": ["SmolLM2 constrained"],
+        "modules": [],
+        "planners": new_rows,
+    }
+    carry_other_part(report, out)
+    got = [(r["tasks"], r["planner"], r["unparseable_turns"]) for r in report["planners"]]
+    assert got == [
+        ("AgentFlow-Search-v0", "scripted:oracle", 1),
+        ("AgentFlow-Search-v0", "SmolLM2 free", 1),
+        ("AgentFlow-Search-v0", "SmolLM2 constrained", 0),  # this run's, in the task's order
+        ("AgentFlow-Math-v0", "scripted:oracle", 1),
+        ("AgentFlow-Math-v0", "SmolLM2 free", 1),
+        ("AgentFlow-Math-v0", "SmolLM2 constrained", 0),
+    ]
+    assert report["targets"]["constrained_unparseable"] == 0.0
+    assert report["carried"]["planner_columns"]["planners"] == ["SmolLM2 free", "scripted:oracle"]
+    with pytest.raises(SystemExit):
+        main(["--planners", "SmolLM3 free"])
