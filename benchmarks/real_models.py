@@ -359,18 +359,24 @@ def run(
 _PART_ROWS = {"a": "modules", "b": "planners"}
 
 
-def carry_other_part(report: dict[str, Any], out: Path) -> None:
-    """Keep the rows of a part this run left out (``--parts a`` or ``b``) from the finished
-    report already at ``out``, under its own machine, date and command (``carried``), so the
-    two parts can be measured in separate runs into one file; likewise (b)'s rows of planner
-    columns a ``--planners`` run left out. A partial or skipped old report is not carried."""
-    if "skipped" in report or not out.is_file():
-        return
+def finished_report(path: Path) -> dict[str, Any] | None:
+    """The finished report at ``path`` (``None``: absent, unreadable, partial or skipped)."""
     try:
-        old = json.loads(out.read_text())
+        old = json.loads(path.read_text())
     except (OSError, ValueError):
-        return
-    if old.get("partial") or "skipped" in old:
+        return None
+    if not isinstance(old, dict) or old.get("partial") or "skipped" in old:
+        return None
+    return old
+
+
+def carry_other_part(report: dict[str, Any], old: dict[str, Any] | None) -> None:
+    """Keep the rows of a part this run left out (``--parts a`` or ``b``) from ``old``, the
+    finished report that was at ``--out`` before the run (:func:`finished_report`; read first,
+    as the run writes its partial report there), under that report's machine, date and command
+    (``carried``), so the two parts can be measured in separate runs into one file; likewise
+    (b)'s rows of planner columns a ``--planners`` run left out."""
+    if "skipped" in report or old is None:
         return
     ran = set(report.get("planner_columns", PLANNERS))
     kept = [r for r in old.get("planners", []) if r["planner"] not in ran]
@@ -447,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(planners) - set(PLANNERS))
     if unknown or not planners:
         parser.error(f"--planners: unknown {unknown or 'none given'}; known: {', '.join(PLANNERS)}")
+    previous = finished_report(args.out)  # before the run writes its partial report there
     report = run(
         args.quick,
         args.module_episodes,
@@ -459,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         planners,
     )
     report["argv"] = sys.argv[1:] if argv is None else list(argv)
-    carry_other_part(report, args.out)
+    carry_other_part(report, previous)
     print_report(report, Console(width=140))
     _write(args.out, report)
     Console().print(f"wrote {args.out}")

@@ -101,7 +101,7 @@ def test_a_bad_concurrency_is_refused_before_anything_runs() -> None:
 
 
 def test_a_one_part_run_keeps_the_other_parts_finished_rows(tmp_path: Path) -> None:
-    from benchmarks.real_models import carry_other_part
+    from benchmarks.real_models import carry_other_part, finished_report
 
     out = tmp_path / "real_models.json"
     module_row = {"constrained_modules": True, "module_format_errors": 0, "accuracy": 0.0}
@@ -110,25 +110,25 @@ def test_a_one_part_run_keeps_the_other_parts_finished_rows(tmp_path: Path) -> N
     out.write_text(json.dumps({**old, "argv": ["--parts", "a"], "concurrency": 20}))
     planner_row = {"planner": "SmolLM2 free", "turns": 4, "unparseable_turns": 1}
     new = {"parts": "b", "modules": [], "planners": [planner_row]}
-    carry_other_part(new, out)
+    carry_other_part(new, finished_report(out))
     assert new["modules"] == [module_row] and new["planners"] == [planner_row]
     assert new["carried"]["modules"]["argv"] == ["--parts", "a"]
     assert new["targets"]["free_unparseable"] == 0.25
     assert new["targets"]["episodes_per_s"] == 0.1
     # what this run measured is never replaced, and a cut-short old report is not carried
     again = {"parts": "ab", "modules": [], "planners": []}
-    carry_other_part(again, out)
+    carry_other_part(again, finished_report(out))
     assert again["modules"] == [] and "carried" not in again
     out.write_text(json.dumps({**old, "partial": True}))
     fresh = {"parts": "b", "modules": [], "planners": []}
-    carry_other_part(fresh, out)
+    carry_other_part(fresh, finished_report(out))
     assert fresh["modules"] == []
-    carry_other_part(fresh, tmp_path / "absent.json")  # nothing to carry: nothing happens
+    carry_other_part(fresh, finished_report(tmp_path / "absent.json"))  # nothing to carry
     assert fresh["modules"] == []
 
 
 def test_a_planner_subset_run_keeps_the_other_columns_rows(tmp_path: Path) -> None:
-    from benchmarks.real_models import carry_other_part, main
+    from benchmarks.real_models import carry_other_part, finished_report, main
 
     out = tmp_path / "real_models.json"
 
@@ -149,7 +149,7 @@ def test_a_planner_subset_run_keeps_the_other_columns_rows(tmp_path: Path) -> No
         "modules": [],
         "planners": new_rows,
     }
-    carry_other_part(report, out)
+    carry_other_part(report, finished_report(out))
     got = [(r["tasks"], r["planner"], r["unparseable_turns"]) for r in report["planners"]]
     assert got == [
         ("AgentFlow-Search-v0", "scripted:oracle", 1),
