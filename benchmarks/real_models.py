@@ -59,6 +59,7 @@ ENV_IDS = (
     "AgentFlow-Agentic-v0",
 )
 FILES = ("bamboogle.json", "gameof24.json")
+TOOL_TIMEOUT_S = 900.0
 
 
 def evaluate(argv: list[str], tmp: Path) -> dict[str, Any]:
@@ -179,8 +180,11 @@ def _tasks() -> list[tuple[str, list[str]]]:
     tasks = [(env_id, ["--env", env_id]) for env_id in ENV_IDS]
     # The authors' files come without a corpus: Base_Generator_Tool (on the same model) is the
     # tool there, as the paper's generalist tool
+    # ...with a tool timeout for a 135M model on 2 cores: one 1,024-token reply takes ~100 s,
+    # and concurrent calls wait for the engine in turn (the 60 s default timed every call out)
+    slow_tool = ["--env-kwargs", json.dumps({"tool_timeout_s": TOOL_TIMEOUT_S})]
     tasks += [
-        (name, ["--data", str(SHARED / name), "--module-engine", ENGINE])
+        (name, ["--data", str(SHARED / name), "--module-engine", ENGINE, *slow_tool])
         for name in FILES
         if (SHARED / name).is_file()
     ]
@@ -195,11 +199,14 @@ def planner_rows(
     saved: Callable[[], None],
     rows: list[dict[str, Any]],
     planners: Sequence[str] = tuple(PLANNERS),
+    task_sets: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """(b): each task set x each of ``planners``, the same tasks (first ``episodes`` after a
-    seeded shuffle) and the same turn limit; each row is appended to ``rows``, then ``saved``
-    is called."""
+    """(b): each task set (of ``task_sets``, default all) x each of ``planners``, the same
+    tasks (first ``episodes`` after a seeded shuffle) and the same turn limit; each row is
+    appended to ``rows``, then ``saved`` is called."""
     for task_name, task_argv in _tasks():
+        if task_sets is not None and task_name not in task_sets:
+            continue
         for planner in planners:
             planner_argv = PLANNERS[planner]
             argv = [*task_argv, *planner_argv, "--episodes", str(episodes), "--shuffle"]
@@ -317,6 +324,7 @@ def run(
     concurrency: int = 8,
     out: Path | None = None,
     planners: Sequence[str] = tuple(PLANNERS),
+    task_sets: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Both parts; with ``out``, the report so far is written there after every row (a run
     cut short keeps what it measured, marked ``partial``)."""
@@ -333,6 +341,7 @@ def run(
         "machine": machine_info(model=MODEL),
         "parts": parts,
         "planner_columns": list(planners),
+        "task_sets": None if task_sets is None else list(task_sets),
         "concurrency": concurrency,
         "modules": [],
         "planners": [],
@@ -351,7 +360,7 @@ def run(
             module_rows(*a, tmp, concurrency, saved, report["modules"])
         if "b" in parts:
             b = (1, 2) if quick else (planner_episodes, max_turns)
-            planner_rows(*b, tmp, concurrency, saved, report["planners"], planners)
+            planner_rows(*b, tmp, concurrency, saved, report["planners"], planners, task_sets)
     report["targets"] = targets(report["modules"], report["planners"])
     return report
 
@@ -378,12 +387,17 @@ def carry_other_part(report: dict[str, Any], old: dict[str, Any] | None) -> None
     (b)'s rows of planner columns a ``--planners`` run left out."""
     if "skipped" in report or old is None:
         return
-    ran = set(report.get("planner_columns", PLANNERS))
-    kept = [r for r in old.get("planners", []) if r["planner"] not in ran]
-    if "b" in report["parts"] and kept:  # --planners: the other columns' rows stay
+    columns = set(report.get("planner_columns", PLANNERS))
+    task_sets = report.get("task_sets")
+
+    def ran(row: dict[str, Any]) -> bool:
+        return row["planner"] in columns and (task_sets is None or row["tasks"] in task_sets)
+
+    kept = [r for r in old.get("planners", []) if not ran(r)]
+    if "b" in report["parts"] and kept:  # --planners / --tasks: the other cells' rows stay
         report["planners"] = _task_order([*kept, *report["planners"]])
-        report.setdefault("carried", {})["planner_columns"] = {
-            "planners": sorted({r["planner"] for r in kept}),
+        report.setdefault("carried", {})["planner_cells"] = {
+            "cells": [[r["tasks"], r["planner"]] for r in kept],
             "machine": old.get("machine"),
             "argv": old.get("argv"),
         }
@@ -439,6 +453,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-turns", type=int, default=4, help="(b)'s turn limit")
     parser.add_argument("--parts", default="ab", help="which parts to run: a, b or ab")
     parser.add_argument(
+        "--tasks",
+        help="(b)'s task sets, comma-separated (default all); rows of the others stay from --out",
+    )
+    parser.add_argument(
         "--planners",
         default=",".join(PLANNERS),
         help="(b)'s planner columns, comma-separated; rows of the others stay from --out",
@@ -450,6 +468,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.concurrency < 1:
         parser.error("--concurrency must be >= 1")
     planners = [p.strip() for p in args.planners.split(",") if p.strip()]
+    task_sets = None if args.tasks is None else [t.strip() for t in args.tasks.split(",")]
+    known_tasks = [*ENV_IDS, *FILES]
+    if task_sets is not None and (not task_sets or set(task_sets) - set(known_tasks)):
+        parser.error(f"--tasks: known task sets are {', '.join(known_tasks)}")
     unknown = sorted(set(planners) - set(PLANNERS))
     if unknown or not planners:
         parser.error(f"--planners: unknown {unknown or 'none given'}; known: {', '.join(PLANNERS)}")
@@ -464,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         args.concurrency,
         args.out,
         planners,
+        task_sets,
     )
     report["argv"] = sys.argv[1:] if argv is None else list(argv)
     carry_other_part(report, previous)

@@ -160,6 +160,21 @@ def test_a_planner_subset_run_keeps_the_other_columns_rows(tmp_path: Path) -> No
         ("AgentFlow-Math-v0", "SmolLM2 constrained", 0),
     ]
     assert report["targets"]["constrained_unparseable"] == 0.0
-    assert report["carried"]["planner_columns"]["planners"] == ["SmolLM2 free", "scripted:oracle"]
+    carried = report["carried"]["planner_cells"]["cells"]
+    assert sorted({planner for _, planner in carried}) == ["SmolLM2 free", "scripted:oracle"]
+    # --tasks: only the named task set's cells of the named columns are replaced
+    one = {
+        "parts": "b",
+        "planner_columns": ["SmolLM2 free"],
+        "task_sets": ["AgentFlow-Math-v0"],
+        "modules": [],
+        "planners": [row("AgentFlow-Math-v0", "SmolLM2 free", 4)],
+    }
+    carry_other_part(one, finished_report(out))
+    got = {(r["tasks"], r["planner"]): r["unparseable_turns"] for r in one["planners"]}
+    assert len(got) == 6 and got[("AgentFlow-Math-v0", "SmolLM2 free")] == 4
+    assert got[("AgentFlow-Search-v0", "SmolLM2 free")] == 1
     with pytest.raises(SystemExit):
         main(["--planners", "SmolLM3 free"])
+    with pytest.raises(SystemExit):
+        main(["--tasks", "AgentFlow-Chess-v0"])
