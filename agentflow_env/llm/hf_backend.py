@@ -39,8 +39,9 @@ left-padded batch needs an explicit attention mask, and with a mask PyTorch's CP
 24-token generation for 16 prompts of ~2,300 tokens took 2.2 s padded, 1.2 s this way. Each
 prompt but its last token is prefilled unpadded (causal, no mask), the per-prompt KV caches are
 left-padded into one batch cache with room reserved for every token to come (decoding then
-writes in place instead of concatenating, :mod:`~agentflow_env.llm.kv_cache`), and ``generate``
-decodes the whole batch from there.
+writes in place instead of concatenating, :mod:`~agentflow_env.llm.kv_cache`), and
+:func:`~agentflow_env.llm.hf_decode.decode` decodes the batch from there, each row leaving the
+forward pass when it ends (``generate`` would pad it until the longest row ends).
 Identical prompts (``n > 1``, or a group of trajectories on one question) are prefilled once. On
 GPUs (``"auto"``) the padded batch prefill is kept: masked attention kernels there are efficient
 and one prompt at a time would leave the device idle.
@@ -525,7 +526,7 @@ class HFBackend:
                 logger.error("a constrained row left its constraint: %s", error)
 
     def _use_per_row(self, chunk: Sequence[TokenPrompt]) -> bool:
-        # Every prompt needs a token left over for generate's own first forward pass.
+        # Every prompt needs a token left over for the decoder's own first forward pass.
         if self.prefill == "batched" or min(len(r.prompt_ids) for r in chunk) < 2:
             return False
         if self.prefill == "per_row":
