@@ -19,7 +19,7 @@ user runs), with the model fetched by ``python -m agentflow_env.llm fetch smollm
 
 ``--parts a`` or ``--parts b`` measures one part and keeps the other part's rows from the
 finished report already at ``--out`` (under ``carried``, with the machine and command that
-measured them).
+measured them); ``--planners`` and ``--tasks`` rerun some of (b)'s cells and keep the others.
 
 Targets (issue 13): (a) with constraints: 0 module format errors, accuracy >= 0.5, >= 0.13
 episodes/s; (b) unparseable turns <= 20% free and 0% constrained.
@@ -384,7 +384,7 @@ def carry_other_part(report: dict[str, Any], old: dict[str, Any] | None) -> None
     finished report that was at ``--out`` before the run (:func:`finished_report`; read first,
     as the run writes its partial report there), under that report's machine, date and command
     (``carried``), so the two parts can be measured in separate runs into one file; likewise
-    (b)'s rows of planner columns a ``--planners`` run left out."""
+    (b)'s rows of the cells a ``--planners`` or ``--tasks`` run left out."""
     if "skipped" in report or old is None:
         return
     columns = set(report.get("planner_columns", PLANNERS))
@@ -400,6 +400,7 @@ def carry_other_part(report: dict[str, Any], old: dict[str, Any] | None) -> None
             "cells": [[r["tasks"], r["planner"]] for r in kept],
             "machine": old.get("machine"),
             "argv": old.get("argv"),
+            "earlier": old.get("carried"),  # what that report had itself carried
         }
     for part, key in _PART_ROWS.items():
         if part in report["parts"] or not old.get(key):
@@ -409,6 +410,7 @@ def carry_other_part(report: dict[str, Any], old: dict[str, Any] | None) -> None
             "machine": old.get("machine"),
             "argv": old.get("argv"),
             "concurrency": old.get("concurrency"),
+            "earlier": old.get("carried"),
         }
     report["targets"] = targets(report["modules"], report["planners"])
 

@@ -24,6 +24,8 @@ from agentflow_env.eval.config import (
     validate_env_overrides,
 )
 from agentflow_env.llm.base import Engine, GenerationRequest, SamplingParams
+from agentflow_env.llm.common import EngineConfigError
+from agentflow_env.llm.spec import parse_spec
 from agentflow_env.planners.batch import BatchPlanner, CountingEngine, make_batch_planner
 from agentflow_env.registration import ENV_IDS
 from agentflow_env.tasks.base import Task
@@ -58,8 +60,11 @@ def engine_kwargs(cfg: EvalConfig, spec: object) -> dict[str, Any]:
     one ``generate`` call (each decoding step reads the weights once for the whole batch)."""
     if not isinstance(spec, str):
         return {}
-    kind = spec.strip().lower().partition(":")[0]
-    if kind in ("hf", "transformers"):
+    try:
+        kind = parse_spec(spec).kind
+    except EngineConfigError:  # not an engine spec (a scripted planner), or a bad one that
+        return {}  # make_engine then reports
+    if kind == "hf":
         return {"max_batch_size": max(_HF_MIN_BATCH, cfg.concurrency)}
     if kind != "openai":
         return {}

@@ -70,7 +70,12 @@ class ReservedLayer(DynamicLayer):
             self.lazy_initialization(key_states, value_states)
         length, new = self._length(), key_states.shape[-2]
         rows = key_states.shape[0]
-        if not self._owns_views(length, new) or rows != self.keys.shape[0]:
+        if length and rows != self.keys.shape[0]:
+            raise ValueError(
+                f"an update of {rows} rows for a cache of {self.keys.shape[0]} (drop rows with "
+                "drop_rows first)"
+            )
+        if not self._owns_views(length, new):
             # first update, past the room, or keys replaced from outside: (re)allocate, keep
             # what is cached
             room = max(self.room, length + new)

@@ -124,6 +124,8 @@ def test_dropping_rows_moves_the_last_row_into_each_freed_slot() -> None:
     assert torch.equal(layer.keys[0], rows[3][0][0][0]) and torch.equal(
         layer.values[1], rows[1][0][1][0]
     )
+    with pytest.raises(ValueError, match="2 rows for a cache of 4|4 rows for a cache of 2"):
+        layer.update(*_states(gen, 1, batch=4))  # the old batch size: refused, not half-written
     layer.update(*_states(gen, 1, batch=2))  # the next step writes the two rows in place
     assert layer.get_seq_length() == 5 and layer.keys.data_ptr() == layer._keys_buf.data_ptr()
     with pytest.raises(TypeError, match="ReservedLayer"):

@@ -171,6 +171,7 @@ def test_a_planner_subset_run_keeps_the_other_columns_rows(tmp_path: Path) -> No
         "planners": [row("AgentFlow-Math-v0", "SmolLM2 free", 4)],
     }
     carry_other_part(one, finished_report(out))
+    assert one["carried"]["planner_cells"]["earlier"] is None  # that report carried nothing
     got = {(r["tasks"], r["planner"]): r["unparseable_turns"] for r in one["planners"]}
     assert len(got) == 6 and got[("AgentFlow-Math-v0", "SmolLM2 free")] == 4
     assert got[("AgentFlow-Search-v0", "SmolLM2 free")] == 1
