@@ -27,6 +27,7 @@ calls back to back (where the worker's work between calls competes with them for
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -119,7 +120,6 @@ def bench_side_by_side(
 
 
 def bench_exec(n: int) -> list[float]:
-    import contextlib
     import io
 
     def call() -> str:
@@ -224,6 +224,8 @@ def cpu_per_call(tool: PythonCoderTool, n: int, n_fresh: int) -> dict[str, float
     _time_calls(lambda: tool.run(SNIPPET).stdout, n, warmup=0, pace_s=0.0)
     pool_ms = 1000 * (_tree_cpu_s(roots) - tree) / n
     caller_ms = 1000 * (time.process_time() - own) / n
+    if not n_fresh:
+        return {"n": n, "pool_tree_ms": pool_ms, "caller_ms": caller_ms}
     before = os.times()
     _time_calls(_fresh_call, n_fresh, warmup=0, pace_s=0.0)
     after = os.times()
@@ -237,6 +239,48 @@ def cpu_per_call(tool: PythonCoderTool, n: int, n_fresh: int) -> dict[str, float
         "caller_ms": caller_ms,
         "fresh_over_pool": fresh_ms / (pool_ms + caller_ms),
     }
+
+
+FORK_OPTIONS = {
+    "huge pages + bare fork (default)": {},
+    "huge pages only": {"bare_fork": False},
+    "bare fork only": {"huge_pages": False},
+    "neither": {"huge_pages": False, "bare_fork": False},
+}
+"""the strict pool's two fork savings (tools/sandbox/forking.py), each alone and neither"""
+
+
+def bench_fork_options(pool_size: int, n: int, pace_s: float) -> dict[str, Any]:
+    """The strict pool with each combination of :data:`FORK_OPTIONS`, side by side: blocks of 10
+    calls go round the pools, back to back and then paced; then the CPU time of a back-to-back
+    call in each."""
+    report: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        tools = {
+            name: stack.enter_context(
+                PythonCoderTool(isolation="strict", pool_size=pool_size, timeout_s=10, **options)
+            )
+            for name, options in FORK_OPTIONS.items()
+        }
+        for name, tool in tools.items():
+            features = tool._backend.pool.features
+            report[name] = {
+                "huge_pages_kb_per_worker": features.get("huge_pages_kb", 0),
+                "bare_fork": features.get("bare_fork", False),
+            }
+            _time_calls(lambda t=tool: t.run(SNIPPET).stdout, 0, warmup=10, pace_s=0.0)
+        for mode, pace in (("back_to_back", 0.0), ("paced", pace_s)):
+            samples: dict[str, list[float]] = {name: [] for name in tools}
+            for _ in range(max(1, n // 10)):
+                for name, tool in tools.items():
+                    samples[name] += _time_calls(
+                        lambda t=tool: t.run(SNIPPET).stdout, 10, warmup=0, pace_s=pace
+                    )
+            for name, values in samples.items():
+                report[name][mode] = _stats(values)
+        for name, tool in tools.items():
+            report[name]["cpu_per_call"] = cpu_per_call(tool, max(40, n // 2), 0)
+    return report
 
 
 def _levels() -> list[IsolationRequest]:
@@ -333,6 +377,7 @@ def run(quick: bool, pool_size: int, callers: int, pace_ms: float) -> dict[str, 
             parts_b2b[level] = breakdown(tool, max(20, n // 3), 0.0)
             if index == 0:
                 cpu[level] = cpu_per_call(tool, max(40, n // 2), n_fresh)
+    fork_options = bench_fork_options(pool_size, n, pace_s) if "strict" in _levels() else {}
     rows = fresh_rows + rows
     rows.append(
         {
@@ -355,6 +400,7 @@ def run(quick: bool, pool_size: int, callers: int, pace_ms: float) -> dict[str, 
         "breakdown": parts,
         "breakdown_back_to_back": parts_b2b,
         "cpu_per_call": cpu,
+        "fork_options": fork_options,
         "rows": rows,
     }
 
@@ -423,6 +469,22 @@ def _print(report: dict[str, Any], console: Console) -> None:
             f"{c['pool_tree_ms']:.2f} ms + caller {c['caller_ms']:.2f} ms; fresh `python -c` "
             f"{c['fresh_ms']:.2f} ms: {c['fresh_over_pool']:.1f}x"
         )
+    options = report.get("fork_options") or {}
+    if options:
+        table = Table(title="Strict pool: what makes a fork cheap (tools/sandbox/forking.py)")
+        for column in ("workers' forks", "huge MB", "back to back", "paced", "CPU per call"):
+            table.add_column(column, justify="left" if column == "workers' forks" else "right")
+        for name, o in options.items():
+            cpu = o["cpu_per_call"]
+            table.add_row(
+                name,
+                str(o["huge_pages_kb_per_worker"] // 1024),
+                f"{o['back_to_back']['median_ms']:.2f} / {o['back_to_back']['p95_ms']:.2f}",
+                f"{o['paced']['median_ms']:.2f} / {o['paced']['p95_ms']:.2f}",
+                f"{cpu['pool_tree_ms'] + cpu['caller_ms']:.2f}",
+            )
+        console.print(table)
+        console.print("(median / p95 ms; CPU ms in all processes, caller included)")
     verdict = "met" if report["target_met"] else "NOT met (or no namespace isolation here)"
     console.print(
         f"target: strict pool median >= {TARGET_RATIO:g}x faster than a fresh `python -c` "

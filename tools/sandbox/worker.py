@@ -9,10 +9,11 @@ afterwards.
 
 Pre-forked children: the fork and every set-up step that does not depend on the call happen
 before the call arrives. Right after a call's result is sent (and its processes are gone), the
-worker gives numpy's global generator a new state and forks the next child, which enforces
+worker gives numpy's and ``random``'s global generators a new state and forks the next child
+(cheaply: :mod:`forking`), which enforces
 Landlock and seccomp, clones its memory holder (see :mod:`holder`: it makes the child's exit skip
 the teardown of its address space), takes its own session, file descriptors, directory and
-environment (``random`` reseeds itself after a fork), then blocks reading its call from a pipe.
+environment, then blocks reading its call from a pipe.
 A call then costs the hand-off, what depends on it (rlimits from its limits), the drop to the
 private uid, the run and the result. The waiting child drops its privileges only once its call
 has arrived, so between calls no process of the call uid exists, and a waiting child dies with the
@@ -46,6 +47,7 @@ sys.path.insert(0, _HERE)
 
 import calls  # noqa: E402  (sibling modules, loaded from the worker's own directory)
 import confine  # noqa: E402
+import forking  # noqa: E402
 import holder  # noqa: E402
 import results  # noqa: E402
 import runner  # noqa: E402
@@ -90,6 +92,10 @@ class Worker:
         # Frozen, the preloaded modules are skipped by collections (which would copy them).
         gc.collect()
         gc.freeze()
+        # cheaper forks (see forking.py); the huge pages before the baseline below is taken
+        huge = init.get("huge_pages", True)
+        self.huge_pages_kb = forking.collapse_to_huge_pages() if huge else 0
+        self.bare_fork = bool(init.get("bare_fork", True)) and forking.single_threaded()
         # see holder.py: only with a private uid (the snippet cannot signal it), Landlock (no
         # /proc/self/mem for writing), mseal, and inside namespaces
         self.hold_memory = bool(
@@ -116,6 +122,8 @@ class Worker:
             "preloaded": self.preloaded,
             "prefork": True,
             "memory_holder": self.hold_memory,
+            "huge_pages_kb": self.huge_pages_kb,
+            "bare_fork": self.bare_fork,
             "pid": os.getpid(),
             "python": sys.version.split()[0],
         }
@@ -130,6 +138,8 @@ class Worker:
             os.chown(call_dir, self.uid, self.uid)
         if self.numpy is not None:
             _reseed_numpy(self.numpy)
+        if self.bare_fork:
+            forking.reseed_random()  # what os.fork's handler would do in the child
         if self.holders is not None:
             self.caught = holder.caught_signals()
         code_r, code_w = os.pipe()
@@ -138,7 +148,7 @@ class Worker:
         err_r, err_w = os.pipe()
         rep_r, rep_w = os.pipe()
         parent = os.getpid()
-        pid = os.fork()
+        pid = forking.bare_fork() if self.bare_fork else os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, reported through the pipes
             self._child(parent, call_dir, (code_r, ctl_w, out_w, err_w, rep_w))
         for fd in (code_r, ctl_w, out_w, err_w, rep_w):

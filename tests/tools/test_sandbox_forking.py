@@ -1,0 +1,159 @@
+"""The fork server's cheap forks (tools/sandbox/forking.py): huge pages for its memory and a fork
+without CPython's after-fork handlers, and what must still hold with them in a real pool."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tools.python_coder import PythonCoderTool
+
+SANDBOX_DIR = Path(__file__).resolve().parents[2] / "tools" / "sandbox"
+HAS_BWRAP = shutil.which("bwrap") is not None
+LEVEL = "strict" if HAS_BWRAP else "process"
+
+
+def _thp_mode() -> str | None:
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return None
+    return text[text.index("[") + 1 : text.index("]")]
+
+
+def _kernel_at_least(major: int, minor: int) -> bool:
+    release = os.uname().release.split("-")[0].split(".")
+    return (int(release[0]), int(release[1])) >= (major, minor)
+
+
+CAN_COLLAPSE = _thp_mode() not in (None, "never") and _kernel_at_least(6, 1)
+NO_COLLAPSE = "needs MADV_COLLAPSE: Linux >= 6.1 with transparent huge pages not 'never'"
+
+
+def _probe(code: str) -> list[str]:
+    """Run ``code`` in a fresh single-threaded interpreter with the sandbox modules importable."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            "import sys\nsys.path.insert(0, sys.argv[1])\n" + code,
+            str(SANDBOX_DIR),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.splitlines()
+
+
+def test_anonymous_regions_are_the_writable_private_unnamed_mappings() -> None:
+    sys.path.insert(0, str(SANDBOX_DIR))
+    try:
+        import forking
+    finally:
+        sys.path.remove(str(SANDBOX_DIR))
+    maps = "\n".join(
+        [
+            "55d0a000-55d0c000 r--p 00000000 08:01 123 /usr/bin/python3.11",
+            "55d0c000-55e0c000 rw-p 00000000 00:00 0 [heap]",
+            "7f0000000000-7f0000400000 rw-p 00000000 00:00 0 ",
+            "7f0000400000-7f0000600000 rw-s 00000000 00:01 9 /dev/shm/x",
+            "7f0000600000-7f0000800000 rw-p 00001000 08:01 77 /usr/lib/libc.so.6",
+            "7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]",
+            "7f0000800000-7f0000a00000 ---p 00000000 00:00 0 ",
+        ]
+    )
+    assert forking._anonymous_regions(maps) == [
+        (0x55D0C000, 0x55E0C000),
+        (0x7F0000000000, 0x7F0000400000),
+    ]
+
+
+@pytest.mark.skipif(not CAN_COLLAPSE, reason=NO_COLLAPSE)
+def test_collapse_moves_anonymous_memory_to_huge_pages_and_keeps_its_contents() -> None:
+    lines = _probe(
+        "import forking, hashlib, os\n"
+        "data = bytearray(os.urandom(1 << 20) * 24)  # 24 MiB, written: really backed\n"
+        "digest = hashlib.sha256(data).hexdigest()\n"
+        "before = forking.huge_anonymous_kb()\n"
+        "after = forking.collapse_to_huge_pages()\n"
+        "print(before, after, hashlib.sha256(data).hexdigest() == digest)\n"
+    )
+    before, after, same = lines[0].split()
+    assert int(after) >= int(before) + 16 * 1024, lines  # most of the 24 MiB
+    assert same == "True"
+
+
+def test_bare_fork_gives_a_working_child_and_a_fresh_random_state() -> None:
+    lines = _probe(
+        "import forking, os, random, threading\n"
+        "print(forking.single_threaded())\n"
+        "draws = []\n"
+        "for _ in range(3):\n"
+        "    forking.reseed_random()\n"
+        "    r, w = os.pipe()\n"
+        "    pid = forking.bare_fork()\n"
+        "    if pid == 0:\n"
+        "        t = threading.Thread(target=lambda: None)\n"
+        "        t.start(); t.join()\n"
+        "        ok = threading.main_thread().ident == threading.get_ident()\n"
+        "        grandchild = os.fork()  # CPython's own fork still works inside\n"
+        "        if grandchild == 0:\n"
+        "            os._exit(5)\n"
+        "        status = os.waitpid(grandchild, 0)[1]\n"
+        "        os.write(w, f'{os.getpid()} {random.random()} {ok} {status >> 8}'.encode())\n"
+        "        os._exit(0)\n"
+        "    os.close(w)\n"
+        "    child_pid, draw, ok, status = os.read(r, 200).decode().split()\n"
+        "    _, code = os.waitpid(pid, 0)\n"
+        "    print(int(child_pid) == pid, ok, status, code)\n"
+        "    draws.append(draw)\n"
+        "print(len(set(draws)))\n"
+        "threading.Thread(target=__import__('time').sleep, args=(0.5,)).start()\n"
+        "print(forking.single_threaded())\n"
+    )
+    assert lines[0] == "True"
+    assert lines[1:4] == ["True True 5 0"] * 3
+    assert lines[4] == "3"  # each child drew from a state of its own
+    assert lines[5] == "False"  # a second thread: the worker would use os.fork
+
+
+def test_pool_reports_and_keeps_its_isolation_with_cheap_forks() -> None:
+    """The default pool forks bare (and, where the kernel can, from huge pages); either can be
+    turned off; calls give the same results both ways, and a seed never crosses calls."""
+    snippets = [
+        "print(sum(range(1000)))",
+        "import threading\nt = threading.Thread(target=print, args=('thread',))\n"
+        "t.start(); t.join()\nprint(threading.main_thread().ident == threading.get_ident())",
+        "import os\npid = os.fork()\nif pid == 0:\n    os._exit(3)\n"
+        "print(os.waitpid(pid, 0)[1] >> 8)",
+        "import os, sys\nprint(os.getcwd().startswith(os.environ['HOME']), sys.argv)",
+    ]
+    outputs = {}
+    for cheap in (True, False):
+        with PythonCoderTool(
+            isolation=LEVEL, pool_size=1, timeout_s=10, huge_pages=cheap, bare_fork=cheap
+        ) as tool:
+            features = tool._backend.pool.features
+            assert features["bare_fork"] is cheap
+            if cheap and CAN_COLLAPSE:
+                assert features["huge_pages_kb"] >= 8 * 1024
+            if not cheap:
+                assert features["huge_pages_kb"] == 0
+            seeded = tool.execute(code="import random\nrandom.seed(3)\nprint(random.random())")
+            draws = {
+                tool.execute(code="import random\nprint(random.random())").data["stdout"]
+                for _ in range(4)
+            }
+            assert seeded.ok and len(draws) == 4 and seeded.data["stdout"] not in draws
+            outputs[cheap] = [tool.run(code).stdout for code in snippets]
+    assert outputs[True] == outputs[False]
+    assert outputs[True][:3] == ["499500\n", "thread\nTrue\n", "3\n"]
