@@ -3,6 +3,7 @@ without CPython's after-fork handlers, and what must still hold with them in a r
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -157,3 +158,26 @@ def test_pool_reports_and_keeps_its_isolation_with_cheap_forks() -> None:
             outputs[cheap] = [tool.run(code).stdout for code in snippets]
     assert outputs[True] == outputs[False]
     assert outputs[True][:3] == ["499500\n", "thread\nTrue\n", "3\n"]
+
+
+def test_each_call_sees_exactly_the_sandbox_environment_with_its_own_directory() -> None:
+    """The worker sets its own environment for the next call before each fork (the child no
+    longer rebuilds it): still exactly SANDBOX_ENV plus the call's HOME, TMPDIR and PWD, and a
+    variable one call sets is gone in the next."""
+    from tools.sandbox.launcher import SANDBOX_ENV
+
+    probe = (
+        "import json, os\n"
+        "print(json.dumps(dict(os.environ)))\n"
+        "print(os.getcwd())\n"
+        "os.environ['LEFT_BEHIND'] = '1'\n"
+        "os.putenv('LEFT_BEHIND_TOO', '1')\n"
+    )
+    with PythonCoderTool(isolation=LEVEL, pool_size=1, timeout_s=10) as tool:
+        seen = [tool.run(probe).stdout.splitlines() for _ in range(3)]
+    homes = set()
+    for env_text, cwd in seen:
+        env = json.loads(env_text)
+        assert env == {**SANDBOX_ENV, "HOME": cwd, "TMPDIR": cwd, "PWD": cwd}
+        homes.add(cwd)
+    assert len(homes) == 3  # a directory of its own for each call

@@ -32,6 +32,7 @@ run user-space code once the snippet can run. What makes sure of it:
 
 from __future__ import annotations
 
+import _signal
 import ctypes
 import errno
 import os
@@ -86,7 +87,7 @@ def caught_signals() -> list[int]:
 def reset_signal_handlers(caught: list[int]) -> None:
     """Set every signal in ``caught`` (:func:`caught_signals`) back to its default action."""
     for number in caught:
-        signal.signal(number, signal.SIG_DFL)
+        _signal.signal(number, _signal.SIG_DFL)  # the C function: no enum conversions
 
 
 def pause_text() -> tuple[int, int]:
