@@ -137,6 +137,9 @@ def test_pool_reports_and_keeps_its_isolation_with_cheap_forks() -> None:
         "import os\npid = os.fork()\nif pid == 0:\n    os._exit(3)\n"
         "print(os.waitpid(pid, 0)[1] >> 8)",
         "import os, sys\nprint(os.getcwd().startswith(os.environ['HOME']), sys.argv)",
+        "import sys\nfor s in (sys.stdout, sys.stderr):\n"
+        "    print(s.fileno(), s.seekable(), s.isatty(), s.encoding, s.errors, s.write_through)\n"
+        "print(sys.stdout is sys.__stdout__, sys.stdin.read())",
     ]
     outputs = {}
     for cheap in (True, False):
@@ -158,6 +161,31 @@ def test_pool_reports_and_keeps_its_isolation_with_cheap_forks() -> None:
             outputs[cheap] = [tool.run(code).stdout for code in snippets]
     assert outputs[True] == outputs[False]
     assert outputs[True][:3] == ["499500\n", "thread\nTrue\n", "3\n"]
+    assert outputs[True][4].splitlines() == [
+        "1 False False utf-8 backslashreplace True",
+        "2 False False utf-8 backslashreplace True",
+        "True ",
+    ]
+
+
+def test_output_streams_are_built_ahead_only_over_pipes() -> None:
+    """The worker builds the snippet's stdout and stderr once when its own fds 1 and 2 are pipes,
+    as every child's are; anything else, and each child builds its own."""
+    code = (
+        "import sys\nsys.path.insert(0, sys.argv[1])\nimport runner\n"
+        "streams = runner.output_streams()\n"
+        "print(streams is not None and [s.fileno() for s in streams], file=sys.stderr)\n"
+    )
+    for stdout, expected in ((subprocess.PIPE, "[1, 2]"), (subprocess.DEVNULL, "False")):
+        proc = subprocess.run(
+            [sys.executable, "-I", "-c", code, str(SANDBOX_DIR)],
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert proc.stderr.strip() == expected
 
 
 def test_each_call_sees_exactly_the_sandbox_environment_with_its_own_directory() -> None:

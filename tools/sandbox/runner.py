@@ -12,6 +12,7 @@ import io
 import json
 import linecache
 import os
+import stat
 import sys
 import traceback
 import types
@@ -90,31 +91,46 @@ def _classify(exc: BaseException) -> str:
     return "exception"
 
 
-def _install_streams() -> None:
+def _text_stream(fd: int) -> io.TextIOWrapper:
+    raw = io.FileIO(fd, "w", closefd=False)
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="backslashreplace", write_through=True)
+
+
+def output_streams() -> tuple[io.TextIOWrapper, io.TextIOWrapper] | None:
+    """The snippet's stdout and stderr, built ahead: in the worker, where building them costs no
+    copy-on-write faults (~0.25 ms in a child). They are bound to fd numbers 1 and 2, which each
+    child points at its own pipes; built only while the worker's own fds 1 and 2 are pipes too,
+    so that they are exactly what the child would build (not seekable, not a terminal)."""
+    for fd in (1, 2):
+        try:
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                return None
+        except OSError:
+            return None
+    return _text_stream(1), _text_stream(2)
+
+
+def _install_streams(prebuilt: tuple[io.TextIOWrapper, io.TextIOWrapper] | None = None) -> None:
     """Unbuffered text streams on fds 1/2 so nothing is lost on ``os._exit`` or a crash."""
-    for fd, name in ((1, "stdout"), (2, "stderr")):
-        raw = io.FileIO(fd, "w", closefd=False)
-        stream = io.TextIOWrapper(
-            raw, encoding="utf-8", errors="backslashreplace", write_through=True
-        )
-        setattr(sys, name, stream)
-        setattr(sys, f"__{name}__", stream)
+    stdout, stderr = prebuilt or (_text_stream(1), _text_stream(2))
+    sys.stdout = sys.__stdout__ = stdout
+    sys.stderr = sys.__stderr__ = stderr
     sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
 
 
 _prepared = False
 
 
-def prepare() -> None:
+def prepare(streams: tuple[io.TextIOWrapper, io.TextIOWrapper] | None = None) -> None:
     """Do what a run needs that does not depend on the snippet, before the snippet arrives.
 
-    Installs the output streams, and uses the compiler and JSON once: a child forked from the
-    worker shares those pages copy-on-write, and copying them on first use (a page fault each)
-    took ~0.6 ms of a call. Nothing here is visible to the snippet: no name is bound, nothing is
-    cached on its behalf.
+    Installs the output streams (``streams`` from :func:`output_streams`, or new ones), and uses
+    the compiler and JSON once: a child forked from the worker shares those pages copy-on-write,
+    and copying them on first use (a page fault each) took ~0.6 ms of a call. Nothing here is
+    visible to the snippet: no name is bound, nothing is cached on its behalf.
     """
     global _prepared
-    _install_streams()
+    _install_streams(streams)
     compile("_ = [str(i) for i in range(3)]\nprint(_)\n", "<prepare>", "exec", dont_inherit=True)
     report = {"exit_reason": "ok", "exception": None, "exit_code": 0, "variables": {"_": "1"}}
     json.loads(json.dumps(report, default=str))

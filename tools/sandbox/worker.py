@@ -84,6 +84,7 @@ class Worker:
         # each first touch of a page is a copy-on-write fault (~0.55 ms per child that way).
         os.environ.clear()
         os.environ.update(self.env)
+        self.streams = runner.output_streams()
         self.calls = 0
         self.devnull = os.open(os.devnull, os.O_RDWR)
         self.prctl = ctypes.CDLL(None, use_errno=True).prctl
@@ -197,7 +198,7 @@ class Worker:
             os.closerange(6, 1 << 16)
             os.chdir(call_dir)
             _fresh_interpreter_state()
-            runner.prepare()
+            runner.prepare(self.streams)
             if self.hold_memory:  # long since there, as a rule; the snippet must not run before
                 holder.wait_until_paused(holder_pid)
             os.write(5, calls.SET_UP)
