@@ -159,8 +159,11 @@ def wait_until_paused(pid: int, timeout_s: float = 5.0) -> None:
     deadline = time.monotonic() + timeout_s
     tries = 0
     while True:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)  # no file object: fewer pages touched
+        try:
+            stat = os.read(fd, 4096)
+        finally:
+            os.close(fd)
         if stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] == b"S":
             return
         if time.monotonic() > deadline:
