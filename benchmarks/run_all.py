@@ -95,11 +95,11 @@ def _sandbox(d: dict[str, Any]) -> list[Row]:
                 "",
             )
         )
-    for name, option in (d.get("fork_options") or {}).items():
+    for name, option in (d.get("huge_pages") or {}).items():
         cpu = option["cpu_per_call"]
         rows.append(
             (
-                f"strict pool, forks with {name}: back to back / paced median ms, CPU ms",
+                f"strict pool, workers' memory in {name}: back to back / paced median ms, CPU ms",
                 f"{option['back_to_back']['median_ms']:.1f} / {option['paced']['median_ms']:.1f}, "
                 f"{cpu['pool_tree_ms'] + cpu['caller_ms']:.1f}",
                 "",

@@ -241,33 +241,25 @@ def cpu_per_call(tool: PythonCoderTool, n: int, n_fresh: int) -> dict[str, float
     }
 
 
-FORK_OPTIONS = {
-    "huge pages + bare fork (default)": {},
-    "huge pages only": {"bare_fork": False},
-    "bare fork only": {"huge_pages": False},
-    "neither": {"huge_pages": False, "bare_fork": False},
-}
-"""the strict pool's two fork savings (tools/sandbox/forking.py), each alone and neither"""
+PAGE_OPTIONS = {"huge pages (default)": {}, "small pages": {"huge_pages": False}}
+"""the strict pool with its workers' memory in huge pages or not (tools/sandbox/hugepages.py)"""
 
 
-def bench_fork_options(pool_size: int, n: int, pace_s: float) -> dict[str, Any]:
-    """The strict pool with each combination of :data:`FORK_OPTIONS`, side by side: blocks of 10
-    calls go round the pools, back to back and then paced; then the CPU time of a back-to-back
-    call in each."""
+def bench_huge_pages(pool_size: int, n: int, pace_s: float) -> dict[str, Any]:
+    """The strict pool with each of :data:`PAGE_OPTIONS`, side by side: blocks of 10 calls go
+    round the pools, back to back and then paced; then the CPU time of a back-to-back call in
+    each."""
     report: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
         tools = {
             name: stack.enter_context(
                 PythonCoderTool(isolation="strict", pool_size=pool_size, timeout_s=10, **options)
             )
-            for name, options in FORK_OPTIONS.items()
+            for name, options in PAGE_OPTIONS.items()
         }
         for name, tool in tools.items():
             features = tool._backend.pool.features
-            report[name] = {
-                "huge_pages_kb_per_worker": features.get("huge_pages_kb", 0),
-                "bare_fork": features.get("bare_fork", False),
-            }
+            report[name] = {"huge_pages_kb_per_worker": features.get("huge_pages_kb", 0)}
             _time_calls(lambda t=tool: t.run(SNIPPET).stdout, 0, warmup=10, pace_s=0.0)
         for mode, pace in (("back_to_back", 0.0), ("paced", pace_s)):
             samples: dict[str, list[float]] = {name: [] for name in tools}
@@ -377,7 +369,7 @@ def run(quick: bool, pool_size: int, callers: int, pace_ms: float) -> dict[str, 
             parts_b2b[level] = breakdown(tool, max(20, n // 3), 0.0)
             if index == 0:
                 cpu[level] = cpu_per_call(tool, max(40, n // 2), n_fresh)
-    fork_options = bench_fork_options(pool_size, n, pace_s) if "strict" in _levels() else {}
+    huge_pages = bench_huge_pages(pool_size, n, pace_s) if "strict" in _levels() else {}
     rows = fresh_rows + rows
     rows.append(
         {
@@ -400,7 +392,7 @@ def run(quick: bool, pool_size: int, callers: int, pace_ms: float) -> dict[str, 
         "breakdown": parts,
         "breakdown_back_to_back": parts_b2b,
         "cpu_per_call": cpu,
-        "fork_options": fork_options,
+        "huge_pages": huge_pages,
         "rows": rows,
     }
 
@@ -469,11 +461,11 @@ def _print(report: dict[str, Any], console: Console) -> None:
             f"{c['pool_tree_ms']:.2f} ms + caller {c['caller_ms']:.2f} ms; fresh `python -c` "
             f"{c['fresh_ms']:.2f} ms: {c['fresh_over_pool']:.1f}x"
         )
-    options = report.get("fork_options") or {}
+    options = report.get("huge_pages") or {}
     if options:
-        table = Table(title="Strict pool: what makes a fork cheap (tools/sandbox/forking.py)")
-        for column in ("workers' forks", "huge MB", "back to back", "paced", "CPU per call"):
-            table.add_column(column, justify="left" if column == "workers' forks" else "right")
+        table = Table(title="Strict pool: workers' memory in huge pages or not (hugepages.py)")
+        for column in ("workers' memory", "huge MB", "back to back", "paced", "CPU per call"):
+            table.add_column(column, justify="left" if column == "workers' memory" else "right")
         for name, o in options.items():
             cpu = o["cpu_per_call"]
             table.add_row(

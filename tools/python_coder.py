@@ -165,12 +165,10 @@ class PythonCoderTool:
         max_output_bytes, tmpfs_mb: per-call limits, see :class:`SandboxLimits`.
         pool_size: number of pre-started workers (concurrent calls beyond it wait their turn).
         preload: modules each worker imports once so snippets find them already loaded.
-        huge_pages, bare_fork: local only; each makes a call's fresh child cheaper, with the same
-            isolation (see ``tools/sandbox/forking.py``). ``huge_pages``: each worker rebuilds
-            its memory into 2 MiB pages after the preload (``MADV_COLLAPSE``, Linux 6.1+; where
-            the kernel cannot, the memory stays as it was); ``bare_fork``: children are forked
-            without CPython's after-fork handlers, which the single-threaded worker does not
-            need (it reseeds ``random`` before each fork instead).
+        huge_pages: local only. Each worker rebuilds its memory into 2 MiB pages after the
+            preload (``MADV_COLLAPSE``, Linux 6.1+; where the kernel cannot, the memory stays as
+            it was), which makes forking a call's child and ending it cheaper with the same
+            isolation (see ``tools/sandbox/hugepages.py``).
         max_code_chars: longer inputs are rejected without running.
         e2b_api_key, e2b_template, e2b_allow_internet: E2B options (the key defaults to
             ``E2B_API_KEY``); ``e2b_options``: further keyword arguments of
@@ -204,7 +202,6 @@ class PythonCoderTool:
         e2b_options: Mapping[str, Any] | None = None,
         startup_timeout_s: float = 60.0,
         huge_pages: bool = True,
-        bare_fork: bool = True,
     ) -> None:
         self.limits = SandboxLimits(
             timeout_s=timeout_s,
@@ -229,7 +226,6 @@ class PythonCoderTool:
                 preload=preload,
                 startup_timeout_s=startup_timeout_s,
                 huge_pages=huge_pages,
-                bare_fork=bare_fork,
             )
         elif backend == "e2b":
             from tools.sandbox.e2b_backend import E2BBackend

@@ -79,19 +79,13 @@ class LocalBackend:
         preload: Sequence[str] = DEFAULT_PRELOAD,
         startup_timeout_s: float = 60.0,
         huge_pages: bool = True,
-        bare_fork: bool = True,
     ) -> None:
         if isolation not in ("auto", "strict", "process"):
             raise ValueError(f"isolation must be 'auto', 'strict' or 'process', not {isolation!r}")
         if pool_size < 1:
             raise ValueError("pool_size must be >= 1")
         self.limits = limits
-        init = {
-            "preload": list(preload),
-            "env": dict(SANDBOX_ENV),
-            "huge_pages": huge_pages,
-            "bare_fork": bare_fork,
-        }
+        init = {"preload": list(preload), "env": dict(SANDBOX_ENV), "huge_pages": huge_pages}
         self.pool: WorkerPool | None = None
         self.kind: Isolation = "process"
         if isolation in ("auto", "strict") and bwrap_path() is not None:

@@ -9,8 +9,8 @@ afterwards.
 
 Pre-forked children: the fork and every set-up step that does not depend on the call happen
 before the call arrives. Right after a call's result is sent (and its processes are gone), the
-worker gives numpy's and ``random``'s global generators a new state, sets its own environment to
-the next call's, and forks the next child (cheaply: :mod:`forking`). The child enforces Landlock
+worker gives numpy's global generator a new state, sets its own environment to
+the next call's, and forks the next child (cheaply: :mod:`hugepages`). The child enforces Landlock
 and seccomp, clones its memory holder (see :mod:`holder`: it makes the child's exit skip the
 teardown of its address space), takes its own session, file descriptors and directory, then
 blocks reading its call from a pipe. A call then costs the hand-off, what depends on it (rlimits
@@ -49,8 +49,8 @@ sys.path.insert(0, _HERE)
 
 import calls  # noqa: E402  (sibling modules, loaded from the worker's own directory)
 import confine  # noqa: E402
-import forking  # noqa: E402
 import holder  # noqa: E402
+import hugepages  # noqa: E402
 import results  # noqa: E402
 import runner  # noqa: E402
 
@@ -100,10 +100,9 @@ class Worker:
         # Frozen, the preloaded modules are skipped by collections (which would copy them).
         gc.collect()
         gc.freeze()
-        # cheaper forks (see forking.py); the huge pages before the baseline below is taken
+        # cheaper forks (see hugepages.py); before the baseline below is taken
         huge = init.get("huge_pages", True)
-        self.huge_pages_kb = forking.collapse_to_huge_pages() if huge else 0
-        self.bare_fork = bool(init.get("bare_fork", True)) and forking.single_threaded()
+        self.huge_pages_kb = hugepages.collapse_to_huge_pages() if huge else 0
         # see holder.py: only with a private uid (the snippet cannot signal it), Landlock (no
         # /proc/self/mem for writing), mseal, and inside namespaces
         self.hold_memory = bool(
@@ -131,7 +130,6 @@ class Worker:
             "prefork": True,
             "memory_holder": self.hold_memory,
             "huge_pages_kb": self.huge_pages_kb,
-            "bare_fork": self.bare_fork,
             "pid": os.getpid(),
             "python": sys.version.split()[0],
         }
@@ -146,8 +144,6 @@ class Worker:
             os.chown(call_dir, self.uid, self.uid)
         if self.numpy is not None:
             _reseed_numpy(self.numpy)
-        if self.bare_fork:
-            forking.reseed_random()  # what os.fork's handler would do in the child
         os.environ.update(HOME=call_dir, TMPDIR=call_dir, PWD=call_dir)
         if self.holders is not None:
             self.caught = holder.caught_signals()
@@ -157,7 +153,7 @@ class Worker:
         err_r, err_w = os.pipe()
         rep_r, rep_w = os.pipe()
         parent = os.getpid()
-        pid = forking.bare_fork() if self.bare_fork else os.fork()
+        pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, reported through the pipes
             self._child(parent, call_dir, (code_r, ctl_w, out_w, err_w, rep_w))
         for fd in (code_r, ctl_w, out_w, err_w, rep_w):

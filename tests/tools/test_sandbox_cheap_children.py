@@ -1,5 +1,6 @@
-"""The fork server's cheap forks (tools/sandbox/forking.py): huge pages for its memory and a fork
-without CPython's after-fork handlers, and what must still hold with them in a real pool."""
+"""Cheaper children with the same isolation: the fork server's memory in huge pages
+(tools/sandbox/hugepages.py), and what the worker prepares for each child before the fork (its
+environment, the snippet's output streams); what must still hold with them in a real pool."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def _probe(code: str) -> list[str]:
 def test_anonymous_regions_are_the_writable_private_unnamed_mappings() -> None:
     sys.path.insert(0, str(SANDBOX_DIR))
     try:
-        import forking
+        import hugepages
     finally:
         sys.path.remove(str(SANDBOX_DIR))
     maps = "\n".join(
@@ -72,7 +73,7 @@ def test_anonymous_regions_are_the_writable_private_unnamed_mappings() -> None:
             "7f0000800000-7f0000a00000 ---p 00000000 00:00 0 ",
         ]
     )
-    assert forking._anonymous_regions(maps) == [
+    assert hugepages._anonymous_regions(maps) == [
         (0x55D0C000, 0x55E0C000),
         (0x7F0000000000, 0x7F0000400000),
     ]
@@ -81,11 +82,11 @@ def test_anonymous_regions_are_the_writable_private_unnamed_mappings() -> None:
 @pytest.mark.skipif(not CAN_COLLAPSE, reason=NO_COLLAPSE)
 def test_collapse_moves_anonymous_memory_to_huge_pages_and_keeps_its_contents() -> None:
     lines = _probe(
-        "import forking, hashlib, os\n"
+        "import hugepages, hashlib, os\n"
         "data = bytearray(os.urandom(1 << 20) * 24)  # 24 MiB, written: really backed\n"
         "digest = hashlib.sha256(data).hexdigest()\n"
-        "before = forking.huge_anonymous_kb()\n"
-        "after = forking.collapse_to_huge_pages()\n"
+        "before = hugepages.huge_anonymous_kb()\n"
+        "after = hugepages.collapse_to_huge_pages()\n"
         "print(before, after, hashlib.sha256(data).hexdigest() == digest)\n"
     )
     before, after, same = lines[0].split()
@@ -93,43 +94,9 @@ def test_collapse_moves_anonymous_memory_to_huge_pages_and_keeps_its_contents() 
     assert same == "True"
 
 
-def test_bare_fork_gives_a_working_child_and_a_fresh_random_state() -> None:
-    lines = _probe(
-        "import forking, os, random, threading\n"
-        "print(forking.single_threaded())\n"
-        "draws = []\n"
-        "for _ in range(3):\n"
-        "    forking.reseed_random()\n"
-        "    r, w = os.pipe()\n"
-        "    pid = forking.bare_fork()\n"
-        "    if pid == 0:\n"
-        "        t = threading.Thread(target=lambda: None)\n"
-        "        t.start(); t.join()\n"
-        "        ok = threading.main_thread().ident == threading.get_ident()\n"
-        "        grandchild = os.fork()  # CPython's own fork still works inside\n"
-        "        if grandchild == 0:\n"
-        "            os._exit(5)\n"
-        "        status = os.waitpid(grandchild, 0)[1]\n"
-        "        os.write(w, f'{os.getpid()} {random.random()} {ok} {status >> 8}'.encode())\n"
-        "        os._exit(0)\n"
-        "    os.close(w)\n"
-        "    child_pid, draw, ok, status = os.read(r, 200).decode().split()\n"
-        "    _, code = os.waitpid(pid, 0)\n"
-        "    print(int(child_pid) == pid, ok, status, code)\n"
-        "    draws.append(draw)\n"
-        "print(len(set(draws)))\n"
-        "threading.Thread(target=__import__('time').sleep, args=(0.5,)).start()\n"
-        "print(forking.single_threaded())\n"
-    )
-    assert lines[0] == "True"
-    assert lines[1:4] == ["True True 5 0"] * 3
-    assert lines[4] == "3"  # each child drew from a state of its own
-    assert lines[5] == "False"  # a second thread: the worker would use os.fork
-
-
-def test_pool_reports_and_keeps_its_isolation_with_cheap_forks() -> None:
-    """The default pool forks bare (and, where the kernel can, from huge pages); either can be
-    turned off; calls give the same results both ways, and a seed never crosses calls."""
+def test_pool_reports_and_keeps_its_isolation_with_huge_pages() -> None:
+    """The default pool's workers keep their memory in huge pages where the kernel can; that can
+    be turned off; calls give the same results both ways, and a seed never crosses calls."""
     snippets = [
         "print(sum(range(1000)))",
         "import threading\nt = threading.Thread(target=print, args=('thread',))\n"
@@ -142,15 +109,12 @@ def test_pool_reports_and_keeps_its_isolation_with_cheap_forks() -> None:
         "print(sys.stdout is sys.__stdout__, sys.stdin.read())",
     ]
     outputs = {}
-    for cheap in (True, False):
-        with PythonCoderTool(
-            isolation=LEVEL, pool_size=1, timeout_s=10, huge_pages=cheap, bare_fork=cheap
-        ) as tool:
+    for huge in (True, False):
+        with PythonCoderTool(isolation=LEVEL, pool_size=1, timeout_s=10, huge_pages=huge) as tool:
             features = tool._backend.pool.features
-            assert features["bare_fork"] is cheap
-            if cheap and CAN_COLLAPSE:
+            if huge and CAN_COLLAPSE:
                 assert features["huge_pages_kb"] >= 8 * 1024
-            if not cheap:
+            if not huge:
                 assert features["huge_pages_kb"] == 0
             seeded = tool.execute(code="import random\nrandom.seed(3)\nprint(random.random())")
             draws = {
@@ -158,7 +122,7 @@ def test_pool_reports_and_keeps_its_isolation_with_cheap_forks() -> None:
                 for _ in range(4)
             }
             assert seeded.ok and len(draws) == 4 and seeded.data["stdout"] not in draws
-            outputs[cheap] = [tool.run(code).stdout for code in snippets]
+            outputs[huge] = [tool.run(code).stdout for code in snippets]
     assert outputs[True] == outputs[False]
     assert outputs[True][:3] == ["499500\n", "thread\nTrue\n", "3\n"]
     assert outputs[True][4].splitlines() == [
