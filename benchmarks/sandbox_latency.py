@@ -9,7 +9,7 @@ plus in-process ``exec`` as a no-isolation reference. Prints a table and writes 
 One caller is measured two ways, both for (a) and (b): back to back (the next call starts as soon
 as the last returns) and paced (``--pace-ms`` of idle time before each call, not timed). Between
 two calls a worker forks and sets up the child for its next call and frees the last one's memory
-(~5 ms of CPU on the machine measured); paced calls find that done, as a planner's calls do (a
+(~3 ms on the machine measured); paced calls find that done, as a planner's calls do (a
 model generates between them), while back-to-back calls on few cores compete with it. (a) runs
 in blocks interleaved with the strict pool's calls, so that both meet the same load.
 
