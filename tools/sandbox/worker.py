@@ -9,10 +9,10 @@ afterwards.
 
 Pre-forked children: the fork and every set-up step that does not depend on the call happen
 before the call arrives. Right after a call's result is sent (and its processes are gone), the
-worker gives numpy's global generator a new state, sets its own environment to
-the next call's, and forks the next child (cheaply: :mod:`hugepages`). The child enforces Landlock
-and seccomp, clones its memory holder (see :mod:`holder`: it makes the child's exit skip the
-teardown of its address space), takes its own session, file descriptors and directory, then
+worker gives numpy's global generator a new state, sets its own environment to the next call's,
+and forks the next child (cheaply: :mod:`hugepages`). The child enforces Landlock and seccomp,
+clones its memory holder (see :mod:`holder`: it makes the child's exit skip the teardown of its
+address space), takes its own session, file descriptors and directory, then
 blocks reading its call from a pipe. A call then costs the hand-off, what depends on it (rlimits
 from its limits), the drop to the private uid, the run and the result. The waiting child drops
 its privileges only once its call has arrived, so between calls no process of the call uid
