@@ -76,13 +76,14 @@ def _sandbox(d: dict[str, Any]) -> list[Row]:
             )
         )
     for mode, ratio in (d.get("ratios") or {}).items():
-        paced = mode == "paced"
+        # back to back carries the target too in files that judge it (older ones did not)
+        judged = mode == "paced" or "back_to_back_target_met" in d
         rows.append(
             (
                 f"fresh `python -c` / strict pool median ({mode.replace('_', ' ')})",
                 f"{ratio['median_ratio']:.1f}x (p95 {ratio['p95_ratio']:.1f}x)",
-                f">= {d['target_ratio']:g}x" if paced else "",
-                _ok(ratio["median_ratio"] >= d["target_ratio"]) if paced else "",
+                f">= {d['target_ratio']:g}x" if judged else "",
+                _ok(ratio["median_ratio"] >= d["target_ratio"]) if judged else "",
             )
         )
     for level, cpu in (d.get("cpu_per_call") or {}).items():
