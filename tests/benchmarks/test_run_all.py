@@ -195,6 +195,13 @@ def test_sandbox_target_is_on_the_paced_strict_row_and_the_ratio() -> None:
         "",
     )
     assert not any("memory in" in metric for metric in rows)  # older files: no such rows
+    data["back_to_back_target_met"] = False  # newer files judge back to back as well
+    rows = _by_metric(summarize("sandbox_latency", data))
+    assert rows["fresh `python -c` / strict pool median (back to back)"] == (
+        "6.0x (p95 4.0x)",
+        ">= 10x",
+        "NO",
+    )
     data["huge_pages"] = {
         "small pages": {
             "back_to_back": {"median_ms": 7.04},
